@@ -1,0 +1,211 @@
+"""What the asv suite in `benchmarks/` is made of; the benchmark modules only subclass these.
+
+How a configuration is measured once per `asv run`, although asv calls every `track_*`
+function in a process of its own: `setup_cache` (run once per run) returns a fresh token; the
+first benchmark that needs a configuration measures it (`forkspawn.measure`, `repeat` cold
+starts) and appends the record, tagged with the token, to a JSON Lines sidecar next to asv's
+results; every later metric of that configuration reads it from there. The sidecar is also
+where the analysis finds what asv cannot store: the verified method, the error text, versions.
+
+Each `track_*` returns `{"samples": [...], "number": 1}`, one sample per cold start, so asv
+stores the median and computes its 99% confidence interval from our repeats, as it does for
+timing benchmarks. A failed configuration reports status 1 (error) or 2 (timeout) in
+`track_status` and fails its other metrics with the error text; impossible ones are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from . import machine
+from .config import CUDA_CHECKS, METHODS, PARENT_STATES, Config
+from .worker import PHASES
+
+STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}
+
+# Measurement profiles, chosen with FORKSPAWN_PROFILE. Users size them for their boxes.
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {"repeat": 5, "batches": (1, 16), "decode_steps": 32},
+    "quick": {"repeat": 2, "batches": (1, 16), "decode_steps": 8},
+}
+
+
+def profile() -> dict[str, Any]:
+    name = os.environ.get("FORKSPAWN_PROFILE", "default")
+    if name not in PROFILES:
+        raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
+    gpu = machine.default_device() == "cuda"
+    model = os.environ.get("FORKSPAWN_MODEL", "1b" if gpu else "tiny")
+    return {**PROFILES[name], "model": model}
+
+
+def tp_sizes() -> list[int]:
+    """1, 2, 4, 8 up to the GPUs present; 1 and 2 on a CPU machine."""
+    n = len(machine.gpus()) if machine.default_device() == "cuda" else min(2, len(os.sched_getaffinity(0)))
+    return [tp for tp in (1, 2, 4, 8) if tp <= max(n, 1)]
+
+
+def cuda_checks() -> list[str]:
+    return list(CUDA_CHECKS) if machine.default_device() == "cuda" else ["runtime"]
+
+
+class Grid:
+    """One engine's configurations: method x parent state x CUDA check x TP size."""
+
+    engine = ""
+    methods: tuple[str, ...] = METHODS
+    param_names = ["engine", "method", "parent_state", "cuda_check", "tp"]
+    processes = 1  # the samples are our cold starts: extra asv rounds would duplicate them
+    timeout = 3600  # seconds for one benchmark call, which may measure a whole configuration
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.engine:
+            cls.params = [[cls.engine], list(cls.methods), list(PARENT_STATES), cuda_checks(),
+                          [str(tp) for tp in tp_sizes()]] + getattr(cls, "extra_params", [])
+            cls.param_names = Grid.param_names + getattr(cls, "extra_param_names", [])
+
+    def setup_cache(self) -> str:
+        return uuid.uuid4().hex
+
+    setup_cache.timeout = 60
+
+    def setup(self, token: str, engine: str, method: str, parent_state: str, cuda_check: str, tp: str,
+              *extra: str) -> None:
+        if cuda_check == "nvml" and parent_state != "device-queried":
+            raise NotImplementedError("the NVML-based check only changes the device-queried state")
+        config = Config(engine=engine, method=method, parent_state=parent_state, cuda_check=cuda_check,
+                        tp=int(tp), **profile())
+        self.record = cached_record(token, config)
+        if self.record["status"] == "skipped":
+            raise NotImplementedError(self.record["error"])
+
+    def sample(self, metric: str) -> dict[str, Any]:
+        """One metric of this configuration in the form asv turns into a median and a CI."""
+        if self.record["status"] != "ok":
+            raise RuntimeError(f"{self.record['status']}: {self.record['error']}")
+        values = self.record["samples"].get(metric)
+        if not values:
+            raise NotImplementedError(f"{metric} is not measured in this configuration")
+        return {"samples": values, "number": 1}
+
+
+def cached_record(token: str, config: Config) -> dict[str, Any]:
+    """The record of `config` in the current asv run, measured now if no benchmark did yet."""
+    from .measure import label, measure
+
+    path = records_path()
+    key = config_key(config)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("asv_token") == token and rec.get("asv_key") == key:
+                return rec
+    rec = measure(config, progress=_progress)
+    rec.update(asv_token=token, asv_key=key, asv_commit=os.environ.get("ASV_COMMIT"),
+               asv_env=os.environ.get("ASV_ENV_NAME"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # One write() of one line to an O_APPEND file: readers see the whole line or none of it.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(rec, allow_nan=False) + "\n").encode())
+    finally:
+        os.close(fd)
+    _progress(f"{label(config)}: {rec['status']}")
+    return rec
+
+
+def config_key(config: Config) -> str:
+    return f"{config.engine}|{config.method}|{config.parent_state}|{config.cuda_check}|{config.tp}"
+
+
+def records_path() -> Path:
+    """<asv results_dir>/<machine>/records/<commit>-<env>.jsonl (asv ignores files not ending in .json)."""
+    conf_dir = Path(os.environ.get("ASV_CONF_DIR", "."))
+    conf = json.loads((conf_dir / "asv.conf.json").read_text())
+    results = conf_dir / conf.get("results_dir", "results")
+    commit = (os.environ.get("ASV_COMMIT") or "unknown")[:8]
+    env = os.environ.get("ASV_ENV_NAME", "unknown")
+    return results / machine.asv_machine_name() / "records" / f"{commit}-{env}.jsonl"
+
+
+def _progress(line: str) -> None:
+    """asv shows a benchmark's output only at its end: progress goes to a file `make bench` follows."""
+    target = os.environ.get("FORKSPAWN_PROGRESS")
+    if target:
+        with open(target, "a") as f:
+            f.write(line + "\n")
+
+
+class Startup(Grid):
+    def track_status(self, *args: str) -> int:
+        return STATUS_CODES[self.record["status"]]
+
+    track_status.unit = "0 ok, 1 error, 2 timeout"
+
+    def track_time_to_ready(self, *args: str) -> dict:
+        return self.sample("time_to_ready_s")
+
+    track_time_to_ready.unit = "seconds"
+
+    def track_teardown(self, *args: str) -> dict:
+        return self.sample("teardown_s")
+
+    track_teardown.unit = "seconds"
+
+
+class Phases(Grid):
+    """When each start-up phase ended for the slowest rank, in seconds since the start request."""
+
+    extra_params = [list(PHASES[1:])]
+    extra_param_names = ["phase"]
+
+    def track_phase_end(self, *args: str) -> dict:
+        return self.sample(f"phase.{args[-1]}")
+
+    track_phase_end.unit = "seconds"
+
+
+class Memory(Grid):
+    """Host and GPU memory of each process of the group, and of the whole group, at ready."""
+
+    extra_params = [["group", "parent", "forkserver"] + [f"rank{r}" for r in range(max(tp_sizes()))]]
+    extra_param_names = ["process"]
+
+    def track_uss(self, *args: str) -> dict:
+        return self.sample(f"mem.{args[-1]}.uss_mib")
+
+    def track_pss(self, *args: str) -> dict:
+        return self.sample(f"mem.{args[-1]}.pss_mib")
+
+    def track_rss(self, *args: str) -> dict:
+        return self.sample(f"mem.{args[-1]}.rss_mib")
+
+    def track_peak_rss(self, *args: str) -> dict:
+        return self.sample(f"mem.{args[-1]}.peak_rss_mib")
+
+    def track_gpu(self, *args: str) -> dict:
+        return self.sample(f"mem.{args[-1]}.gpu_mib")
+
+    unit = "MiB"
+
+
+class Throughput(Grid):
+    """Steady-state greedy decoding after warm-up, at fixed batch sizes."""
+
+    extra_params = [[str(b) for b in profile()["batches"]]]
+    extra_param_names = ["batch"]
+
+    def track_tokens_per_s(self, *args: str) -> dict:
+        return self.sample(f"tokens_per_s.b{args[-1]}")
+
+    track_tokens_per_s.unit = "tokens/s"
+
+    def track_step_latency(self, *args: str) -> dict:
+        return self.sample(f"step_latency_s.b{args[-1]}")
+
+    track_step_latency.unit = "seconds"

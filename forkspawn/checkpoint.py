@@ -1,0 +1,138 @@
+"""Checkpoints: the presets, the cache they are generated into, and validation of local paths.
+
+torch is imported only to generate weights, so a caller that merely resolves an existing
+checkpoint (the outer `measure` process, asv's benchmark process) stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    max_position_embeddings: int = 512
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    tie_word_embeddings: bool = False
+    torch_dtype: str = "float32"
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_hf(cls, path: Path) -> "ModelSpec":
+        cfg = json.loads((path / "config.json").read_text())
+        fields = cls.__dataclass_fields__
+        spec = {k: cfg[k] for k in fields if k in cfg}
+        spec.setdefault("num_key_value_heads", cfg["num_attention_heads"])
+        return cls(**spec)
+
+
+PRESETS = {
+    # seconds on 2 CPU cores; about 10 MB
+    "tiny": ModelSpec(512, 256, 512, 4, 4, 2, max_position_embeddings=256),
+    # about 160M parameters
+    "small": ModelSpec(32000, 1024, 2816, 8, 16, 8, torch_dtype="bfloat16"),
+    # the shape of Llama-3.2-1B (1.24B parameters)
+    "1b": ModelSpec(128256, 2048, 8192, 16, 32, 8, 2048, rope_theta=500000.0,
+                    tie_word_embeddings=True, torch_dtype="bfloat16"),
+}
+SEED = 20261125
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FORKSPAWN_CACHE", Path.home() / ".cache" / "forkspawn")) / "models"
+
+
+def resolve_checkpoint(model: str, cache_dir: Path) -> Path:
+    """The checkpoint directory for a preset (generated once) or a local path (validated)."""
+    if model in PRESETS:
+        return ensure_preset(model, cache_dir)
+    path = Path(model).expanduser()
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model {model!r} is neither a preset ({', '.join(PRESETS)}) nor a directory with config.json")
+    if not list(path.glob("*.safetensors")):
+        raise FileNotFoundError(f"model {model!r} has no *.safetensors weights")
+    try:
+        ModelSpec.from_hf(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"model {model!r}: unreadable config.json ({exc})") from None
+    return path
+
+
+def ensure_preset(name: str, cache_dir: Path) -> Path:
+    """Generate the preset's random checkpoint once; concurrent callers see a whole one or none."""
+    spec = PRESETS[name]
+    final = cache_dir / f"{name}-seed{SEED}"
+    if (final / "config.json").exists():
+        return final
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{name}-"))
+    try:
+        write_checkpoint(tmp, spec, SEED)
+        os.rename(tmp, final)
+    except OSError:
+        if not (final / "config.json").exists():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def write_checkpoint(path: Path, spec: ModelSpec, seed: int) -> None:
+    """A Hugging Face LlamaForCausalLM checkpoint with random weights from `seed`."""
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(seed)
+    dtype = getattr(torch, spec.torch_dtype)
+    h, i, hd = spec.hidden_size, spec.intermediate_size, spec.head_dim
+    kv = spec.num_key_value_heads * hd
+
+    def rand(*shape: int) -> "torch.Tensor":
+        return (torch.randn(*shape, generator=g) * 0.02).to(dtype)
+
+    w = {"model.embed_tokens.weight": rand(spec.vocab_size, h), "model.norm.weight": torch.ones(h, dtype=dtype)}
+    for n in range(spec.num_hidden_layers):
+        p = f"model.layers.{n}."
+        w.update({
+            p + "input_layernorm.weight": torch.ones(h, dtype=dtype),
+            p + "post_attention_layernorm.weight": torch.ones(h, dtype=dtype),
+            p + "self_attn.q_proj.weight": rand(h, h),
+            p + "self_attn.k_proj.weight": rand(kv, h),
+            p + "self_attn.v_proj.weight": rand(kv, h),
+            p + "self_attn.o_proj.weight": rand(h, h),
+            p + "mlp.gate_proj.weight": rand(i, h),
+            p + "mlp.up_proj.weight": rand(i, h),
+            p + "mlp.down_proj.weight": rand(h, i),
+        })
+    if not spec.tie_word_embeddings:
+        w["lm_head.weight"] = rand(spec.vocab_size, h)
+    save_file(w, str(path / "model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_act": "silu",
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        **asdict(spec),
+    }
+    (path / "config.json").write_text(json.dumps(config, indent=1))
+    try:  # engines (vLLM, Xinference) also need a tokenizer; our own workload does not
+        from .tokenizer import write_tokenizer
+    except ImportError:
+        return
+    write_tokenizer(path, spec.vocab_size)

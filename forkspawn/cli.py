@@ -1,0 +1,110 @@
+"""`forkspawn` command line: measure one configuration, prepare a model, describe the machine.
+
+Exit status: 0 when a record was produced (whatever its status: failures are results),
+2 for bad input (one line on stderr naming the culprit; nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .config import CUDA_CHECKS, DEVICES, ENGINES, FORKSERVER_STATES, METHODS, PARENT_STATES, Config, ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="forkspawn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("measure", help="measure one configuration (repeat cold starts)")
+    m.add_argument("--engine", default="torch-tp", choices=ENGINES)
+    m.add_argument("--method", default="spawn", choices=METHODS)
+    m.add_argument("--parent-state", default="bare", choices=PARENT_STATES)
+    m.add_argument("--tp", type=int, default=1, help="tensor-parallel size (ranks)")
+    m.add_argument("--model", default="tiny", help="preset (tiny, small, 1b) or a local HF checkpoint directory")
+    m.add_argument("--device", default="auto", choices=DEVICES)
+    m.add_argument("--batch", type=int, nargs="+", default=[1, 16], help="decode batch sizes")
+    m.add_argument("--decode-steps", type=int, default=32)
+    m.add_argument("--warmup-steps", type=int, default=4)
+    m.add_argument("--repeat", type=int, default=3, help="cold starts (each in a fresh parent)")
+    m.add_argument("--timeout", type=float, default=300.0, help="seconds a cold start may take to ready")
+    m.add_argument("--cuda-check", default="runtime", choices=CUDA_CHECKS)
+    m.add_argument("--forkserver", default="fresh", choices=FORKSERVER_STATES)
+    m.add_argument("--json", action="store_true", help="print exactly one JSON record on stdout")
+    m.add_argument("-o", "--output", type=Path, help="also write the record to this file (atomically)")
+
+    p = sub.add_parser("model", help="generate a preset checkpoint (once) and print its directory")
+    p.add_argument("preset")
+
+    mach = sub.add_parser("machine", help="describe this machine (no CUDA context is created)")
+    mach.add_argument("--asv", action="store_true", help="register it in ~/.asv-machine.json and print its name")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "measure":
+            return _measure(args)
+        if args.command == "model":
+            from .checkpoint import default_cache_dir, resolve_checkpoint
+
+            print(resolve_checkpoint(args.preset, default_cache_dir()))
+            return 0
+        from . import machine
+
+        print(machine.write_asv_machine() if args.asv else json.dumps(machine.describe(), indent=1))
+        return 0
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"forkspawn: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from .measure import measure
+    from .record import write_json_atomic
+
+    config = Config(engine=args.engine, method=args.method, parent_state=args.parent_state, tp=args.tp,
+                    model=args.model, device=args.device, batches=tuple(args.batch),
+                    decode_steps=args.decode_steps, warmup_steps=args.warmup_steps, repeat=args.repeat,
+                    timeout_s=args.timeout, cuda_check=args.cuda_check, forkserver=args.forkserver)
+    if args.output:
+        _check_writable(args.output)
+    record = measure(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.output:
+        write_json_atomic(args.output, record)
+    if args.json:
+        print(json.dumps(record, allow_nan=False))
+    else:
+        print(summary(record))
+    return 0
+
+
+def summary(record: dict) -> str:
+    """A few human-readable lines about a record."""
+    head = (f"{record['engine']} method={record['method']} (used: {record['method_used']}) "
+            f"parent={record['parent_state']} tp={record['tp']}: {record['status']}")
+    if record["status"] != "ok":
+        return f"{head}\n  {record['error']}"
+    st = record["stats"]["time_to_ready_s"]
+    lines = [head, f"  time to ready {st['median']:.3f} s (99% CI {_fmt(st['ci_low'])}..{_fmt(st['ci_high'])}, "
+                   f"n={st['n']}), teardown {record['teardown_s']:.3f} s"]
+    for proc in record["processes"]:
+        lines.append(f"  {proc['role']}{'' if proc['rank'] is None else proc['rank']}: "
+                     f"USS {proc['uss_mib']:.0f} MiB, PSS {proc['pss_mib']:.0f} MiB, RSS {proc['rss_mib']:.0f} MiB")
+    lines.append("  tokens/s: " + ", ".join(f"batch {b}: {v:.0f}" for b, v in record["tokens_per_s"].items()))
+    return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "?" if x is None else f"{x:.3f}"
+
+
+def _check_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"cannot write the record to {path}: {parent} is not a writable directory")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

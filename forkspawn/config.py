@@ -1,0 +1,84 @@
+"""What one measurement asks for, and the vocabulary of the axes.
+
+A `Config` crosses process boundaries as JSON (outer process -> fresh parent interpreter),
+so it holds plain values only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+METHODS = ("fork", "spawn", "forkserver", "forkserver-preload")
+PARENT_STATES = ("bare", "torch", "device-queried", "device-initialized")
+DEVICE_STATES = ("device-queried", "device-initialized")
+CUDA_CHECKS = ("runtime", "nvml")  # how torch.cuda.is_available() finds devices
+FORKSERVER_STATES = ("fresh", "warm")
+ENGINES = ("torch-tp", "vllm", "xinference")
+DEVICES = ("auto", "cpu", "cuda")
+STATUSES = ("ok", "error", "timeout", "skipped")
+
+
+class ConfigError(ValueError):
+    """Bad input: the message is one line naming the culprit and the valid choices."""
+
+
+@dataclass(frozen=True)
+class Config:
+    engine: str = "torch-tp"
+    method: str = "spawn"
+    parent_state: str = "bare"
+    tp: int = 1
+    model: str = "tiny"  # a preset name or the path of a local Hugging Face checkpoint
+    device: str = "auto"
+    batches: tuple[int, ...] = (1, 16)
+    warmup_steps: int = 4
+    decode_steps: int = 32
+    repeat: int = 3
+    timeout_s: float = 300.0  # bound on one cold start, start request to ready
+    cuda_check: str = "runtime"
+    forkserver: str = "fresh"
+    cache_dir: str = ""  # where generated checkpoints live; "" = the default cache
+    extra: dict = field(default_factory=dict)  # engine-specific options
+
+    def __post_init__(self) -> None:
+        _choice("engine", self.engine, ENGINES)
+        _choice("method", self.method, METHODS)
+        _choice("parent state", self.parent_state, PARENT_STATES)
+        _choice("cuda check", self.cuda_check, CUDA_CHECKS)
+        _choice("forkserver state", self.forkserver, FORKSERVER_STATES)
+        _choice("device", self.device, DEVICES)
+        for name in ("tp", "repeat", "decode_steps"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if not self.batches or min(self.batches) < 1:
+            raise ConfigError(f"batch sizes must be positive integers, got {list(self.batches)}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"timeout must be positive, got {self.timeout_s}")
+        if self.forkserver == "warm" and not self.method.startswith("forkserver"):
+            raise ConfigError(f"--forkserver warm applies to forkserver methods only, not {self.method!r}")
+        object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls(**json.loads(text))
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def cache_path(self) -> Path:
+        from .checkpoint import default_cache_dir
+
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+
+def _choice(what: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")

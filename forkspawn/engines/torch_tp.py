@@ -1,0 +1,83 @@
+"""Our own workload: N ranks of `model.TPDecoder` started with the requested start method."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import socket
+import statistics
+from typing import Any
+
+from .. import memory, methods
+from ..config import Config
+from ..launcher import GroupFailure, WorkerGroup
+from ..checkpoint import ModelSpec, resolve_checkpoint
+from ..record import ProcessMemory, Run
+
+DECODE_TIMEOUT_S = 600.0
+
+
+def unavailable() -> str | None:
+    return None  # torch is a dependency of the harness itself
+
+
+def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
+    run = Run(parent_state=parent_state, engine_version=importlib.metadata.version("torch"))
+    checkpoint = resolve_checkpoint(config.model, config.cache_path())
+    ctx, forkserver = methods.context(config.method, config.forkserver)
+    port = _free_port()
+    specs = [
+        {
+            "rank": r,
+            "world": config.tp,
+            "device": config.device,
+            "checkpoint": str(checkpoint),
+            "dtype": ModelSpec.from_hf(checkpoint).torch_dtype,
+            "port": port,
+            "threads": max(1, len(os.sched_getaffinity(0)) // config.tp),
+            "warmup_steps": config.warmup_steps,
+        }
+        for r in range(config.tp)
+    ]
+    group = WorkerGroup(ctx, specs)
+    try:
+        group.start()
+        ready = group.wait_ready(config.timeout_s)
+        run.phases = group.phases()
+        run.time_to_ready_s = max(p.t_s for p in run.phases if p.name == "ready")
+        run.forkserver = methods.forkserver_info(forkserver)
+        run.method_used = methods.method_used(group.pids)
+        run.processes = _processes(group, run.forkserver, ready)
+        memory.probe(run.processes, on_gpu=config.device == "cuda")
+
+        latencies = group.request(("decode", config.batches, config.warmup_steps, config.decode_steps),
+                                  DECODE_TIMEOUT_S)[0]  # ranks step in lockstep: rank 0 speaks for all
+        for batch, times in latencies.items():
+            run.tokens_per_s[batch] = batch * len(times) / sum(times)
+            run.step_latency_s[batch] = statistics.median(times)
+    except GroupFailure as failure:
+        run.fail(failure.status, failure.error)
+        run.phases = run.phases or group.phases()
+    finally:
+        teardown = group.close()
+    if run.status == "ok":
+        run.teardown_s = teardown
+    run.parent_state["child_bad_fork"] = [f.get("bad_fork") for f in group.facts]
+    run.parent_state["child_torch_at_entry"] = [f.get("torch_at_entry") for f in group.facts]
+    return run
+
+
+def _processes(group: WorkerGroup, forkserver: dict | None, ready: list[dict]) -> list[ProcessMemory]:
+    procs = [ProcessMemory("parent", None, os.getpid(), started_by=None)]
+    if forkserver and forkserver.get("pid"):
+        procs.append(ProcessMemory("forkserver", None, forkserver["pid"], started_by="spawn"))
+    for rank, (pid, info) in enumerate(zip(group.pids, ready)):
+        procs.append(ProcessMemory("rank", rank, pid, started_by=methods.started_by(pid),
+                                   torch_reserved_mib=info.get("torch_reserved_mib")))
+    return procs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

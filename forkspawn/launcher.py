@@ -1,0 +1,153 @@
+"""Start a group of N ranks with one multiprocessing context, watch them, always tear them down.
+
+The parent stamps `start_requested` right before each `Process.start()`; ranks stamp their own
+phases on the same clock (`clock.now`). A rank that reports an error, dies, or is not ready
+by the deadline fails the whole group: in tensor parallelism the others would wait for it
+forever in their first collective.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.context
+from multiprocessing.connection import Connection, wait
+from typing import Any, Callable
+
+import psutil
+
+from .clock import now
+from .record import Phase
+from .worker import rank_main
+
+
+class GroupFailure(Exception):
+    def __init__(self, status: str, error: str):
+        super().__init__(error)
+        self.status, self.error = status, error
+
+
+class WorkerGroup:
+    def __init__(self, ctx: multiprocessing.context.BaseContext, specs: list[dict[str, Any]],
+                 target: Callable[[dict, Connection], None] = rank_main):
+        self.ctx, self.specs, self.target = ctx, specs, target
+        self.procs: list[Any] = []
+        self.conns: list[Connection] = []
+        self.stamps: list[tuple[int, str, float]] = []  # (rank, phase, CLOCK_MONOTONIC seconds)
+        self.facts: list[dict[str, Any]] = [{} for _ in specs]
+        self.current: list[str] = ["start_requested"] * len(specs)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def start(self) -> None:
+        for rank, spec in enumerate(self.specs):
+            mine, theirs = self.ctx.Pipe()
+            proc = self.ctx.Process(target=self.target, args=(spec, theirs), name=f"forkspawn-rank{rank}")
+            self.stamps.append((rank, "start_requested", now()))
+            proc.start()
+            theirs.close()
+            self.procs.append(proc)
+            self.conns.append(mine)
+
+    def wait_ready(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Collect phases until every rank is ready; the payloads of their "ready" messages."""
+        ready: dict[int, dict] = {}
+        deadline = now() + timeout_s
+        while len(ready) < len(self.procs):
+            for rank, msg in self._receive(deadline, lambda r: r not in ready):
+                if msg[0] == "ready":
+                    ready[rank] = msg[1]
+            if now() >= deadline and len(ready) < len(self.procs):
+                where = ", ".join(f"rank {r} in {self.current[r]}" for r in range(len(self.procs)) if r not in ready)
+                raise GroupFailure("timeout", f"not ready within {timeout_s:g} s ({where})")
+        return [ready[r] for r in range(len(self.procs))]
+
+    def request(self, msg: tuple, timeout_s: float) -> list[Any]:
+        """Send `msg` to every rank and gather one "result" from each."""
+        for conn in self.conns:
+            conn.send(msg)
+        results: dict[int, Any] = {}
+        deadline = now() + timeout_s
+        while len(results) < len(self.procs):
+            for rank, reply in self._receive(deadline, lambda r: r not in results):
+                if reply[0] == "result":
+                    results[rank] = reply[1]
+            if now() >= deadline and len(results) < len(self.procs):
+                raise GroupFailure("timeout", f"no reply to {msg[0]!r} within {timeout_s:g} s")
+        return [results[r] for r in range(len(self.procs))]
+
+    def _receive(self, deadline: float, waiting: Callable[[int], bool]):
+        """Yield (rank, message) as they arrive; raise on a reported error or a dead rank."""
+        live = {self.conns[r]: r for r in range(len(self.procs)) if waiting(r)}
+        sentinels = {self.procs[r].sentinel: r for r in live.values()}
+        for obj in wait(list(live) + list(sentinels), timeout=max(0.0, deadline - now())):
+            if obj in live:
+                rank = live[obj]
+                try:
+                    msg = obj.recv()
+                except EOFError:
+                    continue  # the pipe closed: the sentinel reports the death
+                if msg[0] == "phase":
+                    self.stamps.append((rank, msg[1], msg[2]))
+                    self.current[rank] = msg[1]
+                elif msg[0] == "facts":
+                    self.facts[rank].update(msg[1])
+                elif msg[0] == "error":
+                    raise GroupFailure("error", f"rank {rank} failed in {msg[1]}: {msg[2].strip()}")
+                else:
+                    yield rank, msg
+            else:
+                rank = sentinels[obj]
+                conn = self.conns[rank]
+                while conn.poll():  # a last error message may still be in the pipe
+                    try:
+                        msg = conn.recv()
+                    except EOFError:
+                        break
+                    if msg[0] == "error":
+                        raise GroupFailure("error", f"rank {rank} failed in {msg[1]}: {msg[2].strip()}")
+                code = self.procs[rank].exitcode
+                how = f"was killed by signal {-code}" if code and code < 0 else f"exited with status {code}"
+                raise GroupFailure("error", f"rank {rank} {how} during {_next_phase(self.current[rank])}")
+
+    def phases(self) -> list[Phase]:
+        t0 = min(t for _, _, t in self.stamps)
+        return [Phase(rank, name, t - t0) for rank, name, t in self.stamps]
+
+    def close(self, grace_s: float = 10.0) -> float:
+        """Stop every rank (politely, then by force) and their descendants; seconds it took."""
+        t0 = now()
+        family = []
+        for p in self.procs:
+            try:
+                family += psutil.Process(p.pid).children(recursive=True)
+            except psutil.Error:
+                pass
+        for conn, p in zip(self.conns, self.procs):
+            if p.is_alive():
+                try:
+                    conn.send(("stop",))
+                except OSError:
+                    pass
+        deadline = t0 + grace_s
+        for p in self.procs:
+            p.join(max(0.0, deadline - now()))
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        for child in family:
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        for conn in self.conns:
+            conn.close()
+        return now() - t0
+
+
+def _next_phase(last: str) -> str:
+    from .worker import PHASES
+
+    i = PHASES.index(last) if last in PHASES else -1
+    return PHASES[i + 1] if 0 <= i < len(PHASES) - 1 else last

@@ -1,0 +1,128 @@
+"""Measure one configuration: `repeat` cold starts, each in a fresh parent interpreter.
+
+Each parent runs in its own process session, so whatever it leaves behind (workers, a
+forkserver, the resource tracker, an engine's server) is found and killed by process group
+afterwards, also when the parent crashes, hangs or this process is interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from . import engines, machine, parent_state
+from .checkpoint import resolve_checkpoint
+from .config import DEVICE_STATES, Config, ConfigError
+from .record import Run, build_record
+
+Progress = Callable[[str], None]
+
+
+def resolve(config: Config) -> Config:
+    """Fill in the device and check the request against this machine; ConfigError if impossible."""
+    device = machine.default_device() if config.device == "auto" else config.device
+    gpus = len(machine.gpus())
+    if device == "cuda" and not (gpus and machine.torch_has_cuda()):
+        raise ConfigError("device 'cuda' requested, but no NVIDIA GPU or no CUDA build of torch is present")
+    present = gpus if device == "cuda" else len(os.sched_getaffinity(0))
+    if config.tp > present:
+        what = "GPUs" if device == "cuda" else "usable CPU cores"
+        raise ConfigError(f"tensor-parallel size {config.tp} exceeds the {present} {what} present; valid: 1..{present}")
+    return config.replace(device=device)
+
+
+def not_applicable(config: Config) -> str | None:
+    """Why this configuration cannot exist here (it is then recorded as skipped), or None."""
+    if config.device == "cpu" and config.parent_state in DEVICE_STATES:
+        return f"parent state {config.parent_state!r} needs a CUDA device; this run is on CPU"
+    if config.device == "cpu" and config.cuda_check == "nvml":
+        return "the NVML-based CUDA check only matters with a CUDA device; this run is on CPU"
+    return engines.adapter(config.engine).unavailable()
+
+
+def measure(config: Config, progress: Progress | None = None) -> dict[str, Any]:
+    """The `forkspawn measure --json` record of `config` (see README, "The measure record")."""
+    config = resolve(config)
+    say = progress or (lambda line: None)
+    runs: list[Run] = []
+    reason = not_applicable(config)
+    if reason:
+        runs.append(Run(status="skipped", error=reason, parent_state={"verified": "not-applicable"}))
+    else:
+        resolve_checkpoint(config.model, config.cache_path())  # generated once, outside any timed region
+        for i in range(config.repeat):
+            run = run_in_fresh_parent(config)
+            runs.append(run)
+            ready = f"{run.time_to_ready_s:.2f} s to ready" if run.time_to_ready_s is not None else run.error
+            say(f"{label(config)} run {i + 1}/{config.repeat}: {run.status}, {ready}")
+            if run.status != "ok":
+                break  # a configuration that fails once is reported failed; repeating it teaches nothing
+    return build_record(config, runs, machine.describe(), machine.versions())
+
+
+def label(config: Config) -> str:
+    return f"{config.engine} {config.method} {config.parent_state} tp={config.tp}"
+
+
+def run_in_fresh_parent(config: Config) -> Run:
+    backstop = 2 * config.timeout_s + 300  # the parent enforces timeout_s itself; this catches a hung parent
+    with tempfile.TemporaryDirectory(prefix="forkspawn-") as tmp:
+        cfg, result, log = Path(tmp, "config.json"), Path(tmp, "run.json"), Path(tmp, "parent.log")
+        cfg.write_text(config.to_json())
+        env = {**os.environ, **parent_state.environment(config)}
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            proc.wait(backstop)
+        except subprocess.TimeoutExpired:
+            return Run(status="timeout", error=f"the parent interpreter did not finish within {backstop:g} s")
+        finally:
+            left = kill_session(proc.pid)
+            if proc.poll() is None:
+                proc.wait()
+        if not result.exists():
+            tail = log.read_text(errors="replace")[-2000:].strip()
+            return Run(status="error", error=f"the parent interpreter exited with status {proc.returncode}: {tail}")
+        run = Run.from_dict(json.loads(result.read_text()))
+        if left:
+            run.notes.append(f"killed {len(left)} process(es) the run left behind: {', '.join(left)}")
+        return run
+
+
+def kill_session(sid: int, grace_s: float = 1.0) -> list[str]:
+    """SIGKILL what is left of session `sid` after `grace_s`; the names of what was killed.
+
+    The grace lets helpers that end with the parent (forkserver, resource tracker) go by themselves.
+    """
+    deadline = time.monotonic() + grace_s
+    while _session(sid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = []
+    for p in _session(sid):
+        try:
+            left.append(f"{p.info['name']}[{p.pid}]")
+            p.send_signal(signal.SIGKILL)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return left
+
+
+def _session(sid: int) -> list[psutil.Process]:
+    members = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                members.append(p)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return members

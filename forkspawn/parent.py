@@ -1,0 +1,34 @@
+"""The fresh parent interpreter of one cold start: `python -m forkspawn.parent CONFIG RESULT`.
+
+Its state is ours to control, unlike that of asv's benchmark process. It prepares the
+requested parent state, lets the engine adapter start and measure one worker group, and
+writes the `Run` as JSON (atomically, so the caller sees a whole result or none).
+Keep imports light: a `bare` parent must not import torch, and spawned workers re-import
+this module as `__mp_main__`.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+from .config import Config
+from .record import Run, write_json_atomic
+
+
+def main(config_path: str, result_path: str) -> int:
+    config = Config.from_json(Path(config_path).read_text())
+    try:
+        from . import engines, parent_state
+
+        state = parent_state.prepare(config)
+        run = engines.adapter(config.engine).run_once(config, state)
+    except Exception:
+        run = Run(status="error", error=f"parent failed: {traceback.format_exc(limit=-3).strip()}")
+    write_json_atomic(Path(result_path), run.to_dict())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))

@@ -1,0 +1,197 @@
+"""The results contract: one cold start (`Run`) and one measured configuration (`Record`).
+
+A `Run` is what a fresh parent interpreter observed starting one worker group once. A
+`Record` aggregates `repeat` runs of one configuration; its summary fields (medians) are
+derived from `samples`, the per-run values of every metric, so each statistic is computed
+once, here, with asv's own estimator (`stats.summarize`). The README documents every field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .stats import summarize
+
+SCHEMA = "forkspawn.record/1"
+MEMORY_KINDS = ("rss_mib", "uss_mib", "pss_mib", "peak_rss_mib", "gpu_mib")
+GROUP_KINDS = ("rss_mib", "uss_mib", "pss_mib", "gpu_mib")
+
+
+@dataclass
+class Phase:
+    rank: int
+    name: str
+    t_s: float  # seconds since the group's first start request, on CLOCK_MONOTONIC
+
+
+@dataclass
+class ProcessMemory:
+    role: str  # parent | forkserver | rank | engine-core | server | ... (engine-specific roles)
+    rank: int | None
+    pid: int
+    started_by: str | None  # verified start method of this process (methods.provenance)
+    rss_mib: float | None = None
+    uss_mib: float | None = None
+    pss_mib: float | None = None
+    peak_rss_mib: float | None = None  # kernel high-water mark (VmHWM) since exec or fork
+    gpu_mib: float | None = None
+    gpu_note: str | None = None  # why gpu_mib is null, when it is
+    torch_reserved_mib: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.role if self.rank is None else f"rank{self.rank}"
+
+
+@dataclass
+class Run:
+    """One cold start of one worker group, as observed by its parent."""
+
+    status: str = "ok"
+    error: str | None = None
+    method_used: str | None = None
+    parent_state: dict[str, Any] = field(default_factory=dict)
+    forkserver: dict[str, Any] | None = None
+    phases: list[Phase] = field(default_factory=list)
+    time_to_ready_s: float | None = None
+    teardown_s: float | None = None
+    processes: list[ProcessMemory] = field(default_factory=list)
+    tokens_per_s: dict[int, float] = field(default_factory=dict)
+    step_latency_s: dict[int, float] = field(default_factory=dict)  # median decode step
+    engine_version: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def fail(self, status: str, error: str) -> "Run":
+        if self.status == "ok":  # keep the first failure: later ones are usually its consequences
+            self.status, self.error = status, error
+        return self
+
+    def values(self) -> dict[str, float]:
+        """Every metric of this run as `name -> value`; names are the record's sample keys."""
+        out: dict[str, float] = {}
+        if self.time_to_ready_s is not None:
+            out["time_to_ready_s"] = self.time_to_ready_s
+        if self.teardown_s is not None:
+            out["teardown_s"] = self.teardown_s
+        slowest: dict[str, float] = {}
+        for p in self.phases:
+            out[f"phase.{p.name}.rank{p.rank}"] = p.t_s
+            slowest[p.name] = max(slowest.get(p.name, p.t_s), p.t_s)
+        out.update({f"phase.{name}": t for name, t in slowest.items()})
+        for proc in self.processes:
+            for kind in MEMORY_KINDS + ("torch_reserved_mib",):
+                v = getattr(proc, kind)
+                if v is not None:
+                    out[f"mem.{proc.label}.{kind}"] = v
+        for kind in GROUP_KINDS:
+            vals = [getattr(p, kind) for p in self.processes]
+            if vals and all(v is not None for v in vals):
+                out[f"mem.group.{kind}"] = sum(vals)
+        for b, v in self.tokens_per_s.items():
+            out[f"tokens_per_s.b{b}"] = v
+        for b, v in self.step_latency_s.items():
+            out[f"step_latency_s.b{b}"] = v
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Run":
+        d = dict(d)
+        d["phases"] = [Phase(**p) for p in d.get("phases", [])]
+        d["processes"] = [ProcessMemory(**p) for p in d.get("processes", [])]
+        d["tokens_per_s"] = {int(k): v for k, v in d.get("tokens_per_s", {}).items()}
+        d["step_latency_s"] = {int(k): v for k, v in d.get("step_latency_s", {}).items()}
+        return cls(**d)
+
+
+def unit_of(metric: str) -> str:
+    if metric.startswith("tokens_per_s"):
+        return "tokens/s"
+    if metric.startswith("mem."):
+        return "MiB"
+    return "seconds"
+
+
+def build_record(config: Config, runs: list[Run], machine: dict, versions: dict) -> dict[str, Any]:
+    """Aggregate the runs of one configuration into the `forkspawn measure --json` record."""
+    failed = next((r for r in runs if r.status != "ok"), None)
+    last = runs[-1] if runs else Run(status="error", error="no run was made")
+    ok_runs = [r for r in runs if r.status == "ok"]
+    samples: dict[str, list[float]] = {}
+    for r in ok_runs:
+        for k, v in r.values().items():
+            samples.setdefault(k, []).append(v)
+    median = {k: statistics.median(v) for k, v in samples.items()}
+    used = {r.method_used for r in runs if r.method_used}
+    template = ok_runs[-1] if ok_runs else last
+    return {
+        "schema": SCHEMA,
+        "status": failed.status if failed else "ok",
+        "error": failed.error if failed else None,
+        "engine": config.engine,
+        "engine_version": last.engine_version,
+        "method": config.method,
+        "method_used": used.pop() if len(used) == 1 else ("mixed" if used else None),
+        "parent_state": last.parent_state.get("verified", config.parent_state),
+        "parent_state_detail": last.parent_state,
+        "cuda_check": config.cuda_check,
+        "forkserver": last.forkserver,
+        "tp": config.tp,
+        "model": config.model,
+        "batches": list(config.batches),
+        "repeat": config.repeat,
+        "runs_ok": len(ok_runs),
+        "time_to_ready_s": median.get("time_to_ready_s"),
+        "teardown_s": median.get("teardown_s"),
+        "phases": [
+            {"rank": p.rank, "name": p.name, "t_s": median[f"phase.{p.name}.rank{p.rank}"]}
+            for p in template.phases
+            if f"phase.{p.name}.rank{p.rank}" in median
+        ],
+        "processes": [
+            {
+                "role": p.role,
+                "rank": p.rank,
+                "pid": p.pid,
+                "started_by": p.started_by,
+                **{k: median.get(f"mem.{p.label}.{k}") for k in MEMORY_KINDS},
+                "gpu_note": p.gpu_note,
+                "torch_reserved_mib": median.get(f"mem.{p.label}.torch_reserved_mib"),
+            }
+            for p in template.processes
+        ],
+        "group": {k: median.get(f"mem.group.{k}") for k in GROUP_KINDS},
+        "tokens_per_s": {str(b): median.get(f"tokens_per_s.b{b}") for b in config.batches},
+        "step_latency_s": {str(b): median.get(f"step_latency_s.b{b}") for b in config.batches},
+        "stats": {k: summarize(v) for k, v in samples.items()},
+        "samples": samples,
+        "notes": sorted({n for r in runs for n in r.notes}),
+        "config": json.loads(config.to_json()),
+        "machine": machine,
+        "versions": versions,
+    }
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

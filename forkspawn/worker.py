@@ -1,0 +1,138 @@
+"""A tensor-parallel rank: start up phase by phase, then serve decode requests.
+
+This module is the target that spawn and forkserver children import by name, so it imports
+nothing heavy at module level: under spawn the `imports_done` phase must contain the cost of
+importing torch, and a `bare` parent must stay free of torch.
+
+Protocol over the rank's pipe (tuples): the rank sends ("facts", dict), ("phase", name, t),
+("ready", dict), ("result", dict) and ("error", phase, text); the parent sends
+("decode", batches, warmup_steps, steps) and ("stop",).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .clock import now
+
+PHASES = ("start_requested", "process_entry", "imports_done", "device_ready",
+           "dist_initialized", "weights_loaded", "first_token", "ready")
+PROMPT_LEN = 16
+FAULT_ENV = "FORKSPAWN_FAULT"  # "RANK:PHASE:ACTION" with ACTION kill | hang | raise; for fault tests
+
+
+def rank_main(spec: dict[str, Any], conn: Connection) -> None:
+    """Entry point of rank `spec['rank']`; exits non-zero after reporting an error."""
+    entered = now()
+    rank = spec["rank"]
+    phase = "process_entry"
+
+    def stamp(name: str) -> None:
+        nonlocal phase
+        phase = name
+        _maybe_fault(rank, name)
+        conn.send(("phase", name, now()))
+
+    try:
+        conn.send(("facts", {"pid": os.getpid(), "torch_at_entry": "torch" in sys.modules}))
+        _maybe_fault(rank, "process_entry")
+        conn.send(("phase", "process_entry", entered))
+        import torch
+        import torch.distributed as dist
+
+        from .model import TPDecoder, dtype_for
+
+        # torch's own record of an unsafe fork (a CUDA runtime inherited from the parent)
+        conn.send(("facts", {"bad_fork": bool(torch.cuda._is_in_bad_fork())}))
+        stamp("imports_done")
+
+        if spec["device"] == "cuda":
+            device = torch.device("cuda", rank)
+            torch.cuda.set_device(device)
+            torch.zeros(1, device=device)  # creates the CUDA context now, inside this phase
+            backend = "nccl"
+        else:
+            device = torch.device("cpu")
+            torch.set_num_threads(spec["threads"])
+            backend = "gloo"
+        stamp("device_ready")
+
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{spec['port']}", rank=rank,
+                                world_size=spec["world"], device_id=device if backend == "nccl" else None)
+        dist.all_reduce(torch.ones(1, device=device))  # communicators are lazy: make this phase pay for them
+        stamp("dist_initialized")
+
+        model = TPDecoder(Path(spec["checkpoint"]), rank, spec["world"], device, dtype_for(spec["dtype"], spec["device"]))
+        _sync(device)
+        stamp("weights_loaded")
+
+        model.generate(model.prompt(1, PROMPT_LEN), 1)
+        _sync(device)
+        stamp("first_token")
+
+        model.generate(model.prompt(1, PROMPT_LEN), 1 + spec["warmup_steps"])
+        _sync(device)
+        stamp("ready")
+        reserved = torch.cuda.memory_reserved(device) / 2**20 if device.type == "cuda" else None
+        conn.send(("ready", {"torch_reserved_mib": reserved, "weight_bytes": model.weight_bytes()}))
+
+        while True:
+            msg = conn.recv()
+            if msg[0] == "stop":
+                break
+            phase = "decode"
+            _, batches, warmup, steps = msg
+            _maybe_fault(rank, "decode")
+            conn.send(("result", {b: _decode(model, device, b, warmup, steps) for b in batches}))
+        dist.destroy_process_group()
+    except BaseException:
+        try:
+            conn.send(("error", phase, traceback.format_exc(limit=-3)))
+        except OSError:
+            pass  # the parent has gone
+        sys.exit(1)
+
+
+def _decode(model: Any, device: Any, batch: int, warmup: int, steps: int) -> list[float]:
+    """Per-step latencies (seconds) of `steps` greedy decode steps after `warmup` untimed ones."""
+    prompt = model.prompt(batch, PROMPT_LEN)
+    model.reset_cache(batch, PROMPT_LEN + warmup + steps + 1)
+    tok = model.forward(prompt, 0).argmax(-1, keepdim=True)
+    pos, times = PROMPT_LEN, []
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        tok = model.forward(tok, pos).argmax(-1, keepdim=True)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+        pos += 1
+    return times
+
+
+def _sync(device: Any) -> None:
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+
+
+def _maybe_fault(rank: int, phase: str) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    want_rank, want_phase, action = spec.split(":")
+    if int(want_rank) != rank or want_phase != phase:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "hang":
+        while True:
+            time.sleep(3600)
+    raise RuntimeError(f"injected fault in rank {rank} at {phase}")
