@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 from . import machine
-from .config import CUDA_CHECKS, METHODS, PARENT_STATES, Config
+from .config import CUDA_CHECKS, DEVICE_STATES, METHODS, PARENT_STATES, Config
 from .worker import PHASES
 
 STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}
+ON_GPU = machine.default_device() == "cuda"  # read through NVML: no CUDA context in asv's process
 
 # Measurement profiles, chosen with FORKSPAWN_PROFILE. Users size them for their boxes.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -38,19 +41,23 @@ def profile() -> dict[str, Any]:
     name = os.environ.get("FORKSPAWN_PROFILE", "default")
     if name not in PROFILES:
         raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
-    gpu = machine.default_device() == "cuda"
-    model = os.environ.get("FORKSPAWN_MODEL", "1b" if gpu else "tiny")
+    model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
     return {**PROFILES[name], "model": model}
 
 
 def tp_sizes() -> list[int]:
     """1, 2, 4, 8 up to the GPUs present; 1 and 2 on a CPU machine."""
-    n = len(machine.gpus()) if machine.default_device() == "cuda" else min(2, len(os.sched_getaffinity(0)))
+    n = len(machine.gpus()) if ON_GPU else min(2, len(os.sched_getaffinity(0)))
     return [tp for tp in (1, 2, 4, 8) if tp <= max(n, 1)]
 
 
 def cuda_checks() -> list[str]:
-    return list(CUDA_CHECKS) if machine.default_device() == "cuda" else ["runtime"]
+    return list(CUDA_CHECKS) if ON_GPU else ["runtime"]
+
+
+def parent_states() -> list[str]:
+    """The parent states that can exist on this machine (no device states without a GPU)."""
+    return [s for s in PARENT_STATES if ON_GPU or s not in DEVICE_STATES]
 
 
 class Grid:
@@ -58,6 +65,9 @@ class Grid:
 
     engine = ""
     methods: tuple[str, ...] = METHODS
+    # Only Startup lists every parent state (the others are skipped there, showing the
+    # compatibility grid); the detailed classes list what can run, to keep asv's runs short.
+    states: list[str] = parent_states()
     param_names = ["engine", "method", "parent_state", "cuda_check", "tp"]
     processes = 1  # the samples are our cold starts: extra asv rounds would duplicate them
     timeout = 3600  # seconds for one benchmark call, which may measure a whole configuration
@@ -65,7 +75,7 @@ class Grid:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.engine:
-            cls.params = [[cls.engine], list(cls.methods), list(PARENT_STATES), cuda_checks(),
+            cls.params = [[cls.engine], list(cls.methods), list(cls.states), cuda_checks(),
                           [str(tp) for tp in tp_sizes()]] + getattr(cls, "extra_params", [])
             cls.param_names = Grid.param_names + getattr(cls, "extra_param_names", [])
 
@@ -80,7 +90,7 @@ class Grid:
             raise NotImplementedError("the NVML-based check only changes the device-queried state")
         config = Config(engine=engine, method=method, parent_state=parent_state, cuda_check=cuda_check,
                         tp=int(tp), **profile())
-        self.record = cached_record(token, config)
+        self.record = cached_record(token, config, _conf_dir(self))
         if self.record["status"] == "skipped":
             raise NotImplementedError(self.record["error"])
 
@@ -94,11 +104,11 @@ class Grid:
         return {"samples": values, "number": 1}
 
 
-def cached_record(token: str, config: Config) -> dict[str, Any]:
+def cached_record(token: str, config: Config, conf_dir: Path) -> dict[str, Any]:
     """The record of `config` in the current asv run, measured now if no benchmark did yet."""
     from .measure import label, measure
 
-    path = records_path()
+    path = records_path(conf_dir)
     key = config_key(config)
     if path.exists():
         for line in path.read_text().splitlines():
@@ -106,8 +116,7 @@ def cached_record(token: str, config: Config) -> dict[str, Any]:
             if rec.get("asv_token") == token and rec.get("asv_key") == key:
                 return rec
     rec = measure(config, progress=_progress)
-    rec.update(asv_token=token, asv_key=key, asv_commit=os.environ.get("ASV_COMMIT"),
-               asv_env=os.environ.get("ASV_ENV_NAME"))
+    rec.update(asv_token=token, asv_key=key, asv_commit=_commit(conf_dir), asv_env=_env_name())
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write() of one line to an O_APPEND file: readers see the whole line or none of it.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -123,14 +132,31 @@ def config_key(config: Config) -> str:
     return f"{config.engine}|{config.method}|{config.parent_state}|{config.cuda_check}|{config.tp}"
 
 
-def records_path() -> Path:
+def records_path(conf_dir: Path) -> Path:
     """<asv results_dir>/<machine>/records/<commit>-<env>.jsonl (asv ignores files not ending in .json)."""
-    conf_dir = Path(os.environ.get("ASV_CONF_DIR", "."))
     conf = json.loads((conf_dir / "asv.conf.json").read_text())
     results = conf_dir / conf.get("results_dir", "results")
-    commit = (os.environ.get("ASV_COMMIT") or "unknown")[:8]
-    env = os.environ.get("ASV_ENV_NAME", "unknown")
-    return results / machine.asv_machine_name() / "records" / f"{commit}-{env}.jsonl"
+    name = f"{_commit(conf_dir)[:8]}-{_env_name()}.jsonl"
+    return results / machine.asv_machine_name() / "records" / name
+
+
+def _conf_dir(bench: Grid) -> Path:
+    """asv sets ASV_CONF_DIR for the environments it builds, not for `-E existing`: then the
+    benchmark module's location tells (benchmarks/ sits next to asv.conf.json)."""
+    if "ASV_CONF_DIR" in os.environ:
+        return Path(os.environ["ASV_CONF_DIR"])
+    return Path(sys.modules[type(bench).__module__].__file__).resolve().parents[1]
+
+
+def _commit(conf_dir: Path) -> str:
+    if os.environ.get("ASV_COMMIT"):
+        return os.environ["ASV_COMMIT"]
+    out = subprocess.run(["git", "-C", str(conf_dir), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def _env_name() -> str:
+    return os.environ.get("ASV_ENV_NAME", "existing")
 
 
 def _progress(line: str) -> None:
@@ -142,6 +168,8 @@ def _progress(line: str) -> None:
 
 
 class Startup(Grid):
+    states = list(PARENT_STATES)
+
     def track_status(self, *args: str) -> int:
         return STATUS_CODES[self.record["status"]]
 
@@ -171,27 +199,17 @@ class Phases(Grid):
 
 
 class Memory(Grid):
-    """Host and GPU memory of each process of the group, and of the whole group, at ready."""
+    """Host and GPU memory of each process of the group, and of the whole group, at ready (MiB)."""
 
-    extra_params = [["group", "parent", "forkserver"] + [f"rank{r}" for r in range(max(tp_sizes()))]]
-    extra_param_names = ["process"]
+    extra_params = [["group", "parent", "forkserver"] + [f"rank{r}" for r in range(max(tp_sizes()))],
+                    ["uss", "pss", "rss", "peak_rss"] + (["gpu"] if ON_GPU else [])]
+    extra_param_names = ["process", "kind"]
 
-    def track_uss(self, *args: str) -> dict:
-        return self.sample(f"mem.{args[-1]}.uss_mib")
+    def track_memory(self, *args: str) -> dict:
+        process, kind = args[-2:]
+        return self.sample(f"mem.{process}.{kind}_mib")
 
-    def track_pss(self, *args: str) -> dict:
-        return self.sample(f"mem.{args[-1]}.pss_mib")
-
-    def track_rss(self, *args: str) -> dict:
-        return self.sample(f"mem.{args[-1]}.rss_mib")
-
-    def track_peak_rss(self, *args: str) -> dict:
-        return self.sample(f"mem.{args[-1]}.peak_rss_mib")
-
-    def track_gpu(self, *args: str) -> dict:
-        return self.sample(f"mem.{args[-1]}.gpu_mib")
-
-    unit = "MiB"
+    track_memory.unit = "MiB"
 
 
 class Throughput(Grid):
