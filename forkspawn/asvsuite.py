@@ -93,15 +93,20 @@ class Grid:
         self.record = cached_record(token, config, _conf_dir(self))
         if self.record["status"] == "skipped":
             raise NotImplementedError(self.record["error"])
+        metric = self.metric(*extra)
+        if self.record["status"] == "ok" and metric and metric not in self.record["samples"]:
+            # e.g. rank 1 of a TP=1 group, or the forkserver of a spawn run
+            raise NotImplementedError(f"{metric} does not exist in this configuration")
+
+    def metric(self, *extra: str) -> str | None:
+        """The record's sample key this benchmark reports, given its extra parameters."""
+        return None
 
     def sample(self, metric: str) -> dict[str, Any]:
         """One metric of this configuration in the form asv turns into a median and a CI."""
         if self.record["status"] != "ok":
             raise RuntimeError(f"{self.record['status']}: {self.record['error']}")
-        values = self.record["samples"].get(metric)
-        if not values:
-            raise NotImplementedError(f"{metric} is not measured in this configuration")
-        return {"samples": values, "number": 1}
+        return {"samples": self.record["samples"][metric], "number": 1}
 
 
 def cached_record(token: str, config: Config, conf_dir: Path) -> dict[str, Any]:
@@ -192,8 +197,11 @@ class Phases(Grid):
     extra_params = [list(PHASES[1:])]
     extra_param_names = ["phase"]
 
+    def metric(self, phase: str) -> str:
+        return f"phase.{phase}"
+
     def track_phase_end(self, *args: str) -> dict:
-        return self.sample(f"phase.{args[-1]}")
+        return self.sample(self.metric(args[-1]))
 
     track_phase_end.unit = "seconds"
 
@@ -205,9 +213,11 @@ class Memory(Grid):
                     ["uss", "pss", "rss", "peak_rss"] + (["gpu"] if ON_GPU else [])]
     extra_param_names = ["process", "kind"]
 
+    def metric(self, process: str, kind: str) -> str:
+        return f"mem.{process}.{kind}_mib"
+
     def track_memory(self, *args: str) -> dict:
-        process, kind = args[-2:]
-        return self.sample(f"mem.{process}.{kind}_mib")
+        return self.sample(self.metric(*args[-2:]))
 
     track_memory.unit = "MiB"
 
@@ -218,8 +228,11 @@ class Throughput(Grid):
     extra_params = [[str(b) for b in profile()["batches"]]]
     extra_param_names = ["batch"]
 
+    def metric(self, batch: str) -> str:
+        return f"tokens_per_s.b{batch}"
+
     def track_tokens_per_s(self, *args: str) -> dict:
-        return self.sample(f"tokens_per_s.b{args[-1]}")
+        return self.sample(self.metric(args[-1]))
 
     track_tokens_per_s.unit = "tokens/s"
 

@@ -9,15 +9,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 from .config import CUDA_CHECKS, DEVICES, ENGINES, FORKSERVER_STATES, METHODS, PARENT_STATES, Config, ConfigError
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwinds through the measurement's clean-up, like Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="forkspawn", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="forkspawn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     m = sub.add_parser("measure", help="measure one configuration (repeat cold starts)")
     m.add_argument("--engine", default="torch-tp", choices=ENGINES)
@@ -33,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--timeout", type=float, default=300.0, help="seconds a cold start may take to ready")
     m.add_argument("--cuda-check", default="runtime", choices=CUDA_CHECKS)
     m.add_argument("--forkserver", default="fresh", choices=FORKSERVER_STATES)
+    m.add_argument("--override-cpu-spawn", action="store_true",
+                   help="vllm only: restore the requested method after vLLM's CPU platform forced spawn "
+                        "(recorded as config.extra.vllm_override)")
     m.add_argument("--json", action="store_true", help="print exactly one JSON record on stdout")
     m.add_argument("-o", "--output", type=Path, help="also write the record to this file (atomically)")
 
@@ -43,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     mach.add_argument("--asv", action="store_true", help="register it in ~/.asv-machine.json and print its name")
 
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         if args.command == "measure":
             return _measure(args)
@@ -58,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"forkspawn: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("forkspawn: interrupted; every process of the run was stopped", file=sys.stderr)
+        return 130
 
 
 def _measure(args: argparse.Namespace) -> int:
@@ -67,7 +84,10 @@ def _measure(args: argparse.Namespace) -> int:
     config = Config(engine=args.engine, method=args.method, parent_state=args.parent_state, tp=args.tp,
                     model=args.model, device=args.device, batches=tuple(args.batch),
                     decode_steps=args.decode_steps, warmup_steps=args.warmup_steps, repeat=args.repeat,
-                    timeout_s=args.timeout, cuda_check=args.cuda_check, forkserver=args.forkserver)
+                    timeout_s=args.timeout, cuda_check=args.cuda_check, forkserver=args.forkserver,
+                    extra={"vllm_override": True} if args.override_cpu_spawn else {})
+    if args.override_cpu_spawn and args.engine != "vllm":
+        raise ConfigError(f"--override-cpu-spawn applies to --engine vllm only, not {args.engine!r}")
     if args.output:
         _check_writable(args.output)
     record = measure(config, progress=lambda line: print(line, file=sys.stderr, flush=True))

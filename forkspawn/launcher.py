@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import psutil
 
+from . import faults
 from .clock import now
 from .record import Phase
 from .worker import rank_main
@@ -40,6 +41,7 @@ class WorkerGroup:
         return [p.pid for p in self.procs]
 
     def start(self) -> None:
+        faults.hold_lock_if_asked()
         for rank, spec in enumerate(self.specs):
             mine, theirs = self.ctx.Pipe()
             proc = self.ctx.Process(target=self.target, args=(spec, theirs), name=f"forkspawn-rank{rank}")
@@ -64,8 +66,9 @@ class WorkerGroup:
 
     def request(self, msg: tuple, timeout_s: float) -> list[Any]:
         """Send `msg` to every rank and gather one "result" from each."""
-        for conn in self.conns:
+        for rank, conn in enumerate(self.conns):
             conn.send(msg)
+            self.current[rank] = msg[0]
         results: dict[int, Any] = {}
         deadline = now() + timeout_s
         while len(results) < len(self.procs):
@@ -93,22 +96,44 @@ class WorkerGroup:
                 elif msg[0] == "facts":
                     self.facts[rank].update(msg[1])
                 elif msg[0] == "error":
-                    raise GroupFailure("error", f"rank {rank} failed in {msg[1]}: {msg[2].strip()}")
+                    raise self._failure(rank, f"failed in {msg[1]}: {msg[2].strip()}")
                 else:
                     yield rank, msg
             else:
                 rank = sentinels[obj]
-                conn = self.conns[rank]
-                while conn.poll():  # a last error message may still be in the pipe
-                    try:
-                        msg = conn.recv()
-                    except EOFError:
-                        break
-                    if msg[0] == "error":
-                        raise GroupFailure("error", f"rank {rank} failed in {msg[1]}: {msg[2].strip()}")
-                code = self.procs[rank].exitcode
-                how = f"was killed by signal {-code}" if code and code < 0 else f"exited with status {code}"
-                raise GroupFailure("error", f"rank {rank} {how} during {_next_phase(self.current[rank])}")
+                raise self._failure(rank, self._last_error(rank))
+
+    def _failure(self, rank: int, reported: str | None) -> GroupFailure:
+        """The group's failure, blamed on its first cause.
+
+        When a rank dies in a collective its peers fail too, and their reports can arrive
+        before its death is seen: a peer that died without reporting anything is the cause.
+        """
+        if reported is not None:
+            others = {p.sentinel: r for r, p in enumerate(self.procs) if r != rank}
+            for obj in wait(list(others), timeout=1.0):
+                if self._last_error(others[obj]) is None:
+                    return GroupFailure("error", f"{self._death(others[obj])} (then rank {rank} {reported})")
+            return GroupFailure("error", f"rank {rank} {reported}")
+        return GroupFailure("error", self._death(rank))
+
+    def _last_error(self, rank: int) -> str | None:
+        """The error a rank reported before it exited, if it did."""
+        conn = self.conns[rank]
+        while conn.poll():
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            if msg[0] == "error":
+                return f"failed in {msg[1]}: {msg[2].strip()}"
+        return None
+
+    def _death(self, rank: int) -> str:
+        self.procs[rank].join(5)  # the sentinel fires before the exit status is collected
+        code = self.procs[rank].exitcode
+        how = f"was killed by signal {-code}" if code and code < 0 else f"exited with status {code}"
+        return f"rank {rank} {how} during {_next_phase(self.current[rank])}"
 
     def phases(self) -> list[Phase]:
         t0 = min(t for _, _, t in self.stamps)

@@ -1,8 +1,9 @@
 """Measure one configuration: `repeat` cold starts, each in a fresh parent interpreter.
 
-Each parent runs in its own process session, so whatever it leaves behind (workers, a
-forkserver, the resource tracker, an engine's server) is found and killed by process group
-afterwards, also when the parent crashes, hangs or this process is interrupted.
+Each parent runs in its own process session and with a run tag in its environment, which every
+descendant inherits (forked or exec'd). Whatever it leaves behind (workers, a forkserver, the
+resource tracker, an engine's server, even a daemon that left the session) is found by session
+or tag and killed afterwards, also when the parent crashes, hangs or this process is interrupted.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +27,7 @@ from .config import DEVICE_STATES, Config, ConfigError
 from .record import Run, build_record
 
 Progress = Callable[[str], None]
+RUN_TAG_ENV = "FORKSPAWN_RUN"
 
 
 def resolve(config: Config) -> Config:
@@ -78,7 +81,8 @@ def run_in_fresh_parent(config: Config) -> Run:
     with tempfile.TemporaryDirectory(prefix="forkspawn-") as tmp:
         cfg, result, log = Path(tmp, "config.json"), Path(tmp, "run.json"), Path(tmp, "parent.log")
         cfg.write_text(config.to_json())
-        env = {**os.environ, **parent_state.environment(config)}
+        tag = uuid.uuid4().hex
+        env = {**os.environ, **parent_state.environment(config), RUN_TAG_ENV: tag}
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -87,7 +91,7 @@ def run_in_fresh_parent(config: Config) -> Run:
         except subprocess.TimeoutExpired:
             return Run(status="timeout", error=f"the parent interpreter did not finish within {backstop:g} s")
         finally:
-            left = kill_session(proc.pid)
+            left = reap(proc.pid, tag)
             if proc.poll() is None:
                 proc.wait()
         if not result.exists():
@@ -99,30 +103,30 @@ def run_in_fresh_parent(config: Config) -> Run:
         return run
 
 
-def kill_session(sid: int, grace_s: float = 1.0) -> list[str]:
-    """SIGKILL what is left of session `sid` after `grace_s`; the names of what was killed.
+def reap(sid: int, tag: str, grace_s: float = 1.0) -> list[str]:
+    """SIGKILL what is left of session `sid`, or carries `tag`, after `grace_s`; the names killed.
 
     The grace lets helpers that end with the parent (forkserver, resource tracker) go by themselves.
     """
     deadline = time.monotonic() + grace_s
-    while _session(sid) and time.monotonic() < deadline:
+    while _leftovers(sid, tag) and time.monotonic() < deadline:
         time.sleep(0.05)
     left = []
-    for p in _session(sid):
+    for p in _leftovers(sid, tag):
         try:
-            left.append(f"{p.info['name']}[{p.pid}]")
+            left.append(f"{p.name()}[{p.pid}]")
             p.send_signal(signal.SIGKILL)
-        except (ProcessLookupError, psutil.Error):
+        except psutil.Error:
             pass
     return left
 
 
-def _session(sid: int) -> list[psutil.Process]:
-    members = []
-    for p in psutil.process_iter(["name"]):
+def _leftovers(sid: int, tag: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter():
         try:
-            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
-                members.append(p)
+            if p.status() != psutil.STATUS_ZOMBIE and (os.getsid(p.pid) == sid or p.environ().get(RUN_TAG_ENV) == tag):
+                found.append(p)
         except (ProcessLookupError, psutil.Error):
             pass
-    return members
+    return found

@@ -66,6 +66,7 @@ class Run:
     tokens_per_s: dict[int, float] = field(default_factory=dict)
     step_latency_s: dict[int, float] = field(default_factory=dict)  # median decode step
     engine_version: str | None = None
+    output_digest: str | None = None  # hash of the greedy tokens generated during warm-up
     notes: list[str] = field(default_factory=list)
 
     def fail(self, status: str, error: str) -> "Run":
@@ -170,6 +171,7 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict)
             for p in template.processes
         ],
         "group": {k: median.get(f"mem.group.{k}") for k in GROUP_KINDS},
+        "output_digest": template.output_digest,
         "tokens_per_s": {str(b): median.get(f"tokens_per_s.b{b}") for b in config.batches},
         "step_latency_s": {str(b): median.get(f"step_latency_s.b{b}") for b in config.batches},
         "stats": {k: summarize(v) for k, v in samples.items()},

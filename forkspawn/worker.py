@@ -11,21 +11,21 @@ Protocol over the rank's pipe (tuples): the rank sends ("facts", dict), ("phase"
 
 from __future__ import annotations
 
+import hashlib
 import os
-import signal
 import sys
 import time
 import traceback
-from pathlib import Path
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
+from . import faults
 from .clock import now
 
 PHASES = ("start_requested", "process_entry", "imports_done", "device_ready",
            "dist_initialized", "weights_loaded", "first_token", "ready")
 PROMPT_LEN = 16
-FAULT_ENV = "FORKSPAWN_FAULT"  # "RANK:PHASE:ACTION" with ACTION kill | hang | raise; for fault tests
 
 
 def rank_main(spec: dict[str, Any], conn: Connection) -> None:
@@ -37,12 +37,12 @@ def rank_main(spec: dict[str, Any], conn: Connection) -> None:
     def stamp(name: str) -> None:
         nonlocal phase
         phase = name
-        _maybe_fault(rank, name)
+        faults.at(rank, name)
         conn.send(("phase", name, now()))
 
     try:
         conn.send(("facts", {"pid": os.getpid(), "torch_at_entry": "torch" in sys.modules}))
-        _maybe_fault(rank, "process_entry")
+        faults.at(rank, "process_entry")
         conn.send(("phase", "process_entry", entered))
         import torch
         import torch.distributed as dist
@@ -77,11 +77,14 @@ def rank_main(spec: dict[str, Any], conn: Connection) -> None:
         _sync(device)
         stamp("first_token")
 
-        model.generate(model.prompt(1, PROMPT_LEN), 1 + spec["warmup_steps"])
+        tokens = model.generate(model.prompt(1, PROMPT_LEN), 1 + spec["warmup_steps"])
         _sync(device)
         stamp("ready")
         reserved = torch.cuda.memory_reserved(device) / 2**20 if device.type == "cuda" else None
-        conn.send(("ready", {"torch_reserved_mib": reserved, "weight_bytes": model.weight_bytes()}))
+        # The same digest from every TP size and start method shows that they computed the same thing.
+        digest = hashlib.sha256(repr(tokens).encode()).hexdigest()[:16]
+        conn.send(("ready", {"torch_reserved_mib": reserved, "weight_bytes": model.weight_bytes(),
+                             "output_digest": digest}))
 
         while True:
             msg = conn.recv()
@@ -89,7 +92,7 @@ def rank_main(spec: dict[str, Any], conn: Connection) -> None:
                 break
             phase = "decode"
             _, batches, warmup, steps = msg
-            _maybe_fault(rank, "decode")
+            faults.at(rank, "decode")
             conn.send(("result", {b: _decode(model, device, b, warmup, steps) for b in batches}))
         dist.destroy_process_group()
     except BaseException:
@@ -121,18 +124,3 @@ def _sync(device: Any) -> None:
         import torch
 
         torch.cuda.synchronize(device)
-
-
-def _maybe_fault(rank: int, phase: str) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    want_rank, want_phase, action = spec.split(":")
-    if int(want_rank) != rank or want_phase != phase:
-        return
-    if action == "kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif action == "hang":
-        while True:
-            time.sleep(3600)
-    raise RuntimeError(f"injected fault in rank {rank} at {phase}")

@@ -48,6 +48,10 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         run.forkserver = methods.forkserver_info(forkserver)
         run.method_used = methods.method_used(group.pids)
         run.processes = _processes(group, run.forkserver, ready)
+        digests = {r["output_digest"] for r in ready}
+        run.output_digest = digests.pop() if len(digests) == 1 else None
+        if digests:
+            run.notes.append("ranks generated different tokens")
         memory.probe(run.processes, on_gpu=config.device == "cuda")
 
         latencies = group.request(("decode", config.batches, config.warmup_steps, config.decode_steps),

@@ -1,0 +1,64 @@
+"""Bad input: one line on stderr naming the culprit (and the valid choices), exit status 2,
+nothing on stdout and nothing written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import forkspawn
+
+CPUS = len(os.sched_getaffinity(0))
+
+
+def _bad(*args: str) -> str:
+    out = forkspawn("measure", "--json", *args)
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["--method", "vfork"], "'vfork'"),
+    (["--engine", "tgi"], "'tgi'"),
+    (["--parent-state", "warm"], "'warm'"),
+    (["--tp", "0"], "tp must be at least 1"),
+    (["--tp", str(CPUS + 1)], f"tensor-parallel size {CPUS + 1} exceeds"),
+    (["--batch", "0"], "batch sizes must be positive"),
+    (["--method", "spawn", "--forkserver", "warm"], "forkserver methods only"),
+    (["--model", "/nonexistent/model"], "/nonexistent/model"),
+])
+def test_bad_option_is_one_line_naming_it(args: list[str], culprit: str) -> None:
+    assert culprit in _bad(*args)
+
+
+def test_unknown_choice_lists_the_valid_ones() -> None:
+    line = _bad("--method", "vfork")
+    assert all(m in line for m in ("fork", "spawn", "forkserver", "forkserver-preload"))
+
+
+def _checkpoint(tmp_path: Path) -> Path:
+    from forkspawn.checkpoint import PRESETS, write_checkpoint
+
+    write_checkpoint(tmp_path, PRESETS["tiny"], seed=1)
+    return tmp_path
+
+
+def test_truncated_checkpoint_is_rejected_before_any_worker_starts(tmp_path: Path) -> None:
+    weights = _checkpoint(tmp_path) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    assert "truncated" in _bad("--model", str(tmp_path))
+
+
+def test_corrupt_config_is_rejected(tmp_path: Path) -> None:
+    (_checkpoint(tmp_path) / "config.json").write_text("{not json")
+    assert "unreadable config.json" in _bad("--model", str(tmp_path))
+
+
+def test_unwritable_output_writes_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "missing-dir" / "record.json"
+    assert "not a writable directory" in _bad("-o", str(target))
+    assert not target.parent.exists()

@@ -1,0 +1,65 @@
+"""Faults injected into real worker groups: crashes, hangs, the fork deadlock and interrupts
+are recorded as results, and the whole process tree is torn down (checked after every test
+by conftest's nothing_left_behind)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import measure, tagged_processes
+
+from forkspawn.worker import PHASES
+
+FAULT = "FORKSPAWN_FAULT"
+
+
+@pytest.mark.parametrize("phase", PHASES[1:-1] + ("decode",))
+def test_a_rank_killed_in_any_phase_fails_the_group(phase: str) -> None:
+    rec = measure("--method", "fork", "--parent-state", "torch", "--tp", "2", env={FAULT: f"1:{phase}:kill"})
+    assert rec["status"] == "error"
+    assert f"rank 1 was killed by signal 9 during {phase}" in rec["error"]
+
+
+def test_an_exception_in_a_rank_is_reported_with_its_text() -> None:
+    rec = measure("--method", "spawn", "--tp", "2", env={FAULT: "0:weights_loaded:raise"})
+    assert rec["status"] == "error"
+    assert "rank 0 failed in weights_loaded" in rec["error"] and "injected fault" in rec["error"]
+
+
+def test_a_hung_rank_is_a_timeout_within_the_bound() -> None:
+    t0 = time.monotonic()
+    rec = measure("--method", "fork", "--parent-state", "torch", "--tp", "2", "--timeout", "4",
+                  env={FAULT: "1:dist_initialized:hang"})
+    assert rec["status"] == "timeout"
+    assert "rank 1 in device_ready" in rec["error"]  # the last phase it finished
+    assert time.monotonic() - t0 < 4 + 30  # the bound, plus the parent interpreter's own start and teardown
+
+
+def test_fork_while_a_parent_thread_holds_a_lock_deadlocks_and_spawn_does_not() -> None:
+    env = {FAULT: "parent:fork:hold-lock"}
+    forked = measure("--method", "fork", "--parent-state", "torch", "--tp", "2", "--timeout", "4", env=env)
+    assert forked["status"] == "timeout" and "start_requested" in forked["error"]
+    spawned = measure("--method", "spawn", "--tp", "1", env=env)
+    assert spawned["status"] == "ok"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_measurement_stops_every_process_and_writes_nothing(sig: int, tmp_path) -> None:
+    out = tmp_path / "record.json"
+    proc = subprocess.Popen([sys.executable, "-m", "forkspawn", "measure", "--tp", "2", "--method", "spawn",
+                             "--timeout", "300", "-o", str(out)], env={**os.environ, FAULT: "1:device_ready:hang"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(tagged_processes()) < 4 and time.monotonic() < deadline:  # cli, parent, two ranks
+        time.sleep(0.2)
+    assert len(tagged_processes()) >= 4, "the ranks never started"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err.strip().splitlines()[-1]
+    assert not out.exists()
