@@ -3,29 +3,42 @@
 
 PYTHON ?= python3
 # The local CPU wheel on machines without a GPU; on a GPU box pass the CUDA build you use,
-# e.g. `make bench TORCH=torch==2.11.0` (or TORCH= to keep what the base Python has).
+# e.g. `make bench TORCH=torch==2.11.0`.
 TORCH ?= torch==2.13.0
 PROFILE ?= default
 VENV := .venv
 BIN := $(VENV)/bin
 RESULTS := .asv/results
 PROGRESS := .asv/progress.log
+# asv runs as `ENV_PYTHON:BENCHMARK_REGEX` pairs; mk/engines.mk adds the engine environments.
+ASV_JOBS := $(BIN)/python:^torch_tp
 
 export FORKSPAWN_PROFILE := $(PROFILE)
 
-.PHONY: bench test quick clean browser
+.PHONY: bench quick test browser wheels engines clean
 
+ifdef OFFLINE
+# A GPU box without a package registry: the CUDA torch of PYTHON's environment, plus the wheels
+# that `make wheels` put in .whl/ on a connected machine. Engines are left out. A .pth file
+# lends PYTHON's packages to the venv (--system-site-packages would not, if PYTHON is a venv).
+$(BIN)/.done:
+	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -c 'import site; print("\n".join(site.getsitepackages()))' \
+	  > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/offline-base.pth
+	$(BIN)/pip install -q --no-index --find-links .whl asv asv_runner setuptools wheel
+	$(BIN)/pip install -q --no-index --no-deps --no-build-isolation -e .
+	touch $@
+engines: ;
+else
 $(BIN)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH) -e '.[dev]'
 	touch $@
-
-# Engine environments (mk/engines.mk) add `PYTHON:BENCH-REGEX` pairs to ASV_JOBS and targets to `engines`.
-ASV_JOBS := $(BIN)/python:^torch_tp
 -include mk/engines.mk
-engines:
+endif
 
 # Measure every configuration of this machine through asv, publish asv's HTML, write the report.
+# FORKSPAWN_RUN_ID=<id> resumes an interrupted run: configurations already measured are kept.
 bench: $(BIN)/.done engines
 	@mkdir -p .asv && : > $(PROGRESS)
 	@tail -n 0 -F $(PROGRESS) 2>/dev/null & trap "kill $$! 2>/dev/null" EXIT; \
@@ -36,7 +49,7 @@ bench: $(BIN)/.done engines
 	  done
 	$(BIN)/asv publish -q
 	$(BIN)/python -m analysis report $(RESULTS) -o .asv/report
-	@echo "asv HTML: $(CURDIR)/.asv/html/index.html (open it, or: $(BIN)/asv preview)"
+	@echo "asv HTML: $(CURDIR)/.asv/html/index.html (or: $(BIN)/asv preview)"
 	@echo "report:   $(CURDIR)/.asv/report/index.html"
 
 quick:
@@ -48,6 +61,12 @@ test: $(BIN)/.done engines browser
 # The report test opens pages in a real headless browser.
 browser:
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
+
+# Wheels for an OFFLINE box, for its Python version (PY_TARGET) and platform.
+PY_TARGET ?= 3.12
+wheels:
+	$(BIN)/pip download -q --only-binary=:all: --python-version $(PY_TARGET) -d .whl \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any asv asv_runner setuptools wheel
 
 clean:
 	rm -rf .asv $(VENV) .venv-*

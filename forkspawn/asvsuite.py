@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import machine
-from .config import CUDA_CHECKS, DEVICE_STATES, METHODS, PARENT_STATES, Config
+from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
 from .worker import PHASES
 
 STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}
@@ -51,45 +51,53 @@ def tp_sizes() -> list[int]:
     return [tp for tp in (1, 2, 4, 8) if tp <= max(n, 1)]
 
 
-def cuda_checks() -> list[str]:
-    return list(CUDA_CHECKS) if ON_GPU else ["runtime"]
+# The NVML-based CUDA check changes only the device-queried state, so in asv it is a value of
+# the parent-state axis rather than an axis of its own (half of which would be skipped calls).
+NVML_QUERIED = "device-queried-nvml"
 
 
-def parent_states() -> list[str]:
-    """The parent states that can exist on this machine (no device states without a GPU)."""
-    return [s for s in PARENT_STATES if ON_GPU or s not in DEVICE_STATES]
+def parent_states(with_device_states: bool = ON_GPU) -> list[str]:
+    """The parent-state axis: the device states only where they can exist (or all, to show the grid)."""
+    states = [s for s in PARENT_STATES if with_device_states or s not in DEVICE_STATES]
+    if with_device_states:
+        states.insert(states.index("device-queried") + 1, NVML_QUERIED)
+    return states
+
+
+def config_of(engine: str, method: str, parent_state: str, tp: str) -> Config:
+    """The measured configuration behind one point of the grid, in this profile."""
+    check = "nvml" if parent_state == NVML_QUERIED else "runtime"
+    return Config(engine=engine, method=method, parent_state=parent_state.removesuffix("-nvml"),
+                  cuda_check=check, tp=int(tp), **profile())
 
 
 class Grid:
-    """One engine's configurations: method x parent state x CUDA check x TP size."""
+    """One engine's configurations: method x parent state x TP size."""
 
     engine = ""
     methods: tuple[str, ...] = METHODS
     # Only Startup lists every parent state (the others are skipped there, showing the
     # compatibility grid); the detailed classes list what can run, to keep asv's runs short.
     states: list[str] = parent_states()
-    param_names = ["engine", "method", "parent_state", "cuda_check", "tp"]
+    param_names = ["engine", "method", "parent_state", "tp"]
     processes = 1  # the samples are our cold starts: extra asv rounds would duplicate them
     timeout = 3600  # seconds for one benchmark call, which may measure a whole configuration
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.engine:
-            cls.params = [[cls.engine], list(cls.methods), list(cls.states), cuda_checks(),
-                          [str(tp) for tp in tp_sizes()]] + getattr(cls, "extra_params", [])
+            cls.params = [[cls.engine], list(cls.methods), list(cls.states), [str(tp) for tp in tp_sizes()]] + getattr(cls, "extra_params", [])
             cls.param_names = Grid.param_names + getattr(cls, "extra_param_names", [])
 
     def setup_cache(self) -> str:
-        return uuid.uuid4().hex
+        """The run's token. Set FORKSPAWN_RUN_ID to resume an interrupted run: configurations
+        already recorded under that id are read back instead of measured again."""
+        return os.environ.get("FORKSPAWN_RUN_ID") or uuid.uuid4().hex
 
     setup_cache.timeout = 60
 
-    def setup(self, token: str, engine: str, method: str, parent_state: str, cuda_check: str, tp: str,
-              *extra: str) -> None:
-        if cuda_check == "nvml" and parent_state != "device-queried":
-            raise NotImplementedError("the NVML-based check only changes the device-queried state")
-        config = Config(engine=engine, method=method, parent_state=parent_state, cuda_check=cuda_check,
-                        tp=int(tp), **profile())
+    def setup(self, token: str, engine: str, method: str, parent_state: str, tp: str, *extra: str) -> None:
+        config = config_of(engine, method, parent_state, tp)
         self.record = cached_record(token, config, _conf_dir(self))
         if self.record["status"] == "skipped":
             raise NotImplementedError(self.record["error"])
@@ -173,7 +181,7 @@ def _progress(line: str) -> None:
 
 
 class Startup(Grid):
-    states = list(PARENT_STATES)
+    states = parent_states(with_device_states=True)
 
     def track_status(self, *args: str) -> int:
         return STATUS_CODES[self.record["status"]]
@@ -210,7 +218,7 @@ class Memory(Grid):
     """Host and GPU memory of each process of the group, and of the whole group, at ready (MiB)."""
 
     extra_params = [["group", "parent", "forkserver"] + [f"rank{r}" for r in range(max(tp_sizes()))],
-                    ["uss", "pss", "rss", "peak_rss"] + (["gpu"] if ON_GPU else [])]
+                    ["uss", "pss", "rss"] + (["gpu"] if ON_GPU else [])]  # peak RSS: in the record
     extra_param_names = ["process", "kind"]
 
     def metric(self, process: str, kind: str) -> str:
@@ -240,3 +248,10 @@ class Throughput(Grid):
         return self.sample(f"step_latency_s.b{args[-1]}")
 
     track_step_latency.unit = "seconds"
+
+    if ON_GPU:
+        def track_roofline_fraction(self, *args: str) -> dict:
+            """Measured tokens/s over the memory-bound ceiling (weight bytes / measured bandwidth)."""
+            return self.sample(f"roofline_fraction.b{args[-1]}")
+
+        track_roofline_fraction.unit = "fraction of roofline"

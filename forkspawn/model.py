@@ -83,14 +83,14 @@ class TPDecoder:
         shape = (batch, self.kv_heads, max_len, self.spec.head_dim)
         self.cache = [(torch.zeros(shape, device=self.device, dtype=self.dtype),
                        torch.zeros(shape, device=self.device, dtype=self.dtype)) for _ in self.layers]
+        self.key_pos = torch.arange(max_len, device=self.device)
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.spec.rms_norm_eps)).to(x.dtype) * w
 
-    def _rope(self, x: torch.Tensor, pos: int) -> torch.Tensor:
-        t = x.shape[-2]
-        cos, sin = self.cos[pos:pos + t], self.sin[pos:pos + t]
+    def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        cos, sin = self.cos.index_select(0, positions), self.sin.index_select(0, positions)
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], -1) * sin
 
@@ -100,20 +100,25 @@ class TPDecoder:
         return x
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, pos: int) -> torch.Tensor:
-        """Logits of the last position; writes keys and values for positions pos.. into the cache."""
+    def forward(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits of the last position; writes keys and values for positions pos.. into the cache.
+
+        `pos` is a one-element tensor on the device and attention always spans the whole cache
+        (masked), so a decode step has static shapes and can be captured in a CUDA graph.
+        """
         b, t = tokens.shape
         hd = self.spec.head_dim
+        positions = pos + self.key_pos[:t]
+        mask = self.key_pos[None, :] <= positions[:, None]  # causal, over the static cache
         x = F.embedding(tokens, self.embed)
         for layer, (kc, vc) in zip(self.layers, self.cache):
             h = self._rms(x, layer["ln1"])
             q = (h @ layer["q"].T).view(b, t, self.heads, hd).transpose(1, 2)
             k = (h @ layer["k"].T).view(b, t, self.kv_heads, hd).transpose(1, 2)
             v = (h @ layer["v"].T).view(b, t, self.kv_heads, hd).transpose(1, 2)
-            kc[:, :, pos:pos + t] = self._rope(k, pos)
-            vc[:, :, pos:pos + t] = v
-            keys, values = kc[:, :, :pos + t], vc[:, :, :pos + t]
-            attn = F.scaled_dot_product_attention(self._rope(q, pos), keys, values, is_causal=t > 1,
+            kc.index_copy_(2, positions, self._rope(k, positions))
+            vc.index_copy_(2, positions, v)
+            attn = F.scaled_dot_product_attention(self._rope(q, positions), kc, vc, attn_mask=mask,
                                                   enable_gqa=self.heads != self.kv_heads)
             x = x + self._reduce(attn.transpose(1, 2).reshape(b, t, -1) @ layer["o"].T)
             h = self._rms(x, layer["ln2"])
@@ -124,16 +129,57 @@ class TPDecoder:
         g = torch.Generator().manual_seed(seed)
         return torch.randint(0, self.spec.vocab_size, (batch, length), generator=g).to(self.device)
 
+    @torch.inference_mode()
     def generate(self, prompt: torch.Tensor, steps: int) -> list[list[int]]:
         """Greedy decoding: prefill the prompt, then `steps` tokens (the first comes from prefill)."""
-        b, p = prompt.shape
-        self.reset_cache(b, p + steps)
-        tok = self.forward(prompt, 0).argmax(-1, keepdim=True)
-        out = [tok]
-        for i in range(steps - 1):
-            tok = self.forward(tok, p + i).argmax(-1, keepdim=True)
-            out.append(tok)
+        step = self.decoder(prompt, steps, use_graph=False)
+        out = [step.tokens.clone()]
+        for _ in range(steps - 1):
+            step()
+            out.append(step.tokens.clone())
         return torch.cat(out, 1).tolist()
+
+    @torch.inference_mode()
+    def decoder(self, prompt: torch.Tensor, steps: int, use_graph: bool) -> "Decoder":
+        """Prefill `prompt`; the returned callable then decodes one greedy token per call.
+
+        With `use_graph` (CUDA only) each call replays a CUDA graph of the whole step, so the
+        steady state measures the GPU rather than Python and kernel-launch overhead.
+        """
+        b, p = prompt.shape
+        warm = 2 if use_graph else 0  # eager steps before capture: allocator and library set-up
+        self.reset_cache(b, p + warm + steps + 1)
+        zero = torch.zeros(1, dtype=torch.long, device=self.device)
+        tokens = self.forward(prompt, zero).argmax(-1, keepdim=True)
+        pos = zero + p
+
+        def step() -> None:
+            with torch.inference_mode():
+                tokens.copy_(self.forward(tokens, pos).argmax(-1, keepdim=True))
+                pos.add_(1)
+
+        if not use_graph:
+            return Decoder(step, tokens)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(warm):
+                step()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):  # records the step; it runs on replay
+            step()
+        return Decoder(graph.replay, tokens)
+
+
+class Decoder:
+    """One greedy decode step per call; `tokens` holds the latest token of each sequence."""
+
+    def __init__(self, step, tokens: torch.Tensor):
+        self.step, self.tokens = step, tokens
+
+    def __call__(self) -> None:
+        self.step()
 
 
 def dtype_for(spec_dtype: str, device: str) -> torch.dtype:

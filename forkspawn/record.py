@@ -67,6 +67,9 @@ class Run:
     step_latency_s: dict[int, float] = field(default_factory=dict)  # median decode step
     engine_version: str | None = None
     output_digest: str | None = None  # hash of the greedy tokens generated during warm-up
+    bandwidth_gb_s: float | None = None  # device memory bandwidth measured in the same run (GPU)
+    weight_bytes: int | None = None  # bytes of weights one rank reads per decode step
+    roofline_tokens_per_s: dict[int, float] = field(default_factory=dict)  # batch * bandwidth / weight_bytes
     notes: list[str] = field(default_factory=list)
 
     def fail(self, status: str, error: str) -> "Run":
@@ -99,6 +102,10 @@ class Run:
             out[f"tokens_per_s.b{b}"] = v
         for b, v in self.step_latency_s.items():
             out[f"step_latency_s.b{b}"] = v
+        for b, v in self.roofline_tokens_per_s.items():
+            out[f"roofline_fraction.b{b}"] = self.tokens_per_s[b] / v
+        if self.bandwidth_gb_s is not None:
+            out["bandwidth_gb_s"] = self.bandwidth_gb_s
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,8 +116,8 @@ class Run:
         d = dict(d)
         d["phases"] = [Phase(**p) for p in d.get("phases", [])]
         d["processes"] = [ProcessMemory(**p) for p in d.get("processes", [])]
-        d["tokens_per_s"] = {int(k): v for k, v in d.get("tokens_per_s", {}).items()}
-        d["step_latency_s"] = {int(k): v for k, v in d.get("step_latency_s", {}).items()}
+        for key in ("tokens_per_s", "step_latency_s", "roofline_tokens_per_s"):
+            d[key] = {int(k): v for k, v in d.get(key, {}).items()}
         return cls(**d)
 
 
@@ -119,6 +126,10 @@ def unit_of(metric: str) -> str:
         return "tokens/s"
     if metric.startswith("mem."):
         return "MiB"
+    if metric.startswith("roofline_fraction"):
+        return "fraction"
+    if metric == "bandwidth_gb_s":
+        return "GB/s"
     return "seconds"
 
 
@@ -174,6 +185,11 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict)
         "output_digest": template.output_digest,
         "tokens_per_s": {str(b): median.get(f"tokens_per_s.b{b}") for b in config.batches},
         "step_latency_s": {str(b): median.get(f"step_latency_s.b{b}") for b in config.batches},
+        "roofline": {
+            "bandwidth_gb_s": median.get("bandwidth_gb_s"),
+            "weight_bytes": template.weight_bytes,
+            "fraction": {str(b): median.get(f"roofline_fraction.b{b}") for b in config.batches},
+        },
         "stats": {k: summarize(v) for k, v in samples.items()},
         "samples": samples,
         "notes": sorted({n for r in runs for n in r.notes}),

@@ -93,7 +93,9 @@ def rank_main(spec: dict[str, Any], conn: Connection) -> None:
             phase = "decode"
             _, batches, warmup, steps = msg
             faults.at(rank, "decode")
-            conn.send(("result", {b: _decode(model, device, b, warmup, steps) for b in batches}))
+            latencies = {b: _decode(model, device, b, warmup, steps) for b in batches}
+            bandwidth = memory_bandwidth(device) if device.type == "cuda" else None
+            conn.send(("result", {"latencies": latencies, "bandwidth": bandwidth}))
         dist.destroy_process_group()
     except BaseException:
         try:
@@ -104,19 +106,39 @@ def rank_main(spec: dict[str, Any], conn: Connection) -> None:
 
 
 def _decode(model: Any, device: Any, batch: int, warmup: int, steps: int) -> list[float]:
-    """Per-step latencies (seconds) of `steps` greedy decode steps after `warmup` untimed ones."""
-    prompt = model.prompt(batch, PROMPT_LEN)
-    model.reset_cache(batch, PROMPT_LEN + warmup + steps + 1)
-    tok = model.forward(prompt, 0).argmax(-1, keepdim=True)
-    pos, times = PROMPT_LEN, []
+    """Per-step latencies (seconds, perf_counter) of `steps` greedy decode steps after `warmup` untimed ones.
+
+    Each step is synchronised before the clock is read, so a step's time is its whole time on
+    the device; on CUDA the step is a replayed CUDA graph (see `TPDecoder.decoder`).
+    """
+    step = model.decoder(model.prompt(batch, PROMPT_LEN), warmup + steps, use_graph=device.type == "cuda")
+    times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        tok = model.forward(tok, pos).argmax(-1, keepdim=True)
+        step()
         _sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-        pos += 1
     return times
+
+
+def memory_bandwidth(device: Any, gib: float = 1.0, copies: int = 10) -> float:
+    """Achievable device memory bandwidth in bytes/s: a device-to-device copy reads and writes each byte."""
+    import torch
+
+    src = torch.empty(int(gib * 2**30) // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(copies):
+        dst.copy_(src)
+    end.record()
+    end.synchronize()
+    seconds = start.elapsed_time(end) / 1000
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * gib * 2**30 * copies / seconds
 
 
 def _sync(device: Any) -> None:

@@ -54,11 +54,16 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
             run.notes.append("ranks generated different tokens")
         memory.probe(run.processes, on_gpu=config.device == "cuda")
 
-        latencies = group.request(("decode", config.batches, config.warmup_steps, config.decode_steps),
-                                  DECODE_TIMEOUT_S)[0]  # ranks step in lockstep: rank 0 speaks for all
-        for batch, times in latencies.items():
+        result = group.request(("decode", config.batches, config.warmup_steps, config.decode_steps),
+                               DECODE_TIMEOUT_S)[0]  # ranks step in lockstep: rank 0 speaks for all
+        for batch, times in result["latencies"].items():
             run.tokens_per_s[batch] = batch * len(times) / sum(times)
             run.step_latency_s[batch] = statistics.median(times)
+        if result["bandwidth"]:
+            # Decoding reads every weight once per step: the memory-bound ceiling of rank 0
+            run.bandwidth_gb_s = result["bandwidth"] / 1e9
+            run.weight_bytes = ready[0]["weight_bytes"]
+            run.roofline_tokens_per_s = {b: b * result["bandwidth"] / run.weight_bytes for b in run.tokens_per_s}
     except GroupFailure as failure:
         run.fail(failure.status, failure.error)
         run.phases = run.phases or group.phases()
