@@ -33,6 +33,7 @@ ON_GPU = machine.default_device() == "cuda"  # read through NVML: no CUDA contex
 # Measurement profiles, chosen with FORKSPAWN_PROFILE. Users size them for their boxes.
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {"repeat": 5, "batches": (1, 16), "decode_steps": 32},
+    "brief": {"repeat": 3, "batches": (1, 16), "decode_steps": 32},  # for short GPU leases
     "quick": {"repeat": 2, "batches": (1, 16), "decode_steps": 8},
 }
 

@@ -96,7 +96,7 @@ class WorkerGroup:
                 elif msg[0] == "facts":
                     self.facts[rank].update(msg[1])
                 elif msg[0] == "error":
-                    raise self._failure(rank, f"failed in {msg[1]}: {msg[2].strip()}")
+                    raise self._failure(rank, _reported(msg))
                 else:
                     yield rank, msg
             else:
@@ -126,7 +126,7 @@ class WorkerGroup:
             except (EOFError, OSError):
                 break
             if msg[0] == "error":
-                return f"failed in {msg[1]}: {msg[2].strip()}"
+                return _reported(msg)
         return None
 
     def _death(self, rank: int) -> str:
@@ -169,6 +169,11 @@ class WorkerGroup:
         for conn in self.conns:
             conn.close()
         return now() - t0
+
+
+def _reported(error: tuple) -> str:
+    _, phase, text = error
+    return f"failed during {phase}: {text.strip()}"
 
 
 def _next_phase(last: str) -> str:

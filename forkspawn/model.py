@@ -55,18 +55,19 @@ class TPDecoder:
         self.embed = r.get("model.embed_tokens.weight")
         self.norm = r.get("model.norm.weight")
         self.lm_head = self.embed if spec.tie_word_embeddings else r.get("lm_head.weight")
+        self.split_qkv = [q, kv, kv]
         self.layers = []
         for n in range(spec.num_hidden_layers):
             p = f"model.layers.{n}."
+            # q/k/v and gate/up are fused into one matrix each: decoding is launch-bound at
+            # batch 1, and one wide product costs one kernel instead of three (or two).
             self.layers.append({
                 "ln1": r.get(p + "input_layernorm.weight"),
                 "ln2": r.get(p + "post_attention_layernorm.weight"),
-                "q": r.get(p + "self_attn.q_proj.weight", qs),
-                "k": r.get(p + "self_attn.k_proj.weight", kvs),
-                "v": r.get(p + "self_attn.v_proj.weight", kvs),
+                "qkv": torch.cat([r.get(p + "self_attn.q_proj.weight", qs), r.get(p + "self_attn.k_proj.weight", kvs),
+                                  r.get(p + "self_attn.v_proj.weight", kvs)]),
                 "o": r.get(p + "self_attn.o_proj.weight", None, qs),
-                "gate": r.get(p + "mlp.gate_proj.weight", ins),
-                "up": r.get(p + "mlp.up_proj.weight", ins),
+                "gate_up": torch.cat([r.get(p + "mlp.gate_proj.weight", ins), r.get(p + "mlp.up_proj.weight", ins)]),
                 "down": r.get(p + "mlp.down_proj.weight", None, ins),
             })
         inv = 1.0 / (spec.rope_theta ** (torch.arange(0, hd, 2, device=device, dtype=torch.float32) / hd))
@@ -86,11 +87,10 @@ class TPDecoder:
         self.key_pos = torch.arange(max_len, device=self.device)
 
     def _rms(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.spec.rms_norm_eps)).to(x.dtype) * w
+        return F.rms_norm(x, w.shape, w, self.spec.rms_norm_eps)
 
-    def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        cos, sin = self.cos.index_select(0, positions), self.sin.index_select(0, positions)
+    @staticmethod
+    def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], -1) * sin
 
@@ -110,19 +110,20 @@ class TPDecoder:
         hd = self.spec.head_dim
         positions = pos + self.key_pos[:t]
         mask = self.key_pos[None, :] <= positions[:, None]  # causal, over the static cache
+        cos, sin = self.cos.index_select(0, positions), self.sin.index_select(0, positions)
         x = F.embedding(tokens, self.embed)
         for layer, (kc, vc) in zip(self.layers, self.cache):
-            h = self._rms(x, layer["ln1"])
-            q = (h @ layer["q"].T).view(b, t, self.heads, hd).transpose(1, 2)
-            k = (h @ layer["k"].T).view(b, t, self.kv_heads, hd).transpose(1, 2)
-            v = (h @ layer["v"].T).view(b, t, self.kv_heads, hd).transpose(1, 2)
-            kc.index_copy_(2, positions, self._rope(k, positions))
+            q, k, v = (self._rms(x, layer["ln1"]) @ layer["qkv"].T).split(self.split_qkv, -1)
+            q = q.view(b, t, self.heads, hd).transpose(1, 2)
+            k = k.view(b, t, self.kv_heads, hd).transpose(1, 2)
+            v = v.view(b, t, self.kv_heads, hd).transpose(1, 2)
+            kc.index_copy_(2, positions, self._rope(k, cos, sin))
             vc.index_copy_(2, positions, v)
-            attn = F.scaled_dot_product_attention(self._rope(q, positions), kc, vc, attn_mask=mask,
+            attn = F.scaled_dot_product_attention(self._rope(q, cos, sin), kc, vc, attn_mask=mask,
                                                   enable_gqa=self.heads != self.kv_heads)
             x = x + self._reduce(attn.transpose(1, 2).reshape(b, t, -1) @ layer["o"].T)
-            h = self._rms(x, layer["ln2"])
-            x = x + self._reduce((F.silu(h @ layer["gate"].T) * (h @ layer["up"].T)) @ layer["down"].T)
+            gate, up = (self._rms(x, layer["ln2"]) @ layer["gate_up"].T).chunk(2, -1)
+            x = x + self._reduce((F.silu(gate) * up) @ layer["down"].T)
         return self._rms(x[:, -1], self.norm) @ self.lm_head.T
 
     def prompt(self, batch: int, length: int, seed: int = SEED) -> torch.Tensor:

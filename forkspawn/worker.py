@@ -32,18 +32,17 @@ def rank_main(spec: dict[str, Any], conn: Connection) -> None:
     """Entry point of rank `spec['rank']`; exits non-zero after reporting an error."""
     entered = now()
     rank = spec["rank"]
-    phase = "process_entry"
+    phase = "process_entry"  # the phase in progress, which an error is reported in
 
-    def stamp(name: str) -> None:
+    def stamp(name: str, t: float | None = None) -> None:
         nonlocal phase
-        phase = name
         faults.at(rank, name)
-        conn.send(("phase", name, now()))
+        conn.send(("phase", name, now() if t is None else t))
+        phase = PHASES[PHASES.index(name) + 1] if name != "ready" else "serving"
 
     try:
         conn.send(("facts", {"pid": os.getpid(), "torch_at_entry": "torch" in sys.modules}))
-        faults.at(rank, "process_entry")
-        conn.send(("phase", "process_entry", entered))
+        stamp("process_entry", entered)
         import torch
         import torch.distributed as dist
 

@@ -28,7 +28,7 @@ def test_a_rank_killed_in_any_phase_fails_the_group(phase: str) -> None:
 def test_an_exception_in_a_rank_is_reported_with_its_text() -> None:
     rec = measure("--method", "spawn", "--tp", "2", env={FAULT: "0:weights_loaded:raise"})
     assert rec["status"] == "error"
-    assert "rank 0 failed in weights_loaded" in rec["error"] and "injected fault" in rec["error"]
+    assert "rank 0 failed during weights_loaded" in rec["error"] and "injected fault" in rec["error"]
 
 
 def test_a_hung_rank_is_a_timeout_within_the_bound() -> None:
