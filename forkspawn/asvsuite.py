@@ -28,7 +28,19 @@ from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
 from .worker import PHASES
 
 STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}
-ON_GPU = machine.default_device() == "cuda"  # read through NVML: no CUDA context in asv's process
+
+
+def _gpus() -> int:
+    """GPUs the suite measures on (0: the CPU). Read through NVML, so no CUDA context is made in
+    asv's process; `make bench` passes it in FORKSPAWN_GPUS to spare each of asv's hundreds of
+    benchmark processes the NVML start-up."""
+    if os.environ.get("FORKSPAWN_GPUS", "").isdigit():
+        return int(os.environ["FORKSPAWN_GPUS"])
+    return len(machine.gpus()) if machine.default_device() == "cuda" else 0
+
+
+GPUS = _gpus()
+ON_GPU = GPUS > 0
 
 # Measurement profiles, chosen with FORKSPAWN_PROFILE. Users size them for their boxes.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -48,7 +60,7 @@ def profile() -> dict[str, Any]:
 
 def tp_sizes() -> list[int]:
     """1, 2, 4, 8 up to the GPUs present; 1 and 2 on a CPU machine."""
-    n = len(machine.gpus()) if ON_GPU else min(2, len(os.sched_getaffinity(0)))
+    n = GPUS if ON_GPU else min(2, len(os.sched_getaffinity(0)))
     return [tp for tp in (1, 2, 4, 8) if tp <= max(n, 1)]
 
 
@@ -65,11 +77,17 @@ def parent_states(with_device_states: bool = ON_GPU) -> list[str]:
     return states
 
 
-def config_of(engine: str, method: str, parent_state: str, tp: str) -> Config:
-    """The measured configuration behind one point of the grid, in this profile."""
+def config_of(engine: str, method: str, parent_state: str, tp: str,
+              variants: dict[str, tuple[str, dict]] | None = None) -> Config:
+    """The measured configuration behind one point of the grid, in this profile.
+
+    `variants` maps a method label to (method, Config.extra): labelled engine options such as
+    vLLM's fork override appear as extra values of the method axis.
+    """
     check = "nvml" if parent_state == NVML_QUERIED else "runtime"
+    method, extra = (variants or {}).get(method, (method, {}))
     return Config(engine=engine, method=method, parent_state=parent_state.removesuffix("-nvml"),
-                  cuda_check=check, tp=int(tp), **profile())
+                  cuda_check=check, tp=int(tp), extra=extra, **profile())
 
 
 class Grid:
@@ -77,6 +95,7 @@ class Grid:
 
     engine = ""
     methods: tuple[str, ...] = METHODS
+    variants: dict[str, tuple[str, dict]] = {}  # method label -> (method, Config.extra); see config_of
     # Only Startup lists every parent state (the others are skipped there, showing the
     # compatibility grid); the detailed classes list what can run, to keep asv's runs short.
     states: list[str] = parent_states()
@@ -87,7 +106,7 @@ class Grid:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.engine:
-            cls.params = [[cls.engine], list(cls.methods), list(cls.states), [str(tp) for tp in tp_sizes()]] + getattr(cls, "extra_params", [])
+            cls.params = [[cls.engine], list(cls.methods) + list(cls.variants), list(cls.states), [str(tp) for tp in tp_sizes()]] + getattr(cls, "extra_params", [])
             cls.param_names = Grid.param_names + getattr(cls, "extra_param_names", [])
 
     def setup_cache(self) -> str:
@@ -98,7 +117,10 @@ class Grid:
     setup_cache.timeout = 60
 
     def setup(self, token: str, engine: str, method: str, parent_state: str, tp: str, *extra: str) -> None:
-        config = config_of(engine, method, parent_state, tp)
+        wanted = os.environ.get("FORKSPAWN_ENGINES")  # set per asv environment: the engines it measures
+        if wanted and engine not in wanted.split(","):
+            raise NotImplementedError(f"{engine} is measured in another environment (FORKSPAWN_ENGINES={wanted})")
+        config = config_of(engine, method, parent_state, tp, self.variants)
         self.record = cached_record(token, config, _conf_dir(self))
         if self.record["status"] == "skipped":
             raise NotImplementedError(self.record["error"])
@@ -143,7 +165,8 @@ def cached_record(token: str, config: Config, conf_dir: Path) -> dict[str, Any]:
 
 
 def config_key(config: Config) -> str:
-    return f"{config.engine}|{config.method}|{config.parent_state}|{config.cuda_check}|{config.tp}"
+    key = f"{config.engine}|{config.method}|{config.parent_state}|{config.cuda_check}|{config.tp}"
+    return key + (f"|{json.dumps(config.extra, sort_keys=True)}" if config.extra else "")
 
 
 def records_path(conf_dir: Path) -> Path:
@@ -151,7 +174,8 @@ def records_path(conf_dir: Path) -> Path:
     conf = json.loads((conf_dir / "asv.conf.json").read_text())
     results = conf_dir / conf.get("results_dir", "results")
     name = f"{_commit(conf_dir)[:8]}-{_env_name()}.jsonl"
-    return results / machine.asv_machine_name() / "records" / name
+    name_of_machine = os.environ.get("FORKSPAWN_ASV_MACHINE") or machine.asv_machine_name()
+    return results / name_of_machine / "records" / name
 
 
 def _conf_dir(bench: Grid) -> Path:
