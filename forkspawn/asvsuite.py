@@ -121,7 +121,7 @@ class Grid:
         if wanted and engine not in wanted.split(","):
             raise NotImplementedError(f"{engine} is measured in another environment (FORKSPAWN_ENGINES={wanted})")
         config = config_of(engine, method, parent_state, tp, self.variants)
-        self.record = cached_record(token, config, _conf_dir(self))
+        self.record = cached_record(token, config, _conf_dir(self), "|".join((engine, method, parent_state, tp)))
         if self.record["status"] == "skipped":
             raise NotImplementedError(self.record["error"])
         metric = self.metric(*extra)
@@ -140,8 +140,11 @@ class Grid:
         return {"samples": self.record["samples"][metric], "number": 1}
 
 
-def cached_record(token: str, config: Config, conf_dir: Path) -> dict[str, Any]:
-    """The record of `config` in the current asv run, measured now if no benchmark did yet."""
+def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -> dict[str, Any]:
+    """The record of `config` in the current asv run, measured now if no benchmark did yet.
+
+    `asv_params` (asv's own parameter values, joined with "|") is stored with it, so that the
+    analysis joins asv's values to their record without knowing how labels map to configurations."""
     from .measure import label, measure
 
     path = records_path(conf_dir)
@@ -152,7 +155,7 @@ def cached_record(token: str, config: Config, conf_dir: Path) -> dict[str, Any]:
             if rec.get("asv_token") == token and rec.get("asv_key") == key:
                 return rec
     rec = measure(config, progress=_progress)
-    rec.update(asv_token=token, asv_key=key, asv_commit=_commit(conf_dir), asv_env=_env_name())
+    rec.update(asv_token=token, asv_key=key, asv_params=asv_params, asv_commit=_commit(conf_dir), asv_env=_env_name())
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write() of one line to an O_APPEND file: readers see the whole line or none of it.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

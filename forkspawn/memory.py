@@ -34,8 +34,10 @@ def probe(processes: list[ProcessMemory], on_gpu: bool) -> None:
             continue  # the process has gone: its fields stay null
         if proc.pid in gpu:
             proc.gpu_mib = gpu[proc.pid]
+        elif gpu:  # NVML sees the group's other processes: this one holds no CUDA context
+            proc.gpu_mib, proc.gpu_note = 0.0, "no CUDA context (NVML lists no memory for this PID)"
         else:
-            proc.gpu_note = gpu_note or "NVML lists no GPU memory for this PID (no CUDA context)"
+            proc.gpu_note = gpu_note
 
 
 def peak_rss_mib(pid: int) -> float | None:
