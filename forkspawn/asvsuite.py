@@ -48,6 +48,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "brief": {"repeat": 3, "batches": (1, 16), "decode_steps": 32},  # for short GPU leases
     "quick": {"repeat": 2, "batches": (1, 16), "decode_steps": 8},
 }
+# Start/teardown cycles per method of the soak benchmark (FORKSPAWN_SOAK_CYCLES overrides).
+SOAK_CYCLES = {"default": 20, "brief": 10, "quick": 5
+}
 
 
 def profile() -> dict[str, Any]:
@@ -56,6 +59,11 @@ def profile() -> dict[str, Any]:
         raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
     model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
     return {**PROFILES[name], "model": model}
+
+
+def soak_cycles() -> int:
+    cycles = os.environ.get("FORKSPAWN_SOAK_CYCLES", "")
+    return int(cycles) if cycles.isdigit() else SOAK_CYCLES[os.environ.get("FORKSPAWN_PROFILE", "default")]
 
 
 def tp_sizes() -> list[int]:

@@ -29,12 +29,15 @@ def context(method: str, forkserver_state: str = "fresh") -> tuple[multiprocessi
         raise ValueError(f"unknown start method {method!r}; valid: {', '.join(METHODS)}")
     if not method.startswith("forkserver"):
         return multiprocessing.get_context(method), None
-    if multiprocessing.forkserver._forkserver._forkserver_pid is not None:
-        raise RuntimeError("a forkserver is already running in this parent; its preload cannot be chosen")
     ctx = multiprocessing.get_context("forkserver")
     # The server imports these before it forks anyone; CPython silently ignores an ImportError
     # here, which is why the preload is verified afterwards (forkserver_info).
     preload = ["torch"] if method == "forkserver-preload" else []
+    server = multiprocessing.forkserver._forkserver
+    if server._forkserver_pid is not None:  # a parent that starts groups again (soak) reuses it
+        if server._preload_modules != preload:
+            raise RuntimeError(f"a forkserver preloading {server._preload_modules} already runs in this parent")
+        return ctx, {"state": "warm", "preload": preload}
     ctx.set_forkserver_preload(preload)
     if forkserver_state == "warm":
         multiprocessing.forkserver.ensure_running()

@@ -1,0 +1,40 @@
+"""Leaks under repetition: a parent starts and tears down a worker group many times."""
+
+from forkspawn.asvsuite import ON_GPU, soak_cycles
+from forkspawn.config import METHODS
+from forkspawn.soak import soak_in_fresh_parent
+
+
+class Soak:
+    """Growth of the parent's resources per 100 start/teardown cycles (tiny model, TP=1)."""
+
+    params = [list(METHODS)]
+    param_names = ["method"]
+    processes = 1
+    timeout = 3600
+
+    def setup_cache(self) -> dict:
+        return {m: soak_in_fresh_parent(m, soak_cycles()) for m in METHODS}
+
+    setup_cache.timeout = 7200
+
+    def track_rss_growth(self, results: dict, method: str) -> float:
+        return results[method]["growth_per_100_cycles"]["rss_mib"]
+
+    track_rss_growth.unit = "MiB per 100 cycles"
+
+    def track_fd_growth(self, results: dict, method: str) -> float:
+        return results[method]["growth_per_100_cycles"]["fds"]
+
+    track_fd_growth.unit = "descriptors per 100 cycles"
+
+    def track_shm_growth(self, results: dict, method: str) -> float:
+        return results[method]["growth_per_100_cycles"]["shm_entries"]
+
+    track_shm_growth.unit = "/dev/shm entries per 100 cycles"
+
+    if ON_GPU:
+        def track_gpu_growth(self, results: dict, method: str) -> float:
+            return results[method]["growth_per_100_cycles"]["gpu_mib"]
+
+        track_gpu_growth.unit = "MiB per 100 cycles"
