@@ -1,0 +1,10 @@
+"""Analysis of forkspawn-bench results: asv's result files -> tidy table, charts, capacity plan, report.
+
+    from analysis import load
+    res = load("reports/sample-cpu")      # or .asv/results
+    res.table                             # one row per measured value (see README)
+"""
+
+from .load import BadInput, Results, load, table
+
+__all__ = ["BadInput", "Results", "load", "table"]

@@ -1,0 +1,82 @@
+"""Command line: `python -m analysis table|report|plan ...` (see analysis/README-section.md).
+
+Bad input (a missing or empty folder, a corrupt or foreign result file, an unknown option)
+gives one line on stderr naming the culprit and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import pandas as pd
+
+from .capacity import Node, choose, plan
+from .load import BadInput, latest, load
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        self.exit(2, f"analysis: {message} (see python -m analysis --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m analysis", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    t = sub.add_parser("table", help="print the tidy table of every asv result below DIR")
+    t.add_argument("dir")
+    t.add_argument("--csv", action="store_true", help="CSV instead of an aligned text table")
+    r = sub.add_parser("report", help="write the HTML report of the results below RESULTS_DIR")
+    r.add_argument("dir", metavar="RESULTS_DIR")
+    r.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="report folder, e.g. reports/NAME/")
+    p = sub.add_parser("plan", help="capacity planning per start method, from the measurements below DIR")
+    p.add_argument("dir")
+    p.add_argument("--tp", type=int, required=True, help="the model's tensor-parallel size (must be measured)")
+    p.add_argument("--restarts-per-day", type=float, default=24, help="worker-group starts a day on the node")
+    p.add_argument("--gpus", type=int, help="GPUs of the node (default: the measured machine's)")
+    p.add_argument("--gpu-mem-gib", type=float, help="memory of one GPU, GiB")
+    p.add_argument("--ram-gib", type=float, help="host RAM, GiB")
+    p.add_argument("--cpus", type=int, help="CPU cores")
+    p.add_argument("--machine", help="which measured machine (if several)")
+    p.add_argument("--engine")
+    p.add_argument("--parent-state", help="parent state assumed (default: torch)")
+    p.add_argument("--batch", type=int, help="batch size whose tokens/s is shown (default: the largest)")
+    p.add_argument("--csv", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "table":
+            df = load(args.dir).table
+            print(df.to_csv(index=False) if args.csv else df.to_string(index=False), end="" if args.csv else "\n")
+        elif args.command == "report":
+            from .report import write_report
+
+            print(write_report(args.dir, args.output))
+        else:
+            res = load(args.dir)
+            df = latest(res.table)
+            machine = choose(df, "machine", args.machine)
+            info = res.machines[res.machines["machine"] == machine]
+            given = {"gpus": args.gpus, "gpu_mem_gib": args.gpu_mem_gib, "ram_gib": args.ram_gib, "cpus": args.cpus}
+            if info.empty and None in (args.gpus, args.ram_gib, args.cpus):
+                raise BadInput(f"{machine}: no machine description in the records: pass --gpus, --ram-gib and --cpus")
+            measured = vars(Node.of_machine(info.iloc[-1])) if len(info) else {"gpu_mem_gib": None}
+            node = Node(**{k: measured[k] if v is None else v for k, v in given.items()})
+            result = plan(df, node, args.tp, args.restarts_per_day, machine=machine, engine=args.engine,
+                          parent_state=args.parent_state, batch=args.batch)
+            if args.csv:
+                print(result.table.to_csv(index=False), end="")
+            else:
+                print(result.scenario)
+                with pd.option_context("display.width", 250, "display.max_colwidth", 160, "display.precision", 3):
+                    print(result.table.to_string(index=False))
+    except BadInput as e:
+        print(f"analysis: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

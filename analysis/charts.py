@@ -1,0 +1,476 @@
+"""The six charts of the report, drawn with matplotlib from the tidy table of one machine.
+
+Figures are made with `matplotlib.figure.Figure` rather than pyplot: no GUI backend and no global
+figure registry are involved (saving uses the Agg canvas), and a notebook can display them.
+
+Each `chart_*` function takes the latest rows of one machine (`load.latest`) and returns a
+Figure; `draw` adds the title and the machine/version footer and writes PNG and SVG. A chart
+with nothing to show says so instead of being left out, so a report always has all six.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, NullLocator
+
+from .capacity import break_even_tokens
+from .load import method_order
+
+STYLE = {
+    "text.parse_math": False,  # machine names and error texts may hold "$": never mathtext
+    "font.size": 9, "axes.titlesize": 10, "axes.grid": True, "grid.alpha": 0.3,
+    "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none", "svg.hashsalt": "forkspawn",
+}
+KNOWN_METHOD_COLORS = {"fork": "#1f77b4", "spawn": "#ff7f0e", "forkserver": "#2ca02c", "forkserver-preload": "#d62728"}
+EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+STATUS_COLORS = {"works": "#b7e1b0", "fails": "#f4a6a6", "hangs": "#f8d08a", "n/a": "#e6e6e6", "mixed": "#f8e7a0"}
+PHASE_LABELS = {
+    "process_entry": "process created", "imports_done": "imports (torch)", "device_ready": "device set-up",
+    "dist_initialized": "distributed init", "weights_loaded": "weights loaded", "first_token": "first token",
+    "ready": "warm-up until ready",
+}
+MEMORY_KINDS = {
+    "uss": "USS: private pages", "pss": "PSS: shared pages split among sharers",
+    "rss": "RSS: shared pages counted in each process", "gpu": "GPU memory (NVML, incl. CUDA context)",
+}
+NO_DATA = "nothing measured successfully for this chart on this machine"
+BUSY_HOURS = 1.0  # the amortisation chart's daily load: this many hours at the fastest decode rate
+
+
+def method_colors(methods: list[str]) -> dict[str, str]:
+    extra = iter(EXTRA_COLORS * 3)
+    return {m: KNOWN_METHOD_COLORS.get(m) or next(extra) for m in method_order(methods)}
+
+
+def _engine_label(df: pd.DataFrame) -> pd.Series:
+    return df["engine"] + df["engine_version"].map(lambda v: f" {v}" if isinstance(v, str) else "")
+
+
+def _ok(df: pd.DataFrame, pattern: str) -> pd.DataFrame:
+    ok = df[(df["status"] == "ok") & df["value"].notna() & df["metric"].str.fullmatch(pattern)]
+    return ok.assign(engine_label=_engine_label(ok))
+
+
+NVML_LABEL = " (NVML check)"
+
+
+def label_nvml(df: pd.DataFrame) -> pd.DataFrame:
+    """Charts show the NVML-based CUDA check (a variant of device-queried) as a parent state of its own."""
+    nvml = (df["cuda_check"].fillna("runtime") != "runtime") & ~df["parent_state"].str.endswith(NVML_LABEL)
+    return df.assign(parent_state=df["parent_state"].where(~nvml, df["parent_state"] + NVML_LABEL))
+
+
+def _empty(fig: Figure, why: str = NO_DATA) -> Figure:
+    fig.text(0.5, 0.5, why, ha="center", va="center", fontsize=11, color="#555")
+    return fig
+
+
+def _grid(rows: int, cols: int, w: float = 4.2, h: float = 3.2, sharey: bool = False) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(max(6.0, w * cols + 1.5), h * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharey="row" if sharey else False)
+    return fig, axes
+
+
+def _group_ticks(ax, groups: list[tuple[str, list[str]]], width: float = 1.0) -> list[float]:
+    """x positions for bars in labelled groups (a gap between groups); group names above the ticks."""
+    xs, ticks, labels, groups_at, pos = [], [], [], [], 0.0
+    for name, members in groups:
+        start = pos
+        for m in members:
+            xs.append(pos)
+            ticks.append(pos)
+            labels.append(m)
+            pos += width
+        groups_at.append((name, (start + pos - width) / 2))
+        pos += width * 0.6
+    ax.set_xticks(ticks, labels, rotation=35, ha="right", rotation_mode="anchor")
+    drop = 14 + 5.0 * max(map(len, labels)) * 0.57  # below the rotated tick labels (9 pt text)
+    for name, x in groups_at:
+        ax.annotate(name.replace("-", "-\n"), xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, -drop),
+                    textcoords="offset points", ha="center", va="top", fontweight="bold", fontsize=8)
+    return xs
+
+
+def _headroom(ax, tops: np.ndarray) -> None:
+    """Room above the tallest bar for its value label."""
+    if len(tops) and np.nanmax(tops) > 0:
+        ax.set_ylim(top=max(ax.get_ylim()[1], np.nanmax(tops) * 1.12))
+
+
+# 1 ------------------------------------------------------------------------------------------------
+def chart_startup(df: pd.DataFrame) -> Figure:
+    """Stacked start-up phases (slowest rank's phase ends, median) per method and TP, per engine."""
+    ok = _ok(df, r"phase\.[^.]+")
+    if ok.empty:
+        return _empty(Figure(figsize=(8, 3)))
+    ends = ok.pivot_table(index=["engine_label", "parent_state", "tp", "method"], columns="phase", values="value")
+    phases = [p for p in ends.median().sort_values().index if p != "start_requested"]
+    ended = ends[phases].ffill(axis=1).fillna(0)  # a phase an engine lacks takes no time
+    spans = ended.diff(axis=1).fillna(ended).clip(lower=0)
+    engines = sorted(ends.index.get_level_values(0).unique())
+    states = [s for s in df["parent_state"].drop_duplicates() if s in ends.index.get_level_values(1)]
+    fig, axes = _grid(len(engines), len(states), w=3.6, h=3.8, sharey=True)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.05, 0.95, len(phases)))
+    for r, engine in enumerate(engines):
+        for c, state in enumerate(states):
+            ax = axes[r, c]
+            sub = spans.loc[(engine, state)] if (engine, state) in spans.index.droplevel([2, 3]) else None
+            ax.set_title(f"{engine}\nparent: {state}")
+            if sub is None:
+                ax.set_axis_off()
+                continue
+            tps = sorted(sub.index.get_level_values(0).unique())
+            groups = [(f"TP={tp}", method_order(sub.loc[tp].index)) for tp in tps]
+            xs = _group_ticks(ax, groups)
+            keys = [(tp, m) for tp, (_, ms) in zip(tps, groups) for m in ms]
+            bottom = np.zeros(len(keys))
+            for phase, color in zip(phases, colors):
+                h = np.array([sub.at[k, phase] for k in keys])
+                ax.bar(xs, np.nan_to_num(h), bottom=bottom, color=color, width=0.8)
+                bottom += np.nan_to_num(h)
+            for x, total in zip(xs, bottom):
+                ax.text(x, total, f"{total:.2g}", ha="center", va="bottom", fontsize=7)
+            _headroom(ax, bottom)
+            if c == 0:
+                ax.set_ylabel("seconds since start request")
+    handles = [Rectangle((0, 0), 1, 1, color=color) for color in colors]
+    labels = [PHASE_LABELS.get(p, p) for p in phases]
+    fig.legend(handles[::-1], labels[::-1], loc="outside right center", title="phase (top = last)")
+    return fig
+
+
+# 2 ------------------------------------------------------------------------------------------------
+def chart_memory(df: pd.DataFrame) -> Figure:
+    """Memory at ready, stacked by process (the stack is the worker group), per method and kind."""
+    ok = _ok(df, r"mem\.[^.]+\.(uss|pss|rss|gpu)_mib")
+    ok = ok[ok["process"] != "group"]
+    if ok.empty:
+        return _empty(Figure(figsize=(8, 3)))
+    kinds = [k for k in MEMORY_KINDS if k in set(ok["kind"])]
+    procs = sorted(ok["process"].unique(), key=lambda p: ({"parent": 0, "forkserver": 1}.get(p, 2), _natural(p)))
+    pcolors = _process_colors(procs)
+    data = ok.pivot_table(index=["engine_label", "tp", "parent_state", "method"], columns=["kind", "process"],
+                          values="value")
+    panels = list(dict.fromkeys((e, tp) for e, tp, _, _ in data.index))
+    fig, axes = _grid(len(panels), len(kinds), w=4.4, h=3.6)
+    for r, (engine, tp) in enumerate(panels):
+        sub = data.loc[(engine, tp)]
+        states = [s for s in df["parent_state"].drop_duplicates() if s in sub.index.get_level_values(0)]
+        for c, kind in enumerate(kinds):
+            ax = axes[r, c]
+            ax.set_title(f"{engine}, TP={tp}\n{MEMORY_KINDS[kind]}")
+            groups = [(s, method_order(sub.loc[s].index)) for s in states]
+            xs = _group_ticks(ax, groups)
+            keys = [(s, m) for s, (_, ms) in zip(states, groups) for m in ms]
+            bottom = np.zeros(len(keys))
+            for p in procs:
+                if (kind, p) not in sub.columns:
+                    continue
+                h = np.nan_to_num(np.array([sub.at[k, (kind, p)] for k in keys]))
+                ax.bar(xs, h, bottom=bottom, color=pcolors[p], width=0.8, label=p)
+                bottom += h
+            for x, total in zip(xs, bottom):
+                ax.text(x, total, f"{total:.0f}", ha="center", va="bottom", fontsize=7)
+            _headroom(ax, bottom)
+            if c == 0:
+                ax.set_ylabel("MiB at ready (stack = worker group)")
+    handles = [Rectangle((0, 0), 1, 1, color=pcolors[p]) for p in procs]
+    fig.legend(handles, procs, loc="outside right center", title="process")
+    return fig
+
+
+def _process_colors(procs: list[str]) -> dict[str, str]:
+    """Parent grey, forkserver brown, ranks in purples (not the methods' colours), others after."""
+    ranks = iter(["#54278f", "#9e9ac8", "#756bb1", "#bcbddc", "#3f007d", "#dadaeb", "#6a51a3", "#efedf5"])
+    others = iter(["#1b9e77", "#66a61e", "#e6ab02", "#a6761d", "#666666"] * 4)
+    fixed = {"parent": "#a0a0a0", "forkserver": "#8c6d31"}
+    return {p: fixed.get(p) or (next(ranks, "#54278f") if re.fullmatch(r"rank\d+", p) else next(others))
+            for p in procs}
+
+
+def _natural(s: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+# 3 ------------------------------------------------------------------------------------------------
+def chart_throughput(df: pd.DataFrame) -> Figure:
+    """Steady-state tokens/s per method and TP size, medians with asv's 99% CI."""
+    ok = _ok(df, r"tokens_per_s\.b\d+")
+    if ok.empty:
+        return _empty(Figure(figsize=(8, 3)))
+    engines = sorted(ok["engine_label"].unique())
+    batches = sorted(ok["batch"].dropna().unique())
+    colors = method_colors(ok["method"].unique())
+    fig, axes = _grid(len(engines), len(batches), w=5.0, h=3.8)
+    for r, engine in enumerate(engines):
+        for c, batch in enumerate(batches):
+            ax = axes[r, c]
+            sub = ok[(ok["engine_label"] == engine) & (ok["batch"] == batch)]
+            n = sub["n"].dropna()
+            ax.set_title(f"{engine}, batch {batch}\n(whiskers: 99% CI of the median, n={n.min() if len(n) else '?'}"
+                         f" cold starts)")
+            combos = list(dict.fromkeys(zip(sub["tp"], sub["parent_state"])))
+            methods = method_order(sub["method"])
+            width = 0.8 / len(methods)
+            top = sub["value"].max()
+            for i, m in enumerate(methods):
+                rows = sub[sub["method"] == m].set_index(["tp", "parent_state"]).reindex(combos)
+                xs = np.arange(len(combos)) + (i - (len(methods) - 1) / 2) * width
+                lo = (rows["value"] - rows["ci_low"].clip(lower=0)).clip(lower=0)
+                hi = (rows["ci_high"] - rows["value"]).clip(lower=0)
+                ax.bar(xs, rows["value"], width=width, color=colors[m], label=m if (r, c) == (0, 0) else None)
+                ax.errorbar(xs, rows["value"], yerr=[lo.fillna(0), hi.fillna(0)], fmt="none", ecolor="#333",
+                            elinewidth=0.8, capsize=2)
+            ax.set_xticks(range(len(combos)), [f"TP={tp}\nparent: {s}" for tp, s in combos])
+            ax.set_ylim(0, top * 1.6)  # n is small: a CI can be far wider than the bars; whiskers are cut here
+            ax.set_ylabel("output tokens/s (whole replica)")
+    fig.legend(loc="outside right center", title="start method")
+    return fig
+
+
+# 4 ------------------------------------------------------------------------------------------------
+def chart_tradeoff(df: pd.DataFrame) -> Figure:
+    """Extra time-to-ready against extra memory per replica, relative to fork in the same setting."""
+    ok = _ok(df, r"time_to_ready_s|mem\.group\.(pss|gpu)_mib")
+    wide = ok.pivot_table(index=["engine_label", "parent_state", "tp", "method"], columns="metric", values="value")
+    if "fork" not in wide.index.get_level_values("method"):
+        return _empty(Figure(figsize=(8, 3)), "fork did not run successfully anywhere on this machine: "
+                                                    "no reference for the trade-off map")
+    resources = [(c, t) for c, t in (("mem.group.pss_mib", "host memory (PSS of the group)"),
+                                     ("mem.group.gpu_mib", "GPU memory (all ranks)")) if c in wide.columns]
+    fork = wide.xs("fork", level="method")
+    rel = wide.sub(fork.reindex(wide.index.droplevel("method")).set_axis(wide.index), axis=0).dropna(how="all")
+    states = list(dict.fromkeys(rel.index.get_level_values("parent_state")))
+    markers = dict(zip(states, "osD^vP"))
+    colors = method_colors(rel.index.get_level_values("method").unique())
+    multi = rel.index.get_level_values("engine_label").nunique() > 1
+    fig, axes = _grid(1, len(resources), w=6.0, h=4.8)
+    fig.set_figwidth(max(fig.get_figwidth(), 9.5))  # room for the title
+    for ax, (col, title) in zip(axes[0], resources):
+        ax.axhline(0, color="#888", lw=0.8)
+        ax.axvline(0, color="#888", lw=0.8)
+        for (engine, state, tp, m), row in rel.iterrows():
+            if m == "fork" or pd.isna(row.get(col)) or pd.isna(row.get("time_to_ready_s")):
+                continue
+            ax.scatter(row[col], row["time_to_ready_s"], color=colors[m], marker=markers[state], s=45, zorder=3)
+            ax.annotate(f"TP{tp}" + (f" {engine}" if multi else ""), (row[col], row["time_to_ready_s"]),
+                        xytext=(4, 3), textcoords="offset points", fontsize=7)
+        ax.scatter([0], [0], color="k", marker="*", s=120, zorder=4)
+        ax.annotate("fork (reference)", (0, 0), xytext=(5, -10), textcoords="offset points", fontsize=8)
+        ax.set_title(f"extra start-up time vs extra {title}")
+        ax.set_xlabel(f"extra MiB per replica vs fork ({title})")
+        ax.set_ylabel("extra seconds to ready vs fork")
+    handles = [Line2D([], [], color=colors[m], marker="o", ls="", label=m) for m in colors if m != "fork"]
+    handles += [Line2D([], [], color="#555", marker=markers[s], ls="", label=f"parent: {s}") for s in states]
+    fig.legend(handles=handles, loc="outside right center", title="method / parent state")
+    return fig
+
+
+# 5 ------------------------------------------------------------------------------------------------
+def scenario(df: pd.DataFrame, engine: str) -> tuple[str, int, int] | None:
+    """The configuration the amortisation chart shows for an engine: parent state `torch` if it
+    ran, the largest TP and batch with throughput measured."""
+    ok = _ok(df, r"tokens_per_s\.b\d+|time_to_ready_s")
+    ok = ok[ok["engine_label"] == engine]
+    tput = ok[ok["metric"].str.startswith("tokens_per_s")]
+    if tput.empty:
+        return None
+    states = list(tput["parent_state"].unique())
+    state = "torch" if "torch" in states else states[0]
+    tput = tput[tput["parent_state"] == state]
+    return state, int(tput["tp"].max()), int(tput["batch"].max())
+
+
+def chart_amortisation(df: pd.DataFrame) -> Figure:
+    """Cold start plus N tokens against N, and daily overhead against starts a day, per method."""
+    ok = _ok(df, r"tokens_per_s\.b\d+|time_to_ready_s")
+    engines = [e for e in sorted(ok["engine_label"].unique()) if scenario(df, e)]
+    if not engines:
+        return _empty(Figure(figsize=(8, 3)))
+    fig, axes = _grid(len(engines), 2, w=5.6, h=4.4)
+    for r, engine in enumerate(engines):
+        state, tp, batch = scenario(df, engine)
+        sub = ok[(ok["engine_label"] == engine) & (ok["parent_state"] == state) & (ok["tp"] == tp)]
+        ttr = sub[sub["metric"] == "time_to_ready_s"].set_index("method")["value"]
+        rate = sub[sub["metric"] == f"tokens_per_s.b{batch}"].set_index("method")["value"]
+        methods = [m for m in method_order(rate.index) if m in ttr.index]
+        colors = method_colors(methods)
+        where = f"{engine}, parent {state}, TP={tp}, batch {batch}"
+        n = np.logspace(0, 8, 400)
+        _curves(axes[r, 0], n, {m: ttr[m] + n / rate[m] for m in methods}, colors,
+                  lambda a, b: break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), "tokens")
+        _loglog(axes[r, 0])
+        axes[r, 0].set(xlabel="output tokens N served after a cold start",
+                       ylabel="wall seconds: start-up + N / tokens/s", title=f"Time to serve N tokens\n{where}")
+        daily = BUSY_HOURS * 3600 * rate[methods].max()
+        starts = np.logspace(0, 4, 400)
+        cost = {m: starts * ttr[m] + daily / rate[m] - daily / rate[methods].max() for m in methods}
+        _curves(axes[r, 1], starts, cost, colors,
+                  lambda a, b: _restarts(break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), daily), "starts/day")
+        _loglog(axes[r, 1])
+        axes[r, 1].set(xlabel="worker-group (re)starts per day",
+                       ylabel="overhead, seconds per day per replica",
+                       title=f"Daily overhead: start-ups + slower decoding\nload {daily:,.0f} tokens/day "
+                             f"(= {BUSY_HOURS:g} h at the fastest rate)")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center", title="start method")
+    return fig
+
+
+def _loglog(ax) -> None:
+    """Log axes labelled 1, 10, 100, 1k, 10k, 1M (the default labels are mathtext, which is off)."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(_si))
+        axis.set_minor_locator(NullLocator())  # decades are enough, and minor log ticks are slow to lay out
+
+
+def _si(v: float, _pos: object = None) -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:g}{suffix}"
+    return f"{v:g}"
+
+
+def _restarts(tokens: float | None, daily: float) -> float | None:
+    return daily / tokens if tokens else None
+
+
+def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, crossing: Callable, unit: str) -> None:
+    """Draw the curves and mark every break-even point (two methods cost the same) in range."""
+    for m, y in curves.items():
+        ax.plot(x, y, color=colors[m], label=m, lw=1.6)
+    names, notes = list(curves), []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            at = crossing(a, b)
+            if at is None or not x[0] <= at <= x[-1]:
+                continue
+            y = float(np.interp(at, x, curves[a]))
+            notes.append(f"{len(notes) + 1}: {a} = {b} at {_si(float(f'{at:.2g}'))} {unit}")
+            ax.plot([at], [y], "o", mfc="white", mec="k", ms=11, zorder=5)
+            ax.text(at, y, str(len(notes)), ha="center", va="center", fontsize=7, zorder=6)
+    if notes:  # numbered, listed in a corner: break-even points are often close together
+        ax.text(0.98, 0.03, "break-even points\n" + "\n".join(notes), transform=ax.transAxes, ha="right",
+                va="bottom", multialignment="left", fontsize=7.5, bbox={"boxstyle": "round", "fc": "white", "ec": "#999", "alpha": 0.9})
+    best = {names[i] for i in np.argmin(np.vstack([curves[m] for m in names]), axis=0)}
+    if len(best) == 1:
+        ax.text(0.02, 0.97, f"cheapest throughout: {best.pop()}", transform=ax.transAxes, va="top", fontsize=8)
+
+
+# 6 ------------------------------------------------------------------------------------------------
+def compatibility(df: pd.DataFrame) -> pd.DataFrame:
+    """Method x parent state x engine (version) -> works / fails / hangs / n/a, with the error.
+    One row per configuration cell, TP sizes folded into the verdict when they disagree."""
+    st = label_nvml(df[df["metric"] == "status"]).assign(engine_label=lambda d: _engine_label(d))
+    st = st.assign(column=st["parent_state"])
+    word = st["status"].map({"ok": "works", "error": "fails", "timeout": "hangs", "skipped": "n/a"}).fillna("fails")
+    st = st.assign(word=word)
+    cells = []
+    for (engine, method, column), g in st.groupby(["engine_label", "method", "column"], sort=False):
+        real = g[g["word"] != "n/a"]  # a configuration skipped in one environment may run in another
+        if real.empty:
+            verdict, text = "n/a", "n/a"
+        elif real["word"].nunique() == 1:
+            verdict = text = real["word"].iloc[0]
+        else:
+            verdict, text = "mixed", ", ".join(f"TP{tp} {w}" for tp, w in sorted(zip(real["tp"], real["word"])))
+        used = {u for u in g["method_used"].dropna() if u not in (method, "not-applicable")}
+        if used and verdict == "works":
+            text += f" (as {'/'.join(sorted(used))})"
+        errors = g[g["word"].isin(["fails", "hangs"])]["error"].dropna()
+        cells.append({"engine": engine, "method": method, "parent_state": column, "verdict": verdict, "text": text,
+                      "error": errors.iloc[0] if len(errors) else (g["error"].dropna().iloc[0]
+                                                                    if verdict == "n/a" and g["error"].notna().any()
+                                                                    else None)})
+    return pd.DataFrame(cells, columns=["engine", "method", "parent_state", "verdict", "text", "error"])
+
+
+def chart_compatibility(df: pd.DataFrame) -> Figure:
+    cells = compatibility(df)
+    if cells.empty:
+        return _empty(Figure(figsize=(8, 3)), "no start-up status recorded")
+    columns = list(dict.fromkeys(cells["parent_state"]))
+    rows = [(e, m) for e in sorted(cells["engine"].unique())
+            for m in method_order(cells[cells["engine"] == e]["method"])]
+    notes: dict[str, int] = {}
+    fig = Figure(figsize=(max(7.5, 2.1 * len(columns) + 3), 0.45 * len(rows) + 1.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_xlim(0, len(columns))
+    ax.set_ylim(len(rows), 0)
+    ax.grid(False)
+    for c in cells.itertuples():
+        y, x = rows.index((c.engine, c.method)), columns.index(c.parent_state)
+        label = c.text
+        if isinstance(c.error, str) and c.error.strip():
+            key = _first_line(c.error)
+            label += f" [{notes.setdefault(key, len(notes) + 1)}]"
+        ax.add_patch(Rectangle((x + 0.02, y + 0.05), 0.96, 0.9, color=STATUS_COLORS[c.verdict]))
+        ax.text(x + 0.5, y + 0.5, label, ha="center", va="center", fontsize=8)
+    ax.set_xticks(np.arange(len(columns)) + 0.5, [f"parent: {c}" for c in columns])
+    ax.xaxis.tick_top()
+    ax.set_yticks(np.arange(len(rows)) + 0.5, [f"{e} · {m}" for e, m in rows])
+    for side in ("top", "right", "bottom", "left"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(length=0)
+    lines = [f"[{i}] " + textwrap.shorten(e, 150) for e, i in notes.items()]
+    lines.append("works = every cold start reached ready; fails = an error; hangs = timed out; "
+                 "n/a = not applicable on this machine (e.g. a device state without a GPU)")
+    ax.set_xlabel("\n".join(lines), loc="left", fontsize=8)
+    return fig
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+CHARTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
+    "startup_phases": ("1. Start-up phase breakdown (slowest rank, median of cold starts)", chart_startup),
+    "memory": ("2. Memory per process and worker group at ready", chart_memory),
+    "throughput": ("3. Steady-state decode throughput", chart_throughput),
+    "tradeoff": ("4. Trade-off map: extra start-up vs extra memory per replica, relative to fork", chart_tradeoff),
+    "amortisation": ("5. Amortisation: when does a faster start pay for a slower decode?", chart_amortisation),
+    "compatibility": ("6. Compatibility: does each start method work from each parent state?", chart_compatibility),
+}
+
+
+def footer(machine: pd.DataFrame) -> str:
+    """Machine, commit and versions, for the bottom of every chart."""
+    m = machine.iloc[0]
+    gpu = "no GPU" if m["gpu"] in (None, "none") else f"{m['gpu_count']} x {m['gpu']} (driver {m['gpu_driver']})"
+    lines = [f"machine {m['machine']}: {m['cpu']}, {m['num_cpu']} CPUs, {m['ram_gib']} GiB RAM, {gpu}, {m['os']}"]
+    for e in machine.itertuples():
+        lines.append(f"{e.engine} {e.engine_version or ''} · commit {str(e.commit)[:8]} · {e.date:%Y-%m-%d} · {e.versions}")
+    return "\n".join(textwrap.shorten(line, 200) for line in lines)
+
+
+def draw(df: pd.DataFrame, machine: pd.DataFrame, out_dir: Path, prefix: str = "") -> dict[str, dict[str, Path]]:
+    """Draw the six charts of one machine's rows into out_dir as PNG and SVG; name -> paths."""
+    out: dict[str, dict[str, Path]] = {}
+    df = label_nvml(df)
+    with matplotlib.rc_context(STYLE):
+        for name, (title, make) in CHARTS.items():
+            fig = make(df)
+            fig.suptitle(f"{title}\n{machine['machine'].iloc[0]}", fontsize=12, fontweight="bold")
+            fig.supxlabel(footer(machine), fontsize=7, color="#444", x=0.0, ha="left")  # inside the layout
+            out[name] = {}
+            for ext in ("png", "svg"):
+                path = out_dir / f"{prefix}{name}.{ext}"
+                fig.savefig(path, format=ext, dpi=110, metadata=_metadata(ext))
+                out[name][ext] = path
+    return out
+
+
+def _metadata(ext: str) -> dict:
+    """No creation dates in the files, so re-drawing the same results gives the same bytes."""
+    return {"Date": None} if ext == "svg" else {"Software": None}

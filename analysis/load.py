@@ -1,0 +1,291 @@
+"""asv's results (plus our JSON Lines sidecar of full records) -> one tidy pandas table.
+
+Every `<machine>/machine.json` found below the directory marks an asv machine folder: its
+`*.json` result files (asv 0.6, format version 2) hold the numbers, `records/*.jsonl` the
+`forkspawn measure` records with what asv cannot store (status, error text, verified method,
+versions). Files are read as JSON only, never unpickled. Benchmarks are recognised by their
+shape (class-name suffix and method name), not their module, so new engines appear by
+themselves.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from forkspawn.config import METHODS
+
+ASV_RESULTS_VERSION = 2  # asv 0.6's result file format
+CONFIG_PARAMS = ["engine", "method", "parent_state", "cuda_check", "tp"]  # the sidecar's asv_key order
+# The grid's own parameters, newest first: since the CUDA check became a parent state
+# ("device-queried-nvml") it is no longer a parameter of its own.
+GRID_PARAMS = (["engine", "method", "parent_state", "tp"], CONFIG_PARAMS)
+# Class-name suffix -> the parameters its benchmarks add after the configuration's.
+SHAPES = {"Startup": [], "Phases": ["phase"], "Memory": ["process", "kind"], "Throughput": ["batch"]}
+# Benchmark method -> (the record's sample key, formatted with the extra parameters; unit)
+METRICS = {
+    "track_status": ("status", "0 ok, 1 error, 2 timeout"),
+    "track_time_to_ready": ("time_to_ready_s", "seconds"),
+    "track_teardown": ("teardown_s", "seconds"),
+    "track_phase_end": ("phase.{phase}", "seconds"),
+    "track_memory": ("mem.{process}.{kind}_mib", "MiB"),
+    "track_tokens_per_s": ("tokens_per_s.b{batch}", "tokens/s"),
+    "track_step_latency": ("step_latency_s.b{batch}", "seconds"),
+    "track_roofline_fraction": ("roofline_fraction.b{batch}", "fraction of roofline"),
+}
+# The contract's columns, in order (README-section.md documents them).
+COLUMNS = [
+    "machine", "gpu", "commit", "env", "date", "engine", "engine_version", "method", "method_used",
+    "parent_state", "cuda_check", "tp", "batch", "phase", "process", "kind", "metric", "value", "unit",
+    "ci_low", "ci_high", "q25", "q75", "n", "status", "error", "benchmark",
+]
+MACHINE_COLUMNS = [
+    "machine", "commit", "env", "date", "engine", "engine_version", "gpu", "gpu_count", "gpu_memory_mib",
+    "gpu_driver", "cpu", "num_cpu", "ram_gib", "os", "versions",
+]
+
+
+class BadInput(ValueError):
+    """Unreadable or unusable input; the message is one line naming the file."""
+
+
+@dataclass
+class Results:
+    table: pd.DataFrame  # one row per measured value (COLUMNS)
+    machines: pd.DataFrame  # one row per machine, commit, environment and engine (MACHINE_COLUMNS)
+    files: list[Path] = field(default_factory=list)  # every file read, for copying next to a report
+    root: Path = Path(".")
+
+
+def load(directory: str | Path) -> Results:
+    """Read every asv result file below `directory`; raise BadInput on anything unusable."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise BadInput(f"{root}: no such directory")
+    machine_dirs = sorted(p.parent for p in root.rglob("machine.json"))
+    rows: list[dict[str, Any]] = []
+    machines: list[dict[str, Any]] = []
+    files: list[Path] = []
+    for mdir in machine_dirs:
+        files.append(mdir / "machine.json")
+        bench_meta = _read_json(mdir.parent / "benchmarks.json") if (mdir.parent / "benchmarks.json").exists() else {}
+        if bench_meta:
+            files.append(mdir.parent / "benchmarks.json")
+        records, record_files = _read_records(mdir / "records")
+        files += record_files
+        for path in sorted(mdir.glob("*.json")):
+            if path.name == "machine.json":
+                continue
+            files.append(path)
+            new_rows, new_machines = _read_result_file(path, bench_meta, records)
+            rows += new_rows
+            machines += new_machines
+    if not files:
+        raise BadInput(f"{root}: no asv results below it (expected <machine>/machine.json and result files)")
+    if not rows:
+        raise BadInput(f"{root}: asv folders found but no results in them ({len(files)} files read)")
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    # Skipped configurations have no record, hence no version: take the environment's.
+    table["engine_version"] = table.groupby(["machine", "commit", "env", "engine"], dropna=False)[
+        "engine_version"].transform("first")
+    table = table.astype({"tp": "Int64", "batch": "Int64", "n": "Int64", "value": "float64"})
+    mtable = pd.DataFrame(machines, columns=MACHINE_COLUMNS).drop_duplicates(
+        ["machine", "commit", "env", "engine"], keep="last").reset_index(drop=True)
+    return Results(table=table, machines=mtable, files=list(dict.fromkeys(files)), root=root)
+
+
+def table(directory: str | Path) -> pd.DataFrame:
+    return load(directory).table
+
+
+def latest(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each machine's and environment's most recent commit (what charts show)."""
+    newest = df.groupby(["machine", "env"])["date"].transform("max")
+    return df[df["date"] == newest]
+
+
+def method_order(methods: Any) -> list[str]:
+    """Known start methods in their usual order, then any others (e.g. a Ray launch path)."""
+    present = list(dict.fromkeys(m for m in methods if isinstance(m, str)))
+    return [m for m in METHODS if m in present] + sorted(m for m in present if m not in METHODS)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{path}: corrupt or truncated JSON ({e.msg} at line {e.lineno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: unreadable ({e})") from None
+
+
+def _read_records(folder: Path) -> tuple[dict[tuple, dict[str, dict]], list[Path]]:
+    """(commit, key) -> {asv env -> record}; a later line for the same key wins. A record is found
+    by its `asv_key` (engine|method|parent_state|cuda_check|tp[|extra]) or, if the harness wrote
+    one, by `asv_params`: asv's own parameter values joined with "|", which is what tells a
+    labelled method variant (e.g. vLLM's "fork-override") apart."""
+    out: dict[tuple, dict[str, dict]] = {}
+    paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    for path in paths:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                keys = [rec["asv_key"]] + ([rec["asv_params"]] if rec.get("asv_params") else [])
+                commit = rec["asv_commit"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise BadInput(f"{path}:{n}: corrupt or truncated record line") from None
+            for key in keys:
+                out.setdefault((commit, key), {})[rec.get("asv_env") or ""] = rec
+    return out, paths
+
+
+def _record_for(records: dict, commit: str, env: str, key: str) -> dict | None:
+    """The record of one configuration. The sidecar names an `existing` environment by its
+    type only ("existing"), asv by type and interpreter ("existing-py_..."): a prefix matches."""
+    by_env = records.get((commit, key), {})
+    if env in by_env:
+        return by_env[env]
+    return next((r for e, r in reversed(by_env.items()) if env.startswith(e + "-") or not e), None)
+
+
+def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list[dict], list[dict]]:
+    data = _read_json(path)
+    if not isinstance(data, dict) or "results" not in data:
+        raise BadInput(f"{path}: not an asv result file (no 'results' key)")
+    if data.get("version") != ASV_RESULTS_VERSION:
+        raise BadInput(f"{path}: asv result format version {data.get('version')!r}; "
+                       f"this reads version {ASV_RESULTS_VERSION} (asv 0.6)")
+    try:
+        params, columns = data["params"], data["result_columns"]
+        machine = str(params.get("machine") or path.parent.name)
+        commit, env, date = data["commit_hash"], data["env_name"], pd.to_datetime(data["date"], unit="ms")
+        rows, seen = [], {}
+        for name, entry in data["results"].items():
+            shape = _shape(name)
+            if shape is None:
+                continue  # not one of ours
+            suffix, meth = shape
+            e = dict(zip(columns, entry))
+            meta = bench_meta.get(name, {})
+            names = meta.get("param_names") or next(
+                g for g in GRID_PARAMS if len(g) + len(SHAPES[suffix]) == len(e["params"])) + SHAPES[suffix]
+            template, unit = METRICS.get(meth, (meth.removeprefix("track_"), None))
+            unit = meta.get("unit") or unit
+            combos = list(product(*[[_literal(v) for v in values] for values in e["params"]]))
+            stats = {c: e.get(c) or [None] * len(combos) for c in
+                     ("stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_repeat")}
+            for i, (combo, value) in enumerate(zip(combos, e["result"])):
+                p = dict(zip(names, combo))
+                label = "|".join(str(p[k]) for k in names[:len(names) - len(SHAPES[suffix])])
+                state = str(p.get("parent_state"))
+                p["cuda_check"] = p.get("cuda_check") or ("nvml" if state.endswith("-nvml") else "runtime")
+                p["parent_state"] = state.removesuffix("-nvml")
+                key = "|".join(str(p.get(k)) for k in CONFIG_PARAMS)
+                rec = _record_for(records, commit, env, label) or _record_for(records, commit, env, key)
+                metric = template.format_map(_Blank(p)) if "{" in template else template
+                if meth not in METRICS:
+                    metric = ".".join([metric] + [str(v) for k, v in p.items() if k not in CONFIG_PARAMS])
+                status, error = _status(value, rec, metric)
+                measured = status == "ok" and value is not None
+                rows.append({
+                    "machine": machine, "gpu": params.get("gpu", "none"), "commit": commit, "env": env,
+                    "date": date, "engine": p.get("engine"),
+                    "engine_version": rec.get("engine_version") if rec else None,
+                    "method": p.get("method"), "method_used": rec.get("method_used") if rec else None,
+                    "parent_state": p.get("parent_state"), "cuda_check": p.get("cuda_check"),
+                    "tp": _int(p.get("tp")), "batch": _int(p.get("batch")), "phase": p.get("phase"),
+                    "process": p.get("process"), "kind": p.get("kind"), "metric": metric,
+                    "value": value if isinstance(value, (int, float)) and not _nan(value) else None,
+                    "unit": unit,
+                    "ci_low": _finite(stats["stats_ci_99_a"][i]) if measured else None,
+                    "ci_high": _finite(stats["stats_ci_99_b"][i]) if measured else None,
+                    "q25": stats["stats_q_25"][i] if measured else None,
+                    "q75": stats["stats_q_75"][i] if measured else None,
+                    "n": stats["stats_repeat"][i] if measured else None,
+                    "status": status, "error": error, "benchmark": name,
+                })
+                if rec and (rec.get("engine_version") or p.get("engine") not in seen):
+                    seen[p.get("engine")] = rec  # prefer a record that knows the engine's version
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise BadInput(f"{path}: unexpected asv result layout ({type(e).__name__}: {e})") from None
+    machines = [_machine_row(machine, commit, env, date, engine, params, rec) for engine, rec in seen.items()]
+    return rows, machines
+
+
+def _status(value: Any, rec: dict | None, metric: str) -> tuple[str, str | None]:
+    """A row's status: its configuration's, refined by what asv stored for this metric.
+    asv stores NaN for a skipped benchmark and null for a failed one."""
+    if rec is not None and rec.get("status") != "ok":
+        return rec.get("status") or "error", rec.get("error")
+    if value is None:
+        if rec is not None and metric != "status" and metric not in rec.get("samples", {}):
+            return "skipped", f"{metric} does not exist in this configuration"
+        return "error", "asv recorded this benchmark as failed; its output is in asv's log"
+    if _nan(value):
+        return "skipped", (rec or {}).get("error") or "skipped by the benchmark suite (not applicable)"
+    return "ok", None
+
+
+def _machine_row(machine: str, commit: str, env: str, date: Any, engine: str, params: dict, rec: dict) -> dict:
+    m, versions = rec.get("machine") or {}, rec.get("versions") or {}
+    return {
+        "machine": machine, "commit": commit, "env": env, "date": date, "engine": engine,
+        "engine_version": rec.get("engine_version"), "gpu": params.get("gpu", "none"),
+        "gpu_count": _int(params.get("gpu_count")) or 0, "gpu_memory_mib": m.get("gpu_memory_mib"),
+        "gpu_driver": params.get("gpu_driver"), "cpu": params.get("cpu"), "num_cpu": _int(params.get("num_cpu")),
+        "ram_gib": m.get("ram_gib") or _gib(params.get("ram")), "os": params.get("os"),
+        "versions": ", ".join(f"{k} {v}" for k, v in versions.items() if v),
+    }
+
+
+def _shape(name: str) -> tuple[str, str] | None:
+    parts = name.split(".")
+    if len(parts) < 2:
+        return None
+    cls, meth = parts[-2], parts[-1]
+    suffix = next((s for s in SHAPES if cls.endswith(s)), None)
+    return (suffix, meth) if suffix and meth.startswith("track_") else None
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def _literal(v: Any) -> Any:
+    """asv stores parameter values as their repr ("'fork'"): read them back as literals only."""
+    try:
+        return ast.literal_eval(v) if isinstance(v, str) else v
+    except (ValueError, SyntaxError):
+        return v
+
+
+def _int(v: Any) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _gib(ram: Any) -> float | None:
+    try:
+        return float(str(ram).split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def _nan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def _finite(v: Any) -> float | None:
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None

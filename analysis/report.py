@@ -1,0 +1,264 @@
+"""The HTML report: one self-contained index.html (charts embedded as base64 PNG) plus the chart
+files (PNG and SVG), the tidy table as CSV, and a copy of the asv results it was made from.
+
+Every string from the results reaches the page through `html.escape`. The report is built in a
+temporary folder next to the target and renamed into place, so a failed or interrupted run never
+replaces a good report with part of one.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from . import charts
+from .capacity import Node, plan
+from .load import BadInput, Results, latest, load, method_order
+
+RESTARTS_PER_DAY = 24  # the report's capacity tables assume an hourly restart or scale-up
+
+CAPTIONS = {
+    "startup_phases": "When each start-up phase ended for the slowest rank, stacked: each segment is the time "
+                      "from the previous phase's end to this one's, so the bar's height is the time to ready. "
+                      "Under fork the child skips the imports its parent already did; forkserver-preload moves "
+                      "them into the forkserver, which starts before the first rank.",
+    "memory": "Host memory of every process of one replica at ready, stacked so that the bar is the worker "
+              "group (parent, forkserver if any, ranks). USS and PSS stacks are the real footprint; an RSS "
+              "stack counts each shared page once per process, so it overstates what copy-on-write shares. "
+              "GPU memory (NVML, per process, CUDA context included) appears on GPU machines.",
+    "throughput": "Steady-state decode rate after warm-up (all ranks of a replica together), median of the cold "
+                  "starts; whiskers are asv's 99% confidence interval of the median, clipped to the chart. With "
+                  "few cold starts the interval is wide: compare bars whose whiskers do not overlap.",
+    "tradeoff": "Each point is one start method in one setting (engine, parent state, TP size) compared with "
+                "fork in the same setting: to the right it needs more memory per replica, upwards it takes "
+                "longer to become ready. Settings where fork failed have no reference and are left out.",
+    "amortisation": "Left: the wall time to serve N output tokens from a cold start (time to ready + N / "
+                    "tokens/s). Right: the overhead a day of one replica against its (re)starts a day — the "
+                    "start-ups plus the extra decode time against the fastest decoder at the stated load. "
+                    "Circles mark break-even points where two methods cost the same.",
+    "compatibility": "Whether a worker group reached ready under each start method from each parent state "
+                     "(torch imported, CUDA queried or initialised in the parent). The errors are listed in "
+                     "full in the table below the chart.",
+}
+
+METHODOLOGY = """
+<h2 id="methodology">Methodology</h2>
+<dl>
+<dt>Clock</dt><dd>Every rank stamps its phases with <code>time.monotonic</code> (CLOCK_MONOTONIC), which is
+system-wide, so stamps of different processes compare directly. A phase's time is seconds since the group's
+first start request; time to ready is the slowest rank's <code>ready</code>. Teardown is the time from the stop
+request until every process of the group exited.</dd>
+<dt>Cold starts and spread</dt><dd>Each configuration is measured as <em>repeat</em> cold starts, each in a fresh
+parent interpreter. asv stores one sample per cold start; the median and its 99% confidence interval are asv's
+own estimator (<code>asv_runner.statistics.compute_stats</code>: a distribution-free interval for the median,
+widened when there are few samples). <code>n</code> in the tables is the number of cold starts.</dd>
+<dt>Memory</dt><dd>Read at ready through psutil <code>memory_full_info</code> (<code>/proc/PID/smaps_rollup</code>).
+<b>RSS</b> counts every resident page, shared copy-on-write pages once per process (so RSS sums overstate).
+<b>USS</b> counts the pages private to a process. <b>PSS</b> splits each shared page among the processes sharing
+it, so PSS sums to the real footprint of the group. <b>Peak RSS</b> is the kernel's high-water mark (VmHWM).
+<b>GPU</b> memory is NVML's per-PID figure, which includes the CUDA context. The group row is the sum over the
+parent, the forkserver (if any) and the ranks.</dd>
+<dt>Throughput</dt><dd>Steady-state tokens/s = batch &times; timed decode steps / their summed wall time, after
+the warm-up steps, timed with <code>time.perf_counter</code> in rank 0.</dd>
+<dt>Status</dt><dd><b>works</b>: every cold start reached ready; <b>fails</b>: an error (the first failure is kept);
+<b>hangs</b>: the start did not reach ready before the timeout; <b>n/a</b>: skipped, the configuration cannot
+exist on this machine (e.g. a CUDA parent state without a GPU).</dd>
+<dt>Capacity planning</dt><dd>Replicas per node = the smallest of GPUs / TP, CPU cores / TP (one core per rank),
+host RAM / the group's PSS, and (when measured) whether a rank's GPU memory fits a GPU. Start-up loss = starts a
+day &times; time to ready &times; TP devices held. The recommendation prefers methods that work, then more
+replicas, then less start-up loss, then more RAM headroom; it flags a decode rate below another method's
+when their 99% intervals are disjoint.</dd>
+</dl>
+"""
+
+STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1400px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{margin-bottom:0.2em} h2{border-bottom:1px solid #ccc;padding-bottom:0.2em;margin-top:2em}
+table{border-collapse:collapse;margin:0.8em 0;font-size:0.85em}
+th,td{border:1px solid #ddd;padding:0.25em 0.6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+figure{margin:1.5em 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:0.9em;color:#444;max-width:70em}
+.ok{background:#e4f4e0} .error{background:#fbe1e1} .timeout{background:#fdf0d5} .skipped{color:#777}
+.rec{font-weight:bold;background:#e4f4e0} code{background:#f5f5f5;padding:0 0.2em}
+dt{font-weight:bold;margin-top:0.6em}
+"""
+
+
+def write_report(results_dir: str | Path, out_dir: str | Path) -> Path:
+    """Load the results and write the report folder; returns the path of index.html."""
+    results = load(results_dir)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out}: exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the published folder
+    try:
+        _copy_results(results, tmp / "results")
+        results.table.to_csv(tmp / "table.csv", index=False)
+        (tmp / "index.html").write_text(render(results, tmp), encoding="utf-8")
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out / "index.html"
+
+
+def _replace(new: Path, target: Path) -> None:
+    """Move the finished report into place; the old one is removed only after that."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.rename(target, old)
+    os.rename(new, target)
+    if old:
+        shutil.rmtree(old)
+
+
+def _copy_results(results: Results, dest: Path) -> None:
+    """The asv files the report was made from, so that it can be rebuilt and re-analysed."""
+    for f in results.files:
+        target = dest / f.relative_to(results.root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(f, target)
+
+
+def render(results: Results, out_dir: Path) -> str:
+    """index.html for the results; chart files are written into out_dir."""
+    table = latest(results.table)
+    body = [f"<h1>forkspawn-bench report</h1><p>What the multiprocessing start method of tensor-parallel "
+            f"workers costs: start-up, memory, throughput and compatibility, measured with asv. "
+            f"{len(results.files)} result files from <code>{e(results.root)}</code> "
+            f"(copied to <a href=\"results/\">results/</a>); every measured value is in "
+            f"<a href=\"table.csv\">table.csv</a>.</p>"]
+    machines = list(dict.fromkeys(table["machine"]))
+    toc = [f"<li><a href=\"#m{i}\">{e(m)}</a></li>" for i, m in enumerate(machines)]
+    body.append(f"<ul>{''.join(toc)}<li><a href=\"#methodology\">Methodology</a></li></ul>")
+    slugs: set[str] = set()
+    for i, machine in enumerate(machines):
+        rows = table[table["machine"] == machine]
+        info = results.machines[(results.machines["machine"] == machine)
+                                & results.machines["commit"].isin(rows["commit"].unique())
+                                & results.machines["env"].isin(rows["env"].unique())]
+        if info.empty:  # no record at all: describe it from asv alone
+            info = pd.DataFrame([{"machine": machine, "commit": rows["commit"].iloc[0], "env": rows["env"].iloc[0],
+                                  "date": rows["date"].iloc[0], "engine": rows["engine"].iloc[0],
+                                  "engine_version": None, "gpu": rows["gpu"].iloc[0], "gpu_count": 0,
+                                  "gpu_memory_mib": None, "gpu_driver": None, "cpu": None, "num_cpu": None,
+                                  "ram_gib": None, "os": None, "versions": ""}])
+        slug = _slug(machine, slugs)
+        body.append(_machine_section(i, machine, rows, info, charts.draw(rows, info, out_dir, prefix=f"{slug}-")))
+    body.append(METHODOLOGY)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>forkspawn-bench report: {e(', '.join(machines))}</title><style>{STYLE}</style></head>"
+            f"<body>{''.join(body)}</body></html>\n")
+
+
+def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFrame, files: dict) -> str:
+    parts = [f"<h2 id=\"m{i}\">Machine {e(machine)}</h2>", "<h3>Machine and versions</h3>",
+             _html_table(info[["engine", "engine_version", "commit", "env", "date", "gpu", "gpu_count", "gpu_driver",
+                               "cpu", "num_cpu", "ram_gib", "os", "versions"]])]
+    parts.append("<h3>Time to ready (median [99% CI], seconds)</h3>" + _median_table(rows, "time_to_ready_s"))
+    parts.append("<h3>Steady-state decoding (output tokens/s, median [99% CI])</h3>"
+                 + _median_table(rows, r"tokens_per_s\.b\d+"))
+    if rows["metric"].str.startswith("roofline_fraction").any():
+        parts.append("<h3>Fraction of the decode roofline (tokens/s over batch &times; measured memory bandwidth "
+                     "/ weight bytes per rank)</h3>" + _median_table(rows, r"roofline_fraction\.b\d+"))
+    for name, (title, _) in charts.CHARTS.items():
+        png, svg = files[name]["png"], files[name]["svg"]
+        data = base64.b64encode(png.read_bytes()).decode()
+        parts.append(f"<figure data-chart=\"{e(name)}\"><img src=\"data:image/png;base64,{data}\" "
+                     f"alt=\"{e(title)} ({e(machine)})\"><figcaption><b>{e(title)}.</b> {e(CAPTIONS[name])} "
+                     f"Files: <a href=\"{e(png.name)}\">PNG</a>, <a href=\"{e(svg.name)}\">SVG</a>.</figcaption>"
+                     "</figure>")
+        if name == "compatibility":
+            cells = charts.compatibility(rows)
+            parts.append("<h3>Compatibility, with the errors</h3>" + _html_table(
+                cells[["engine", "method", "parent_state", "text", "error"]].rename(columns={"text": "verdict"}),
+                row_class=cells["verdict"].map({"works": "ok", "fails": "error", "hangs": "timeout",
+                                                "n/a": "skipped"}).fillna("")))
+    parts.append(_capacity_section(rows, info))
+    return "".join(parts)
+
+
+def _median_table(rows: pd.DataFrame, metric: str) -> str:
+    """One metric (a regex over metric names) as a method-wide table of medians with their CI."""
+    r = rows[rows["metric"].str.fullmatch(metric)].copy()
+    r["cell"] = [_ci_text(x) if s == "ok" else s for x, s in zip(r.itertuples(), r["status"])]
+    index = ["engine", "parent_state", "cuda_check", "tp"] + (["batch"] if r["batch"].notna().any() else [])
+    wide = r.pivot_table(index=index, columns="method", values="cell", aggfunc="first", sort=False)
+    wide = wide[method_order(wide.columns)].reset_index()
+    return _html_table(wide)
+
+
+def _ci_text(x: Any) -> str:
+    ci = f" [{max(x.ci_low, 0):.3g}, {x.ci_high:.3g}]" if pd.notna(x.ci_low) and pd.notna(x.ci_high) else ""
+    return f"{x.value:.3g}{ci} n={x.n}"
+
+
+def _capacity_section(rows: pd.DataFrame, info: pd.DataFrame) -> str:
+    node = Node.of_machine(info.iloc[0]) if pd.notna(info.iloc[0]["num_cpu"]) else None
+    if node is None:
+        return ""
+    parts = [f"<h3>Capacity planning for this machine ({RESTARTS_PER_DAY} starts a day)</h3>",
+             "<p>Run <code>python -m analysis plan DIR --tp N --restarts-per-day R --gpus G --gpu-mem-gib M "
+             "--ram-gib R --cpus C</code> for another node.</p>"]
+    ok = rows[rows["status"] == "ok"]
+    for engine in sorted(ok["engine"].unique()):
+        for tp in sorted(ok[ok["engine"] == engine]["tp"].dropna().unique()):
+            try:
+                p = plan(rows, node, int(tp), RESTARTS_PER_DAY, engine=engine)
+            except BadInput as err:
+                parts.append(f"<p>{e(engine)} TP={int(tp)}: {e(err)}</p>")
+                continue
+            t = p.table.drop(columns=["recommended"])
+            parts.append(f"<p>{e(p.scenario)}</p>" + _html_table(
+                t, row_class=p.table["recommended"].map({True: "rec", False: ""})))
+    return "".join(parts)
+
+
+def _html_table(df: pd.DataFrame, row_class: Iterable[str] | None = None) -> str:
+    head = "".join(f"<th>{e(c)}</th>" for c in df.columns)
+    classes = list(row_class) if row_class is not None else [""] * len(df)
+    body = []
+    for cls, row in zip(classes, df.itertuples(index=False)):
+        cells = "".join(f"<td class=\"num\">{_fmt(v)}</td>" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                        else f"<td>{_fmt(v)}</td>" for v in row)
+        body.append(f"<tr class=\"{e(cls)}\">{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return ""
+    if isinstance(v, float):
+        return e(f"{v:.4g}")
+    if isinstance(v, pd.Timestamp):
+        return e(f"{v:%Y-%m-%d %H:%M}")
+    return e(v)
+
+
+def e(v: Any) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _slug(name: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "machine"
+    slug, n = base, 2
+    while slug in taken:
+        slug, n = f"{base}-{n}", n + 1
+    taken.add(slug)
+    return slug

@@ -1,0 +1,511 @@
+"""The analysis package: the tidy-table contract, charts, the capacity calculator, the report
+and the notebook, over small synthetic asv result folders written here (asv 0.6 format) and
+over the committed sample report."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import subprocess
+import sys
+from itertools import product
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis import load
+from analysis import __main__ as cli
+from analysis import charts, report
+from analysis.capacity import Node, break_even_restarts, break_even_tokens, plan
+from analysis.load import COLUMNS, method_order
+
+REPO = Path(__file__).resolve().parents[1]
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+CONFIG = ["engine", "method", "parent_state", "cuda_check", "tp"]
+METHODS = ["fork", "spawn", "forkserver-preload", "ray"]  # "ray": a launch path the analysis does not know
+STATES = ["bare", "torch", "device-queried", "device-initialized"]
+TPS = ["1", "2"]
+BATCHES = ["1", "8"]
+PHASES = ["process_entry", "imports_done", "device_ready", "dist_initialized", "weights_loaded", "first_token", "ready"]
+PROCS = ["group", "parent", "forkserver", "rank0", "rank1"]
+KINDS = ["uss", "pss", "rss", "gpu"]
+FORK_ERROR = "RuntimeError: Cannot re-initialize CUDA in forked subprocess <b>bold</b>"
+
+
+# -- synthetic asv results ------------------------------------------------------------------------
+def _outcome(engine: str, method: str, state: str, tp: int) -> tuple[str, str | None]:
+    if state == "device-queried":
+        return "skipped", "parent state 'device-queried' needs a CUDA device; this run is on CPU"
+    if state == "device-initialized" and method == "fork":
+        return "error", FORK_ERROR
+    if state == "device-initialized" and method == "spawn" and tp == 2:
+        return "timeout", "rank 1 not ready within 300 s"
+    if engine == "vllm" and method == "fork":
+        return "error", "vLLM refuses fork here"
+    return "ok", None
+
+
+def _samples(method: str, state: str, tp: int) -> dict[str, list[float]]:
+    """Three cold starts of made-up but consistent numbers."""
+    ttr = {"fork": 0.5, "spawn": 3.0, "forkserver-preload": 1.5, "ray": 4.0}[method] + 0.5 * tp
+    if method == "fork" and state == "torch":
+        ttr = 0.1 * tp
+    s: dict[str, float] = {"time_to_ready_s": ttr, "teardown_s": 0.05}
+    for i, p in enumerate(PHASES):
+        s[f"phase.{p}"] = ttr * [0.05, 0.6, 0.65, 0.7, 0.8, 0.9, 1.0][i]
+    procs = {"parent": 50.0, **{f"rank{r}": 200.0 if method != "fork" else 120.0 for r in range(tp)}}
+    if method == "forkserver-preload":
+        procs["forkserver"] = 150.0
+    for p, mib in procs.items():
+        s |= {f"mem.{p}.uss_mib": mib, f"mem.{p}.pss_mib": mib * 1.2, f"mem.{p}.rss_mib": mib * 1.5,
+              f"mem.{p}.peak_rss_mib": mib * 1.6}
+        if p.startswith("rank"):
+            s[f"mem.{p}.gpu_mib"] = 1000.0
+    for kind in ("uss", "pss", "rss"):
+        s[f"mem.group.{kind}_mib"] = sum(v for k, v in s.items() if k.endswith(f".{kind}_mib") and ".group." not in k)
+    for b in BATCHES:
+        rate = 100.0 * int(b) * {"fork": 1.0, "spawn": 1.2, "forkserver-preload": 1.1, "ray": 0.9}[method]
+        s[f"tokens_per_s.b{b}"], s[f"step_latency_s.b{b}"] = rate, int(b) / rate
+    return {k: [v * 0.98, v, v * 1.02] for k, v in s.items()}
+
+
+NEW_GRID = ["engine", "method", "parent_state", "tp"]  # the CUDA check folded into the parent state
+NEW_STATES = STATES + ["device-queried-nvml"]
+VARIANT = ("fork-override", "fork", {"override": True})  # a labelled method variant: label, method, extra
+
+
+def _benchmarks(module: str, engine: str, full: bool, new: bool = False) -> dict[str, tuple[list, list[str], str, str]]:
+    """asv benchmark name -> (params, param_names, unit, sample-key template)."""
+    if new:
+        base = [[repr(engine)], [repr(m) for m in METHODS + [VARIANT[0]]], [repr(s) for s in NEW_STATES],
+                [repr(t) for t in TPS]]
+    else:
+        base = [[repr(engine)], [repr(m) for m in METHODS], [repr(s) for s in STATES], ["'runtime'"],
+                [repr(t) for t in TPS]]
+    names = NEW_GRID if new else CONFIG
+    cls = {"torch-tp": "TorchTP", "vllm": "VLLM"}[engine]
+    out = {
+        f"{module}.{cls}Startup.track_status": (base, names, "0 ok, 1 error, 2 timeout", "status"),
+        f"{module}.{cls}Startup.track_time_to_ready": (base, names, "seconds", "time_to_ready_s"),
+    }
+    if full:
+        out |= {
+            f"{module}.{cls}Startup.track_teardown": (base, names, "seconds", "teardown_s"),
+            f"{module}.{cls}Phases.track_phase_end": (base + [[repr(p) for p in PHASES]], names + ["phase"], "seconds",
+                                                      "phase.{phase}"),
+            f"{module}.{cls}Memory.track_memory": (base + [[repr(p) for p in PROCS], [repr(k) for k in KINDS]],
+                                                   names + ["process", "kind"], "MiB", "mem.{process}.{kind}_mib"),
+            f"{module}.{cls}Throughput.track_tokens_per_s": (base + [[repr(b) for b in BATCHES]], names + ["batch"],
+                                                             "tokens/s", "tokens_per_s.b{batch}"),
+            f"{module}.{cls}Throughput.track_step_latency": (base + [[repr(b) for b in BATCHES]], names + ["batch"],
+                                                             "seconds", "step_latency_s.b{batch}"),
+        }
+    return out
+
+
+def write_results(root: Path, machine: str = "box", machine_dir: str = "box", error: str = FORK_ERROR,
+                  env_suffix: str = "py_venv_bin_python", new: bool = False) -> Path:
+    """An asv results folder: torch-tp (every benchmark shape) in one environment and vllm
+    (Startup only, from another module) in a second; records in the harness's sidecar.
+    `new`: the grid without a cuda_check parameter, with a labelled method variant."""
+    mdir = root / machine_dir
+    (mdir / "records").mkdir(parents=True)
+    params = {"machine": machine, "os": "Linux 6.1", "arch": "x86_64", "cpu": "Test CPU", "num_cpu": "16",
+              "ram": "64.0 GiB", "gpu": "none", "gpu_count": "0", "gpu_driver": "none", "python": "3.11"}
+    (mdir / "machine.json").write_text(json.dumps({**params, "version": 1}))
+    bench_meta, records = {}, []
+    for engine, module, env, full in (("torch-tp", "torch_tp", f"existing-{env_suffix}", True),
+                                      ("vllm", "engines", "existing-py_venv-vllm_bin_python", False)):
+        results = {}
+        for name, (values, names, unit, template) in _benchmarks(module, engine, full, new).items():
+            bench_meta[name] = {"name": name, "param_names": names, "params": values, "unit": unit, "type": "track",
+                                "version": "1"}
+            res, ci_a, ci_b, q25, q75, reps = [], [], [], [], [], []
+            for combo in product(*values):
+                p = dict(zip(names, (v.strip("'") for v in combo)))
+                method = VARIANT[1] if p["method"] == VARIANT[0] else p["method"]
+                state = p["parent_state"].removesuffix("-nvml")
+                status, _ = _outcome(engine, method, state, int(p["tp"]))
+                key = template.format(**p)
+                samples = _samples(method, state, int(p["tp"])) if status == "ok" else {}
+                if key == "status":
+                    v = {"ok": 0, "error": 1, "timeout": 2}.get(status, math.nan)
+                elif status == "ok":
+                    v = samples[key][1] if key in samples else math.nan
+                else:
+                    v = None if status in ("error", "timeout") else math.nan
+                res.append(v)
+                ok = isinstance(v, (int, float)) and not math.isnan(v) and key != "status"
+                ci_a.append(v * 0.9 if ok else None)
+                ci_b.append(v * 1.1 if ok else None)
+                q25.append(v * 0.99 if ok else None)
+                q75.append(v * 1.01 if ok else None)
+                reps.append(3 if ok else None)
+            results[name] = [res, values, "1", 0, 1.0] + ([ci_a, ci_b, q25, q75, [1] * len(res), reps]
+                                                        if template != "status" else [])
+        result_file = {
+            "commit_hash": COMMIT, "env_name": env, "date": 1_700_000_000_000, "params": params,
+            "python": "3.11", "requirements": {}, "env_vars": {"HOSTILE": "<i>x</i>"},
+            "result_columns": ["result", "params", "version", "started_at", "duration", "stats_ci_99_a",
+                               "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_number", "stats_repeat",
+                               "samples", "profile"],
+            "results": results, "durations": {}, "version": 2,
+        }
+        (mdir / f"{COMMIT[:8]}-{env}.json").write_text(json.dumps(result_file))
+        for label, state, tp in product(METHODS + [VARIANT[0]] * new, NEW_STATES if new else STATES, TPS):
+            m, extra = (VARIANT[1], VARIANT[2]) if label == VARIANT[0] else (label, None)
+            s, check = state.removesuffix("-nvml"), "nvml" if state.endswith("-nvml") else "runtime"
+            status, err = _outcome(engine, m, s, int(tp))
+            records.append({
+                "schema": "forkspawn.record/1", "status": status, "error": error if err == FORK_ERROR else err,
+                "engine": engine, "engine_version": None if status == "skipped" else f"{engine}-1.0",
+                "method": m, "method_used": m if status == "ok" else None, "parent_state": s, "cuda_check": check,
+                "tp": int(tp), "samples": _samples(m, s, int(tp)) if status == "ok" else {},
+                "machine": {"hostname": machine, "ram_gib": 64.0, "cpus": 16, "gpu": None, "gpu_memory_mib": None},
+                "versions": {"python": "3.11.7", "torch": "2.13.0+cpu"}, "asv_token": "t1",
+                "asv_key": f"{engine}|{m}|{s}|{check}|{tp}" + (f"|{json.dumps(extra)}" if extra else ""),
+                "asv_commit": COMMIT, "asv_env": "existing",
+            } | ({"asv_params": f"{engine}|{label}|{state}|{tp}"} if new else {}))
+    (mdir / "records" / f"{COMMIT[:8]}-existing.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (root / "benchmarks.json").write_text(json.dumps({**bench_meta, "version": 2}))
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def matplotlib_fonts_loaded() -> None:
+    """matplotlib keeps the font files it used open for the life of the process (a cache, not a
+    leak): open them before the per-test file-descriptor check takes its snapshot."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(charts.STYLE):
+        fig = Figure()
+        fig.suptitle("x", fontweight="bold")
+        fig.text(0, 0, "x")
+        fig.savefig(io.BytesIO(), format="png")
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_results(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def tidy(results_dir: Path) -> pd.DataFrame:
+    return load(results_dir).table
+
+
+@pytest.fixture(scope="module")
+def built_report(results_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("reports") / "synthetic"
+    report.write_report(results_dir, out)
+    return out
+
+
+# -- the tidy table ---------------------------------------------------------------------------------
+def test_table_has_the_contract_columns(tidy: pd.DataFrame) -> None:
+    required = ["machine", "gpu", "engine", "engine_version", "method", "method_used", "parent_state", "tp",
+                "batch", "metric", "value", "unit", "ci_low", "ci_high", "status", "error"]
+    assert set(required) <= set(tidy.columns)
+    assert list(tidy.columns) == COLUMNS
+    assert set(tidy["status"]) == {"ok", "error", "timeout", "skipped"}
+    ok = tidy[tidy["status"] == "ok"]
+    assert ok["value"].notna().all() and ok["unit"].notna().all()
+    row = ok[(ok["metric"] == "tokens_per_s.b8") & (ok["method"] == "spawn") & (ok["tp"] == 2)
+             & (ok["parent_state"] == "bare")].iloc[0]
+    assert (row["batch"], row["unit"], row["value"]) == (8, "tokens/s", pytest.approx(960.0))
+    assert row["ci_low"] == pytest.approx(864.0) and row["ci_high"] == pytest.approx(1056.0) and row["n"] == 3
+    assert row["engine_version"] == "torch-tp-1.0" and row["method_used"] == "spawn" and row["gpu"] == "none"
+
+
+def test_failed_and_skipped_configurations_stay_with_their_status(tidy: pd.DataFrame) -> None:
+    # one row per value asv holds: nothing dropped
+    expected = sum(math.prod(len(v) for v in values) for engine, module, full in
+                   (("torch-tp", "torch_tp", True), ("vllm", "engines", False))
+                   for values, *_ in _benchmarks(module, engine, full).values())
+    assert len(tidy) == expected
+    status = tidy[tidy["metric"] == "status"].set_index(["engine", "method", "parent_state", "tp"])
+    assert status.at[("torch-tp", "fork", "device-initialized", 1), "status"] == "error"
+    assert status.at[("torch-tp", "fork", "device-initialized", 1), "error"] == FORK_ERROR
+    assert status.at[("torch-tp", "fork", "device-initialized", 1), "value"] == 1
+    assert status.at[("torch-tp", "spawn", "device-initialized", 2), "status"] == "timeout"
+    assert status.at[("torch-tp", "spawn", "device-queried", 1), "status"] == "skipped"
+    # every metric of a failed configuration carries the failure, not just the status row
+    failed = tidy[(tidy["engine"] == "torch-tp") & (tidy["method"] == "fork") & (tidy["parent_state"] == "device-initialized")]
+    assert set(failed["status"]) == {"error"} and failed["value"].isna().sum() == len(failed) - 2
+    # skipped configurations have no record of their own: the environment's engine version is used
+    assert tidy[tidy["status"] == "skipped"]["engine_version"].notna().all()
+    # a metric that does not exist in a configuration (no forkserver under spawn) is skipped, not failed
+    fs = tidy[(tidy["metric"] == "mem.forkserver.uss_mib") & (tidy["method"] == "spawn") & (tidy["parent_state"] == "bare")]
+    assert set(fs["status"]) == {"skipped"}
+
+
+def test_other_engine_modules_and_unknown_methods_appear(tidy: pd.DataFrame) -> None:
+    vllm = tidy[tidy["engine"] == "vllm"]
+    assert set(vllm["benchmark"]) == {"engines.VLLMStartup.track_status", "engines.VLLMStartup.track_time_to_ready"}
+    # the sidecar names the environment "existing", asv "existing-py_...": still joined
+    assert set(vllm[vllm["method"] == "fork"]["status"]) - {"skipped"} == {"error"}
+    assert "ray" in set(tidy["method"])
+    assert method_order(["ray", "spawn", "fork", "forkserver-preload"]) == ["fork", "spawn", "forkserver-preload", "ray"]
+
+
+def test_the_grid_without_a_cuda_check_parameter(tmp_path: Path) -> None:
+    """Since the harness folded the CUDA check into the parent state ("device-queried-nvml") and
+    added labelled method variants, asv's parameters are engine, method, parent_state, tp."""
+    for names_from in ("benchmarks.json", "shape"):
+        root = write_results(tmp_path / names_from, new=True)
+        if names_from == "shape":
+            (root / "benchmarks.json").unlink()
+        t = load(root).table
+        st = t[t["metric"] == "status"].set_index(["engine", "method", "parent_state", "cuda_check", "tp"])
+        variant = st.loc[("torch-tp", "fork-override", "bare", "runtime", 1)]
+        assert (variant["status"], variant["method_used"]) == ("ok", "fork")  # joined through asv_params
+        nvml = st.loc[("torch-tp", "spawn", "device-queried", "nvml", 2)]
+        assert nvml["status"] == "skipped" and "needs a CUDA device" in nvml["error"]
+    cells = charts.compatibility(t)
+    assert "device-queried (NVML check)" in set(cells["parent_state"])
+    assert method_order(t["method"]) == ["fork", "spawn", "forkserver-preload", "fork-override", "ray"]
+
+
+def test_the_last_record_of_a_configuration_wins(tmp_path: Path) -> None:
+    root = write_results(tmp_path)
+    sidecar = next((root / "box" / "records").glob("*.jsonl"))
+    first = json.loads(sidecar.read_text().splitlines()[0])  # torch-tp fork bare tp1, ok
+    again = {**first, "asv_token": "t2", "method_used": "fork-verified-again"}
+    with sidecar.open("a") as f:
+        f.write(json.dumps(again) + "\n")
+    t = load(root).table
+    row = t[(t["metric"] == "status") & (t["engine"] == "torch-tp") & (t["method"] == "fork")
+            & (t["parent_state"] == "bare") & (t["tp"] == 1)]
+    assert row["method_used"].tolist() == ["fork-verified-again"]
+
+
+def test_table_cli_prints_csv_in_a_child_interpreter(results_dir: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "analysis", "table", str(results_dir), "--csv"], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert list(rows[0]) == COLUMNS and len(rows) == len(load(results_dir).table)
+
+
+def test_param_names_come_from_the_shape_without_benchmarks_json(tmp_path: Path, tidy: pd.DataFrame) -> None:
+    root = write_results(tmp_path)
+    (root / "benchmarks.json").unlink()
+    t = load(root).table
+    assert t["metric"].tolist() == tidy["metric"].tolist()
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def _cli_error(capsys: pytest.CaptureFixture, *args: str) -> str:
+    assert cli.main(list(args)) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    lines = out.err.strip().splitlines()
+    assert len(lines) == 1, out.err
+    return lines[0]
+
+
+def test_missing_and_empty_directories(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert "no such directory" in _cli_error(capsys, "table", str(tmp_path / "nope"))
+    assert "no asv results" in _cli_error(capsys, "table", str(tmp_path))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "machine.json").write_text("{}")
+    assert "no results in them" in _cli_error(capsys, "table", str(tmp_path))
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (lambda p: p.write_text(p.read_text()[: len(p.read_text()) // 2]), "corrupt or truncated JSON"),
+    (lambda p: p.write_text(json.dumps({**json.loads(p.read_text()), "version": 1})), "format version 1"),
+    (lambda p: p.write_text("[1, 2]"), "not an asv result file"),
+])
+def test_damaged_result_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture, damage, expected: str) -> None:
+    root = write_results(tmp_path)
+    victim = root / "box" / f"{COMMIT[:8]}-existing-py_venv_bin_python.json"
+    damage(victim)
+    line = _cli_error(capsys, "table", str(root))
+    assert expected in line and str(victim) in line
+
+
+def test_truncated_record_line_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = write_results(tmp_path)
+    sidecar = next((root / "box" / "records").glob("*.jsonl"))
+    sidecar.write_text(sidecar.read_text()[:-40])
+    assert f"{sidecar}:" in _cli_error(capsys, "table", str(root))
+
+
+def test_bad_options_are_one_line(results_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["plan", str(results_dir)])  # --tp missing
+    assert exc.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert "measured: 1, 2" in _cli_error(capsys, "plan", str(results_dir), "--tp", "4")
+    assert "'warm'" in _cli_error(capsys, "plan", str(results_dir), "--tp", "1", "--engine", "torch-tp",
+                                  "--parent-state", "warm")
+
+
+def test_a_failed_report_never_replaces_a_good_one(results_dir: Path, built_report: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = (built_report / "index.html").read_bytes()
+    bad = write_results(tmp_path / "bad")
+    next((bad / "box").glob("*py_venv_bin_python.json")).write_text('{"results": {')  # truncated
+    assert "corrupt or truncated" in _cli_error(capsys, "report", str(bad), "-o", str(built_report))
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("disk full while drawing")
+
+    monkeypatch.setattr(charts, "draw", explode)
+    with pytest.raises(RuntimeError):
+        report.write_report(results_dir, built_report)
+    assert (built_report / "index.html").read_bytes() == good
+    assert [p.name for p in built_report.parent.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+
+
+# -- charts ------------------------------------------------------------------------------------
+def test_charts_are_written_as_png_and_svg(built_report: Path) -> None:
+    for name in charts.CHARTS:
+        png, svg = built_report / f"box-{name}.png", built_report / f"box-{name}.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert b"<svg" in svg.read_bytes()[:2000], name
+        assert png.stat().st_size > 10_000, f"{name} looks empty"
+
+
+def test_a_chart_without_data_says_so(tidy: pd.DataFrame) -> None:
+    nothing = tidy.assign(status="error")
+    for name, (_, make) in charts.CHARTS.items():
+        if name == "compatibility":
+            continue
+        fig = make(nothing)
+        assert any("nothing measured" in t.get_text() or "fork did not run" in t.get_text() for t in fig.texts), name
+
+
+def test_compatibility_cells(tidy: pd.DataFrame) -> None:
+    cells = charts.compatibility(tidy).set_index(["engine", "method", "parent_state"])
+    assert cells.at[("torch-tp torch-tp-1.0", "fork", "device-initialized"), "verdict"] == "fails"
+    assert cells.at[("torch-tp torch-tp-1.0", "fork", "device-initialized"), "error"] == FORK_ERROR
+    assert cells.at[("torch-tp torch-tp-1.0", "spawn", "device-initialized"), "text"] == "TP1 works, TP2 hangs"
+    assert cells.at[("torch-tp torch-tp-1.0", "ray", "bare"), "verdict"] == "works"
+    assert cells.at[("torch-tp torch-tp-1.0", "spawn", "device-queried"), "verdict"] == "n/a"
+
+
+# -- capacity planning ---------------------------------------------------------------------------
+def _measured(method: str, ttr: float, pss: float, gpu: float | None, rate: float, status: str = "ok") -> list[dict]:
+    """Hand-made tidy rows of one TP=2 configuration."""
+    base = {c: None for c in COLUMNS} | {"machine": "node", "commit": "c", "env": "e", "date": pd.Timestamp(0),
+                                         "engine": "eng", "method": method, "method_used": method, "tp": 2,
+                                         "parent_state": "torch", "cuda_check": "runtime", "status": status,
+                                         "error": None if status == "ok" else "boom"}
+    rows = [base | {"metric": "status", "value": 0 if status == "ok" else 1}]
+    if status == "ok":
+        rows += [base | {"metric": "time_to_ready_s", "value": ttr},
+                 base | {"metric": "mem.group.pss_mib", "value": pss},
+                 base | {"metric": "tokens_per_s.b4", "value": rate, "batch": 4, "ci_low": rate * 0.95,
+                         "ci_high": rate * 1.05}]
+        if gpu is not None:
+            rows += [base | {"metric": f"mem.rank{r}.gpu_mib", "value": gpu + r} for r in range(2)]
+    return rows
+
+
+def test_capacity_plan_on_hand_made_numbers() -> None:
+    df = pd.DataFrame(_measured("fork", 1.0, 10 * 1024, 20_000, 1000)
+                      + _measured("spawn", 10.0, 20 * 1024, 20_000, 1000)
+                      + _measured("forkserver-preload", 0.5, 10 * 1024, 20_000, 800)
+                      + _measured("forkserver", 2.0, 5 * 1024, 90_000, 1000)
+                      + _measured("ray", 0, 0, None, 0, status="error"), columns=COLUMNS)
+    node = Node(gpus=8, gpu_mem_gib=80, ram_gib=64, cpus=16)
+    p = plan(df, node, tp=2, restarts_per_day=100)
+    t = p.table.set_index("method")
+    assert list(t.index) == ["fork", "spawn", "forkserver", "forkserver-preload", "ray"]
+    # 8 GPUs / TP 2 = 4; 16 cores / 2 = 8; RAM 64 GiB / 10 GiB = 6 (fork), / 20 GiB = 3 (spawn)
+    assert t.at["fork", "replicas"] == 4 and t.at["fork", "limited_by"] == "GPUs"
+    assert t.at["spawn", "replicas"] == 3 and t.at["spawn", "limited_by"] == "host RAM"
+    assert t.at["forkserver", "replicas"] == 0 and t.at["forkserver", "limited_by"] == "GPU memory"
+    assert t.at["fork", "ram_headroom_gib"] == pytest.approx(64 - 4 * 10)
+    assert t.at["fork", "gpu_headroom_gib"] == pytest.approx(80 - 20_001 / 1024)
+    assert t.at["fork", "startup_gpu_s_per_day"] == pytest.approx(100 * 1.0 * 2)
+    assert t.at["forkserver-preload", "startup_gpu_s_per_day"] == pytest.approx(100 * 0.5 * 2)
+    # same replicas as fork, less start-up loss: recommended, even though it decodes slower
+    assert p.recommended == "forkserver-preload"
+    assert "100 less than fork" in t.at["forkserver-preload", "reason"]
+    assert "decodes slower than fork, spawn" in t.at["forkserver-preload", "reason"]
+    assert t.at["spawn", "reason"].startswith("fits 3 replicas, 4 with forkserver-preload")
+    assert t.at["forkserver", "reason"] == "does not fit: GPU memory"
+    assert t.at["ray", "reason"] == "fails: boom" and not t.at["ray", "recommended"]
+    # a CPU-only node: cores bound the replicas, GPU headroom is not applicable
+    cpu = plan(df, Node(gpus=0, gpu_mem_gib=None, ram_gib=64, cpus=4), tp=2, restarts_per_day=1).table.set_index("method")
+    assert cpu.at["fork", "replicas"] == 2 and cpu.at["fork", "limited_by"] == "CPU cores"
+    assert cpu["gpu_headroom_gib"].isna().all()
+
+
+def test_break_even_points() -> None:
+    # 1 s + N/100 = 3 s + N/200  ->  N = 400
+    assert break_even_tokens(1, 100, 3, 200) == pytest.approx(400)
+    assert break_even_tokens(1, 200, 3, 100) is None  # a starts faster and decodes faster: never
+    assert break_even_tokens(1, 100, 1, 100) is None
+    # R*1 + T/100 = R*3 + T/200 with T = 4000  ->  R = 10
+    assert break_even_restarts(1, 100, 3, 200, 4000) == pytest.approx(10)
+
+
+def test_plan_cli_defaults_to_the_measured_machine(results_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["plan", str(results_dir), "--tp", "2", "--engine", "torch-tp", "--csv"]) == 0
+    t = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("method")
+    assert t.at["fork", "replicas"] == 8  # 16 CPU cores / TP 2, no GPU
+    assert t["recommended"].sum() == 1
+
+
+# -- the report ---------------------------------------------------------------------------------
+def test_report_is_self_contained_and_reproducible(built_report: Path, results_dir: Path) -> None:
+    page = (built_report / "index.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(charts.CHARTS) == 6
+    for words in ("Methodology", "CLOCK_MONOTONIC", "smaps_rollup", "compute_stats", "Capacity planning",
+                  "Machine and versions", "torch 2.13.0+cpu"):
+        assert words in page, words
+    assert (built_report / "table.csv").exists()
+    # the report carries the results it was made from: it can be rebuilt from itself
+    assert load(built_report).table.equals(load(results_dir).table)
+
+
+def test_everything_reaching_the_page_is_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hostile = "<script>alert(1)</script>"
+    root = write_results(tmp_path / "r", machine=hostile, error='<img src=x onerror="alert(2)">',
+                         env_suffix="<svg onload=alert(3)>")
+
+    def placeholder(df, machine, out_dir, prefix=""):  # the page is under test here, not the charts
+        paths = {}
+        for name in charts.CHARTS:
+            paths[name] = {ext: out_dir / f"{prefix}{name}.{ext}" for ext in ("png", "svg")}
+            for p in paths[name].values():
+                p.write_bytes(b"x")
+        return paths
+
+    monkeypatch.setattr(charts, "draw", placeholder)
+    page = (Path(report.write_report(root, tmp_path / "out"))).read_text()
+    assert hostile not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page and "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in page
+    assert "<svg onload" not in page
+    assert "<script" not in page
+
+
+# -- the notebook -------------------------------------------------------------------------------
+def test_notebook_runs_over_the_committed_sample(tmp_path: Path) -> None:
+    pytest.importorskip("jupytext")
+    pytest.importorskip("nbclient")
+    assert (REPO / "reports" / "sample-cpu" / "results").is_dir(), "the committed sample report is missing"
+    # In a child interpreter: the kernel's ZeroMQ context would stay open in this one.
+    executed = tmp_path / "executed.ipynb"
+    script = (
+        "import sys, jupytext, nbclient, nbformat\n"
+        "nb = jupytext.read(sys.argv[1])\n"
+        "nbclient.NotebookClient(nb, timeout=120, kernel_name='python3',\n"
+        "                        resources={'metadata': {'path': sys.argv[2]}}).execute()\n"
+        "nbformat.write(nb, sys.argv[3])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(REPO / "notebooks" / "capacity_planning.py"),
+                          str(REPO / "notebooks"), str(executed)], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]  # CellExecutionError names the failing cell
+    nb = json.loads(executed.read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert any("recommended:" in "".join(o.get("text", "")) for o in outputs)
