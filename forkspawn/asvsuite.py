@@ -48,15 +48,20 @@ PROFILES: dict[str, dict[str, Any]] = {
     "brief": {"repeat": 3, "batches": (1, 16), "decode_steps": 32},  # for short GPU leases
     "quick": {"repeat": 2, "batches": (1, 16), "decode_steps": 8},
 }
+# Cold starts of the real engines, which take tens of seconds each (vLLM compiles, Xinference
+# starts a server): fewer, so that the default profile stays within its time budget.
+ENGINE_REPEAT = {"default": 3, "brief": 2, "quick": 1}
 # Start/teardown cycles per method of the soak benchmark (FORKSPAWN_SOAK_CYCLES overrides).
 SOAK_CYCLES = {"default": 20, "brief": 10, "quick": 5
 }
 
 
-def profile() -> dict[str, Any]:
+def profile(engine: str = "torch-tp") -> dict[str, Any]:
     name = os.environ.get("FORKSPAWN_PROFILE", "default")
     if name not in PROFILES:
         raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
+    if engine != "torch-tp":
+        return {**PROFILES[name], "repeat": ENGINE_REPEAT[name], "model": os.environ.get("FORKSPAWN_MODEL", "tiny")}
     model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
     return {**PROFILES[name], "model": model}
 
@@ -95,7 +100,7 @@ def config_of(engine: str, method: str, parent_state: str, tp: str,
     check = "nvml" if parent_state == NVML_QUERIED else "runtime"
     method, extra = (variants or {}).get(method, (method, {}))
     return Config(engine=engine, method=method, parent_state=parent_state.removesuffix("-nvml"),
-                  cuda_check=check, tp=int(tp), extra=extra, **profile())
+                  cuda_check=check, tp=int(tp), extra=extra, **profile(engine))
 
 
 class Grid:

