@@ -82,7 +82,8 @@ def run_in_fresh_parent(config: Config) -> Run:
         cfg, result, log = Path(tmp, "config.json"), Path(tmp, "run.json"), Path(tmp, "parent.log")
         cfg.write_text(config.to_json())
         tag = uuid.uuid4().hex
-        env = {**os.environ, **parent_state.environment(config), RUN_TAG_ENV: tag}
+        # TMPDIR: whatever the parent, its workers or an engine leave in temp dirs goes with this one
+        env = {**os.environ, **parent_state.environment(config), RUN_TAG_ENV: tag, "TMPDIR": tmp}
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
