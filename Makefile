@@ -51,6 +51,7 @@ bench: $(BIN)/.done engines
 	    rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ] || exit $$rc; \
 	  done
 	$(BIN)/asv publish -q
+	$(BIN)/forkspawn leftovers
 	$(BIN)/python -m analysis report $(RESULTS) -o .asv/report
 	@echo "asv HTML: $(CURDIR)/.asv/html/index.html (or: $(BIN)/asv preview)"
 	@echo "report:   $(CURDIR)/.asv/report/index.html"

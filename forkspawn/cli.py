@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("model", help="generate a preset checkpoint (once) and print its directory")
     p.add_argument("preset")
 
+    sub.add_parser("leftovers", help="list what any forkspawn run left behind (processes, temp dirs); exit 1 if any")
+
     mach = sub.add_parser("machine", help="describe this machine (no CUDA context is created)")
     mach.add_argument("--asv", action="store_true", help="register it in ~/.asv-machine.json and print its name")
 
@@ -65,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
             print(resolve_checkpoint(args.preset, default_cache_dir()))
             return 0
+        if args.command == "leftovers":
+            from .leftovers import report
+
+            lines = report()
+            print("\n".join(lines) if lines else "nothing left behind")
+            return 1 if lines else 0
         from . import machine
 
         print(machine.write_asv_machine() if args.asv else json.dumps(machine.describe(), indent=1))

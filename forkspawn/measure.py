@@ -24,10 +24,10 @@ import psutil
 from . import engines, machine, parent_state
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
+from .leftovers import RUN_TAG_ENV
 from .record import Run, build_record
 
 Progress = Callable[[str], None]
-RUN_TAG_ENV = "FORKSPAWN_RUN"
 
 
 def resolve(config: Config) -> Config:

@@ -16,6 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from forkspawn import leftovers
+
 # Every process the tests start inherits this tag, forked or exec'd, wherever it re-parents to.
 TEST_TAG_ENV = "FORKSPAWN_TEST_SESSION"
 os.environ.setdefault(TEST_TAG_ENV, uuid.uuid4().hex)
@@ -56,43 +58,18 @@ def measure(*args: str, env: dict | None = None) -> dict:
 
 
 def tagged_processes() -> list[psutil.Process]:
-    """Live processes started under this test session, other than pytest and its helpers."""
-    me, tag, found = os.getpid(), os.environ[TEST_TAG_ENV], []
-    for p in psutil.process_iter():
-        try:
-            if p.pid != me and p.status() != psutil.STATUS_ZOMBIE and p.environ().get(TEST_TAG_ENV) == tag:
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
+    """Live processes started under this test session, other than pytest itself."""
+    return leftovers.tagged_processes(TEST_TAG_ENV, os.environ[TEST_TAG_ENV])
 
 
 def _ours_in_tmp() -> set[str]:
     return set(os.listdir(tempfile.gettempdir()))
 
 
-def _shm() -> set[str]:
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-
-
-def _orphaned(names: set[str]) -> set[str]:
-    """Segments no live process maps or holds open: leaked, rather than in use by another program."""
-    used = set()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            used.update(line.rsplit("/dev/shm/", 1)[1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
-                        if "/dev/shm/" in line)
-            used.update(os.readlink(f"/proc/{pid}/fd/{fd}").rsplit("/dev/shm/", 1)[-1]
-                        for fd in os.listdir(f"/proc/{pid}/fd"))
-        except OSError:
-            pass
-    return {n for n in names if n.split(" (deleted)")[0] not in used and os.path.exists(f"/dev/shm/{n}")}
-
-
 @pytest.fixture(autouse=True)
 def nothing_left_behind():
     """After each test: no process of ours alive, no new /dev/shm entry or temp dir, same fds."""
-    shm, tmp, fds = _shm(), _ours_in_tmp(), psutil.Process().num_fds()
+    shm, tmp, fds = leftovers.shm_entries(), _ours_in_tmp(), psutil.Process().num_fds()
     yield
     deadline = time.monotonic() + 5  # processes being reaped right now get a moment
     while tagged_processes() and time.monotonic() < deadline:
@@ -101,10 +78,10 @@ def nothing_left_behind():
     for p in tagged_processes():
         p.kill()
     assert not left, f"processes left behind: {left}"
-    leaked = _orphaned(_shm() - shm)
+    leaked = leftovers.orphaned_shm(leftovers.shm_entries() - shm)
     if leaked:  # a segment between its creation and its first mapping looks orphaned: look again
         time.sleep(1)
-        leaked &= _orphaned(_shm() - shm)
+        leaked &= leftovers.orphaned_shm(leftovers.shm_entries() - shm)
     assert not leaked, f"/dev/shm entries left behind: {leaked}"
     assert _ours_in_tmp() - tmp == set(), f"temp dirs left behind: {_ours_in_tmp() - tmp}"
     assert psutil.Process().num_fds() == fds, "file descriptors of the test process leaked"

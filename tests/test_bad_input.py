@@ -62,3 +62,9 @@ def test_unwritable_output_writes_nothing(tmp_path: Path) -> None:
     target = tmp_path / "missing-dir" / "record.json"
     assert "not a writable directory" in _bad("-o", str(target))
     assert not target.parent.exists()
+
+
+def test_leftovers_reports_a_clean_machine_after_a_run() -> None:
+    assert forkspawn("measure", "--repeat", "1", "--decode-steps", "1", "--batch", "1").returncode == 0
+    out = forkspawn("leftovers")
+    assert (out.returncode, out.stdout.strip()) == (0, "nothing left behind")

@@ -1,0 +1,52 @@
+"""What a run may leave behind, found from the outside: tagged processes, orphaned shared memory
+and temp dirs. `forkspawn leftovers` (run at the end of `make bench`) and the tests use it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import psutil
+
+RUN_TAG_ENV = "FORKSPAWN_RUN"  # set in every measurement's parent, inherited by all it starts
+
+
+def tagged_processes(env: str = RUN_TAG_ENV, value: str | None = None) -> list[psutil.Process]:
+    """Live processes whose environment has `env` (equal to `value`, if given), this one excepted."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid == os.getpid() or p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            tag = p.environ().get(env)
+            if tag is not None and (value is None or tag == value):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+def shm_entries() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+def orphaned_shm(names: set[str]) -> set[str]:
+    """Segments that no live process maps or holds open: leaked, not in use by another program."""
+    used = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            used.update(line.rsplit("/dev/shm/", 1)[1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+                        if "/dev/shm/" in line)
+            used.update(os.readlink(f"/proc/{pid}/fd/{fd}").rsplit("/dev/shm/", 1)[-1]
+                        for fd in os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            pass
+    return {n for n in names if n.split(" (deleted)")[0] not in used and os.path.exists(f"/dev/shm/{n}")}
+
+
+def report() -> list[str]:
+    """One line per leftover of any forkspawn run on this machine (empty: clean)."""
+    lines = [f"process {p.pid} ({p.name()}) of run {p.environ().get(RUN_TAG_ENV)}" for p in tagged_processes()]
+    lines += [f"temp dir {d}" for d in Path(tempfile.gettempdir()).glob("forkspawn-*") if d.is_dir()]
+    return lines
