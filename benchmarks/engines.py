@@ -1,13 +1,15 @@
-"""vLLM and Xinference under each start method (and vLLM's labelled fork override).
+"""vLLM (offline `LLM`, and `vllm serve`) and Xinference under each start method (and vLLM's
+labelled fork override).
 
 Each engine lives in an environment of its own (mk/engines.mk, mk/ASV-MATRIX.md): run these
 classes with that environment's Python (`asv run -E existing:.venv-vllm/bin/python --bench
-'^engines\\.Vllm'`), or let FORKSPAWN_ENGINES pick them in asv-built environments. Elsewhere
-their configurations are skipped (the adapter reports the engine unavailable).
+'^engines\\.VllmServe'`; `^engines\\.Vllm(Startup|Phases|Memory|Throughput)` for the offline engine),
+or let FORKSPAWN_ENGINES pick them in asv-built environments. Elsewhere their configurations are
+skipped (the adapter reports the engine unavailable).
 """
 
 from forkspawn import asvsuite as suite
-from forkspawn.engines import vllm, xinference
+from forkspawn.engines import vllm, vllm_serve, xinference
 
 _VLLM = dict(
     engine="vllm",
@@ -18,10 +20,14 @@ _VLLM = dict(
     # a cold start takes about a minute on 2 cores: the parent states that differ (device ones) on GPUs only
     states=suite.parent_states(with_device_states=True) if suite.ON_GPU else ["bare"],
 )
+# `vllm serve`: the same grid, but the server runs in its own interpreter, where no override can
+# reach vLLM's CPU platform: spawn only on CPU.
+_VLLM_SERVE = dict(engine="vllm-serve", methods=_VLLM["methods"], states=_VLLM["states"])
 # The server and its model processes are exec'd: our parent's state and start method never reach
 # them (/proc shows Xinference's own choice), so one state and, on CPU, one method suffice.
 _XINF = dict(engine="xinference", methods=("fork", "spawn") if suite.ON_GPU else ("spawn",), states=["bare"])
 _PROCESSES = {"vllm": ["group", "parent", "engine-core"],
+              "vllm-serve": ["group", "server", "engine-core"],
               "xinference": ["group", "parent", "server", "supervisor", "model", "engine-core"]}
 
 
@@ -46,6 +52,24 @@ class VllmMemory(suite.Memory):
 
 class VllmThroughput(suite.Throughput):
     engine, methods, variants, states = _VLLM["engine"], _VLLM["methods"], _VLLM["variants"], _VLLM["states"]
+
+
+class VllmServeStartup(suite.Startup):
+    engine, methods, states = _VLLM_SERVE["engine"], _VLLM_SERVE["methods"], _VLLM_SERVE["states"]
+
+
+class VllmServePhases(suite.Phases):
+    engine, methods, states = _VLLM_SERVE["engine"], _VLLM_SERVE["methods"], _VLLM_SERVE["states"]
+    extra_params = [list(vllm_serve.PHASES[1:])]
+
+
+class VllmServeMemory(suite.Memory):
+    engine, methods, states = _VLLM_SERVE["engine"], _VLLM_SERVE["methods"], _VLLM_SERVE["states"]
+    extra_params = _memory("vllm-serve")
+
+
+class VllmServeThroughput(suite.Throughput):
+    engine, methods, states = _VLLM_SERVE["engine"], _VLLM_SERVE["methods"], _VLLM_SERVE["states"]
 
 
 class XinferenceStartup(suite.Startup):

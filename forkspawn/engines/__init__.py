@@ -13,7 +13,7 @@ from types import ModuleType
 
 from ..config import ENGINES
 
-_MODULES = {"torch-tp": "torch_tp", "vllm": "vllm", "xinference": "xinference"}
+_MODULES = {"torch-tp": "torch_tp", "vllm": "vllm", "vllm-serve": "vllm_serve", "xinference": "xinference"}
 assert set(_MODULES) == set(ENGINES)
 
 

@@ -85,6 +85,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     override = bool(config.extra.get(OVERRIDE_KEY))
     on_cpu = config.device == "cpu"
     run.notes += _set_environment(config, on_cpu)
+    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # collective_rpc with our probe function
     # vLLM and torch put IPC sockets and scratch files in the temp dir and do not all remove them:
     # a private one per run goes away with the run.
     scratch = tempfile.mkdtemp(prefix="forkspawn-vllm-")
@@ -133,7 +134,6 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
 def _set_environment(config: Config, on_cpu: bool) -> list[str]:
     """The environment vLLM reads at start-up (children inherit it); notes on what was chosen."""
     os.environ[METHOD_ENV] = config.method
-    os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # collective_rpc with our probe function
     # Compiled graphs are cached across runs, next to our checkpoints (warm after the first start
     # of a model and TP size, as on a serving box); the record says which runs found it cold.
     compiled = config.cache_path().parent / "vllm-compile"
@@ -320,14 +320,15 @@ def _worker_probe(worker: Any = None) -> dict[str, Any]:
             "affinity": sorted(os.sched_getaffinity(0))}
 
 
-def thread_notes(processes: list[ProcessMemory], llm: Any) -> list[str]:
-    """Per worker: torch's thread count, the OMP env it was started under, threads and their CPUs.
+def thread_notes(processes: list[ProcessMemory], llm: Any = None) -> list[str]:
+    """Per worker: torch's thread count (asked through `llm`, the offline engine; a server has no
+    such channel), the OMP env it was started under, threads and their CPUs.
 
     These are the facts behind the fork slowdown on CPU (docs/vllm-fork-slowdown.md); PIDs are
     left out so that notes of repeated runs merge.
     """
     try:
-        probes = {p["pid"]: p for p in llm.collective_rpc(_worker_probe, timeout=60)}
+        probes = {p["pid"]: p for p in llm.collective_rpc(_worker_probe, timeout=60)} if llm is not None else {}
     except Exception as exc:  # diagnostics must not fail a measurement
         return [f"worker probe failed: {type(exc).__name__}: {_one_line(exc)}"]
     notes = []

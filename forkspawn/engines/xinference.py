@@ -26,15 +26,10 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +40,11 @@ from ..checkpoint import ModelSpec, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
-from ..tokenizer import ensure_tokenizer, sample_prompt
+from ..tokenizer import ensure_tokenizer
+from .serving import HTTP_TIMEOUT_S, completion_throughput, free_port, http_json, one_line, start_group, stop_group, wait_answering
 
 PHASES = ("start_requested", "server_ready", "launch_requested", "ready")
 SERVER_START_TIMEOUT_S = 180.0
-HTTP_TIMEOUT_S = 600.0
 
 
 def unavailable() -> str | None:
@@ -100,12 +95,13 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         run.method_used = methods.method_used([p.pid for p in run.processes
                                                if p.role in ("model", "engine-core", "rank")])
         memory.probe(run.processes, on_gpu=on_gpu)
-        _throughput(run, server, uid, checkpoint, config, vllm=on_gpu)
+        completion_throughput(run, lambda prompt, tokens: server.complete(uid, prompt, tokens, on_gpu),
+                              ModelSpec.from_hf(checkpoint).vocab_size, config)
         t_stop = now()
         server.terminate(uid)
         run.teardown_s = now() - t_stop  # model terminate; the server stop below is not timed
     except Exception as exc:  # a failing engine is a result
-        run.fail("error", f"Xinference: {type(exc).__name__}: {_one_line(exc)}{server.log_tail()}")
+        run.fail("error", f"Xinference: {type(exc).__name__}: {one_line(exc)}{server.log_tail()}")
     finally:
         left = server.stop()
         shutil.rmtree(home, ignore_errors=True)
@@ -120,7 +116,7 @@ class Server:
     """One `xinference-local` process group and an authenticated HTTP session with it."""
 
     def __init__(self, home: Path):
-        self.home, self.port = home, _free_port()
+        self.home, self.port = home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.token: str | None = None
@@ -131,20 +127,10 @@ class Server:
                "XINFERENCE_DISABLE_METRICS": "1", "HF_HUB_OFFLINE": "1"}
         exe = str(Path(sys.executable).parent / "xinference-local")
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(self.port)],
-                                         stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self.proc = start_group([exe, "--host", "127.0.0.1", "--port", str(self.port)], env, stdout=out)
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = now() + timeout
-        while now() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"xinference-local exited with status {self.proc.returncode}")
-            try:
-                self._request("GET", "/status", auth=False, timeout=5)
-                return
-            except (OSError, RuntimeError):
-                time.sleep(0.2)
-        raise TimeoutError(f"the server did not answer within {timeout:g} s")
+        wait_answering(self.proc, self.url + "/status", timeout, "xinference-local")
 
     def login(self) -> None:
         """Create the initial admin (4.x demands one) and log in; older releases have no auth."""
@@ -254,28 +240,7 @@ class Server:
 
     def stop(self) -> list[str]:
         """SIGTERM the process group, then SIGKILL what is left; names of what had to be killed."""
-        if self.proc is None:
-            return []
-        pgid = self.proc.pid
-        members = _group(pgid) + _descendants(pgid)
-        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                pass
-            for p in members:  # model processes may have left the group: signal them by PID too
-                try:
-                    p.send_signal(sig)
-                except psutil.Error:
-                    pass
-            gone, alive = psutil.wait_procs(members, timeout=wait)
-            if not alive:
-                break
-            if sig == signal.SIGKILL:
-                break
-        killed = [f"{p.pid}" for p in alive] if alive else []
-        self.proc.wait()
-        return killed
+        return stop_group(self.proc) if self.proc is not None else []
 
     def log_tail(self) -> str:
         try:
@@ -283,22 +248,12 @@ class Server:
         except OSError:
             return ""
         # Never echo secrets: the setup token line does not contain "error", and the log is not kept.
-        return f" (server log: {_one_line(lines[-1])})" if lines else ""
+        return f" (server log: {one_line(lines[-1])})" if lines else ""
 
     def _request(self, method: str, path: str, body: dict | None = None, auth: bool = True,
                  timeout: float = HTTP_TIMEOUT_S) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if auth and self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                text = resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
-        return json.loads(text) if text.strip() else {}
+        headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
+        return http_json(self.url + path, method, body, headers, timeout)
 
 
 def _role(cmd: str, child_of_server: bool) -> tuple[str, int | None]:
@@ -316,32 +271,6 @@ def _role(cmd: str, child_of_server: bool) -> tuple[str, int | None]:
     return "other", None
 
 
-def _throughput(run: Run, server: Server, uid: str, checkpoint: Path, config: Config, vllm: bool) -> None:
-    vocab = ModelSpec.from_hf(checkpoint).vocab_size
-    seed = 0
-
-    def timed(batch: int, tokens: int) -> float:
-        nonlocal seed
-        prompts = [sample_prompt(16, seed * 1000 + i, vocab) for i in range(batch)]
-        seed += 1
-        start = now()
-        with ThreadPoolExecutor(batch) as pool:
-            got = list(pool.map(lambda p: server.complete(uid, p, tokens, vllm), prompts))
-        took = now() - start
-        if any(g != tokens for g in got):
-            raise RuntimeError(f"asked for {tokens} output tokens, got {sorted(set(got))}: fixed lengths not honoured")
-        return took
-
-    for batch in config.batches:
-        timed(batch, max(1, config.warmup_steps))
-        # HTTP round trips jitter by more than a few decode steps: the fastest of three of each.
-        decode = min(timed(batch, 1 + config.decode_steps) for _ in range(3)) - min(timed(batch, 1) for _ in range(3))
-        if decode <= 0:
-            raise RuntimeError(f"batch {batch}: decoding took no measurable time; raise --decode-steps")
-        run.tokens_per_s[batch] = batch * config.decode_steps / decode
-        run.step_latency_s[batch] = decode / config.decode_steps
-
-
 def _params(spec: ModelSpec) -> float:
     h, i, layers = spec.hidden_size, spec.intermediate_size, spec.num_hidden_layers
     kv = spec.num_key_value_heads * spec.head_dim
@@ -351,31 +280,3 @@ def _params(spec: ModelSpec) -> float:
 
 def _size_str(billions: float) -> str:
     return f"{billions:.6f}".rstrip("0").rstrip(".").replace(".", "_") or "0"
-
-
-def _group(pgid: int) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if os.getpgid(p.pid) == pgid:
-                out.append(p)
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return out
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _one_line(exc: object) -> str:
-    return " ".join(str(exc).split())[:500]

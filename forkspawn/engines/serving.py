@@ -1,0 +1,145 @@
+"""What the server adapters (xinference, vllm_serve) share: a server in a process group of its
+own on 127.0.0.1, JSON over HTTP, and tokens/s from timed completions of fixed length."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import psutil
+
+from ..clock import now
+from ..config import Config
+from ..record import Run
+from ..tokenizer import sample_prompt
+
+HTTP_TIMEOUT_S = 600.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_group(cmd: list[str], env: dict[str, str], stdout: Any = None) -> subprocess.Popen:
+    """Start `cmd` as the leader of a new session (so of a new process group: stop_group's handle)."""
+    return subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None,
+                            env=env, start_new_session=True)
+
+
+def stop_group(proc: subprocess.Popen) -> list[str]:
+    """SIGTERM the group led by `proc`, then SIGKILL what is left; the PIDs that had to be killed.
+
+    Returns once every member is gone. Descendants that left the group are signalled by PID too.
+    """
+    pgid = proc.pid
+    members = _group(pgid) + _descendants(pgid)
+    alive: list[psutil.Process] = []
+    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        for p in members:
+            try:
+                p.send_signal(sig)
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(members, timeout=wait)
+        if not alive:
+            break
+    killed = [str(p.pid) for p in alive] if alive else []
+    proc.wait()
+    return killed
+
+
+def http_json(url: str, method: str = "GET", body: dict | None = None, headers: dict[str, str] | None = None,
+              timeout: float = HTTP_TIMEOUT_S) -> Any:
+    """One JSON request; an HTTP error status is a RuntimeError naming the request and the reply."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            text = resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:300]
+        path = url.split("/", 3)[-1]
+        raise RuntimeError(f"{method} /{path}: HTTP {exc.code}: {detail}") from None
+    return json.loads(text) if text.strip() else {}
+
+
+def wait_answering(proc: subprocess.Popen, url: str, timeout: float, what: str) -> None:
+    """Poll GET `url` until it answers; fail early if the server exits."""
+    deadline = now() + timeout
+    while now() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode}")
+        try:
+            http_json(url, timeout=5)
+            return
+        except (OSError, RuntimeError, ValueError):
+            time.sleep(0.2)
+    raise TimeoutError(f"{what} did not answer within {timeout:g} s")
+
+
+def completion_throughput(run: Run, complete: Callable[[str, int], int], vocab: int, config: Config) -> None:
+    """tokens/s and step latency per batch size: `batch` concurrent completions of fixed length.
+
+    `complete(prompt, tokens)` returns the output tokens the server produced. Each prompt is fresh
+    (a repeat would hit a prefix cache); decode time is the difference between 1 + decode_steps
+    and 1 output token, the fastest of three of each, since HTTP round trips jitter by more than a
+    few decode steps.
+    """
+    seed = 0
+
+    def timed(batch: int, tokens: int) -> float:
+        nonlocal seed
+        prompts = [sample_prompt(16, seed * 1000 + i, vocab) for i in range(batch)]
+        seed += 1
+        start = now()
+        with ThreadPoolExecutor(batch) as pool:
+            got = list(pool.map(lambda p: complete(p, tokens), prompts))
+        took = now() - start
+        if any(g != tokens for g in got):
+            raise RuntimeError(f"asked for {tokens} output tokens, got {sorted(set(got))}: fixed lengths not honoured")
+        return took
+
+    for batch in config.batches:
+        timed(batch, max(1, config.warmup_steps))
+        decode = min(timed(batch, 1 + config.decode_steps) for _ in range(3)) - min(timed(batch, 1) for _ in range(3))
+        if decode <= 0:
+            raise RuntimeError(f"batch {batch}: decoding took no measurable time; raise --decode-steps")
+        run.tokens_per_s[batch] = batch * config.decode_steps / decode
+        run.step_latency_s[batch] = decode / config.decode_steps
+
+
+def one_line(exc: object) -> str:
+    return " ".join(str(exc).split())[:500]
+
+
+def _group(pgid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getpgid(p.pid) == pgid:
+                out.append(p)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return out
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []

