@@ -10,9 +10,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 RESULTS := .asv/results
 PROGRESS := .asv/progress.log
-# asv runs as `ENV_PYTHON:BENCHMARK_REGEX` pairs; mk/engines.mk adds the engine environments.
+# asv runs as `ENV_PYTHON:BENCHMARK_REGEX` pairs (the shell unescapes \( \| \)); mk/engines.mk
+# adds the engine environments.
 # asv exits 2 when a benchmark failed: failed configurations are results here, so that is fine.
-ASV_JOBS := $(BIN)/python:^torch_tp
+ASV_JOBS := $(BIN)/python:^\(torch_tp\|soak\|quality\)
 
 export FORKSPAWN_PROFILE := $(PROFILE)
 
