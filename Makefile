@@ -45,7 +45,7 @@ bench: $(BIN)/.done engines
 	@mkdir -p .asv && : > $(PROGRESS)
 	@tail -n 0 -F $(PROGRESS) 2>/dev/null & trap "kill $$! 2>/dev/null" EXIT; \
 	  machine=$$($(BIN)/forkspawn machine --asv) && commit=$$(git rev-parse HEAD) && \
-	  export FORKSPAWN_ASV_MACHINE=$$machine FORKSPAWN_GPUS=$$($(BIN)/python -c 'from forkspawn.asvsuite import GPUS; print(GPUS)') && \
+	  export ASV_COMMIT=$$commit FORKSPAWN_ASV_MACHINE=$$machine FORKSPAWN_GPUS=$$($(BIN)/python -c 'from forkspawn.asvsuite import GPUS; print(GPUS)') && \
 	  for job in $(ASV_JOBS); do \
 	    FORKSPAWN_PROGRESS=$(CURDIR)/$(PROGRESS) $(BIN)/asv run --machine $$machine --launch-method spawn \
 	      --set-commit-hash $$commit -E existing:$${job%%:*} --bench "$${job#*:}"; \

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import psutil
 
-from . import engines, machine, parent_state
+from . import engines, machine, parent_state, quality
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
 from .leftovers import RUN_TAG_ENV
@@ -61,9 +61,12 @@ def measure(config: Config, progress: Progress | None = None) -> dict[str, Any]:
     if reason:
         runs.append(Run(status="skipped", error=reason, parent_state={"verified": "not-applicable"}))
     else:
-        resolve_checkpoint(config.model, config.cache_path())  # generated once, outside any timed region
+        checkpoint = resolve_checkpoint(config.model, config.cache_path())  # generated once, outside any timed region
         for i in range(config.repeat):
+            # Cold weight loading dominates start-up on real boxes: say what the cache held.
+            cache = quality.page_cache_state(quality.files_of(checkpoint))
             run = run_in_fresh_parent(config)
+            run.checkpoint_resident = cache["resident_fraction"]
             runs.append(run)
             ready = f"{run.time_to_ready_s:.2f} s to ready" if run.time_to_ready_s is not None else run.error
             say(f"{label(config)} run {i + 1}/{config.repeat}: {run.status}, {ready}")

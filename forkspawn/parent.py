@@ -13,11 +13,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from .config import Config
-from .record import Run, write_json_atomic
-
 
 def main(config_path: str, result_path: str) -> int:
+    # Imported here, not at module level: spawned and forkserver ranks re-import this module as
+    # `__mp_main__` before their first stamp, and should pay for nothing they do not use.
+    from .config import Config
+    from .record import Run, write_json_atomic
+
     config = Config.from_json(Path(config_path).read_text())
     try:
         from . import engines, parent_state

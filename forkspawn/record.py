@@ -70,6 +70,7 @@ class Run:
     bandwidth_gb_s: float | None = None  # device memory bandwidth measured in the same run (GPU)
     weight_bytes: int | None = None  # bytes of weights one rank reads per decode step
     roofline_tokens_per_s: dict[int, float] = field(default_factory=dict)  # batch * bandwidth / weight_bytes
+    checkpoint_resident: float | None = None  # fraction of the checkpoint in the page cache at the start request
     notes: list[str] = field(default_factory=list)
 
     def fail(self, status: str, error: str) -> "Run":
@@ -183,6 +184,7 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict)
         ],
         "group": {k: median.get(f"mem.group.{k}") for k in GROUP_KINDS},
         "output_digest": template.output_digest,
+        "page_cache": _page_cache(runs),
         "tokens_per_s": {str(b): median.get(f"tokens_per_s.b{b}") for b in config.batches},
         "step_latency_s": {str(b): median.get(f"step_latency_s.b{b}") for b in config.batches},
         "roofline": {
@@ -197,6 +199,13 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict)
         "machine": machine,
         "versions": versions,
     }
+
+
+def _page_cache(runs: list[Run]) -> dict[str, Any]:
+    """The checkpoint's page-cache residency before the coldest start; warm means all of it cached."""
+    seen = [r.checkpoint_resident for r in runs if r.checkpoint_resident is not None]
+    least = min(seen) if seen else None
+    return {"checkpoint_resident_min": least, "warm": None if least is None else least >= 0.99}
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
