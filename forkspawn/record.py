@@ -122,18 +122,6 @@ class Run:
         return cls(**d)
 
 
-def unit_of(metric: str) -> str:
-    if metric.startswith("tokens_per_s"):
-        return "tokens/s"
-    if metric.startswith("mem."):
-        return "MiB"
-    if metric.startswith("roofline_fraction"):
-        return "fraction"
-    if metric == "bandwidth_gb_s":
-        return "GB/s"
-    return "seconds"
-
-
 def build_record(config: Config, runs: list[Run], machine: dict, versions: dict) -> dict[str, Any]:
     """Aggregate the runs of one configuration into the `forkspawn measure --json` record."""
     failed = next((r for r in runs if r.status != "ok"), None)
