@@ -51,7 +51,7 @@ bench: $(BIN)/.done engines
 	      --set-commit-hash $$commit -E existing:$${job%%:*} --bench "$${job#*:}"; \
 	    rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ] || exit $$rc; \
 	  done
-	$(BIN)/asv publish -q
+	$(BIN)/asv publish
 	$(BIN)/forkspawn leftovers
 	$(BIN)/python -m analysis report $(RESULTS) -o .asv/report
 	@echo "asv HTML: $(CURDIR)/.asv/html/index.html (or: $(BIN)/asv preview)"

@@ -61,7 +61,9 @@ def profile(engine: str = "torch-tp") -> dict[str, Any]:
     if name not in PROFILES:
         raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
     if engine != "torch-tp":
-        return {**PROFILES[name], "repeat": ENGINE_REPEAT[name], "model": os.environ.get("FORKSPAWN_MODEL", "tiny")}
+        # engines measure decoding as the difference of two timed requests: it needs enough steps
+        return {**PROFILES[name], "repeat": ENGINE_REPEAT[name], "decode_steps": max(32, PROFILES[name]["decode_steps"]),
+                "model": os.environ.get("FORKSPAWN_MODEL", "tiny")}
     model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
     return {**PROFILES[name], "model": model}
 

@@ -28,8 +28,6 @@ import inspect
 import json
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -87,9 +85,8 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     run.notes += _set_environment(config, on_cpu)
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # collective_rpc with our probe function
     # vLLM and torch put IPC sockets and scratch files in the temp dir and do not all remove them:
-    # a private one per run goes away with the run.
-    scratch = tempfile.mkdtemp(prefix="forkspawn-vllm-")
-    os.environ["TMPDIR"], tempfile.tempdir = scratch, None
+    # the parent's TMPDIR is the measurement's own (measure.run_in_fresh_parent), which goes with
+    # the run. Not a deeper one: IPC socket paths must stay under 108 bytes.
     hook = _MethodHook(config.method, override)
     tap = LogTap()
     llm = None
@@ -125,7 +122,6 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
             run.notes.append(f"still running {teardown:.0f} s after shutdown: {', '.join(left)}")
         tap.stop()
         hook.uninstall()
-        shutil.rmtree(scratch, ignore_errors=True)
     if run.status == "ok":
         run.teardown_s = teardown
     return run
