@@ -74,9 +74,20 @@ def soak_cycles() -> int:
 
 
 def tp_sizes() -> list[int]:
-    """1, 2, 4, 8 up to the GPUs present; 1 and 2 on a CPU machine."""
+    """1, 2, 4, 8 up to the GPUs present; 1 and 2 on a CPU machine. FORKSPAWN_TP (e.g. "2" or
+    "2,4") keeps some of them, to spend a short lease on the sizes not measured yet."""
     n = GPUS if ON_GPU else min(2, len(os.sched_getaffinity(0)))
-    return [tp for tp in (1, 2, 4, 8) if tp <= max(n, 1)]
+    sizes = [tp for tp in (1, 2, 4, 8) if tp <= max(n, 1)]
+    wanted = os.environ.get("FORKSPAWN_TP", "").strip()
+    if not wanted:
+        return sizes
+    try:
+        chosen = [int(tp) for tp in wanted.split(",")]
+    except ValueError:
+        raise ValueError(f"FORKSPAWN_TP={wanted!r} is not a comma-separated list of sizes") from None
+    if not set(chosen) <= set(sizes):
+        raise ValueError(f"FORKSPAWN_TP={wanted!r}: this machine can measure TP {', '.join(map(str, sizes))}")
+    return [tp for tp in sizes if tp in chosen]
 
 
 # The NVML-based CUDA check changes only the device-queried state, so in asv it is a value of
