@@ -15,18 +15,19 @@ _VLLM = dict(
     engine="vllm",
     # vLLM has no forkserver. On CPU it always forces spawn, so an asked-for fork measures spawn
     # again (the tests show it): there the grid has spawn and the explicit fork override instead.
-    methods=("fork", "spawn") if suite.ON_GPU else ("spawn",),
+    # ray: vLLM's Ray executor (workers as actors of a local head, or of RAY_ADDRESS's cluster)
+    methods=("fork", "spawn", "ray") if suite.ON_GPU else ("spawn", "ray"),
     variants={} if suite.ON_GPU else {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True})},
     # a cold start takes about a minute on 2 cores: the parent states that differ (device ones) on GPUs only
     states=suite.parent_states(with_device_states=True) if suite.ON_GPU else ["bare"],
 )
 # `vllm serve`: the same grid, but the server runs in its own interpreter, where no override can
 # reach vLLM's CPU platform: spawn only on CPU.
-_VLLM_SERVE = dict(engine="vllm-serve", methods=_VLLM["methods"], states=_VLLM["states"])
+_VLLM_SERVE = dict(engine="vllm-serve", methods=tuple(m for m in _VLLM["methods"] if m != "ray"), states=_VLLM["states"])
 # The server and its model processes are exec'd: our parent's state and start method never reach
 # them (/proc shows Xinference's own choice), so one state and, on CPU, one method suffice.
 _XINF = dict(engine="xinference", methods=("fork", "spawn") if suite.ON_GPU else ("spawn",), states=["bare"])
-_PROCESSES = {"vllm": ["group", "parent", "engine-core"],
+_PROCESSES = {"vllm": ["group", "parent", "engine-core", "ray"],
               "vllm-serve": ["group", "server", "engine-core"],
               "xinference": ["group", "parent", "server", "supervisor", "model", "engine-core"]}
 

@@ -271,7 +271,7 @@ class Phases(Grid):
 class Memory(Grid):
     """Host and GPU memory of each process of the group, and of the whole group, at ready (MiB)."""
 
-    extra_params = [["group", "parent", "forkserver"] + [f"rank{r}" for r in range(max(tp_sizes()))],
+    extra_params = [["group", "parent", "forkserver", "ray"] + [f"rank{r}" for r in range(max(tp_sizes()))],
                     ["uss", "pss", "rss"] + (["gpu"] if ON_GPU else [])]  # peak RSS: in the record
     extra_param_names = ["process", "kind"]
 

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-METHODS = ("fork", "spawn", "forkserver", "forkserver-preload")
+METHODS = ("fork", "spawn", "forkserver", "forkserver-preload", "ray")  # ray: ranks as Ray actors (ray_cluster.py)
 PARENT_STATES = ("bare", "torch", "device-queried", "device-initialized")
 DEVICE_STATES = ("device-queried", "device-initialized")
 CUDA_CHECKS = ("runtime", "nvml")  # how torch.cuda.is_available() finds devices

@@ -132,7 +132,10 @@ class WorkerGroup:
     def _death(self, rank: int) -> str:
         self.procs[rank].join(5)  # the sentinel fires before the exit status is collected
         code = self.procs[rank].exitcode
-        how = f"was killed by signal {-code}" if code and code < 0 else f"exited with status {code}"
+        if code is None:  # not our child (a Ray actor): its status is not ours to collect
+            how = "exited"
+        else:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         return f"rank {rank} {how} during {_next_phase(self.current[rank])}"
 
     def phases(self) -> list[Phase]:
@@ -145,7 +148,7 @@ class WorkerGroup:
         family = []
         for p in self.procs:
             try:
-                family += psutil.Process(p.pid).children(recursive=True)
+                family += psutil.Process(p.pid).children(recursive=True) if p.pid else []
             except psutil.Error:
                 pass
         for conn, p in zip(self.conns, self.procs):

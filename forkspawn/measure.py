@@ -21,13 +21,14 @@ from typing import Any, Callable
 
 import psutil
 
-from . import engines, machine, parent_state, quality
+from . import engines, machine, parent_state, quality, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
 from .leftovers import RUN_TAG_ENV
 from .record import Run, build_record
 
 Progress = Callable[[str], None]
+RAY_ENGINES = ("torch-tp", "vllm")  # the engines that can start their ranks as Ray actors
 
 
 def resolve(config: Config) -> Config:
@@ -49,6 +50,11 @@ def not_applicable(config: Config) -> str | None:
         return f"parent state {config.parent_state!r} needs a CUDA device; this run is on CPU"
     if config.device == "cpu" and config.cuda_check == "nvml":
         return "the NVML-based CUDA check only matters with a CUDA device; this run is on CPU"
+    if config.method == "ray":
+        if config.engine not in RAY_ENGINES:
+            return f"{config.engine} has no Ray launch path here; {', '.join(RAY_ENGINES)} have"
+        if reason := ray_cluster.unavailable():
+            return reason
     return engines.adapter(config.engine).unavailable()
 
 

@@ -1,13 +1,15 @@
 """Start methods: choosing them, and verifying from the outside what really happened.
 
-Choosing: `context()` turns a method name into a multiprocessing context. The forkserver is
-process-global in CPython, which is one reason every measurement runs in a fresh parent
-interpreter: its forkserver is always the one this measurement configured.
+Choosing: `context()` turns a method name into a multiprocessing context (for `ray`, an
+equivalent whose processes are Ray actors: ray_cluster.py). The forkserver is process-global in
+CPython, which is one reason every measurement runs in a fresh parent interpreter: its
+forkserver is always the one this measurement configured.
 
 Verifying: `started_by()` reads /proc, so it works for processes we did not write (vLLM's
 engine core and workers rename themselves with setproctitle, so command lines do not tell).
 A forked child keeps its parent's address space, so the address of its `[vdso]` mapping
-equals its parent's; `exec` (spawn, and the forkserver's own start) re-randomises it.
+equals its parent's; `exec` (spawn, and the forkserver's own start) re-randomises it. A Ray
+actor is a process its raylet exec'd.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +27,14 @@ import psutil
 from .config import METHODS
 
 
-def context(method: str, forkserver_state: str = "fresh") -> tuple[multiprocessing.context.BaseContext, dict | None]:
+def context(method: str, forkserver_state: str = "fresh") -> tuple[Any, dict | None]:
     """The context for `method`, and for forkserver methods a description of the server."""
     if method not in METHODS:
         raise ValueError(f"unknown start method {method!r}; valid: {', '.join(METHODS)}")
+    if method == "ray":
+        from .ray_cluster import RayContext
+
+        return RayContext(), None
     if not method.startswith("forkserver"):
         return multiprocessing.get_context(method), None
     ctx = multiprocessing.get_context("forkserver")
@@ -53,17 +61,19 @@ def forkserver_info(info: dict | None) -> dict | None:
 
 
 def started_by(pid: int) -> str:
-    """How `pid` came to be: 'fork', 'forkserver', 'spawn' (a fresh, exec'd interpreter) or 'unknown'."""
+    """How `pid` came to be: 'fork', 'forkserver', 'spawn' (a fresh, exec'd interpreter), 'ray'
+    (exec'd by a raylet) or 'unknown'."""
     if not _aslr_on():
         return "unknown"  # without address randomisation, fork and exec look alike
     try:
         ppid = psutil.Process(pid).ppid()
         same = _vdso(pid) == _vdso(ppid)
         parent_cmd = " ".join(psutil.Process(ppid).cmdline())
+        parent_name = psutil.Process(ppid).name()
     except (psutil.Error, OSError):
         return "unknown"
     if not same:
-        return "spawn"
+        return "ray" if parent_name == "raylet" else "spawn"
     return "forkserver" if "multiprocessing.forkserver" in parent_cmd else "fork"
 
 
@@ -77,6 +87,17 @@ def method_used(pids: list[int]) -> str | None:
         server = psutil.Process(pids[0]).ppid()
         return "forkserver-preload" if _maps_torch(server) else "forkserver"
     return used
+
+
+def process_start(pid: int) -> float | None:
+    """When `pid` was created, on CLOCK_MONOTONIC (from its start time in clock ticks since boot)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+    # Boot time on the monotonic axis; BOOTTIME and MONOTONIC differ only by time spent suspended.
+    offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
+    return ticks / os.sysconf("SC_CLK_TCK") - offset
 
 
 def process_facts() -> dict[str, Any]:

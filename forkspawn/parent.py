@@ -9,9 +9,12 @@ this module as `__mp_main__`.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 
 def main(config_path: str, result_path: str) -> int:
@@ -25,11 +28,24 @@ def main(config_path: str, result_path: str) -> int:
         from . import engines, parent_state
 
         state = parent_state.prepare(config)
-        run = engines.adapter(config.engine).run_once(config, state)
+        with _cluster(config) as cluster:
+            run = engines.adapter(config.engine).run_once(config, state)
+        if cluster and cluster["local"]:
+            run.notes.append(f"local Ray head started in {cluster['start_s']:.1f} s, before the start request")
     except Exception:
         run = Run(status="error", error=f"parent failed: {traceback.format_exc(limit=-3).strip()}")
     write_json_atomic(Path(result_path), run.to_dict())
     return 0
+
+
+def _cluster(config: Any) -> contextlib.AbstractContextManager:
+    """Ray's ranks need a cluster before the start request: one for this run, outside the timed region."""
+    if config.method != "ray":
+        return contextlib.nullcontext()
+    from . import machine, ray_cluster
+
+    gpus = len(machine.gpus()) if config.device == "cuda" else 0
+    return ray_cluster.cluster(len(os.sched_getaffinity(0)), gpus)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,10 @@ class Run:
             vals = [getattr(p, kind) for p in self.processes]
             if vals and all(v is not None for v in vals):
                 out[f"mem.group.{kind}"] = sum(vals)
+            # Ray's own processes (roles "ray-..."), together: what Ray adds to the group
+            ray = [getattr(p, kind) for p in self.processes if p.role.startswith("ray-")]
+            if ray and all(v is not None for v in ray):
+                out[f"mem.ray.{kind}"] = sum(ray)
         for b, v in self.tokens_per_s.items():
             out[f"tokens_per_s.b{b}"] = v
         for b, v in self.step_latency_s.items():

@@ -53,7 +53,7 @@ def rank_main(spec: dict[str, Any], conn: Connection) -> None:
         stamp("imports_done")
 
         if spec["device"] == "cuda":
-            device = torch.device("cuda", rank)
+            device = torch.device("cuda", spec.get("device_index", rank))
             torch.cuda.set_device(device)
             torch.zeros(1, device=device)  # creates the CUDA context now, inside this phase
             backend = "nccl"

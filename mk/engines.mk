@@ -35,7 +35,7 @@ endif
 .venv-vllm/.done: mk/engines.mk pyproject.toml
 	rm -rf .venv-vllm
 	$(ENGINE_PYTHON) -m venv .venv-vllm
-	.venv-vllm/bin/pip install -q torch==$(TORCH_VERSION) $(VLLM_PACKAGE)==$(VLLM_VERSION) $(ENGINE_EXTRA_PINS)
+	.venv-vllm/bin/pip install -q torch==$(TORCH_VERSION) $(VLLM_PACKAGE)==$(VLLM_VERSION) ray $(ENGINE_EXTRA_PINS)
 	-.venv-vllm/bin/pip uninstall -y -q $(ENGINE_DROP)
 	.venv-vllm/bin/pip install -q asv_runner nvidia-ml-py
 	.venv-vllm/bin/pip install -q --no-deps -e .

@@ -267,7 +267,7 @@ def test_the_grid_without_a_cuda_check_parameter(tmp_path: Path) -> None:
         assert nvml["status"] == "skipped" and "needs a CUDA device" in nvml["error"]
     cells = charts.compatibility(t)
     assert "device-queried (NVML check)" in set(cells["parent_state"])
-    assert method_order(t["method"]) == ["fork", "spawn", "forkserver-preload", "fork-override", "ray"]
+    assert method_order(t["method"]) == ["fork", "spawn", "forkserver-preload", "ray", "fork-override"]
 
 
 def test_the_last_record_of_a_configuration_wins(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import socket
 import statistics
 from typing import Any
 
-from .. import memory, methods
+from .. import memory, methods, ray_cluster
 from ..config import Config
 from ..launcher import GroupFailure, WorkerGroup
 from ..checkpoint import ModelSpec, resolve_checkpoint
@@ -42,11 +42,14 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     group = WorkerGroup(ctx, specs)
     try:
         group.start()
+        if getattr(ctx, "joined_s", None):  # Ray: when the parent had joined the cluster
+            group.stamps += [(r, "cluster_joined", ctx.joined_s) for r in range(config.tp)]
         ready = group.wait_ready(config.timeout_s)
         run.phases = group.phases()
         run.time_to_ready_s = max(p.t_s for p in run.phases if p.name == "ready")
         run.forkserver = methods.forkserver_info(forkserver)
         run.method_used = methods.method_used(group.pids)
+        run.notes += _prestarted(group)
         run.processes = _processes(group, run.forkserver, ready)
         digests = {r["output_digest"] for r in ready}
         run.output_digest = digests.pop() if len(digests) == 1 else None
@@ -83,7 +86,18 @@ def _processes(group: WorkerGroup, forkserver: dict | None, ready: list[dict]) -
     for rank, (pid, info) in enumerate(zip(group.pids, ready)):
         procs.append(ProcessMemory("rank", rank, pid, started_by=methods.started_by(pid),
                                    torch_reserved_mib=info.get("torch_reserved_mib")))
+    # Ray's own processes (a local head's GCS, raylet, agents, idle workers) are part of its cost
+    procs += [ProcessMemory(role, None, pid, started_by=methods.started_by(pid))
+              for role, pid in ray_cluster.own_processes(set(group.pids))]
     return procs
+
+
+def _prestarted(group: WorkerGroup) -> list[str]:
+    """Ray may run an actor in a worker process it started before anyone asked (its idle pool)."""
+    requested = {rank: t for rank, name, t in group.stamps if name == "start_requested"}
+    return [f"rank {rank} ran in a process created {requested[rank] - created:.2f} s before its start request"
+            f" (Ray's prestarted workers)" for rank, pid in enumerate(group.pids)
+            if (created := methods.process_start(pid)) is not None and created < requested[rank] - 0.02]
 
 
 def _free_port() -> int:

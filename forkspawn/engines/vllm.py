@@ -35,7 +35,7 @@ from typing import Any
 
 import psutil
 
-from .. import memory, methods
+from .. import memory, methods, ray_cluster
 from ..checkpoint import ModelSpec, resolve_checkpoint
 from ..clock import now
 from ..config import Config
@@ -70,8 +70,8 @@ def engine_version() -> str:
 
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     run = Run(parent_state=parent_state, engine_version=engine_version())
-    if config.method not in ("fork", "spawn"):
-        return run.fail("skipped", f"vLLM starts processes with fork or spawn only, not {config.method!r}")
+    if config.method not in ("fork", "spawn", "ray"):
+        return run.fail("skipped", f"vLLM starts workers with fork, spawn or Ray only, not {config.method!r}")
     try:
         kwargs = json.loads(os.environ.get(KWARGS_ENV) or "{}")
         assert isinstance(kwargs, dict)
@@ -87,7 +87,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     # vLLM and torch put IPC sockets and scratch files in the temp dir and do not all remove them:
     # the parent's TMPDIR is the measurement's own (measure.run_in_fresh_parent), which goes with
     # the run. Not a deeper one: IPC socket paths must stay under 108 bytes.
-    hook = _MethodHook(config.method, override)
+    hook = _MethodHook(_mp_method(config), override)
     tap = LogTap()
     llm = None
     t0 = now()
@@ -97,19 +97,26 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
 
         tap.start()
         t0 = now()
-        llm = LLM(model=str(checkpoint), tensor_parallel_size=config.tp, distributed_executor_backend="mp",
+        backend = "ray" if config.method == "ray" else "mp"  # ray: joins RAY_ADDRESS (parent.py's head)
+        llm = LLM(model=str(checkpoint), tensor_parallel_size=config.tp, distributed_executor_backend=backend,
                   max_model_len=min(256, ModelSpec.from_hf(checkpoint).max_position_embeddings),
                   seed=0, **({} if on_cpu else {"gpu_memory_utilization": 0.5}), **kwargs)
         run.time_to_ready_s = now() - t0
         run.notes += hook.notes()
         core, workers = engine_processes(os.getpid())
+        if backend == "ray":  # the workers are actors, children of a raylet: ask them who they are
+            workers = {r: p["pid"] for r, p in enumerate(llm.collective_rpc(_worker_probe, timeout=60))}
         run.phases = _phases(t0, run.time_to_ready_s, core, workers, tap.marks())
         run.processes = [ProcessMemory("parent", None, os.getpid(), started_by=None)]
         if core:
             run.processes.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
         run.processes += [ProcessMemory("rank", r, pid, started_by=methods.started_by(pid))
                           for r, pid in sorted(workers.items())]
-        run.method_used = methods.method_used(([core] if core else []) + list(workers.values()))
+        run.processes += [ProcessMemory(role, None, pid, started_by=methods.started_by(pid))
+                          for role, pid in ray_cluster.own_processes(set(workers.values()))]
+        # With Ray the ranks are actors and the engine core is vLLM's spawned process (its
+        # started_by says so): the method is the ranks'.
+        run.method_used = methods.method_used(([core] if core and backend == "mp" else []) + list(workers.values()))
         memory.probe(run.processes, on_gpu=not on_cpu)
         run.notes += thread_notes(run.processes, llm)
         _throughput(run, llm, SamplingParams, config)
@@ -127,9 +134,15 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     return run
 
 
+def _mp_method(config: Config) -> str:
+    """What vLLM's multiprocessing (the engine core, mp workers) is asked for: with Ray, spawn,
+    which vLLM forces there anyway."""
+    return "spawn" if config.method == "ray" else config.method
+
+
 def _set_environment(config: Config, on_cpu: bool) -> list[str]:
     """The environment vLLM reads at start-up (children inherit it); notes on what was chosen."""
-    os.environ[METHOD_ENV] = config.method
+    os.environ[METHOD_ENV] = _mp_method(config)
     # Compiled graphs are cached across runs, next to our checkpoints (warm after the first start
     # of a model and TP size, as on a serving box); the record says which runs found it cold.
     compiled = config.cache_path().parent / "vllm-compile"
@@ -260,20 +273,9 @@ def engine_processes(root: int) -> tuple[int | None, dict[int, int]]:
     return core, workers
 
 
-def process_start(pid: int) -> float | None:
-    """When `pid` was created, on CLOCK_MONOTONIC (from its start time in clock ticks since boot)."""
-    try:
-        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-    # Boot time on the monotonic axis; BOOTTIME and MONOTONIC differ only by time spent suspended.
-    offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)
-    return ticks / os.sysconf("SC_CLK_TCK") - offset
-
-
 def _phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float]) -> list[Phase]:
-    stamps: dict[str, float | None] = {"start_requested": t0, "engine_core_started": process_start(core) if core else None}
-    starts = [process_start(p) for p in workers.values()]
+    stamps: dict[str, float | None] = {"start_requested": t0, "engine_core_started": methods.process_start(core) if core else None}
+    starts = [methods.process_start(p) for p in workers.values()]
     stamps["workers_started"] = max(starts) if starts and None not in starts else None
     stamps.update(marks)
     stamps["ready"] = t0 + ready
