@@ -17,7 +17,8 @@ _VLLM = dict(
     # again (the tests show it): there the grid has spawn and the explicit fork override instead.
     # ray: vLLM's Ray executor (workers as actors of a local head, or of RAY_ADDRESS's cluster)
     methods=("fork", "spawn", "ray") if suite.ON_GPU else ("spawn", "ray"),
-    variants={} if suite.ON_GPU else {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True})},
+    variants={} if suite.ON_GPU else {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True}),
+                                      "ray-override": ("ray", {vllm.RAY_OVERRIDE_KEY: True})},
     # a cold start takes about a minute on 2 cores: the parent states that differ (device ones) on GPUs only
     states=suite.parent_states(with_device_states=True) if suite.ON_GPU else ["bare"],
 )

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--override-cpu-spawn", action="store_true",
                    help="vllm only: restore the requested method after vLLM's CPU platform forced spawn "
                         "(recorded as config.extra.vllm_override)")
+    m.add_argument("--override-cpu-ray", action="store_true",
+                   help="vllm --method ray only: let vLLM's CPU platform use its Ray executor, which it refuses "
+                        "(recorded as config.extra.vllm_ray_override)")
     m.add_argument("--json", action="store_true", help="print exactly one JSON record on stdout")
     m.add_argument("-o", "--output", type=Path, help="also write the record to this file (atomically)")
 
@@ -93,9 +96,12 @@ def _measure(args: argparse.Namespace) -> int:
                     model=args.model, device=args.device, batches=tuple(args.batch),
                     decode_steps=args.decode_steps, warmup_steps=args.warmup_steps, repeat=args.repeat,
                     timeout_s=args.timeout, cuda_check=args.cuda_check, forkserver=args.forkserver,
-                    extra={"vllm_override": True} if args.override_cpu_spawn else {})
+                    extra={**({"vllm_override": True} if args.override_cpu_spawn else {}),
+                           **({"vllm_ray_override": True} if args.override_cpu_ray else {})})
     if args.override_cpu_spawn and args.engine != "vllm":
         raise ConfigError(f"--override-cpu-spawn applies to --engine vllm only, not {args.engine!r}")
+    if args.override_cpu_ray and (args.engine, args.method) != ("vllm", "ray"):
+        raise ConfigError(f"--override-cpu-ray applies to --engine vllm --method ray only, not {args.engine} {args.method}")
     if args.output:
         _check_writable(args.output)
     record = measure(config, progress=lambda line: print(line, file=sys.stderr, flush=True))

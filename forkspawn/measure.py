@@ -21,10 +21,9 @@ from typing import Any, Callable
 
 import psutil
 
-from . import engines, machine, parent_state, quality, ray_cluster
+from . import engines, leftovers, machine, parent_state, quality, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
-from .leftovers import RUN_TAG_ENV
 from .record import Run, build_record
 
 Progress = Callable[[str], None]
@@ -91,8 +90,9 @@ def run_in_fresh_parent(config: Config) -> Run:
         cfg, result, log = Path(tmp, "config.json"), Path(tmp, "run.json"), Path(tmp, "parent.log")
         cfg.write_text(config.to_json())
         tag = uuid.uuid4().hex
+        shm = leftovers.shm_entries()
         # TMPDIR: whatever the parent, its workers or an engine leave in temp dirs goes with this one
-        env = {**os.environ, **parent_state.environment(config), RUN_TAG_ENV: tag, "TMPDIR": tmp}
+        env = {**os.environ, **parent_state.environment(config), leftovers.RUN_TAG_ENV: tag, "TMPDIR": tmp}
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -104,12 +104,18 @@ def run_in_fresh_parent(config: Config) -> Run:
             left = reap(proc.pid, tag)
             if proc.poll() is None:
                 proc.wait()
+            # vLLM leaves its message-queue segments behind (psm_*): remove what nobody maps any more
+            orphans = leftovers.orphaned_shm(leftovers.shm_entries() - shm)
+            for name in orphans:
+                Path("/dev/shm", name).unlink(missing_ok=True)
         if not result.exists():
             tail = log.read_text(errors="replace")[-2000:].strip()
             return Run(status="error", error=f"the parent interpreter exited with status {proc.returncode}: {tail}")
         run = Run.from_dict(json.loads(result.read_text()))
         if left:
             run.notes.append(f"killed {len(left)} process(es) the run left behind: {', '.join(left)}")
+        if orphans:
+            run.notes.append(f"removed {len(orphans)} /dev/shm segment(s) the run left behind")
         return run
 
 
@@ -135,7 +141,7 @@ def _leftovers(sid: int, tag: str) -> list[psutil.Process]:
     found = []
     for p in psutil.process_iter():
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and (os.getsid(p.pid) == sid or p.environ().get(RUN_TAG_ENV) == tag):
+            if p.status() != psutil.STATUS_ZOMBIE and (os.getsid(p.pid) == sid or p.environ().get(leftovers.RUN_TAG_ENV) == tag):
                 found.append(p)
         except (ProcessLookupError, psutil.Error):
             pass

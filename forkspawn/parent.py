@@ -39,13 +39,15 @@ def main(config_path: str, result_path: str) -> int:
 
 
 def _cluster(config: Any) -> contextlib.AbstractContextManager:
-    """Ray's ranks need a cluster before the start request: one for this run, outside the timed region."""
+    """Ray's ranks need a cluster before the start request: one for this run, outside the timed
+    region, with what the engine adapter asks of it (`ray_head(config)`: env, resources)."""
     if config.method != "ray":
         return contextlib.nullcontext()
-    from . import machine, ray_cluster
+    from . import engines, machine, ray_cluster
 
+    options = getattr(engines.adapter(config.engine), "ray_head", lambda config: {})(config)
     gpus = len(machine.gpus()) if config.device == "cuda" else 0
-    return ray_cluster.cluster(len(os.sched_getaffinity(0)), gpus)
+    return ray_cluster.cluster(len(os.sched_getaffinity(0)), gpus, **options)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ a pipe (an actor is no child of ours).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -39,7 +40,7 @@ HEAD_ENV = "FORKSPAWN_RAY_HEAD"  # marks every process of a head we started, so 
 # Unix socket paths (<temp dir>/session_<date>_<pid>/sockets/plasma_store, about 63 bytes
 # below the temp dir) must stay under 108 bytes: the head's temp dir goes in a short parent.
 MAX_TMP_PARENT = 28
-_local_head: str | None = None  # the marker of the head this process started, while it runs
+_running_head: str | None = None  # the marker of the head this process started, while it runs
 
 
 def unavailable() -> str | None:
@@ -50,36 +51,57 @@ def unavailable() -> str | None:
     return None
 
 
+# For the head and every Ray client of the run. Ray replaces a 127.0.0.1 node address by the
+# host's "reachable" one and binds all interfaces unless told not to; a local ray.init would
+# switch token auth on and write ~/.ray/auth_token.
+LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
+             "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0"}
+
+
 @contextlib.contextmanager
-def cluster(num_cpus: int, num_gpus: int) -> Iterator[dict[str, Any]]:
+def cluster(num_cpus: int, num_gpus: int, env: dict[str, str] | None = None,
+            resources: dict[str, float] | None = None) -> Iterator[dict[str, Any]]:
     """The run's cluster, as {"address", "local", "start_s"}; RAY_ADDRESS points at it meanwhile.
 
     A local head is started with the dashboard, metrics export and usage stats off, every port
     on 127.0.0.1, and a temp dir of its own; it is stopped (all its processes, found by a marker
-    in their environment) and its temp dir removed, also when the run fails.
+    in their environment) and its temp dir removed, also when the run fails. `env` is added to
+    the environment of the head (so of every Ray worker) and of this process; `resources` are
+    custom resources the head advertises.
     """
-    if os.environ.get("RAY_ADDRESS"):
-        yield {"address": os.environ["RAY_ADDRESS"], "local": False, "start_s": None}
-        return
-    global _local_head
+    saved = {k: os.environ.get(k) for k in {**LOCAL_ENV, **(env or {})}}
+    os.environ.update({**LOCAL_ENV, **(env or {})})
+    try:
+        if os.environ.get("RAY_ADDRESS"):
+            yield {"address": os.environ["RAY_ADDRESS"], "local": False, "start_s": None}
+        else:
+            with _local_head(num_cpus, num_gpus, resources) as head:
+                yield head
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@contextlib.contextmanager
+def _local_head(num_cpus: int, num_gpus: int, resources: dict[str, float] | None) -> Iterator[dict[str, Any]]:
+    global _running_head
     marker = uuid.uuid4().hex
     temp = Path(tempfile.mkdtemp(prefix="forkspawn-ray-", dir=_short_tmp()))
     port = free_port()
-    env = {**os.environ, HEAD_ENV: marker, "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_enable_metrics_collection": "0"}
+    env = {**os.environ, HEAD_ENV: marker}
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--node-ip-address=127.0.0.1",
            f"--port={port}", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
-           f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"]
+           f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"] + ([f"--resources={json.dumps(resources)}"] * bool(resources))
     t0 = now()
     try:
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             raise RuntimeError(f"`ray start --head` failed: {(out.stderr or out.stdout).strip()[-500:]}")
-        os.environ["RAY_ADDRESS"], _local_head = f"127.0.0.1:{port}", marker
+        os.environ["RAY_ADDRESS"], _running_head = f"127.0.0.1:{port}", marker
         yield {"address": os.environ["RAY_ADDRESS"], "local": True, "start_s": now() - t0}
     finally:
         os.environ.pop("RAY_ADDRESS", None)
-        _local_head = None
+        _running_head = None
         _disconnect()
         stop(marker)
         shutil.rmtree(temp, ignore_errors=True)
@@ -113,13 +135,18 @@ def own_processes(exclude: set[int]) -> list[tuple[str, int]]:
     ranks), named after their role: gcs, raylet, Ray's agents and idle workers (numbered)."""
     found: list[tuple[str, int]] = []
     counts: dict[str, int] = {}
-    for p in head_processes(_local_head) if _local_head else []:
+    procs = head_processes(_running_head) if _running_head else []
+    for p in procs:
+        if p.pid in exclude:  # and what our ranks started themselves
+            with contextlib.suppress(psutil.Error):
+                exclude = exclude | {c.pid for c in p.children(recursive=True)}
+    for p in procs:
         if p.pid in exclude:
             continue
         with contextlib.suppress(psutil.Error):
             name = _role(p)
             n = counts[name] = counts.get(name, -1) + 1
-            found.append((f"ray-{name}{n if n else ''}", p.pid))
+            found.append((f"ray-{name}" + (f"-{n}" if n else ""), p.pid))
     return found
 
 
@@ -128,7 +155,7 @@ def _role(p: psutil.Process) -> str:
     for key, name in (("gcs_server", "gcs"), ("raylet", "raylet"), ("DashboardAgent", "dashboard-agent"),
                       ("RuntimeEnvAgent", "runtime-env-agent"), ("dashboard.py", "dashboard"),
                       ("log_monitor", "log-monitor"), ("monitor.py", "monitor"), ("ray::IDLE", "idle-worker"),
-                      ("default_worker", "worker")):
+                      ("client.server", "client-server"), ("default_worker", "worker")):
         if key in cmd:
             return name
     return p.name()

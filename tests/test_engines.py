@@ -109,6 +109,23 @@ def test_vllm_fork_override_workers_are_not_thread_bound() -> None:
     assert thread_cpus(forked[0]) == thread_cpus(forked[1]), "forked ranks share every CPU"
 
 
+def test_vllm_ray_executor_is_refused_on_cpu_unless_overridden() -> None:
+    """vLLM's CPU platform refuses its Ray executor; the labelled override lets it run, with its
+    workers as actors of the run's own Ray head (torn down after: the fixture checks)."""
+    refused = engine_measure("vllm", "--method", "ray", "--tp", "1")
+    assert refused["status"] == "error" and "current platform cpu does not support ray" in refused["error"]
+
+    rec = engine_measure("vllm", "--method", "ray", "--override-cpu-ray", "--tp", "2")
+    assert rec["status"] == "ok", rec["error"]
+    assert rec["config"]["extra"] == {"vllm_ray_override": True}, "the override is labelled in the record"
+    assert rec["method_used"] == "ray"
+    started = {(p["role"], p["rank"]): p["started_by"] for p in rec["processes"]}
+    assert started[("rank", 0)] == started[("rank", 1)] == "ray", "the workers' parent is a raylet"
+    assert started[("engine-core", None)] == "spawn"
+    assert {("ray-gcs", None), ("ray-raylet", None)} <= started.keys()
+    assert rec["samples"]["mem.ray.uss_mib"][0] > 0 and all(v > 0 for v in rec["tokens_per_s"].values())
+
+
 def test_vllm_serve_start_generate_stop() -> None:
     rec = engine_measure("vllm-serve", "--method", "spawn", "--tp", "1")
     assert rec["status"] == "ok", rec["error"]

@@ -44,6 +44,9 @@ from ..tokenizer import ensure_tokenizer
 
 PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "kv_cache_ready", "ready")
 OVERRIDE_KEY = "vllm_override"
+# The labelled Ray override on CPU (asv `ray-override`, CLI --override-cpu-ray): vllm_cpu_ray/
+RAY_OVERRIDE_KEY = "vllm_ray_override"
+RAY_RESOURCE = "vllm_cpu"
 METHOD_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
 PROMPT_LEN = 16
 KWARGS_ENV = "FORKSPAWN_VLLM_KWARGS"  # JSON object of extra LLM(...) arguments, e.g. {"enforce_eager": true}
@@ -122,7 +125,8 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         _throughput(run, llm, SamplingParams, config)
         run.notes += cpu_notes(run.processes)
     except Exception as exc:  # an engine failure is a result, not a crash of the harness
-        run.fail("error", f"vLLM: {type(exc).__name__}: {_one_line(exc)}")
+        cause = tap.root_cause()  # vLLM's own message only points at its children's logs
+        run.fail("error", f"vLLM: {type(exc).__name__}: {_one_line(exc)}" + (f" Root cause: {cause}" if cause else ""))
     finally:
         teardown, left = _shutdown(llm)
         if left:
@@ -132,6 +136,17 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     if run.status == "ok":
         run.teardown_s = teardown
     return run
+
+
+def ray_head(config: Config) -> dict[str, Any]:
+    """What the run's Ray head needs (parent.py starts it): with the CPU override, the patch on
+    every interpreter's path and one custom resource per rank for vLLM's placement group."""
+    if not config.extra.get(RAY_OVERRIDE_KEY):
+        return {}
+    patch = str(Path(__file__).with_name("vllm_cpu_ray"))
+    path = os.pathsep.join(filter(None, [patch, os.environ.get("PYTHONPATH")]))
+    return {"env": {"PYTHONPATH": path, "FORKSPAWN_VLLM_RAY_RESOURCE": RAY_RESOURCE},
+            "resources": {RAY_RESOURCE: config.tp}}
 
 
 def _mp_method(config: Config) -> str:
@@ -242,6 +257,13 @@ class LogTap:
                 if needle in line:
                     found[phase] = t
         return found
+
+    def root_cause(self) -> str | None:
+        """The last exception a child logged (`SomeError: text`), without the log prefix."""
+        for _, line in reversed(self.lines):
+            if m := re.search(r"\b([A-Z]\w*(?:Error|Exception)): (.+)$", line):
+                return f"{m.group(1)}: {m.group(2).strip()}"[:500]
+        return None
 
     def stop(self) -> None:
         """Put the original fds back; children still holding the pipe only keep the daemon thread alive."""
