@@ -31,11 +31,12 @@ STYLE = {
     "font.size": 9, "axes.titlesize": 10, "axes.grid": True, "grid.alpha": 0.3,
     "axes.spines.top": False, "axes.spines.right": False, "svg.fonttype": "none", "svg.hashsalt": "forkspawn",
 }
-KNOWN_METHOD_COLORS = {"fork": "#1f77b4", "spawn": "#ff7f0e", "forkserver": "#2ca02c", "forkserver-preload": "#d62728"}
-EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+KNOWN_METHOD_COLORS = {"fork": "#1f77b4", "spawn": "#ff7f0e", "forkserver": "#2ca02c", "forkserver-preload": "#d62728",
+                       "ray": "#9467bd"}
+EXTRA_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79"]
 STATUS_COLORS = {"works": "#b7e1b0", "fails": "#f4a6a6", "hangs": "#f8d08a", "n/a": "#e6e6e6", "mixed": "#f8e7a0"}
 PHASE_LABELS = {
-    "process_entry": "process created", "imports_done": "imports (torch)", "device_ready": "device set-up",
+    "cluster_joined": "Ray cluster joined", "process_entry": "process created", "imports_done": "imports (torch)", "device_ready": "device set-up",
     "dist_initialized": "distributed init", "weights_loaded": "weights loaded", "first_token": "first token",
     "ready": "warm-up until ready",
 }

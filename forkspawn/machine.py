@@ -137,3 +137,10 @@ def _cpu_model() -> str:
 
 def _text(x: bytes | str) -> str:
     return x.decode() if isinstance(x, bytes) else x
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

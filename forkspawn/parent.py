@@ -9,12 +9,9 @@ this module as `__mp_main__`.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any
 
 
 def main(config_path: str, result_path: str) -> int:
@@ -25,10 +22,10 @@ def main(config_path: str, result_path: str) -> int:
 
     config = Config.from_json(Path(config_path).read_text())
     try:
-        from . import engines, parent_state
+        from . import engines, parent_state, ray_cluster
 
         state = parent_state.prepare(config)
-        with _cluster(config) as cluster:
+        with ray_cluster.for_run(config) as cluster:  # Ray's method needs one before the start request
             run = engines.adapter(config.engine).run_once(config, state)
         if cluster and cluster["local"]:
             run.notes.append(f"local Ray head started in {cluster['start_s']:.1f} s, before the start request")
@@ -36,18 +33,6 @@ def main(config_path: str, result_path: str) -> int:
         run = Run(status="error", error=f"parent failed: {traceback.format_exc(limit=-3).strip()}")
     write_json_atomic(Path(result_path), run.to_dict())
     return 0
-
-
-def _cluster(config: Any) -> contextlib.AbstractContextManager:
-    """Ray's ranks need a cluster before the start request: one for this run, outside the timed
-    region, with what the engine adapter asks of it (`ray_head(config)`: env, resources)."""
-    if config.method != "ray":
-        return contextlib.nullcontext()
-    from . import engines, machine, ray_cluster
-
-    options = getattr(engines.adapter(config.engine), "ray_head", lambda config: {})(config)
-    gpus = len(machine.gpus()) if config.device == "cuda" else 0
-    return ray_cluster.cluster(len(os.sched_getaffinity(0)), gpus, **options)
 
 
 if __name__ == "__main__":

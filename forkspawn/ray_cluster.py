@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
+from . import machine
 from .clock import now
 from .launcher import GroupFailure
 from .leftovers import tagged_processes
@@ -56,6 +57,18 @@ def unavailable() -> str | None:
 # switch token auth on and write ~/.ray/auth_token.
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled",
              "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0"}
+
+
+def for_run(config: Any) -> contextlib.AbstractContextManager:
+    """The cluster a run of `config` needs, outside its timed region: none but for the `ray`
+    method, and then with what the engine adapter asks of it (`ray_head(config)`: env, resources)."""
+    if config.method != "ray":
+        return contextlib.nullcontext()
+    from . import engines
+
+    options = getattr(engines.adapter(config.engine), "ray_head", lambda config: {})(config)
+    gpus = len(machine.gpus()) if config.device == "cuda" else 0
+    return cluster(len(os.sched_getaffinity(0)), gpus, **options)
 
 
 @contextlib.contextmanager
@@ -87,7 +100,7 @@ def _local_head(num_cpus: int, num_gpus: int, resources: dict[str, float] | None
     global _running_head
     marker = uuid.uuid4().hex
     temp = Path(tempfile.mkdtemp(prefix="forkspawn-ray-", dir=_short_tmp()))
-    port = free_port()
+    port = machine.free_port()
     env = {**os.environ, HEAD_ENV: marker}
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--node-ip-address=127.0.0.1",
            f"--port={port}", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
@@ -159,12 +172,6 @@ def _role(p: psutil.Process) -> str:
         if key in cmd:
             return name
     return p.name()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _short_tmp() -> str:

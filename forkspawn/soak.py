@@ -36,18 +36,19 @@ def snapshot(on_gpu: bool) -> dict[str, float]:
 
 def soak(config: Config, cycles: int) -> dict[str, Any]:
     """Cycle a worker group `cycles` times; per-cycle resources and their growth."""
-    from . import parent_state
+    from . import parent_state, ray_cluster
     from .engines import torch_tp
     from .measure import resolve
 
     config = resolve(config)
     state = parent_state.prepare(config)
     rows, failures = [], []
-    for i in range(cycles):
-        run = torch_tp.run_once(config, dict(state))
-        if run.status != "ok":
-            failures.append(f"cycle {i}: {run.status}: {run.error}")
-        rows.append(snapshot(config.device == "cuda"))
+    with ray_cluster.for_run(config):
+        for i in range(cycles):
+            run = torch_tp.run_once(config, dict(state))
+            if run.status != "ok":
+                failures.append(f"cycle {i}: {run.status}: {run.error}")
+            rows.append(snapshot(config.device == "cuda"))
     settled = rows[WARMUP:] if len(rows) > WARMUP + 1 else rows
     growth = {k: 100 * _slope([r[k] for r in settled]) for k in rows[0]} if len(settled) > 1 else {}
     return {"method": config.method, "tp": config.tp, "cycles": cycles, "warmup_cycles": WARMUP,

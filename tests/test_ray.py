@@ -3,7 +3,6 @@ actors, verified from /proc, Ray's own processes measured, and nothing of Ray le
 
 from __future__ import annotations
 
-import os
 import time
 
 import psutil

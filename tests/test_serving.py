@@ -9,6 +9,7 @@ import sys
 import psutil
 import pytest
 
+from forkspawn import machine
 from forkspawn.engines import serving
 
 # A "server" that forks a worker and never answers, like an engine stuck loading its model.
@@ -16,7 +17,7 @@ SILENT = "import os, time; os.fork(); time.sleep(600)"
 
 
 def test_a_server_that_never_answers_times_out_and_is_stopped() -> None:
-    port = serving.free_port()
+    port = machine.free_port()
     proc = serving.start_group([sys.executable, "-c", SILENT], env={})
     try:
         with pytest.raises(TimeoutError, match="test server did not answer within 1 s"):

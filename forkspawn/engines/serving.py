@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -22,12 +21,6 @@ from ..record import Run
 from ..tokenizer import sample_prompt
 
 HTTP_TIMEOUT_S = 600.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_group(cmd: list[str], env: dict[str, str], stdout: Any = None) -> subprocess.Popen:

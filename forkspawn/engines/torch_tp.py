@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import socket
 import statistics
 from typing import Any
 
-from .. import memory, methods, ray_cluster
+from .. import machine, memory, methods, ray_cluster
 from ..config import Config
 from ..launcher import GroupFailure, WorkerGroup
 from ..checkpoint import ModelSpec, resolve_checkpoint
@@ -25,7 +24,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     run = Run(parent_state=parent_state, engine_version=importlib.metadata.version("torch"))
     checkpoint = resolve_checkpoint(config.model, config.cache_path())
     ctx, forkserver = methods.context(config.method, config.forkserver)
-    port = _free_port()
+    port = machine.free_port()
     specs = [
         {
             "rank": r,
@@ -100,7 +99,3 @@ def _prestarted(group: WorkerGroup) -> list[str]:
             if (created := methods.process_start(pid)) is not None and created < requested[rank] - 0.02]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

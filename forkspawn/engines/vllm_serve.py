@@ -27,13 +27,13 @@ from typing import Any
 
 import psutil
 
-from .. import memory, methods
+from .. import machine, memory, methods
 from ..checkpoint import ModelSpec, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import ProcessMemory, Run
 from ..tokenizer import ensure_tokenizer
-from .serving import completion_throughput, free_port, http_json, one_line, start_group, stop_group, wait_answering
+from .serving import completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
 from .vllm import (PHASES, LogTap, _cmd, _phases, _set_environment, cpu_notes, engine_processes, engine_version,
                    thread_notes, unavailable)
 
@@ -49,7 +49,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     spec = ModelSpec.from_hf(checkpoint)
     on_cpu = config.device == "cpu"
     run.notes += _set_environment(config, on_cpu)  # into os.environ, which the server inherits
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{machine.free_port()}"
     cmd = [sys.executable, "-m", SERVER_MODULE, "--model", str(checkpoint), "--host", "127.0.0.1",
            "--port", url.rsplit(":", 1)[1], "--max-model-len", str(min(256, spec.max_position_embeddings)),
            "--tensor-parallel-size", str(config.tp), "--distributed-executor-backend", "mp", "--seed", "0",

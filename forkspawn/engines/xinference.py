@@ -35,13 +35,13 @@ from typing import Any
 
 import psutil
 
-from .. import memory, methods
+from .. import machine, memory, methods
 from ..checkpoint import ModelSpec, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
 from ..tokenizer import ensure_tokenizer
-from .serving import HTTP_TIMEOUT_S, completion_throughput, free_port, http_json, one_line, start_group, stop_group, wait_answering
+from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
 
 PHASES = ("start_requested", "server_ready", "launch_requested", "ready")
 SERVER_START_TIMEOUT_S = 180.0
@@ -116,7 +116,7 @@ class Server:
     """One `xinference-local` process group and an authenticated HTTP session with it."""
 
     def __init__(self, home: Path):
-        self.home, self.port = home, free_port()
+        self.home, self.port = home, machine.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.token: str | None = None
