@@ -38,9 +38,10 @@ from .launcher import GroupFailure
 from .leftovers import tagged_processes
 
 HEAD_ENV = "FORKSPAWN_RAY_HEAD"  # marks every process of a head we started, so it can be stopped exactly
-# Unix socket paths (<temp dir>/session_<date>_<pid>/sockets/plasma_store, about 63 bytes
-# below the temp dir) must stay under 108 bytes: the head's temp dir goes in a short parent.
-MAX_TMP_PARENT = 28
+# Unix socket paths (<temp dir>/session_<date>_<pid>/sockets/plasma_store, up to 62 bytes
+# below the temp dir) must stay under 108 bytes: the head's temp dir may have 45 at most.
+MAX_TEMP_DIR = 45
+TEMP_PREFIX = "forkspawn-ray-"  # + 8 random characters (mkdtemp)
 _running_head: str | None = None  # the marker of the head this process started, while it runs
 
 
@@ -99,7 +100,7 @@ def cluster(num_cpus: int, num_gpus: int, env: dict[str, str] | None = None,
 def _local_head(num_cpus: int, num_gpus: int, resources: dict[str, float] | None) -> Iterator[dict[str, Any]]:
     global _running_head
     marker = uuid.uuid4().hex
-    temp = Path(tempfile.mkdtemp(prefix="forkspawn-ray-", dir=_short_tmp()))
+    temp = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=_short_tmp()))
     port = machine.free_port()
     env = {**os.environ, HEAD_ENV: marker}
     cmd = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--node-ip-address=127.0.0.1",
@@ -177,7 +178,7 @@ def _role(p: psutil.Process) -> str:
 def _short_tmp() -> str:
     """TMPDIR if short enough for Ray's socket paths (a measurement's own may be deep), else /tmp."""
     tmp = tempfile.gettempdir()
-    return tmp if len(tmp) <= MAX_TMP_PARENT else "/tmp"
+    return tmp if len(tmp) + 1 + len(TEMP_PREFIX) + 8 <= MAX_TEMP_DIR else "/tmp"
 
 
 def _disconnect() -> None:
