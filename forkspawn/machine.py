@@ -81,7 +81,7 @@ def describe() -> dict[str, Any]:
 
 
 def versions(*extra: str) -> dict[str, str | None]:
-    names = ("python", "forkspawn-bench", "torch", "psutil", "nvidia-ml-py", "asv_runner") + extra
+    names = ("python", "forkspawn-bench", "torch", "psutil", "nvidia-ml-py", "asv_runner", "ray") + extra
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in names[1:]:
         try:
