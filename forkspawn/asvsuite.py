@@ -256,7 +256,7 @@ class Startup(Grid):
 class Phases(Grid):
     """When each start-up phase ended for the slowest rank, in seconds since the start request."""
 
-    extra_params = [list(PHASES[1:])]
+    extra_params = [["cluster_joined"] + list(PHASES[1:])]  # cluster_joined: Ray only (skipped elsewhere)
     extra_param_names = ["phase"]
 
     def metric(self, phase: str) -> str:
