@@ -308,8 +308,13 @@ class RayProcess:
 
     def start(self) -> None:
         ray = self.ctx.join()
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # On this node, also in a multi-node cluster: the ranks meet (and reach the parent) on 127.0.0.1
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         resources = {"num_cpus": 1, "num_gpus": 1 if self.spec["device"] == "cuda" else 0}
-        self.actor = ray.remote(RankActor).options(name=f"{self.name}-{uuid.uuid4().hex[:8]}", **resources).remote()
+        self.actor = ray.remote(RankActor).options(name=f"{self.name}-{uuid.uuid4().hex[:8]}", scheduling_strategy=here,
+                                                   **resources).remote()
         self.actor.run.remote(self.target, self.spec, self.endpoint.address, self.endpoint.token)
 
     @property
