@@ -11,23 +11,34 @@ skipped (the adapter reports the engine unavailable).
 from forkspawn import asvsuite as suite
 from forkspawn.engines import vllm, vllm_serve, xinference
 
-_VLLM = dict(
-    engine="vllm",
+class _Vllm:
+    engine = "vllm"
     # vLLM has no forkserver. On CPU it always forces spawn, so an asked-for fork measures spawn
     # again (the tests show it): there the grid has spawn and the explicit fork override instead.
     # ray: vLLM's Ray executor (workers as actors of a local head, or of RAY_ADDRESS's cluster)
-    methods=("fork", "spawn", "ray") if suite.ON_GPU else ("spawn", "ray"),
-    variants={} if suite.ON_GPU else {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True}),
-                                      "ray-override": ("ray", {vllm.RAY_OVERRIDE_KEY: True})},
+    methods = ("fork", "spawn", "ray") if suite.ON_GPU else ("spawn", "ray")
+    variants = {} if suite.ON_GPU else {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True}),
+                                        "ray-override": ("ray", {vllm.RAY_OVERRIDE_KEY: True})}
     # a cold start takes about a minute on 2 cores: the parent states that differ (device ones) on GPUs only
-    states=suite.parent_states(with_device_states=True) if suite.ON_GPU else ["bare"],
-)
-# `vllm serve`: the same grid, but the server runs in its own interpreter, where no override can
-# reach vLLM's CPU platform: spawn only on CPU.
-_VLLM_SERVE = dict(engine="vllm-serve", methods=tuple(m for m in _VLLM["methods"] if m != "ray"), states=_VLLM["states"])
-# The server and its model processes are exec'd: our parent's state and start method never reach
-# them (/proc shows Xinference's own choice), so one state and, on CPU, one method suffice.
-_XINF = dict(engine="xinference", methods=("fork", "spawn") if suite.ON_GPU else ("spawn",), states=["bare"])
+    states = suite.parent_states(with_device_states=True) if suite.ON_GPU else ["bare"]
+
+
+class _VllmServe:
+    """`vllm serve`: the same grid, but the server runs in its own interpreter, where no override
+    can reach vLLM's CPU platform: spawn only on CPU; no Ray path here."""
+    engine = "vllm-serve"
+    methods = tuple(m for m in _Vllm.methods if m != "ray")
+    states = _Vllm.states
+
+
+class _Xinference:
+    """The server and its model processes are exec'd: our parent's state and start method never
+    reach them (/proc shows Xinference's own choice), so one state and, on CPU, one method suffice."""
+    engine = "xinference"
+    methods = ("fork", "spawn") if suite.ON_GPU else ("spawn",)
+    states = ["bare"]
+
+
 _PROCESSES = {"vllm": ["group", "parent", "engine-core", "ray"],
               "vllm-serve": ["group", "server", "engine-core"],
               "xinference": ["group", "parent", "server", "supervisor", "model", "engine-core"]}
@@ -38,55 +49,50 @@ def _memory(engine: str) -> list:
     return [_PROCESSES[engine] + ranks, ["uss", "pss", "rss"] + (["gpu"] if suite.ON_GPU else [])]
 
 
-class VllmStartup(suite.Startup):
-    engine, methods, variants, states = _VLLM["engine"], _VLLM["methods"], _VLLM["variants"], _VLLM["states"]
+# Each class names its engine's grid first (a plain class: asv's Grid reads it through the MRO).
+class VllmStartup(_Vllm, suite.Startup):
+    pass
 
 
-class VllmPhases(suite.Phases):
-    engine, methods, variants, states = _VLLM["engine"], _VLLM["methods"], _VLLM["variants"], _VLLM["states"]
+class VllmPhases(_Vllm, suite.Phases):
     extra_params = [list(vllm.PHASES[1:])]
 
 
-class VllmMemory(suite.Memory):
-    engine, methods, variants, states = _VLLM["engine"], _VLLM["methods"], _VLLM["variants"], _VLLM["states"]
+class VllmMemory(_Vllm, suite.Memory):
     extra_params = _memory("vllm")
 
 
-class VllmThroughput(suite.Throughput):
-    engine, methods, variants, states = _VLLM["engine"], _VLLM["methods"], _VLLM["variants"], _VLLM["states"]
+class VllmThroughput(_Vllm, suite.Throughput):
+    pass
 
 
-class VllmServeStartup(suite.Startup):
-    engine, methods, states = _VLLM_SERVE["engine"], _VLLM_SERVE["methods"], _VLLM_SERVE["states"]
+class VllmServeStartup(_VllmServe, suite.Startup):
+    pass
 
 
-class VllmServePhases(suite.Phases):
-    engine, methods, states = _VLLM_SERVE["engine"], _VLLM_SERVE["methods"], _VLLM_SERVE["states"]
+class VllmServePhases(_VllmServe, suite.Phases):
     extra_params = [list(vllm_serve.PHASES[1:])]
 
 
-class VllmServeMemory(suite.Memory):
-    engine, methods, states = _VLLM_SERVE["engine"], _VLLM_SERVE["methods"], _VLLM_SERVE["states"]
+class VllmServeMemory(_VllmServe, suite.Memory):
     extra_params = _memory("vllm-serve")
 
 
-class VllmServeThroughput(suite.Throughput):
-    engine, methods, states = _VLLM_SERVE["engine"], _VLLM_SERVE["methods"], _VLLM_SERVE["states"]
+class VllmServeThroughput(_VllmServe, suite.Throughput):
+    pass
 
 
-class XinferenceStartup(suite.Startup):
-    engine, methods, states = _XINF["engine"], _XINF["methods"], _XINF["states"]
+class XinferenceStartup(_Xinference, suite.Startup):
+    pass
 
 
-class XinferencePhases(suite.Phases):
-    engine, methods, states = _XINF["engine"], _XINF["methods"], _XINF["states"]
+class XinferencePhases(_Xinference, suite.Phases):
     extra_params = [list(xinference.PHASES[1:])]
 
 
-class XinferenceMemory(suite.Memory):
-    engine, methods, states = _XINF["engine"], _XINF["methods"], _XINF["states"]
+class XinferenceMemory(_Xinference, suite.Memory):
     extra_params = _memory("xinference")
 
 
-class XinferenceThroughput(suite.Throughput):
-    engine, methods, states = _XINF["engine"], _XINF["methods"], _XINF["states"]
+class XinferenceThroughput(_Xinference, suite.Throughput):
+    pass

@@ -12,17 +12,22 @@ import psutil
 RUN_TAG_ENV = "FORKSPAWN_RUN"  # set in every measurement's parent, inherited by all it starts
 
 
-def tagged_processes(env: str = RUN_TAG_ENV, value: str | None = None) -> list[psutil.Process]:
-    """Live processes whose environment has `env` (equal to `value`, if given), this one excepted."""
+def tagged_processes(env: str = RUN_TAG_ENV, value: str | None = None,
+                     session: int | None = None) -> list[psutil.Process]:
+    """Live processes whose environment has `env` (equal to `value`, if given), or that belong to
+    process session `session`, this one excepted."""
     found = []
     for p in psutil.process_iter():
         try:
             if p.pid == os.getpid() or p.status() == psutil.STATUS_ZOMBIE:
                 continue
+            if session is not None and os.getsid(p.pid) == session:
+                found.append(p)
+                continue
             tag = p.environ().get(env)
             if tag is not None and (value is None or tag == value):
                 found.append(p)
-        except psutil.Error:
+        except (ProcessLookupError, psutil.Error):
             pass
     return found
 

@@ -125,24 +125,13 @@ def reap(sid: int, tag: str, grace_s: float = 1.0) -> list[str]:
     The grace lets helpers that end with the parent (forkserver, resource tracker) go by themselves.
     """
     deadline = time.monotonic() + grace_s
-    while _leftovers(sid, tag) and time.monotonic() < deadline:
+    while leftovers.tagged_processes(value=tag, session=sid) and time.monotonic() < deadline:
         time.sleep(0.05)
     left = []
-    for p in _leftovers(sid, tag):
+    for p in leftovers.tagged_processes(value=tag, session=sid):
         try:
             left.append(f"{p.name()}[{p.pid}]")
             p.send_signal(signal.SIGKILL)
         except psutil.Error:
             pass
     return left
-
-
-def _leftovers(sid: int, tag: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter():
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE and (os.getsid(p.pid) == sid or p.environ().get(leftovers.RUN_TAG_ENV) == tag):
-                found.append(p)
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return found

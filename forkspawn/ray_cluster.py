@@ -32,10 +32,11 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
-from . import machine
+from . import machine, methods
 from .clock import now
 from .launcher import GroupFailure
 from .leftovers import tagged_processes
+from .record import ProcessMemory
 
 HEAD_ENV = "FORKSPAWN_RAY_HEAD"  # marks every process of a head we started, so it can be stopped exactly
 # Unix socket paths (<temp dir>/session_<date>_<pid>/sockets/plasma_store, up to 62 bytes
@@ -144,10 +145,10 @@ def head_processes(marker: str) -> list[psutil.Process]:
     return [found[pid] for pid in sorted(found)]
 
 
-def own_processes(exclude: set[int]) -> list[tuple[str, int]]:
-    """(name, PID) of the processes of the local head this process started (`exclude`: our
-    ranks), named after their role: gcs, raylet, Ray's agents and idle workers (numbered)."""
-    found: list[tuple[str, int]] = []
+def own_processes(exclude: set[int]) -> list[ProcessMemory]:
+    """The processes of the local head this process started (`exclude`: our ranks), with roles
+    named after what they do: ray-gcs, ray-raylet, Ray's agents and idle workers (numbered)."""
+    found: list[ProcessMemory] = []
     counts: dict[str, int] = {}
     procs = head_processes(_running_head) if _running_head else []
     for p in procs:
@@ -160,7 +161,8 @@ def own_processes(exclude: set[int]) -> list[tuple[str, int]]:
         with contextlib.suppress(psutil.Error):
             name = _role(p)
             n = counts[name] = counts.get(name, -1) + 1
-            found.append((f"ray-{name}" + (f"-{n}" if n else ""), p.pid))
+            role = f"ray-{name}" + (f"-{n}" if n else "")
+            found.append(ProcessMemory(role, None, p.pid, started_by=methods.started_by(p.pid)))
     return found
 
 

@@ -86,9 +86,7 @@ def _processes(group: WorkerGroup, forkserver: dict | None, ready: list[dict]) -
         procs.append(ProcessMemory("rank", rank, pid, started_by=methods.started_by(pid),
                                    torch_reserved_mib=info.get("torch_reserved_mib")))
     # Ray's own processes (a local head's GCS, raylet, agents, idle workers) are part of its cost
-    procs += [ProcessMemory(role, None, pid, started_by=methods.started_by(pid))
-              for role, pid in ray_cluster.own_processes(set(group.pids))]
-    return procs
+    return procs + ray_cluster.own_processes(set(group.pids))
 
 
 def _prestarted(group: WorkerGroup) -> list[str]:

@@ -115,8 +115,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
             run.processes.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
         run.processes += [ProcessMemory("rank", r, pid, started_by=methods.started_by(pid))
                           for r, pid in sorted(workers.items())]
-        run.processes += [ProcessMemory(role, None, pid, started_by=methods.started_by(pid))
-                          for role, pid in ray_cluster.own_processes(set(workers.values()))]
+        run.processes += ray_cluster.own_processes(set(workers.values()))
         # With Ray the ranks are actors and the engine core is vLLM's spawned process (its
         # started_by says so): the method is the ranks'.
         run.method_used = methods.method_used(([core] if core and backend == "mp" else []) + list(workers.values()))
