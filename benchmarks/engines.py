@@ -21,6 +21,9 @@ class _Vllm:
                                         "ray-override": ("ray", {vllm.RAY_OVERRIDE_KEY: True})}
     # a cold start takes about a minute on 2 cores: the parent states that differ (device ones) on GPUs only
     states = suite.parent_states(with_device_states=True) if suite.ON_GPU else ["bare"]
+    # torch.compile takes 30 s or more of every CPU cold start here, engine work that no start
+    # method avoids: the default and quick profiles leave it out, and the record's config says so
+    options = {vllm.KWARGS_KEY: {"enforce_eager": True}} if suite.PROFILE.cpu_eager and not suite.ON_GPU else {}
 
 
 class _VllmServe:
@@ -37,6 +40,7 @@ class _Xinference:
     engine = "xinference"
     methods = ("fork", "spawn") if suite.ON_GPU else ("spawn",)
     states = ["bare"]
+    tps = suite.tp_sizes() if suite.ON_GPU else [1]  # its CPU path (Transformers) has no tensor parallelism
 
 
 _PROCESSES = {"vllm": ["group", "parent", "engine-core", "ray"],

@@ -2,16 +2,18 @@
 measured once per asv run in `setup_cache`, every track returning its samples so that asv stores
 a median and a 99% CI.
 
-- HarnessOverhead: harness time-to-ready of a trivial rank minus a stdlib-only script's, per
-  method (ms; goal: at most max(1 ms, 1% of the bare start)). forkserver-preload is left out
+- HarnessOverhead: harness time-to-ready of a trivial rank minus a stdlib-only script's started
+  from a parent of the same size, per method (ms; goal: at most max(1 ms, 1% of the bare
+  start)), and what that parent's size adds to the script's start from a minimal parent. forkserver-preload is left out
   here: its server imports torch, seconds per start (`python -m forkspawn.quality overhead`).
 - MemoryProbes: the cost of one memory.probe over a parent and two torch-importing ranks (ms),
   and its disagreement with a direct parse of /proc/PID/smaps_rollup (MiB, worst process).
 """
 
 from forkspawn import quality
+from forkspawn.asvsuite import progress
 
-OVERHEAD_REPEAT = 6  # pairs of fresh interpreters per method: about 1-4 s per method here
+OVERHEAD_REPEAT = 6  # rounds of 3 fresh interpreters per method: about 2-6 s per method here
 
 
 class HarnessOverhead:
@@ -20,6 +22,7 @@ class HarnessOverhead:
     timeout = 600
 
     def setup_cache(self):
+        progress(f"quality: harness overhead, {OVERHEAD_REPEAT} rounds per method")
         return {m: quality.overhead(m, repeat=OVERHEAD_REPEAT) for m in quality.CHEAP_METHODS}
 
     setup_cache.timeout = 600
@@ -29,6 +32,12 @@ class HarnessOverhead:
         return {"samples": [h * 1e3 - b * 1e3 for h, b in zip(r["samples"]["harness_s"], r["samples"]["bare_s"])], "number": 1}
 
     track_overhead.unit = "ms"
+
+    def track_parent_size(self, cache, method):
+        r = cache[method]
+        return {"samples": [b * 1e3 - m * 1e3 for b, m in zip(r["samples"]["bare_s"], r["samples"]["minimal_s"])], "number": 1}
+
+    track_parent_size.unit = "ms"
 
     def track_bare_time_to_ready(self, cache, method):
         return {"samples": [b * 1e3 for b in cache[method]["samples"]["bare_s"]], "number": 1}
@@ -40,6 +49,7 @@ class MemoryProbes:
     timeout = 600
 
     def setup_cache(self):
+        progress("quality: memory probe cost and readers")
         return quality.probes(repeat=20, tp=2, import_torch=True)
 
     setup_cache.timeout = 600

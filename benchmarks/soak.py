@@ -1,6 +1,6 @@
 """Leaks under repetition: a parent starts and tears down a worker group many times."""
 
-from forkspawn.asvsuite import ON_GPU, soak_cycles
+from forkspawn.asvsuite import ON_GPU, progress, soak_cycles
 from forkspawn.config import METHODS
 from forkspawn.soak import soak_in_fresh_parent
 
@@ -14,7 +14,11 @@ class Soak:
     timeout = 3600
 
     def setup_cache(self) -> dict:
-        return {m: soak_in_fresh_parent(m, soak_cycles()) for m in METHODS}
+        results = {}
+        for m in METHODS:
+            progress(f"soak {m}: {soak_cycles()} start/teardown cycles")
+            results[m] = soak_in_fresh_parent(m, soak_cycles())
+        return results
 
     setup_cache.timeout = 7200
 

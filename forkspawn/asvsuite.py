@@ -19,7 +19,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,35 +44,60 @@ def _gpus() -> int:
 GPUS = _gpus()
 ON_GPU = GPUS > 0
 
-# Measurement profiles, chosen with FORKSPAWN_PROFILE. Users size them for their boxes.
-PROFILES: dict[str, dict[str, Any]] = {
-    "default": {"repeat": 5, "batches": (1, 16), "decode_steps": 32},
-    "brief": {"repeat": 3, "batches": (1, 16), "decode_steps": 32},  # for short GPU leases
-    "quick": {"repeat": 2, "batches": (1, 16), "decode_steps": 8},
-}
-# Cold starts of the real engines, which take tens of seconds each (vLLM compiles, Xinference
-# starts a server): fewer, so that the default profile stays within its time budget.
-ENGINE_REPEAT = {"default": 3, "brief": 2, "quick": 1}
-# Start/teardown cycles per method of the soak benchmark (FORKSPAWN_SOAK_CYCLES overrides).
-SOAK_CYCLES = {"default": 20, "brief": 10, "quick": 5
-}
+@dataclass(frozen=True)
+class Profile:
+    """What one `make bench` measures, chosen with FORKSPAWN_PROFILE. Every profile has the same
+    asv grid: the points a profile leaves out are skipped (`leaves_out`), so results line up."""
+
+    repeat: int  # cold starts per configuration of our workload
+    engine_repeat: int  # of a real engine, whose cold starts take tens of seconds
+    decode_steps: int
+    soak_cycles: int  # start/teardown cycles per method of the soak benchmark
+    single_rank: bool = True  # False: TP=1 only where an engine has no larger size (start methods collide in groups)
+    left_out: dict[str, tuple[str, ...]] = field(default_factory=dict)  # engine -> method labels not measured
+    cpu_eager: bool = False  # vLLM on CPU without torch.compile (config.extra.vllm_kwargs says so)
+    batches: tuple[int, ...] = (1, 16)
+
+    def leaves_out(self, engine: str, method: str, tp: int, tps: list[int]) -> str | None:
+        why = f"not in the {PROFILE_NAME} profile (FORKSPAWN_PROFILE=full measures it)"
+        if not self.single_rank and tp == 1 and max(tps) > 1:
+            return f"TP=1 is {why}: it measures groups of ranks"
+        if method in self.left_out.get(engine, ()):
+            return f"{engine} {method} is {why}"
+        return None
 
 
-def profile(engine: str = "torch-tp") -> dict[str, Any]:
-    name = os.environ.get("FORKSPAWN_PROFILE", "default")
-    if name not in PROFILES:
-        raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
+# repeat: the precision analysis (README, "Measurement quality") needs 5 cold starts to resolve
+# spawn vs fork at 99% on a noisy 2-core box, a real engine 3. `default` fits 15 minutes there
+# with the engines; `full` is every point (hours with the engines on 2 cores); `brief` is for
+# short GPU leases, `quick` a smoke run (n=2 resolves nothing).
+PROFILES: dict[str, Profile] = {
+    "full": Profile(repeat=5, engine_repeat=3, decode_steps=32, soak_cycles=20),
+    "default": Profile(repeat=5, engine_repeat=3, decode_steps=32, soak_cycles=10, single_rank=False,
+                       left_out={"vllm": ("ray-override",)}, cpu_eager=True),
+    "brief": Profile(repeat=3, engine_repeat=2, decode_steps=32, soak_cycles=10),
+    "quick": Profile(repeat=2, engine_repeat=1, decode_steps=8, soak_cycles=5, single_rank=False,
+                     left_out={"vllm": ("fork-override", "ray", "ray-override")}, cpu_eager=True),
+}
+PROFILE_NAME = os.environ.get("FORKSPAWN_PROFILE", "default")
+if PROFILE_NAME not in PROFILES:
+    raise ValueError(f"unknown FORKSPAWN_PROFILE {PROFILE_NAME!r}; valid: {', '.join(PROFILES)}")
+PROFILE = PROFILES[PROFILE_NAME]
+
+
+def measured(engine: str = "torch-tp") -> dict[str, Any]:
+    """The Config fields this profile sets for `engine`."""
     if engine != "torch-tp":
         # engines measure decoding as the difference of two timed requests: it needs enough steps
-        return {**PROFILES[name], "repeat": ENGINE_REPEAT[name], "decode_steps": max(32, PROFILES[name]["decode_steps"]),
-                "model": os.environ.get("FORKSPAWN_MODEL", "tiny")}
-    model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
-    return {**PROFILES[name], "model": model}
+        return {"repeat": PROFILE.engine_repeat, "decode_steps": max(32, PROFILE.decode_steps),
+                "batches": PROFILE.batches, "model": os.environ.get("FORKSPAWN_MODEL", "tiny")}
+    return {"repeat": PROFILE.repeat, "decode_steps": PROFILE.decode_steps, "batches": PROFILE.batches,
+            "model": os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")}
 
 
 def soak_cycles() -> int:
     cycles = os.environ.get("FORKSPAWN_SOAK_CYCLES", "")
-    return int(cycles) if cycles.isdigit() else SOAK_CYCLES[os.environ.get("FORKSPAWN_PROFILE", "default")]
+    return int(cycles) if cycles.isdigit() else PROFILE.soak_cycles
 
 
 def tp_sizes() -> list[int]:
@@ -104,16 +131,17 @@ def parent_states(with_device_states: bool = ON_GPU) -> list[str]:
 
 
 def config_of(engine: str, method: str, parent_state: str, tp: str,
-              variants: dict[str, tuple[str, dict]] | None = None) -> Config:
+              variants: dict[str, tuple[str, dict]] | None = None, options: dict | None = None) -> Config:
     """The measured configuration behind one point of the grid, in this profile.
 
     `variants` maps a method label to (method, Config.extra): labelled engine options such as
-    vLLM's fork override appear as extra values of the method axis.
+    vLLM's fork override appear as extra values of the method axis. `options` (Config.extra)
+    apply to every point.
     """
     check = "nvml" if parent_state == NVML_QUERIED else "runtime"
     method, extra = (variants or {}).get(method, (method, {}))
     return Config(engine=engine, method=method, parent_state=parent_state.removesuffix("-nvml"),
-                  cuda_check=check, tp=int(tp), extra=extra, **profile(engine))
+                  cuda_check=check, tp=int(tp), extra={**(options or {}), **extra}, **measured(engine))
 
 
 class Grid:
@@ -122,6 +150,8 @@ class Grid:
     engine = ""
     methods: tuple[str, ...] = METHODS
     variants: dict[str, tuple[str, dict]] = {}  # method label -> (method, Config.extra); see config_of
+    options: dict[str, Any] = {}  # Config.extra of every point
+    tps: list[int] = tp_sizes()
     # Only Startup lists every parent state (the others are skipped there, showing the
     # compatibility grid); the detailed classes list what can run, to keep asv's runs short.
     states: list[str] = parent_states()
@@ -132,7 +162,7 @@ class Grid:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.engine:
-            cls.params = [[cls.engine], list(cls.methods) + list(cls.variants), list(cls.states), [str(tp) for tp in tp_sizes()]] + getattr(cls, "extra_params", [])
+            cls.params = [[cls.engine], list(cls.methods) + list(cls.variants), list(cls.states), [str(tp) for tp in cls.tps]] + getattr(cls, "extra_params", [])
             cls.param_names = Grid.param_names + getattr(cls, "extra_param_names", [])
 
     def setup_cache(self) -> str:
@@ -146,7 +176,9 @@ class Grid:
         wanted = os.environ.get("FORKSPAWN_ENGINES")  # set per asv environment: the engines it measures
         if wanted and engine not in wanted.split(","):
             raise NotImplementedError(f"{engine} is measured in another environment (FORKSPAWN_ENGINES={wanted})")
-        config = config_of(engine, method, parent_state, tp, self.variants)
+        if reason := PROFILE.leaves_out(engine, method, int(tp), self.tps):
+            raise NotImplementedError(reason)
+        config = config_of(engine, method, parent_state, tp, self.variants, self.options)
         self.record = cached_record(token, config, _conf_dir(self), "|".join((engine, method, parent_state, tp)))
         if self.record["status"] == "skipped":
             raise NotImplementedError(self.record["error"])
@@ -180,7 +212,7 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
             rec = json.loads(line)
             if rec.get("asv_token") == token and rec.get("asv_key") == key:
                 return rec
-    rec = measure(config, progress=_progress)
+    rec = measure(config, progress=progress)
     rec.update(asv_token=token, asv_key=key, asv_params=asv_params, asv_commit=_commit(conf_dir), asv_env=_env_name())
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write() of one line to an O_APPEND file: readers see the whole line or none of it.
@@ -189,7 +221,7 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
         os.write(fd, (json.dumps(rec, allow_nan=False) + "\n").encode())
     finally:
         os.close(fd)
-    _progress(f"{label(config)}: {rec['status']}")
+    progress(f"{label(config)}: {rec['status']}")
     return rec
 
 
@@ -226,12 +258,12 @@ def _env_name() -> str:
     return os.environ.get("ASV_ENV_NAME", "existing")
 
 
-def _progress(line: str) -> None:
+def progress(line: str) -> None:
     """asv shows a benchmark's output only at its end: progress goes to a file `make bench` follows."""
     target = os.environ.get("FORKSPAWN_PROGRESS")
     if target:
         with open(target, "a") as f:
-            f.write(line + "\n")
+            f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
 class Startup(Grid):
@@ -287,7 +319,7 @@ class Memory(Grid):
 class Throughput(Grid):
     """Steady-state greedy decoding after warm-up, at fixed batch sizes."""
 
-    extra_params = [[str(b) for b in profile()["batches"]]]
+    extra_params = [[str(b) for b in PROFILE.batches]]
     extra_param_names = ["batch"]
 
     def metric(self, batch: str) -> str:

@@ -91,10 +91,10 @@ class WorkerGroup:
                 except EOFError:
                     continue  # the pipe closed: the sentinel reports the death
                 if msg[0] == "phase":
-                    self.stamps.append((rank, msg[1], msg[2]))
-                    self.current[rank] = msg[1]
-                elif msg[0] == "facts":
-                    self.facts[rank].update(msg[1])
+                    _, name, t, facts = msg
+                    self.stamps.append((rank, name, t))
+                    self.current[rank] = name
+                    self.facts[rank].update(facts)
                 elif msg[0] == "error":
                     raise self._failure(rank, _reported(msg))
                 else:

@@ -4,9 +4,8 @@ Every function reuses the harness itself (launcher.WorkerGroup, methods.context,
 stats.summarize) and compares it with something that does not share its code: a stdlib-only
 script, a direct parse of /proc, `python -X importtime`, `nvidia-smi`, the kernel's mincore().
 
-Spawned and forkserver children import this module to find `trivial_rank`, so the module level
-imports only the standard library and `clock`: whatever it imported would land in the very
-start-up times it measures. Everything heavier is imported inside the functions.
+The trivial rank and the harness's cold start live in `trivial.py`, which spawned children
+import. Everything heavier than the standard library is imported inside the functions here.
 
 CLI: python -m forkspawn.quality {overhead,probes,validity,pagecache,precision RECORDS.jsonl}
      [--repeat N] [--methods ...] [--json]
@@ -19,61 +18,14 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .clock import now
-
-if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
+from .trivial import group as _group
 
 MIB = 1024 * 1024
 METHODS = ("fork", "spawn", "forkserver", "forkserver-preload")
 CHEAP_METHODS = ("fork", "spawn", "forkserver")  # preload imports torch into the server: seconds per start
-
-
-# --- a trivial rank: the launcher's protocol, nothing else ------------------------------------
-
-def trivial_rank(spec: dict[str, Any], conn: "Connection") -> None:
-    """Speaks rank_main's protocol (facts, phases, ready, result, stop) without any work.
-
-    With spec["import_torch"] it imports torch first, so that probes see a realistic address space.
-    """
-    entered = now()
-    conn.send(("facts", {"pid": os.getpid(), "torch_at_entry": "torch" in sys.modules}))
-    conn.send(("phase", "process_entry", entered))
-    if spec.get("import_torch"):
-        import torch  # noqa: F401
-
-        conn.send(("phase", "imports_done", now()))
-    conn.send(("phase", "ready", now()))
-    conn.send(("ready", {}))
-    while True:
-        msg = conn.recv()
-        if msg[0] == "stop":
-            return
-        conn.send(("result", None))
-
-
-def _group(method: str, tp: int, import_torch: bool = False):
-    from .launcher import WorkerGroup
-    from .methods import context
-
-    ctx, _ = context(method)
-    return WorkerGroup(ctx, [{"rank": r, "import_torch": import_torch} for r in range(tp)], target=trivial_rank)
-
-
-def _harness_once(method: str, tp: int) -> dict[str, float]:
-    """One cold start of trivial ranks through the harness; run in a fresh interpreter (the
-    forkserver is process-global, and a fresh parent is what `measure` uses too)."""
-    group = _group(method, tp)
-    try:
-        group.start()
-        group.wait_ready(60)
-        phases = group.phases()
-    finally:
-        group.close()
-    return {"ready_s": max(p.t_s for p in phases if p.name == "ready"),
-            "entry_s": max(p.t_s for p in phases if p.name == "process_entry")}
 
 
 # The independent reference: the standard library only, its own target, its own clock reads.
@@ -85,6 +37,7 @@ def entry(conn):
     conn.recv()
 
 if __name__ == "__main__":
+    # PARENT_IMPORTS
     method, tp = sys.argv[1], int(sys.argv[2])
     ctx = mp.get_context("forkserver" if method.startswith("forkserver") else method)
     if method == "forkserver-preload":
@@ -109,39 +62,52 @@ if __name__ == "__main__":
 '''
 
 
-def overhead(method: str, repeat: int = 10, tp: int = 1) -> dict[str, Any]:
-    """Harness time-to-ready of trivial ranks vs the bare stdlib script, same method, `repeat` pairs.
+# What the harness variant's parent has imported when it forks (see overhead): the same-parent
+# reference imports it too, inside its main guard so that spawned children do not.
+HARNESS_PARENT_IMPORTS = "import forkspawn.launcher, forkspawn.methods, forkspawn.trivial"
 
-    Each sample is a fresh interpreter; the two variants alternate, and which goes first
-    alternates too, so drift in the machine's load hits both alike. The overhead is the median
-    of the paired differences, with asv's 99% CI; the goal is max(1 ms, 1% of bare).
+
+def overhead(method: str, repeat: int = 10, tp: int = 1) -> dict[str, Any]:
+    """Harness time-to-ready of trivial ranks vs the bare stdlib script, same method, `repeat` rounds.
+
+    Three variants, each a fresh interpreter: the harness; the bare script in a parent of the
+    harness's size (it imports the harness's modules first, and uses none of them); the bare
+    script in a minimal parent. A forked child's start grows with its parent (page tables, COW
+    faults), so the overhead, the harness's own cost, is harness minus same-size bare; the
+    `parent_size_s` line (same-size minus minimal) shows what the modules of any parent cost a
+    fork. Variants rotate so that drift in the machine's load hits all alike. Medians of the
+    paired differences with asv's 99% CI; the goal is max(1 ms, 1% of bare).
     """
     import subprocess
     import tempfile
 
     from .stats import summarize
 
-    harness, bare = [], []
+    times: dict[str, list[float]] = {"harness": [], "bare": [], "minimal": []}
     with tempfile.TemporaryDirectory(prefix="forkspawn-quality-") as tmp:
-        script = Path(tmp, "bare_start.py")
-        script.write_text(BARE_SCRIPT)
-        cmds = {"harness": [sys.executable, "-m", "forkspawn.quality", "_harness", method, str(tp)],
-                "bare": [sys.executable, str(script), method, str(tp)]}
+        minimal, same = Path(tmp, "bare_start.py"), Path(tmp, "bare_start_same_parent.py")
+        minimal.write_text(BARE_SCRIPT)
+        same.write_text(BARE_SCRIPT.replace("# PARENT_IMPORTS", HARNESS_PARENT_IMPORTS))
+        cmds = {"harness": [sys.executable, "-m", "forkspawn.trivial", method, str(tp)],
+                "bare": [sys.executable, str(same), method, str(tp)],
+                "minimal": [sys.executable, str(minimal), method, str(tp)]}
+        order = list(cmds)
         for i in range(repeat):
-            for variant in (("harness", "bare") if i % 2 == 0 else ("bare", "harness")):
+            for variant in order[i % 3:] + order[:i % 3]:
                 out = subprocess.run(cmds[variant], capture_output=True, text=True, timeout=300, cwd=tmp)
                 if out.returncode != 0:
                     raise RuntimeError(f"{variant} start with {method} failed: {out.stderr.strip()[-800:]}")
-                (harness if variant == "harness" else bare).append(json.loads(out.stdout.splitlines()[-1])["ready_s"])
-    diffs = [h - b for h, b in zip(harness, bare)]
-    d, b = summarize(diffs), summarize(bare)
+                times[variant].append(json.loads(out.stdout.splitlines()[-1])["ready_s"])
+    harness, bare, minimal_s = times["harness"], times["bare"], times["minimal"]
+    d, b = summarize([h - x for h, x in zip(harness, bare)]), summarize(bare)
     limit = max(1e-3, 0.01 * b["median"])
     return {"method": method, "tp": tp, "n": repeat,
-            "harness_s": summarize(harness), "bare_s": b, "overhead_s": d,
+            "harness_s": summarize(harness), "bare_s": b, "minimal_s": summarize(minimal_s), "overhead_s": d,
+            "parent_size_s": summarize([x - m for x, m in zip(bare, minimal_s)]),
             "overhead_rel": d["median"] / b["median"], "limit_s": limit,
             # met: the whole 99% CI is within the goal; missed: the whole CI is above it
             "goal": "met" if (d["ci_high"] or math.inf) <= limit else "missed" if (d["ci_low"] or -math.inf) > limit else "unresolved",
-            "samples": {"harness_s": harness, "bare_s": bare}}
+            "samples": {"harness_s": harness, "bare_s": bare, "minimal_s": minimal_s}}
 
 
 def import_tax(repeat: int = 5) -> dict[str, Any]:
@@ -689,12 +655,15 @@ def _cv(st: dict[str, Any]) -> str:
 def _table(command: str, result: Any) -> str:
     lines = []
     if command == "overhead":
-        lines.append("method              harness ttr (99% CI)          bare ttr (99% CI)             "
+        lines.append("method              harness ttr (99% CI)          bare, same parent (99% CI)    "
                      "overhead (99% CI)            rel     goal")
         for r in result["methods"]:
             lines.append(f"{r['method']:<19} {_fmt_ms(r['harness_s']):<29} {_fmt_ms(r['bare_s']):<29} "
                          f"{_fmt_ms(r['overhead_s']):<28} {r['overhead_rel'] * 100:5.1f}%  "
                          f"{r['goal']} (<= {r['limit_s'] * 1e3:.2f} ms), n={r['n']}")
+        lines.append("bare in a minimal parent, and what the harness-sized parent adds to it (same-size minus minimal):")
+        for r in result["methods"]:
+            lines.append(f"{r['method']:<19} {_fmt_ms(r['minimal_s']):<29} {_fmt_ms(r['parent_size_s'])}")
         t = result["import_tax"]
         lines.append(f"harness imports in a real spawned rank before its first stamp: {_fmt_ms(t['seconds'])} gross, "
                      f"{_fmt_ms(t['net_seconds'])} net of what the rank imports anyway, n={t['seconds']['n']}")
@@ -798,9 +767,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["_harness"]:  # one cold start for `overhead`, in this fresh interpreter
-        print(json.dumps(_harness_once(sys.argv[2], int(sys.argv[3]))))
-        sys.exit(0)
     if sys.argv[1:2] == ["_call"]:  # see _fresh
         print(json.dumps(globals()[sys.argv[2]](**json.loads(sys.argv[3]))))
         sys.exit(0)

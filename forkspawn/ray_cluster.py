@@ -122,8 +122,11 @@ def _local_head(num_cpus: int, num_gpus: int, resources: dict[str, float] | None
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def stop(marker: str, grace_s: float = 5.0) -> None:
-    """Stop every process of the head marked `marker`: SIGTERM, then SIGKILL after `grace_s`."""
+def stop(marker: str, grace_s: float = 1.0) -> None:
+    """Stop every process of the head marked `marker`: SIGTERM, then SIGKILL after `grace_s`.
+
+    A short grace: the GCS and raylet take more than 5 s to honour SIGTERM on 2 cores (5 s of
+    every Ray cold start), and what they would flush lives in the temp dir removed next."""
     procs = head_processes(marker)
     for p in procs:
         with contextlib.suppress(psutil.Error):

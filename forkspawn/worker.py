@@ -4,8 +4,9 @@ This module is the target that spawn and forkserver children import by name, so 
 nothing heavy at module level: under spawn the `imports_done` phase must contain the cost of
 importing torch, and a `bare` parent must stay free of torch.
 
-Protocol over the rank's pipe (tuples): the rank sends ("facts", dict), ("phase", name, t),
-("ready", dict), ("result", dict) and ("error", phase, text); the parent sends
+Protocol over the rank's pipe (tuples): the rank sends ("phase", name, t, facts), ("ready", dict),
+("result", dict) and ("error", phase, text), facts being what the parent verifies (pid, ...) and
+riding on a phase message, one pickle and one wake-up of the parent fewer; the parent sends
 ("decode", batches, warmup_steps, steps) and ("stop",).
 """
 
@@ -34,23 +35,21 @@ def rank_main(spec: dict[str, Any], conn: Connection) -> None:
     rank = spec["rank"]
     phase = "process_entry"  # the phase in progress, which an error is reported in
 
-    def stamp(name: str, t: float | None = None) -> None:
+    def stamp(name: str, t: float | None = None, facts: dict[str, Any] | None = None) -> None:
         nonlocal phase
         faults.at(rank, name)
-        conn.send(("phase", name, now() if t is None else t))
+        conn.send(("phase", name, now() if t is None else t, facts or {}))
         phase = PHASES[PHASES.index(name) + 1] if name != "ready" else "serving"
 
     try:
-        conn.send(("facts", {"pid": os.getpid(), "torch_at_entry": "torch" in sys.modules}))
-        stamp("process_entry", entered)
+        stamp("process_entry", entered, {"pid": os.getpid(), "torch_at_entry": "torch" in sys.modules})
         import torch
         import torch.distributed as dist
 
         from .model import TPDecoder, dtype_for
 
         # torch's own record of an unsafe fork (a CUDA runtime inherited from the parent)
-        conn.send(("facts", {"bad_fork": bool(torch.cuda._is_in_bad_fork())}))
-        stamp("imports_done")
+        stamp("imports_done", facts={"bad_fork": bool(torch.cuda._is_in_bad_fork())})
 
         if spec["device"] == "cuda":
             device = torch.device("cuda", spec.get("device_index", rank))

@@ -50,6 +50,7 @@ RAY_RESOURCE = "vllm_cpu"
 METHOD_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
 PROMPT_LEN = 16
 KWARGS_ENV = "FORKSPAWN_VLLM_KWARGS"  # JSON object of extra LLM(...) arguments, e.g. {"enforce_eager": true}
+KWARGS_KEY = "vllm_kwargs"  # the same in Config.extra (a profile's choice, recorded with the configuration)
 OMP_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY", "KMP_AFFINITY", "LD_PRELOAD")
 # Log lines that end a phase, and the phase; matched anywhere in a line, last occurrence wins.
 LOG_PHASES = (("Model loading took", "weights_loaded"), ("Loading weights took", "weights_loaded"),
@@ -76,12 +77,13 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     if config.method not in ("fork", "spawn", "ray"):
         return run.fail("skipped", f"vLLM starts workers with fork, spawn or Ray only, not {config.method!r}")
     try:
-        kwargs = json.loads(os.environ.get(KWARGS_ENV) or "{}")
-        assert isinstance(kwargs, dict)
+        from_env = json.loads(os.environ.get(KWARGS_ENV) or "{}")
+        assert isinstance(from_env, dict)
     except (ValueError, AssertionError):
         return run.fail("error", f"{KWARGS_ENV} must be a JSON object of LLM() arguments, got {os.environ[KWARGS_ENV]!r}")
+    kwargs = {**config.extra.get(KWARGS_KEY, {}), **from_env}
     if kwargs:
-        run.notes.append(f"LLM kwargs from {KWARGS_ENV}: {json.dumps(kwargs, sort_keys=True)}")
+        run.notes.append(f"LLM kwargs (config.extra.{KWARGS_KEY}, then {KWARGS_ENV}): {json.dumps(kwargs, sort_keys=True)}")
     checkpoint = ensure_tokenizer(resolve_checkpoint(config.model, config.cache_path()), config.cache_path())
     override = bool(config.extra.get(OVERRIDE_KEY))
     on_cpu = config.device == "cpu"
