@@ -14,6 +14,8 @@ class Soak:
     timeout = 3600
 
     def setup_cache(self) -> dict:
+        if not soak_cycles():
+            return {}  # not in this profile: setup skips every method
         results = {}
         for m in METHODS:
             progress(f"soak {m}: {soak_cycles()} start/teardown cycles")
@@ -21,6 +23,10 @@ class Soak:
         return results
 
     setup_cache.timeout = 7200
+
+    def setup(self, results: dict, method: str) -> None:
+        if not results:
+            raise NotImplementedError("the soak is not in this profile (FORKSPAWN_PROFILE=full or brief runs it)")
 
     def track_rss_growth(self, results: dict, method: str) -> float:
         return results[method]["growth_per_100_cycles"]["rss_mib"]

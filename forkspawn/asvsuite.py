@@ -44,6 +44,7 @@ def _gpus() -> int:
 GPUS = _gpus()
 ON_GPU = GPUS > 0
 
+
 @dataclass(frozen=True)
 class Profile:
     """What one `make bench` measures, chosen with FORKSPAWN_PROFILE. Every profile has the same
@@ -52,32 +53,39 @@ class Profile:
     repeat: int  # cold starts per configuration of our workload
     engine_repeat: int  # of a real engine, whose cold starts take tens of seconds
     decode_steps: int
-    soak_cycles: int  # start/teardown cycles per method of the soak benchmark
+    soak_cycles: int  # start/teardown cycles per method of the soak benchmark (0: not run)
+    repeat_of: dict[str, int] = field(default_factory=dict)  # engine -> cold starts, where fewer suffice
     single_rank: bool = True  # False: TP=1 only where an engine has no larger size (start methods collide in groups)
-    left_out: dict[str, tuple[str, ...]] = field(default_factory=dict)  # engine -> method labels not measured
+    left_out: tuple[str, ...] = ()  # "engine method [parent_state]": points not measured
     cpu_eager: bool = False  # vLLM on CPU without torch.compile (config.extra.vllm_kwargs says so)
     batches: tuple[int, ...] = (1, 16)
 
-    def leaves_out(self, engine: str, method: str, tp: int, tps: list[int]) -> str | None:
+    def leaves_out(self, engine: str, method: str, parent_state: str, tp: int, tps: list[int]) -> str | None:
         why = f"not in the {PROFILE_NAME} profile (FORKSPAWN_PROFILE=full measures it)"
         if not self.single_rank and tp == 1 and max(tps) > 1:
             return f"TP=1 is {why}: it measures groups of ranks"
-        if method in self.left_out.get(engine, ()):
-            return f"{engine} {method} is {why}"
+        if f"{engine} {method}" in self.left_out or f"{engine} {method} {parent_state}" in self.left_out:
+            return f"{engine} {method} from a {parent_state} parent is {why}"
         return None
 
 
-# repeat: the precision analysis (README, "Measurement quality") needs 5 cold starts to resolve
-# spawn vs fork at 99% on a noisy 2-core box, a real engine 3. `default` fits 15 minutes there
-# with the engines; `full` is every point (hours with the engines on 2 cores); `brief` is for
-# short GPU leases, `quick` a smoke run (n=2 resolves nothing).
+# Sized by the precision analysis (README, "Measurement quality"): on a noisy 2-core box spawn vs
+# fork needs 4 cold starts per side to be resolved at 99% at TP=2 (5 at TP=1), vLLM's spawn vs
+# fork override 3. `default` fits 15 minutes there with the engines, by leaving out TP=1, vLLM's
+# torch.compile (30 s or more of every CPU cold start, engine work that no start method avoids),
+# Ray from a torch parent (the raylet execs Ray's workers: the parent's state never reaches them),
+# vLLM's Ray executor (refused on CPU) and its override, and the soak, and by starting Xinference
+# twice (on CPU it runs the model in one process whatever the method: there is nothing to
+# resolve, and a cold start takes a minute with its server). `full` is every point
+# (hours with the engines on 2 cores), `brief` is for short GPU leases, `quick` a smoke run.
+_DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override")
 PROFILES: dict[str, Profile] = {
     "full": Profile(repeat=5, engine_repeat=3, decode_steps=32, soak_cycles=20),
-    "default": Profile(repeat=5, engine_repeat=3, decode_steps=32, soak_cycles=10, single_rank=False,
-                       left_out={"vllm": ("ray-override",)}, cpu_eager=True),
+    "default": Profile(repeat=4, engine_repeat=3, repeat_of={"xinference": 2}, decode_steps=16, soak_cycles=0,
+                       single_rank=False, left_out=_DEFAULT_LEFT_OUT, cpu_eager=True),
     "brief": Profile(repeat=3, engine_repeat=2, decode_steps=32, soak_cycles=10),
-    "quick": Profile(repeat=2, engine_repeat=1, decode_steps=8, soak_cycles=5, single_rank=False,
-                     left_out={"vllm": ("fork-override", "ray", "ray-override")}, cpu_eager=True),
+    "quick": Profile(repeat=1, engine_repeat=1, decode_steps=8, soak_cycles=0, single_rank=False,
+                     left_out=_DEFAULT_LEFT_OUT + ("vllm fork-override",), cpu_eager=True),
 }
 PROFILE_NAME = os.environ.get("FORKSPAWN_PROFILE", "default")
 if PROFILE_NAME not in PROFILES:
@@ -89,7 +97,7 @@ def measured(engine: str = "torch-tp") -> dict[str, Any]:
     """The Config fields this profile sets for `engine`."""
     if engine != "torch-tp":
         # engines measure decoding as the difference of two timed requests: it needs enough steps
-        return {"repeat": PROFILE.engine_repeat, "decode_steps": max(32, PROFILE.decode_steps),
+        return {"repeat": PROFILE.repeat_of.get(engine, PROFILE.engine_repeat), "decode_steps": max(32, PROFILE.decode_steps),
                 "batches": PROFILE.batches, "model": os.environ.get("FORKSPAWN_MODEL", "tiny")}
     return {"repeat": PROFILE.repeat, "decode_steps": PROFILE.decode_steps, "batches": PROFILE.batches,
             "model": os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")}
@@ -176,7 +184,7 @@ class Grid:
         wanted = os.environ.get("FORKSPAWN_ENGINES")  # set per asv environment: the engines it measures
         if wanted and engine not in wanted.split(","):
             raise NotImplementedError(f"{engine} is measured in another environment (FORKSPAWN_ENGINES={wanted})")
-        if reason := PROFILE.leaves_out(engine, method, int(tp), self.tps):
+        if reason := PROFILE.leaves_out(engine, method, parent_state, int(tp), self.tps):
             raise NotImplementedError(reason)
         config = config_of(engine, method, parent_state, tp, self.variants, self.options)
         self.record = cached_record(token, config, _conf_dir(self), "|".join((engine, method, parent_state, tp)))
