@@ -81,8 +81,10 @@ def overhead(method: str, repeat: int = 10, tp: int = 1) -> dict[str, Any]:
     import subprocess
     import tempfile
 
+    from .measure import ensure_bytecode
     from .stats import summarize
 
+    ensure_bytecode()
     times: dict[str, list[float]] = {"harness": [], "bare": [], "minimal": []}
     with tempfile.TemporaryDirectory(prefix="forkspawn-quality-") as tmp:
         minimal, same = Path(tmp, "bare_start.py"), Path(tmp, "bare_start_same_parent.py")
