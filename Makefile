@@ -46,6 +46,7 @@ endif
 # Measure every configuration of this machine through asv, publish asv's HTML, write the report.
 # FORKSPAWN_RUN_ID=<id> resumes an interrupted run: configurations already measured are kept.
 bench: $(BIN)/.done engines
+	@$(BIN)/forkspawn profile
 	@mkdir -p .asv && : > $(PROGRESS)
 	@tail -n 0 -F $(PROGRESS) 2>/dev/null & trap "kill $$! 2>/dev/null" EXIT; \
 	  machine=$$($(BIN)/forkspawn machine --asv) && commit=$$(git rev-parse HEAD) && \

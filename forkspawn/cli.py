@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("leftovers", help="list what any forkspawn run left behind (processes, temp dirs); exit 1 if any")
 
+    sub.add_parser("profile", help="what `make bench` measures in FORKSPAWN_PROFILE (default: default)")
+
     mach = sub.add_parser("machine", help="describe this machine (no CUDA context is created)")
     mach.add_argument("--asv", action="store_true", help="register it in ~/.asv-machine.json and print its name")
 
@@ -76,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             lines = report()
             print("\n".join(lines) if lines else "nothing left behind")
             return 1 if lines else 0
+        if args.command == "profile":
+            from . import asvsuite
+
+            print(f"profile {asvsuite.PROFILE_NAME}: {asvsuite.PROFILE}")
+            return 0
         from . import machine
 
         print(machine.write_asv_machine() if args.asv else json.dumps(machine.describe(), indent=1))

@@ -60,7 +60,9 @@ def test_profiles_share_the_grid_and_leave_out_what_they_say() -> None:
     assert default["vllm_extra"] == {"vllm_kwargs": {"enforce_eager": True}} and full["vllm_extra"] == {}
 
 
-def test_an_unknown_profile_names_itself_and_the_valid_ones() -> None:
-    out = subprocess.run([sys.executable, "-c", "import forkspawn.asvsuite"], capture_output=True, text=True,
+def test_an_unknown_profile_is_a_one_line_error() -> None:
+    """`make bench` asks `forkspawn profile` first: one line naming the culprit and the choices."""
+    out = subprocess.run([sys.executable, "-m", "forkspawn", "profile"], capture_output=True, text=True,
                          env={"FORKSPAWN_PROFILE": "fast", "FORKSPAWN_GPUS": "0"}, timeout=120)
-    assert out.returncode != 0 and "unknown FORKSPAWN_PROFILE 'fast'; valid: full, default, brief, quick" in out.stderr
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == ["forkspawn: error: unknown FORKSPAWN_PROFILE 'fast'; valid: full, default, brief, quick"]
