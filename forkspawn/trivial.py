@@ -14,7 +14,7 @@ import sys
 
 from .clock import now
 
-TYPE_CHECKING = False  # not typing's: importing typing would cost a spawned child 5 ms
+TYPE_CHECKING = False  # not typing's: importing typing costs a spawned child milliseconds
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from typing import Any
@@ -60,8 +60,7 @@ def cold_start(method: str, tp: int) -> dict[str, float]:
         phases = g.phases()
     finally:
         g.close()
-    return {"ready_s": max(p.t_s for p in phases if p.name == "ready"),
-            "entry_s": max(p.t_s for p in phases if p.name == "process_entry")}
+    return {"ready_s": max(p.t_s for p in phases if p.name == "ready")}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +49,7 @@ def _grid(profile: str) -> dict:
     out = subprocess.run([sys.executable, "-c", GRID_OF_PROFILE.format(root=str(ROOT))], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    return __import__("json").loads(out.stdout)
+    return json.loads(out.stdout)
 
 
 def test_profiles_share_the_grid_and_leave_out_what_they_say() -> None:
