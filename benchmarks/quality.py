@@ -12,9 +12,11 @@ a median and a 99% CI.
 """
 
 from forkspawn import quality
-from forkspawn.asvsuite import progress
+from forkspawn.asvsuite import PROFILE, progress
 
-OVERHEAD_REPEAT = 6  # rounds of 3 fresh interpreters per method: about 2-6 s per method here
+# rounds of 3 fresh interpreters per method, as many as the profile's cold starts (2 at least):
+# 1 to 3 s per method here
+OVERHEAD_REPEAT = max(2, PROFILE.repeat)
 
 
 class HarnessOverhead:
