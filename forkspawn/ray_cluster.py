@@ -122,20 +122,24 @@ def _local_head(num_cpus: int, num_gpus: int, resources: dict[str, float] | None
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def stop(marker: str, grace_s: float = 1.0) -> None:
-    """Stop every process of the head marked `marker`: SIGTERM, then SIGKILL after `grace_s`.
+def stop(marker: str, grace_s: float = 1.0, gone_s: float = 15.0) -> None:
+    """Stop every process of the head marked `marker`: SIGTERM, SIGKILL after `grace_s`, then
+    wait up to `gone_s` until the killed ones are gone.
 
     A short grace: the GCS and raylet take more than 5 s to honour SIGTERM on 2 cores (5 s of
-    every Ray cold start), and what they would flush lives in the temp dir removed next."""
+    every Ray cold start), and what they would flush lives in the temp dir removed next. The wait
+    after SIGKILL ends as soon as they are gone; on a loaded box their exit (and reaping by init,
+    whose children they are) can take seconds."""
     procs = head_processes(marker)
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGTERM)
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for p in alive + head_processes(marker):  # and any worker started meanwhile
+    killed = alive + [p for p in head_processes(marker) if p not in alive]  # and any worker started meanwhile
+    for p in killed:
         with contextlib.suppress(psutil.Error):
             p.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
+    psutil.wait_procs(killed, timeout=gone_s)
 
 
 def head_processes(marker: str) -> list[psutil.Process]:
