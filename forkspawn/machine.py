@@ -92,10 +92,11 @@ def versions(*extra: str) -> dict[str, str | None]:
 
 
 def asv_machine_name(desc: dict[str, Any] | None = None) -> str:
-    """Host name plus GPU model, so results of different boxes never share a folder."""
+    """Host name, GPU count x model and CPU count (`vm-1xNVIDIA-H200-16cpu`), so results of
+    different boxes never share a folder, also where hosts of 1 and 2 GPUs share a host name."""
     d = desc or describe()
-    gpu = re.sub(r"[^A-Za-z0-9]+", "-", d["gpu"]).strip("-") if d["gpu"] else "cpu"
-    return f"{d['hostname']}-{gpu}"
+    gpu = f"{d['gpu_count']}x" + re.sub(r"[^A-Za-z0-9]+", "-", d["gpu"]).strip("-") if d["gpu"] else "cpu"
+    return f"{d['hostname']}-{gpu}-{d['cpus']}cpu"
 
 
 def write_asv_machine(path: Path | None = None) -> str:
