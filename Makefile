@@ -28,12 +28,14 @@ ifdef OFFLINE
 # bundle (`make bundle` on a connected machine, copied to BUNDLE_DIR). A .pth file lends PYTHON's
 # packages to the venv (--system-site-packages would not, if PYTHON is a venv); the bundle's own
 # wheels, installed into the venv, come first on sys.path. The engines run in .venv itself.
+# --without-pip: pip, setuptools and wheel are PYTHON's too (a venv's own older setuptools would
+# shadow them and cannot build the editable install without a registry).
 $(BIN)/.done:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --without-pip $(VENV)
 	$(PYTHON) -c 'import site; print("\n".join(site.getsitepackages()))' \
 	  > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/offline-base.pth
 	$(BIN)/python -m forkspawn.bundle install --bundle $(BUNDLE_DIR) --venv $(VENV)
-	$(BIN)/pip install -q --no-index --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install -q --no-index --no-deps --no-build-isolation -e .
 	touch $@
 # Only the environment (the tests run this): `make offline-env OFFLINE=1 BUNDLE_DIR=...`.
 offline-env: $(BIN)/.done
@@ -45,6 +47,7 @@ ASV_JOBS := $(BIN)/python:^engines\.Vllm\(Startup\|Phases\|Memory\|Throughput\) 
 # What the bundle left out needs these at run time (its manifest's `env`, with the reasons).
 export VLLM_USE_FLASHINFER_SAMPLER ?= 0
 export VLLM_USE_RUST_FRONTEND ?= 0
+export XINFERENCE_ENABLE_VIRTUAL_ENV ?= 0
 else
 $(BIN)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -62,6 +62,13 @@ LEFT_OUT: dict[str, str] = {
     "torchcodec": "video decoding for multimodal inputs; built against one torch release, and "
                   "beside another it fails to load and breaks transformers' imports",
     "pynvvideocodec": "NVIDIA video decoding for multimodal inputs only",
+    "uv": "17 MiB; Xinference uses it only to create per-model virtual envs, which install "
+          "from a registry the box does not have (XINFERENCE_ENABLE_VIRTUAL_ENV=0)",
+}
+# The box's packages carried anyway (the venv's copy shadows the box's), and why.
+CARRY: dict[str, str] = {
+    "click": "xinference 4.1.0 requires click<8.2.0 (its CLI, xinference-local); the box's "
+             "click version is not recorded",
 }
 # Name prefixes left out: CUDA libraries come with the box's torch; other builds of them (CUDA 12
 # wheels pulled by the kernels above) would only shadow the box's.
@@ -88,6 +95,9 @@ ENV: dict[str, tuple[str, str]] = {
     "VLLM_USE_FLASHINFER_SAMPLER": ("0", "flashinfer is not carried: without this vLLM's sampler "
                                          "fails at load with \"No module named 'flashinfer'\""),
     "VLLM_USE_RUST_FRONTEND": ("0", "the vllm-rs binary is trimmed (0 is vLLM's default)"),
+    "XINFERENCE_ENABLE_VIRTUAL_ENV": ("0", "on by default in Xinference 4.x: it would create a "
+                                           "virtual env per model with uv (not carried) from a "
+                                           "registry; 0 uses the vllm installed beside it"),
 }
 
 # Box versions not passed to the resolver as constraints, and why. Those packages still come
@@ -211,12 +221,28 @@ def left_out_reason(name: str, box: dict[str, str | None], extra: dict[str, str]
         return extra[name]
     if name in LEFT_OUT:
         return LEFT_OUT[name]
+    if name in CARRY:
+        return None
+    if name in box:
+        return f"the box has it ({box[name] or 'version not recorded'})"
     for prefix, why in LEFT_OUT_PREFIXES.items():
         if name.startswith(prefix):
             return why
-    if name in box:
-        return f"the box has it ({box[name] or 'version not recorded'})"
     return None
+
+
+def box_unverified(carry: list[str], resolved: dict[str, dict], box: dict[str, str | None]) -> list[dict]:
+    """Bounded requirements (`<`, `==`, `~=`) of the carried packages on box packages of
+    unrecorded version: what to check on the box (`pip show NAME`) if something fails there."""
+    found = []
+    for n in carry:
+        for req in resolved[n]["metadata"].get("requires_dist", []):
+            dep, _, spec, marker = parse_req(req)
+            if dep in box and box[dep] is None and dep not in CARRY and "extra" not in marker \
+                    and re.search(r"<|==|~=", spec) and dep in resolved:
+                found.append({"what": dep, "required": f"{dep}{spec} by {n}",
+                              "resolved": resolved[dep]["metadata"]["version"]})
+    return found
 
 
 # --- trimming a wheel ------------------------------------------------------------------------
@@ -447,8 +473,13 @@ def build(out: Path, *, python_version: str, platform: str, engine: str, require
             src = by_name[n]
             trimmed = work / "trimmed" / src.name
             trimmed.parent.mkdir(exist_ok=True)
+            per_rule: dict[str, list[tuple[str, int]]] = {}
             for path, size, why in trim_wheel(src, trimmed, py, trim):
-                left_out.append({"what": f"{src.name}: {path} ({size / MIB:.1f} MiB)", "why": why})
+                per_rule.setdefault(why, []).append((path, size))
+            for why, paths in per_rule.items():  # one entry per rule, not per file
+                size = sum(s for _, s in paths) / MIB
+                what = paths[0][0] if len(paths) == 1 else f"{os.path.commonpath([p for p, _ in paths])}/ ({len(paths)} files)"
+                left_out.append({"what": f"{src.name}: {what}, {size:.1f} MiB", "why": why})
             if trimmed.exists():
                 os.replace(trimmed, src)
 
@@ -466,6 +497,8 @@ def build(out: Path, *, python_version: str, platform: str, engine: str, require
             "left_out": left_out,
             "env": [{"name": k, "value": v, "why": why} for k, (v, why) in ENV.items()],
             "built_from_sdist": from_sdist,
+            "box_carried": [{"what": n, "why": CARRY[n]} for n in carry if n in CARRY],
+            "box_unverified": box_unverified(carry, resolved, box),
             "box_unconstrained": [{"what": n, "why": why} for n, why in UNCONSTRAINED.items() if n in box],
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -477,6 +510,9 @@ def build(out: Path, *, python_version: str, platform: str, engine: str, require
             for f in manifest["files"]:
                 tar.add(wheels / f["name"], arcname=f"wheels/{f['name']}")
         parts.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(stage, 0o777 & ~umask)  # mkdtemp's 0700 would hide the bundle from others
         manifest["parts"] = [{"name": p.name, "size": p.stat().st_size, "sha256": sha256(p)} for p in parts.parts]
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 

@@ -46,12 +46,13 @@ def links(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dependency of its own."""
     d = tmp_path_factory.mktemp("links")
     payload = os.urandom(300_000)
-    bundle.stub_wheel(d, "fakeengine", "1.0", [f"torch=={TORCH}", "fakedep>=1", "boxpkg",
+    bundle.stub_wheel(d, "fakeengine", "1.0", [f"torch=={TORCH}", "fakedep>=1", "boxpkg<2", "click<100",
                                                 "flashinfer-python", "fakeopt; extra == 'opt'"],
                       {"fakeengine/__init__.py": b"VERSION = '1.0'\n", FA2: os.urandom(50_000)})
     bundle.stub_wheel(d, "fakeengine", "2.0", ["torch==0.0.1"], {"fakeengine/__init__.py": b""})
     bundle.stub_wheel(d, "fakedep", "1.0", [], {"fakedep/__init__.py": b"", "fakedep/blob.bin": payload})
     bundle.stub_wheel(d, "boxpkg", "1.0", [], {"boxpkg/__init__.py": b""})
+    bundle.stub_wheel(d, "click", "99.0", [], {"click_stub/__init__.py": b""})
     bundle.stub_wheel(d, "flashinfer-python", "0.1", ["cudaonly"], {"flashinfer/__init__.py": b""})
     bundle.stub_wheel(d, "cudaonly", "0.1", [], {"cudaonly/__init__.py": b""})
     bundle.stub_wheel(d, "fakeopt", "0.1", [], {"fakeopt/__init__.py": b""})
@@ -60,7 +61,7 @@ def links(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def build(links: Path, out: Path, engine: str = "fakeengine==1.0", torch: str = TORCH) -> subprocess.CompletedProcess:
     box = out.parent / f"box-{torch}.txt"
-    box.write_text(f"# stand-in box\ntorch=={torch}\nboxpkg\n")
+    box.write_text(f"# stand-in box\ntorch=={torch}\nboxpkg\nclick\n")
     return run("build", "--out", str(out), "--box", str(box), "--engine", engine,
                "--python-version", PY, "--platform", "manylinux_2_17_x86_64", "--part-mb", "0.1",
                "--find-links", str(links), "--no-index", "--trim", f"{FA2}=FA2 stand-in")
@@ -91,7 +92,9 @@ def sha(path: Path) -> str:
 def test_build_manifest(built: Path):
     m = json.loads((built / "manifest.json").read_text())
     assert m["schema"] == bundle.SCHEMA and m["torch"] == f"torch=={TORCH}"
-    assert {f["project"] for f in m["files"]} == {"fakeengine", "fakedep"}
+    assert {f["project"] for f in m["files"]} == {"fakeengine", "fakedep", "click"}
+    assert [c["what"] for c in m["box_carried"]] == ["click"]  # the box's, carried anyway (CARRY)
+    assert m["box_unverified"] == [{"what": "boxpkg", "required": "boxpkg<2 by fakeengine", "resolved": "1.0"}]
     assert len(m["parts"]) >= 3
     assert sorted(p.name for p in built.iterdir()) == sorted(["manifest.json", *(p["name"] for p in m["parts"])])
     for p in m["parts"]:
@@ -182,3 +185,18 @@ def test_trim_rules_match_vllm():
     assert not r("vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so") and not r("vllm/vllm_flash_attn/flash_attn_interface.py")
     assert bundle.platforms("manylinux_2_28_x86_64")[:2] == ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64"]
     assert "manylinux2014_x86_64" in bundle.platforms("manylinux_2_28_x86_64")
+
+
+def test_make_offline_env(built: Path, tmp_path: Path):
+    """`make offline-env OFFLINE=1`: a venv lending PYTHON's packages, the bundle installed,
+    this project installed editable, all without a registry."""
+    repo = Path(__file__).resolve().parents[1]
+    venv = tmp_path / "venv"
+    r = subprocess.run(["make", "-s", "-C", str(repo), "offline-env", "OFFLINE=1", f"VENV={venv}",
+                        f"BUNDLE_DIR={built}", f"PYTHON={sys.executable}"],
+                       capture_output=True, text=True, env=PIP_ENV, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    code = "import fakeengine, forkspawn.bundle as b; print(b.installed()['versions']['fakeengine'])"
+    out = subprocess.run([venv / "bin" / "python", "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.stdout.strip() == "1.0", out.stderr
+    assert (venv / "bin" / ".done").exists()
