@@ -25,6 +25,7 @@ from . import engines, leftovers, machine, parent_state, quality, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
 from .record import Run, build_record
+from .stats import settled
 
 Progress = Callable[[str], None]
 RAY_ENGINES = ("torch-tp", "vllm")  # the engines that can start their ranks as Ray actors
@@ -57,17 +58,24 @@ def not_applicable(config: Config) -> str | None:
     return engines.adapter(config.engine).unavailable()
 
 
-def measure(config: Config, progress: Progress | None = None) -> dict[str, Any]:
-    """The `forkspawn measure --json` record of `config` (see README, "The measure record")."""
+def measure(config: Config, progress: Progress | None = None, reference: list[float] | None = None) -> dict[str, Any]:
+    """The `forkspawn measure --json` record of `config` (see README, "The measure record").
+
+    With `config.least` below `config.repeat`, cold starts stop early once `stats.settled` says
+    so, against `reference` (the times to ready of the configuration this one is compared with).
+    """
     config = resolve(config)
     say = progress or (lambda line: None)
     runs: list[Run] = []
+    stop = "repeat"
+    gpu_used: dict[str, float | None] = {"before": None, "after": None}
     reason = not_applicable(config)
     if reason:
         runs.append(Run(status="skipped", error=reason, parent_state={"verified": "not-applicable"}))
     else:
         checkpoint = resolve_checkpoint(config.model, config.cache_path())  # generated once, outside any timed region
         ensure_bytecode()
+        gpu_used["before"] = machine.gpu_used_mib()
         for i in range(config.repeat):
             # Cold weight loading dominates start-up on real boxes: say what the cache held.
             cache = quality.page_cache_state(quality.files_of(checkpoint))
@@ -76,9 +84,28 @@ def measure(config: Config, progress: Progress | None = None) -> dict[str, Any]:
             runs.append(run)
             ready = f"{run.time_to_ready_s:.2f} s to ready" if run.time_to_ready_s is not None else run.error
             say(f"{label(config)} run {i + 1}/{config.repeat}: {run.status}, {ready}")
-            if run.status != "ok":
-                break  # a configuration that fails once is reported failed; repeating it teaches nothing
-    return build_record(config, runs, machine.describe(), machine.versions())
+            if stop := _stop_after(runs, config, reference):
+                break
+        stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
+        gpu_used["after"] = machine.gpu_used_mib()
+    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used)
+
+
+def _stop_after(runs: list[Run], config: Config, reference: list[float] | None) -> str | None:
+    """Why to stop before `repeat` cold starts, or None: a configuration that failed the same way
+    twice in a row fails fast and alike every time ("failed-fast"); one that failed otherwise
+    after an ok start, or two different ways, is reported failed ("failed"); an ok one is ended by
+    the stopping rule ("resolved", "precise") when it is adaptive (`config.least`)."""
+    if runs[-1].status == "ok":
+        if not config.least or any(r.status != "ok" for r in runs):
+            return None
+        return settled([r.time_to_ready_s for r in runs], reference, config.least, config.precision)
+    if len(runs) < 2:
+        return None
+    before = runs[-2]
+    if before.status == runs[-1].status and before.error == runs[-1].error:
+        return "failed-fast"
+    return "failed"
 
 
 def ensure_bytecode() -> None:

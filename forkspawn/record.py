@@ -71,6 +71,7 @@ class Run:
     weight_bytes: int | None = None  # bytes of weights one rank reads per decode step
     roofline_tokens_per_s: dict[int, float] = field(default_factory=dict)  # batch * bandwidth / weight_bytes
     checkpoint_resident: float | None = None  # fraction of the checkpoint in the page cache at the start request
+    engine_metrics: dict[str, float] = field(default_factory=dict)  # an engine's own sizes (vLLM: KV cache, CUDA graphs)
     notes: list[str] = field(default_factory=list)
 
     def fail(self, status: str, error: str) -> "Run":
@@ -111,6 +112,7 @@ class Run:
             out[f"roofline_fraction.b{b}"] = self.tokens_per_s[b] / v
         if self.bandwidth_gb_s is not None:
             out["bandwidth_gb_s"] = self.bandwidth_gb_s
+        out.update({f"engine.{name}": v for name, v in self.engine_metrics.items()})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -126,7 +128,8 @@ class Run:
         return cls(**d)
 
 
-def build_record(config: Config, runs: list[Run], machine: dict, versions: dict) -> dict[str, Any]:
+def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
+                 stop_reason: str = "repeat", gpu_used_mib: dict | None = None) -> dict[str, Any]:
     """Aggregate the runs of one configuration into the `forkspawn measure --json` record."""
     failed = next((r for r in runs if r.status != "ok"), None)
     last = runs[-1] if runs else Run(status="error", error="no run was made")
@@ -154,7 +157,9 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict)
         "model": config.model,
         "batches": list(config.batches),
         "repeat": config.repeat,
+        "runs": len(runs),
         "runs_ok": len(ok_runs),
+        "stop_reason": stop_reason,
         "time_to_ready_s": median.get("time_to_ready_s"),
         "teardown_s": median.get("teardown_s"),
         "phases": [
@@ -175,6 +180,8 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict)
             for p in template.processes
         ],
         "group": {k: median.get(f"mem.group.{k}") for k in GROUP_KINDS},
+        "engine_metrics": {k.removeprefix("engine."): v for k, v in median.items() if k.startswith("engine.")},
+        "gpu_used_mib": gpu_used_mib or {"before": None, "after": None},
         "output_digest": template.output_digest,
         "page_cache": _page_cache(runs),
         "tokens_per_s": {str(b): median.get(f"tokens_per_s.b{b}") for b in config.batches},

@@ -63,3 +63,12 @@ def test_an_interrupted_measurement_stops_every_process_and_writes_nothing(sig: 
     assert proc.returncode == 130, err
     assert "interrupted" in err.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_a_configuration_that_fails_the_same_way_twice_is_not_repeated() -> None:
+    """Failures are results: the second alike one ends the configuration (`failed-fast`), so a
+    broken point costs two cold starts, not `repeat` of them."""
+    rec = measure("--method", "spawn", "--tp", "1", "--repeat", "4", env={FAULT: "0:weights_loaded:raise"})
+    assert rec["status"] == "error" and rec["runs_ok"] == 0
+    assert (rec["runs"], rec["stop_reason"]) == (2, "failed-fast")
+    assert rec["gpu_used_mib"] == {"before": None, "after": None}  # NVML finds no GPU here
