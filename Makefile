@@ -62,6 +62,7 @@ bench: $(BIN)/.done engines
 	    rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ] || exit $$rc; \
 	  done
 	$(BIN)/asv publish
+	$(BIN)/python -m forkspawn.asvhtml .asv/html  # CDN scripts -> vendor/asv-html's pinned copies
 	$(BIN)/forkspawn leftovers
 	$(BIN)/python -m analysis report $(RESULTS) -o .asv/report
 	@echo "asv HTML: $(CURDIR)/.asv/html/index.html (or: $(BIN)/asv preview)"

@@ -148,8 +148,11 @@ def run_in_fresh_parent(config: Config) -> Run:
             for name in orphans:
                 Path("/dev/shm", name).unlink(missing_ok=True)
         if not result.exists():
-            tail = log.read_text(errors="replace")[-2000:].strip()
-            return Run(status="error", error=f"the parent interpreter exited with status {proc.returncode}: {tail}")
+            tail = log.read_text(errors="replace")[-4000:].strip()
+            # A Python that died of an exception says so on its log's last line: that leads the error.
+            where = f"the parent interpreter exited with status {proc.returncode}"
+            last = tail.splitlines()[-1].strip() if tail else ""
+            return Run(status="error", error=f"{last} ({where})" if last else where, traceback=tail or None)
         run = Run.from_dict(json.loads(result.read_text()))
         if left:
             run.notes.append(f"killed {len(left)} process(es) the run left behind: {', '.join(left)}")

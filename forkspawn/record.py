@@ -55,7 +55,8 @@ class Run:
     """One cold start of one worker group, as observed by its parent."""
 
     status: str = "ok"
-    error: str | None = None
+    error: str | None = None  # one line, the cause first (an exception's `Type: message`), then where
+    traceback: str | None = None  # the full traceback behind `error`, where there was one
     method_used: str | None = None
     parent_state: dict[str, Any] = field(default_factory=dict)
     forkserver: dict[str, Any] | None = None
@@ -74,9 +75,9 @@ class Run:
     engine_metrics: dict[str, float] = field(default_factory=dict)  # an engine's own sizes (vLLM: KV cache, CUDA graphs)
     notes: list[str] = field(default_factory=list)
 
-    def fail(self, status: str, error: str) -> "Run":
+    def fail(self, status: str, error: str, traceback: str | None = None) -> "Run":
         if self.status == "ok":  # keep the first failure: later ones are usually its consequences
-            self.status, self.error = status, error
+            self.status, self.error, self.traceback = status, error, traceback
         return self
 
     def values(self) -> dict[str, float]:
@@ -120,7 +121,7 @@ class Run:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Run":
-        d = dict(d)
+        d = dict(d)  # runs written before a field existed get its default (e.g. `traceback`)
         d["phases"] = [Phase(**p) for p in d.get("phases", [])]
         d["processes"] = [ProcessMemory(**p) for p in d.get("processes", [])]
         for key in ("tokens_per_s", "step_latency_s", "roofline_tokens_per_s"):
@@ -145,6 +146,7 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
         "schema": SCHEMA,
         "status": failed.status if failed else "ok",
         "error": failed.error if failed else None,
+        "traceback": failed.traceback if failed else None,
         "engine": config.engine,
         "engine_version": last.engine_version,
         "method": config.method,
