@@ -60,11 +60,13 @@ bench: $(BIN)/.done engines
 	    $(BIN)/asv run --machine $$machine --launch-method forkserver \
 	      --set-commit-hash $$commit -E existing:$${job%%:*} --bench "$${job#*:}"; \
 	    rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ] || exit $$rc; \
-	  done
+	  done; \
+	  $(BIN)/forkspawn spent $(RESULTS) > .asv/spent.txt
 	$(BIN)/asv publish
 	$(BIN)/python -m forkspawn.asvhtml .asv/html  # CDN scripts -> vendor/asv-html's pinned copies
 	$(BIN)/forkspawn leftovers
 	$(BIN)/python -m analysis report $(RESULTS) -o .asv/report
+	@tail -n 1 .asv/spent.txt; echo "how each configuration's cold starts ended: $(CURDIR)/.asv/spent.txt"
 	@echo "asv HTML: $(CURDIR)/.asv/html/index.html (or: $(BIN)/asv preview)"
 	@echo "report:   $(CURDIR)/.asv/report/index.html"
 

@@ -289,6 +289,23 @@ def measure_first(pattern: str, token: str) -> int:
     return done
 
 
+def cold_starts_spent(results: Path, token: str) -> list[str]:
+    """What run `token` measured, from the sidecars under asv's `results` folder: per
+    configuration how its cold starts ended (`stop_reason`) and how many it took, then totals."""
+    lines, spent, ends = [], 0, {}
+    for path in sorted(results.glob("*/records/*.jsonl")):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("asv_token") != token or rec["status"] == "skipped":
+                continue
+            runs, why = rec.get("runs", rec["runs_ok"]), rec.get("stop_reason", "repeat")
+            spent += runs
+            ends[why] = ends.get(why, 0) + 1
+            lines.append(f"{rec['asv_params'].replace('|', ' ')}: {rec['status']}, {why} after {runs} cold start(s)")
+    total = ", ".join(f"{n} {why}" for why, n in sorted(ends.items()))
+    return lines + [f"run {token}: {len(lines)} configuration(s), {spent} cold starts ({total or 'none'})"]
+
+
 def _find(path: Path, token: str, key: str) -> dict[str, Any] | None:
     """The record of `key` in run `token` of the sidecar at `path`, if there is one."""
     if path.exists():

@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                                          "points first, for the asv run of FORKSPAWN_RUN_ID to read back")
     pre.add_argument("regex", help="asv's --bench regex, e.g. '^engines\\.Vllm'")
 
+    spent = sub.add_parser("spent", help="how the cold starts of run FORKSPAWN_RUN_ID ended (stop reasons, counts)")
+    spent.add_argument("results", type=Path, help="asv's results folder (.asv/results)")
+
     mach = sub.add_parser("machine", help="describe this machine (no CUDA context is created)")
     mach.add_argument("--asv", action="store_true", help="register it in ~/.asv-machine.json and print its name")
 
@@ -94,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("prefill needs FORKSPAWN_RUN_ID: the asv run that will read the records back")
             n = asvsuite.measure_first(args.regex, os.environ["FORKSPAWN_RUN_ID"])
             print(f"prefill {args.regex}: {n} configuration(s) recorded under run {os.environ['FORKSPAWN_RUN_ID']}")
+            return 0
+        if args.command == "spent":
+            from . import asvsuite
+
+            if not os.environ.get("FORKSPAWN_RUN_ID"):
+                raise ConfigError("spent needs FORKSPAWN_RUN_ID: the run to describe")
+            print("\n".join(asvsuite.cold_starts_spent(args.results, os.environ["FORKSPAWN_RUN_ID"])))
             return 0
         if args.command == "profile":
             from . import asvsuite

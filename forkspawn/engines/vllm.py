@@ -35,6 +35,7 @@ import os
 import re
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
 from ..tokenizer import ensure_tokenizer
+from ..worker import exception_line
 
 PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "torch_compiled",
           "kv_cache_profiled", "cuda_graphs_captured", "kv_cache_ready", "ready")
@@ -156,8 +158,11 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         _throughput(run, llm, SamplingParams, config)
         run.notes += cpu_notes(run.processes)
     except Exception as exc:  # an engine failure is a result, not a crash of the harness
-        cause = tap.root_cause()  # vLLM's own message only points at its children's logs
-        run.fail("error", f"vLLM: {type(exc).__name__}: {_one_line(exc)}" + (f" Root cause: {cause}" if cause else ""))
+        # vLLM's own message only points at its children's logs ("see root cause above"): the
+        # exception a child logged leads, then what the parent saw.
+        cause = tap.root_cause()
+        seen = exception_line(exc)
+        run.fail("error", f"{cause} (vLLM: {seen})" if cause else f"{seen} (vLLM)", traceback.format_exc())
     finally:
         teardown, left = _shutdown(llm)
         if left:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from typing import Any
 
 import psutil
@@ -33,6 +34,7 @@ from ..clock import now
 from ..config import Config
 from ..record import ProcessMemory, Run
 from ..tokenizer import ensure_tokenizer
+from ..worker import exception_line
 from .serving import completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
 from .vllm import (GPU_MEMORY_UTILIZATION, PHASES, LogTap, _cmd, _phases, _set_environment, cpu_notes,
                    engine_processes, engine_version, thread_notes, unavailable)
@@ -81,9 +83,11 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
                               spec.vocab_size, config)
         run.notes += cpu_notes(run.processes)
     except TimeoutError as exc:
-        run.fail("timeout", f"vllm serve: {one_line(exc)}{_log_tail(tap)}")
-    except Exception as exc:  # a failing engine is a result
-        run.fail("error", f"vllm serve: {type(exc).__name__}: {one_line(exc)}{_log_tail(tap)}")
+        run.fail("timeout", f"{one_line(exc)} (vllm serve){_log_tail(tap)}")
+    except Exception as exc:  # a failing engine is a result: the server's own last error leads
+        cause, seen = tap.root_cause(), exception_line(exc)
+        run.fail("error", f"{cause} (vllm serve: {seen})" if cause else f"{seen} (vllm serve){_log_tail(tap)}",
+                 traceback.format_exc())
     finally:
         if proc is not None:
             t_stop = now()

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
 from ..tokenizer import ensure_tokenizer
+from ..worker import exception_line
 from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
 
 PHASES = ("start_requested", "server_ready", "launch_requested", "model_started", "engine_core_started",
@@ -106,7 +108,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         server.terminate(uid)
         run.teardown_s = now() - t_stop  # model terminate; the server stop below is not timed
     except Exception as exc:  # a failing engine is a result
-        run.fail("error", f"Xinference: {type(exc).__name__}: {one_line(exc)}{server.log_tail()}")
+        run.fail("error", f"{exception_line(exc)} (Xinference){server.log_tail()}", traceback.format_exc())
     finally:
         left = server.stop()
         shutil.rmtree(home, ignore_errors=True)
