@@ -6,7 +6,7 @@ PYTHON ?= python3
 # e.g. `make bench TORCH=torch==2.11.0`.
 TORCH ?= torch==2.13.0
 PROFILE ?= default
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 RESULTS := .asv/results
 PROGRESS := .asv/progress.log
@@ -21,27 +21,40 @@ ASV_JOBS := $(BIN)/python:^\(torch_tp\|soak\|quality\)
 
 export FORKSPAWN_PROFILE := $(PROFILE)
 
-.PHONY: bench quick test browser wheels engines clean
+.PHONY: bench quick test browser engines offline-env clean
 
 ifdef OFFLINE
-# A GPU box without a package registry: the CUDA torch of PYTHON's environment, plus the wheels
-# that `make wheels` put in .whl/ on a connected machine. Engines are left out. A .pth file
-# lends PYTHON's packages to the venv (--system-site-packages would not, if PYTHON is a venv).
+# A GPU box without a package registry: the CUDA torch of PYTHON's environment, plus the engine
+# bundle (`make bundle` on a connected machine, copied to BUNDLE_DIR). A .pth file lends PYTHON's
+# packages to the venv (--system-site-packages would not, if PYTHON is a venv); the bundle's own
+# wheels, installed into the venv, come first on sys.path. The engines run in .venv itself.
 $(BIN)/.done:
 	$(PYTHON) -m venv $(VENV)
 	$(PYTHON) -c 'import site; print("\n".join(site.getsitepackages()))' \
 	  > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/offline-base.pth
-	$(BIN)/pip install -q --no-index --find-links .whl asv asv_runner setuptools wheel
+	$(BIN)/python -m forkspawn.bundle install --bundle $(BUNDLE_DIR) --venv $(VENV)
 	$(BIN)/pip install -q --no-index --no-deps --no-build-isolation -e .
 	touch $@
+# Only the environment (the tests run this): `make offline-env OFFLINE=1 BUNDLE_DIR=...`.
+offline-env: $(BIN)/.done
 engines: ;
+# Engines first, the most valuable answers first: a short lease may end before the rest.
+ASV_JOBS := $(BIN)/python:^engines\.Vllm\(Startup\|Phases\|Memory\|Throughput\) \
+            $(BIN)/python:^engines\.VllmServe $(BIN)/python:^engines\.Xinference \
+            $(BIN)/python:^\(torch_tp\|soak\|quality\)
+# What the bundle left out needs these at run time (its manifest's `env`, with the reasons).
+export VLLM_USE_FLASHINFER_SAMPLER ?= 0
+export VLLM_USE_RUST_FRONTEND ?= 0
 else
 $(BIN)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH) -e '.[dev]'
 	touch $@
+offline-env:
+	@echo "offline-env: only with OFFLINE=1 (a GPU box with the bundle in BUNDLE_DIR)" >&2; exit 2
 -include mk/engines.mk
 endif
+include mk/bundle.mk
 
 # Measure every configuration of this machine through asv, publish asv's HTML, write the report.
 # FORKSPAWN_RUN_ID=<id> resumes an interrupted run: configurations already measured are kept.
@@ -79,12 +92,6 @@ test: $(BIN)/.done engines browser
 # The report test opens pages in a real headless browser.
 browser:
 	@command -v chromium >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends chromium; }
-
-# Wheels for an OFFLINE box, for its Python version (PY_TARGET) and platform.
-PY_TARGET ?= 3.12
-wheels:
-	$(BIN)/pip download -q --only-binary=:all: --python-version $(PY_TARGET) -d .whl \
-	  --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform any asv asv_runner setuptools wheel
 
 clean:
 	rm -rf .asv $(VENV) .venv-*

@@ -1,0 +1,670 @@
+"""An offline engine bundle: vLLM, Xinference and asv as wheels for an air-gapped GPU box.
+
+`build` (on a connected machine) resolves the engines for the box's Python and platform, leaves
+out what the box already has (BOX) and what we deliberately do not carry (LEFT_OUT), downloads
+the rest, trims the vLLM wheel (TRIM), and writes an xz-compressed tar split into parts small
+enough for one device call, with `manifest.json` beside them. `install` (on the box) reassembles
+the parts, checks every sha256 and the box's torch against the engine's pin, and installs the
+wheels into a venv. `verify` checks a bundle without installing it. Stdlib and pip only: the box
+has no registry, and this must run before anything else is installed there.
+
+    python -m forkspawn.bundle build --out .bundle --box mk/box-cuda.txt
+    python -m forkspawn.bundle install --bundle .bundle --venv .venv
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fnmatch
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+SCHEMA = "forkspawn-bundle/1"
+MANIFEST = "manifest.json"
+SUMMARY = "forkspawn-bundle.json"  # written into the target venv by `install`
+ARCHIVE = "bundle.tar.xz"  # parts are ARCHIVE.000, ARCHIVE.001, ...: `cat` joins them
+MIB = 1 << 20
+
+# Packages never carried, whatever asks for them. The box's torch (and its CUDA libraries) must
+# be the one vLLM pins; the kernels are optional in vLLM 0.26 (it falls back to its own or to
+# Triton ones) and most come with CUDA 12 libraries that do not fit the box's CUDA 13 torch.
+LEFT_OUT: dict[str, str] = {
+    "torch": "comes from the box (the bundle checks its version against the engine's pin)",
+    "torchvision": "comes from the box, built for its torch",
+    "torchaudio": "comes from the box, built for its torch",
+    "triton": "comes from the box, built for its torch",
+    "flashinfer-python": "optional attention/sampling kernels (JIT, hundreds of MB with its "
+                         "cubins); vLLM falls back to FlashAttention 3 and its own sampler "
+                         "(VLLM_USE_FLASHINFER_SAMPLER=0)",
+    "flashinfer-cubin": "prebuilt cubins of flashinfer, which is not carried",
+    "flashinfer-jit-cache": "prebuilt kernels of flashinfer, which is not carried",
+    "tilelang": "optional kernel DSL (a few sparse-attention/MoE paths), imported lazily",
+    "nvidia-cutlass-dsl": "CuTe DSL kernels (optional, imported lazily), with CUDA 12 libraries",
+    "quack-kernels": "optional CuTe DSL kernels, imported lazily",
+    "humming-kernels": "optional quantized-GEMM kernels, imported lazily",
+    "tokenspeed-mla": "optional MLA attention kernels (DeepSeek-style models), imported lazily",
+    "nvidia-cudnn-frontend": "cuDNN's Python frontend, used only by flashinfer/cutlass paths",
+    "fastsafetensors": "optional loader (load_format=fastsafetensors); the default loader is "
+                       "safetensors",
+    "torchcodec": "video decoding for multimodal inputs; built against one torch release, and "
+                  "beside another it fails to load and breaks transformers' imports",
+    "pynvvideocodec": "NVIDIA video decoding for multimodal inputs only",
+}
+# Name prefixes left out: CUDA libraries come with the box's torch; other builds of them (CUDA 12
+# wheels pulled by the kernels above) would only shadow the box's.
+LEFT_OUT_PREFIXES: dict[str, str] = {
+    "nvidia-": "CUDA libraries come from the box, matching its torch build",
+}
+
+# Paths removed from the wheels carried (vLLM's). `{py}` is the target's Python, digits only (312).
+# Each rule: (glob over the path inside the wheel, glob of paths it keeps, why).
+TRIM: list[tuple[str, str, str]] = [
+    ("vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so", "",
+     "FlashAttention 2 (290 MiB): an optional import (flash_attn_interface.py sets "
+     "FA2_AVAILABLE=False); Hopper uses FlashAttention 3 (_vllm_fa3_C)"),
+    ("vllm/vllm-rs", "",
+     "the Rust frontend binary, used only with VLLM_USE_RUST_FRONTEND=1 (default off)"),
+    ("vllm/third_party/fmha_sm100/*", "",
+     "Blackwell (SM100) FMHA sources, imported lazily on SM100 only"),
+    ("vllm/third_party/deep_gemm/_C.cpython-*", "vllm/third_party/deep_gemm/_C.cpython-{py}-*",
+     "deep_gemm builds for other Pythons than the target's"),
+]
+
+# Runtime variables the bundle needs because of what it left out.
+ENV: dict[str, tuple[str, str]] = {
+    "VLLM_USE_FLASHINFER_SAMPLER": ("0", "flashinfer is not carried: without this vLLM's sampler "
+                                         "fails at load with \"No module named 'flashinfer'\""),
+    "VLLM_USE_RUST_FRONTEND": ("0", "the vllm-rs binary is trimmed (0 is vLLM's default)"),
+}
+
+# Box versions not passed to the resolver as constraints, and why. Those packages still come
+# from the box; only the resolver's view of them is relaxed.
+UNCONSTRAINED: dict[str, str] = {
+    "numpy": "vllm 0.26.0 pins numba==0.65.0, which wants numpy<2.5; the box has numpy 2.5.2 "
+             "with its own numba (vLLM ran with them), and both come from the box",
+}
+
+# The older manylinux tags a newer glibc also runs: pip does not expand `manylinux_2_N` itself.
+_LEGACY = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+
+
+class BundleError(Exception):
+    """A refusal: printed as one line on stderr, exit status 2."""
+
+
+def norm(name: str) -> str:
+    """PEP 503 normalised project name."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def strip_local(version: str) -> str:
+    """`2.11.0+cu130` -> `2.11.0`: the pin names the release, the box's build adds a label."""
+    return version.split("+", 1)[0]
+
+
+def platforms(newest: str) -> list[str]:
+    """`manylinux_2_31_x86_64` and every older manylinux tag it implies, newest first."""
+    m = re.fullmatch(r"manylinux_2_(\d+)_(\w+)", newest)
+    if not m:
+        return [newest]
+    minor, arch = int(m.group(1)), m.group(2)
+    tags = []
+    for n in range(minor, 4, -1):
+        tags.append(f"manylinux_2_{n}_{arch}")
+        if n in _LEGACY:
+            tags.append(f"{_LEGACY[n]}_{arch}")
+    return tags
+
+
+def read_box(path: Path) -> dict[str, str | None]:
+    """The box's packages: `name` or `name==version` per line, `#` comments."""
+    box: dict[str, str | None] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            box[norm(name.strip())] = version.strip() or None
+    return box
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MIB), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pip(python: str, args: list[str], what: str) -> subprocess.CompletedProcess:
+    """Run pip; a failure becomes one line naming `what` and pip's last error line."""
+    out = subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        lines = [l for l in (out.stderr + out.stdout).splitlines() if l.strip()]
+        # pip's first ERROR lines are often notes ("Ignored the following versions ...").
+        errors = [l for l in lines if l.startswith("ERROR") and not l.startswith(
+            ("ERROR: Ignored the following", "ERROR: ResolutionImpossible"))] or lines or ["(no output)"]
+        raise BundleError(f"{what} failed (pip exit {out.returncode}): {errors[0].strip()}")
+    return out
+
+
+# --- requirements and the dependency graph (stdlib only: no `packaging`) ----------------------
+
+_REQ = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?\s*([^;]*)(?:;(.*))?$")
+
+
+def parse_req(req: str) -> tuple[str, set[str], str, str]:
+    """`name[extra,..] spec ; marker` -> (normalised name, extras, spec, marker)."""
+    m = _REQ.match(req)
+    if not m:
+        raise BundleError(f"cannot parse requirement {req!r}")
+    extras = {norm(e) for e in (m.group(2) or "").split(",") if e.strip()}
+    return norm(m.group(1)), extras, m.group(3).strip(), (m.group(4) or "").strip()
+
+
+def _marker_extras(marker: str) -> set[str]:
+    return {norm(e) for e in re.findall(r"""extra\s*==\s*['"]([^'"]+)['"]""", marker)}
+
+
+def reachable(roots: list[str], resolved: dict[str, dict], stop: set[str]) -> dict[str, set[str]]:
+    """Packages of the resolution that the roots need without going through `stop` (left out
+    or the box's): name -> who needs it. Edges are the resolved packages' Requires-Dist, an
+    `extra == X` one only where X was asked for; other markers count as true, which is safe
+    because a package whose marker is false on the target was not resolved at all."""
+    needed: dict[str, set[str]] = {}
+    extras: dict[str, set[str]] = {}
+    queue: list[tuple[str, set[str], str]] = [(*parse_req(r)[:2], "(requested)") for r in roots]
+    while queue:
+        name, want, by = queue.pop()
+        if name not in resolved:
+            continue
+        needed.setdefault(name, set()).add(by)
+        new = want - extras.get(name, set())
+        if name in extras and not new:
+            continue
+        extras[name] = extras.get(name, set()) | want
+        if name in stop:
+            continue
+        for req in resolved[name]["metadata"].get("requires_dist", []):
+            dep, dep_extras, _, marker = parse_req(req)
+            need = _marker_extras(marker)
+            if need and not need & extras[name]:
+                continue
+            queue.append((dep, dep_extras, name))
+    return needed
+
+
+def left_out_reason(name: str, box: dict[str, str | None], extra: dict[str, str]) -> str | None:
+    if name in extra:
+        return extra[name]
+    if name in LEFT_OUT:
+        return LEFT_OUT[name]
+    for prefix, why in LEFT_OUT_PREFIXES.items():
+        if name.startswith(prefix):
+            return why
+    if name in box:
+        return f"the box has it ({box[name] or 'version not recorded'})"
+    return None
+
+
+# --- trimming a wheel ------------------------------------------------------------------------
+
+def trim_reason(path: str, py: str, rules: list[tuple[str, str, str]]) -> str | None:
+    for glob, keep, why in rules:
+        if fnmatch.fnmatchcase(path, glob) and not (keep and fnmatch.fnmatchcase(path, keep.format(py=py))):
+            return why
+    return None
+
+
+def trim_wheel(src: Path, dst: Path, py: str, rules: list[tuple[str, str, str]]) -> list[tuple[str, int, str]]:
+    """Copy wheel `src` to `dst` without the paths the rules remove, RECORD rewritten to match
+    (pip checks RECORD against the files). Returns (path, bytes, why) of what was removed; an
+    empty list leaves `dst` unwritten. ZIP_STORED: the tar's xz compresses better than deflate."""
+    with zipfile.ZipFile(src) as z:
+        drop = [(i.filename, i.file_size, why) for i in z.infolist()
+                if (why := trim_reason(i.filename, py, rules))]
+        if not drop:
+            return []
+        gone = {d[0] for d in drop}
+        with zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as out:
+            for info in z.infolist():
+                if info.filename in gone:
+                    continue
+                data = z.read(info)
+                if info.filename.endswith(".dist-info/RECORD"):
+                    rows = data.decode().splitlines()
+                    data = "".join(r + "\n" for r in rows if r.rsplit(",", 2)[0] not in gone).encode()
+                info.compress_type = zipfile.ZIP_STORED
+                out.writestr(info, data)
+    return drop
+
+
+def wheel_metadata(path: Path) -> str:
+    with zipfile.ZipFile(path) as z:
+        name = next(n for n in z.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n))
+        return z.read(name).decode()
+
+
+def torch_pin(metadata: str) -> str | None:
+    """The exact torch release an engine's METADATA pins (`Requires-Dist: torch==X`)."""
+    for line in metadata.splitlines():
+        if line.startswith("Requires-Dist:"):
+            name, _, spec, marker = parse_req(line.split(":", 1)[1])
+            if name == "torch" and "extra" not in marker:
+                m = re.fullmatch(r"==\s*([^,\s]+)", spec.strip("() "))
+                if m:
+                    return strip_local(m.group(1))
+    return None
+
+
+def stub_wheel(where: Path, name: str, version: str, requires: Iterable[str] = (),
+               files: dict[str, bytes] | None = None) -> Path:
+    """A minimal valid wheel (py3-none-any): dist-info and the given files."""
+    where.mkdir(parents=True, exist_ok=True)
+    dist = f"{re.sub(r'[-.]+', '_', name)}-{version}"
+    meta = "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+                    *(f"Requires-Dist: {r}\n" for r in requires)])
+    content = {**(files or {}), f"{dist}.dist-info/METADATA": meta.encode(),
+               f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: forkspawn\n"
+                                          b"Root-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{p},sha256={_b64(hashlib.sha256(d).digest())},{len(d)}\n" for p, d in content.items())
+    path = where / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for p, d in content.items():
+            z.writestr(p, d)
+        z.writestr(f"{dist}.dist-info/RECORD", record + f"{dist}.dist-info/RECORD,,\n")
+    return path
+
+
+def _b64(digest: bytes) -> str:
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+# --- writing parts ---------------------------------------------------------------------------
+
+class _PartWriter(io.RawIOBase):
+    """A write-only stream cut into files of `size` bytes: ARCHIVE.000, ARCHIVE.001, ..."""
+
+    def __init__(self, out: Path, size: int) -> None:
+        self.out, self.size, self.parts = out, size, []
+        self._f = None
+        self._left = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        view = memoryview(b)
+        while view:
+            if self._left == 0:
+                if self._f:
+                    self._f.close()
+                path = self.out / f"{ARCHIVE}.{len(self.parts):03d}"
+                self.parts.append(path)
+                self._f, self._left = open(path, "wb"), self.size
+            n = min(self._left, len(view))
+            self._f.write(view[:n])
+            self._left -= n
+            view = view[n:]
+        return len(b)
+
+    def close(self) -> None:
+        if self._f:
+            self._f.close()
+            self._f = None
+        super().close()
+
+
+class _PartReader(io.RawIOBase):
+    """The parts read back as one stream, in order."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths, self._f = list(paths), None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while True:
+            if self._f is None:
+                if not self._paths:
+                    return 0
+                self._f = open(self._paths.pop(0), "rb")
+            n = self._f.readinto(b)
+            if n:
+                return n
+            self._f.close()
+            self._f = None
+
+    def close(self) -> None:
+        if self._f:
+            self._f.close()
+        super().close()
+
+
+# --- build -----------------------------------------------------------------------------------
+
+def build(out: Path, *, python_version: str, platform: str, engine: str, requires: list[str],
+          box: dict[str, str | None], part_mb: float, find_links: list[str], no_index: bool,
+          trim: list[tuple[str, str, str]], leave_out: dict[str, str], log=print) -> dict:
+    """Resolve, download, trim and pack; `out` is replaced only once everything is written."""
+    py = python_version.replace(".", "")  # 312: deep_gemm names its builds cpython-312-...
+    plat_args = [a for p in platforms(platform) for a in ("--platform", p)]
+    index_args = [a for d in find_links for a in ("--find-links", d)] + (["--no-index"] if no_index else [])
+    target = ["--only-binary=:all:", "--python-version", python_version, *plat_args, *index_args]
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="forkspawn-bundle-"))  # downloads: big, never in `out`
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # renamed to `out`
+    try:
+        # 1. Resolve engine + requirements together: on the box they share one venv.
+        # The box's packages of known version enter the resolution as stub wheels without
+        # dependencies (`VERSION+box`, pinned by constraint): the resolver must not walk into
+        # torch's CUDA wheels (GBs, and not all on every index), which the box has anyway.
+        stubs, constraints = work / "box-stubs", work / "box-constraints.txt"
+        pinned = {n: v for n, v in sorted(box.items()) if v and n not in UNCONSTRAINED}
+        for n, v in pinned.items():
+            stub_wheel(stubs, n, f"{v}+box")
+        constraints.write_text("".join(f"{n}=={v}+box\n" for n, v in pinned.items()))
+        report = work / "report.json"
+        roots = [engine, *requires]
+        built = work / "built"
+        built.mkdir()
+        from_sdist: list[str] = []
+        while True:
+            log(f"bundle: resolving {' '.join(roots)} for Python {python_version}, {platform}")
+            try:
+                _pip(sys.executable, ["install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+                                      str(report), "--target", str(work / "target"), *target,
+                                      "--find-links", str(stubs), "--find-links", str(built),
+                                      "-c", str(constraints), *roots], "resolving " + " ".join(roots))
+                break
+            except BundleError as e:
+                # A dependency published as an sdist only (quantile-python, of aioprometheus):
+                # build it here, once; only a pure-Python wheel runs on any target.
+                m = re.search(r"satisfies the requirement (\S+) .*\(from versions: none\)", str(e))
+                if not m or len(from_sdist) > 5 or m.group(1) in from_sdist:
+                    raise
+                req = m.group(1)
+                log(f"bundle: {req} has no wheel: building one from its sdist")
+                _pip(sys.executable, ["wheel", "--no-deps", "--quiet", "-w", str(built), *index_args, req],
+                     f"building a wheel of {req}")
+                if not all(w.name.endswith("-none-any.whl") for w in built.glob("*.whl")):
+                    raise BundleError(f"{req}: no wheel for the target and its sdist is not pure Python") from None
+                from_sdist.append(req)
+        resolved = {norm(i["metadata"]["name"]): i for i in json.loads(report.read_text())["install"]}
+
+        # 2. What to carry: what the roots need, except the box's and the left-out packages and
+        #    whatever only those need.
+        stop = {n for n in resolved if left_out_reason(n, box, leave_out)}
+        needed = reachable(roots, resolved, stop)
+        left_out = []
+        for n in sorted(resolved):
+            if n in stop:
+                left_out.append({"what": f"{n}=={resolved[n]['metadata']['version']}",
+                                 "why": left_out_reason(n, box, leave_out)})
+            elif n not in needed:
+                by = sorted(p for p, i in resolved.items() if any(
+                    parse_req(r)[0] == n for r in i["metadata"].get("requires_dist", [])))
+                left_out.append({"what": f"{n}=={resolved[n]['metadata']['version']}",
+                                 "why": "needed only by packages left out: " + ", ".join(by)})
+        carry = sorted(n for n in needed if n not in stop)
+
+        # 3. Download exactly the resolved files, no resolution again.
+        wheels = work / "wheels"
+        pins = [f"{resolved[n]['metadata']['name']}=={resolved[n]['metadata']['version']}" for n in carry]
+        log(f"bundle: downloading {len(pins)} wheels ({len(left_out)} packages left out)")
+        _pip(sys.executable, ["download", "--no-deps", "--quiet", "-d", str(wheels), *target,
+                              "--find-links", str(built), *pins],
+             "downloading wheels")
+        files = sorted(wheels.glob("*.whl"))
+        by_name = {norm(f.name.split("-")[0]): f for f in files}
+        if missing := [n for n in carry if n not in by_name]:
+            raise BundleError(f"pip download did not give wheels for: {', '.join(missing)}")
+        for n in carry:  # the file pip downloaded is the one it resolved
+            want = resolved[n].get("download_info", {}).get("archive_info", {}).get("hashes", {}).get("sha256")
+            if want and sha256(by_name[n]) != want:
+                raise BundleError(f"{by_name[n].name}: sha256 differs from the resolved file")
+
+        # 4. Trim, read the engine's torch pin.
+        engine_name = parse_req(engine)[0]
+        if engine_name not in by_name:
+            raise BundleError(f"the engine {engine} is not among the wheels carried")
+        pin = torch_pin(wheel_metadata(by_name[engine_name]))
+        for n in carry:
+            src = by_name[n]
+            trimmed = work / "trimmed" / src.name
+            trimmed.parent.mkdir(exist_ok=True)
+            for path, size, why in trim_wheel(src, trimmed, py, trim):
+                left_out.append({"what": f"{src.name}: {path} ({size / MIB:.1f} MiB)", "why": why})
+            if trimmed.exists():
+                os.replace(trimmed, src)
+
+        # 5. Manifest, tar | xz, parts.
+        manifest = {
+            "schema": SCHEMA,
+            "python": python_version,
+            "platform": platforms(platform),
+            "engine": engine,
+            "requires": requires,
+            "torch": f"torch=={pin}" if pin else None,
+            "files": [{"name": by_name[n].name, "project": resolved[n]["metadata"]["name"],
+                       "version": resolved[n]["metadata"]["version"],
+                       "size": by_name[n].stat().st_size, "sha256": sha256(by_name[n])} for n in carry],
+            "left_out": left_out,
+            "env": [{"name": k, "value": v, "why": why} for k, (v, why) in ENV.items()],
+            "built_from_sdist": from_sdist,
+            "box_unconstrained": [{"what": n, "why": why} for n, why in UNCONSTRAINED.items() if n in box],
+        }
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        total = sum(f["size"] for f in manifest["files"])
+        log(f"bundle: packing {len(files)} wheels ({total / MIB:.0f} MiB) as xz parts of {part_mb:g} MiB")
+        parts = _PartWriter(stage, max(1, int(part_mb * MIB)))
+        with lzma.open(parts, "wb", preset=6) as xz, tarfile.open(fileobj=xz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(work / MANIFEST, arcname=MANIFEST)
+            for f in manifest["files"]:
+                tar.add(wheels / f["name"], arcname=f"wheels/{f['name']}")
+        parts.close()
+        manifest["parts"] = [{"name": p.name, "size": p.stat().st_size, "sha256": sha256(p)} for p in parts.parts]
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+
+        # 6. Into place: the old bundle goes only once the new one is complete.
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+        os.replace(stage, out)
+        if old:
+            shutil.rmtree(old)
+        for p in manifest["parts"]:
+            log(f"bundle: {out / p['name']}  {p['size'] / MIB:.1f} MiB")
+        return manifest
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# --- verify / install ------------------------------------------------------------------------
+
+def load_manifest(bundle: Path) -> dict:
+    try:
+        manifest = json.loads((bundle / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{bundle / MANIFEST}: missing (not a bundle directory)") from None
+    except (OSError, ValueError) as e:
+        raise BundleError(f"{bundle / MANIFEST}: unreadable ({e})") from None
+    if manifest.get("schema") != SCHEMA:
+        raise BundleError(f"{bundle / MANIFEST}: schema {manifest.get('schema')!r}, expected {SCHEMA!r}")
+    return manifest
+
+
+def check_parts(bundle: Path, manifest: dict) -> list[Path]:
+    paths = []
+    for p in manifest["parts"]:
+        path = bundle / p["name"]
+        if not path.is_file():
+            raise BundleError(f"{path}: part missing ({len(manifest['parts'])} parts expected)")
+        if path.stat().st_size != p["size"] or sha256(path) != p["sha256"]:
+            raise BundleError(f"{path}: part corrupt (size or sha256 differs from {MANIFEST})")
+        paths.append(path)
+    return paths
+
+
+def unpack(parts: list[Path], manifest: dict, dest: Path) -> list[Path]:
+    """Reassemble the parts into `dest`, checking every file against the manifest."""
+    try:
+        with lzma.open(_PartReader(parts)) as xz, tarfile.open(fileobj=xz, mode="r|") as tar:
+            tar.extractall(dest, filter="data")
+    except (lzma.LZMAError, tarfile.TarError, EOFError, OSError) as e:
+        raise BundleError(f"the parts do not unpack ({e})") from None
+    wheels = []
+    for f in manifest["files"]:
+        path = dest / "wheels" / f["name"]
+        if not path.is_file() or path.stat().st_size != f["size"] or sha256(path) != f["sha256"]:
+            raise BundleError(f"{f['name']}: missing or sha256 differs from {MANIFEST}")
+        wheels.append(path)
+    return wheels
+
+
+def venv_torch(python: str) -> str | None:
+    out = subprocess.run([python, "-c", "import importlib.metadata as m\ntry: print(m.version('torch'))\n"
+                          "except m.PackageNotFoundError: pass"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise BundleError(f"{python}: cannot run it ({(out.stderr.strip().splitlines() or ['?'])[-1]})")
+    return out.stdout.strip() or None
+
+
+def check_torch(python: str, manifest: dict) -> None:
+    pin = manifest.get("torch")
+    if not pin:
+        return
+    have = venv_torch(python)
+    want = pin.split("==", 1)[1]
+    if have is None or strip_local(have) != want:
+        raise BundleError(f"{python} has torch {have or '(none)'}, the bundle needs {pin} "
+                          f"({manifest['engine']} pins it): use a venv of that torch")
+
+
+def summary(manifest: dict) -> dict:
+    versions = {f["project"].lower(): f["version"] for f in manifest["files"]}
+    return {
+        "name": "forkspawn-bundle",
+        "schema": manifest["schema"],
+        "engine": manifest["engine"],
+        "versions": {k: versions.get(k) for k in ("vllm", "xinference", "asv", "asv_runner")
+                     if k in versions} or versions,
+        "torch": manifest.get("torch"),
+        "files": len(manifest["files"]),
+        "left_out": manifest["left_out"],
+        "env": manifest["env"],
+    }
+
+
+def install(bundle: Path, venv: Path, log=print) -> dict:
+    manifest = load_manifest(bundle)
+    parts = check_parts(bundle, manifest)
+    python = str(venv / "bin" / "python")
+    if not Path(python).exists():
+        raise BundleError(f"{python}: no such interpreter (make the venv first)")
+    check_torch(python, manifest)
+    with tempfile.TemporaryDirectory(prefix="forkspawn-bundle-") as tmp:
+        wheels = unpack(parts, manifest, Path(tmp))
+        log(f"bundle: installing {len(wheels)} wheels into {venv}")
+        _pip(python, ["install", "--quiet", "--no-index", "--no-deps", "--no-compile",
+                      *map(str, wheels)], "installing the bundle's wheels")
+    info = summary(manifest)
+    # What pip finds inconsistent (the box's own packages included): recorded, not fatal, since
+    # the box's versions are only partly known when the bundle is made.
+    check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
+    info["pip_check"] = [l for l in check.stdout.splitlines() if l.strip() and "No broken" not in l]
+    tmp_path = venv / f".{SUMMARY}.tmp"
+    tmp_path.write_text(json.dumps(info, indent=1) + "\n")
+    os.replace(tmp_path, venv / SUMMARY)
+    for line in info["pip_check"]:
+        log(f"bundle: pip check: {line}")
+    log(f"bundle: installed; set {' '.join(e['name'] + '=' + e['value'] for e in manifest['env'])}")
+    return info
+
+
+def installed() -> dict | None:
+    """The summary of the bundle installed into the running interpreter's venv, or None."""
+    try:
+        return json.loads((Path(sys.prefix) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# --- command line ----------------------------------------------------------------------------
+
+def _rule(text: str) -> tuple[str, str]:
+    glob, sep, why = text.partition("=")
+    if not sep or not glob:
+        raise argparse.ArgumentTypeError(f"expected GLOB=REASON, got {text!r}")
+    return glob, why
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m forkspawn.bundle", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="resolve, download, trim and pack (a connected machine)")
+    b.add_argument("--out", type=Path, default=Path(".bundle"))
+    b.add_argument("--python-version", default="3.12")
+    b.add_argument("--platform", default="manylinux_2_31_x86_64",
+                   help="the newest manylinux tag of the box; the older ones are implied")
+    b.add_argument("--engine", default="vllm==0.26.0", help="the wheel whose torch pin the box must have")
+    b.add_argument("--require", action="append", default=[], help="more requirements (repeatable)")
+    b.add_argument("--box", type=Path, required=True, help="the packages the box already has")
+    b.add_argument("--part-mb", type=float, default=60.0)
+    b.add_argument("--find-links", action="append", default=[])
+    b.add_argument("--no-index", action="store_true")
+    b.add_argument("--trim", action="append", type=_rule, default=[], metavar="GLOB=REASON",
+                   help="also remove these paths from the wheels")
+    b.add_argument("--leave-out", action="append", type=_rule, default=[], metavar="NAME=REASON",
+                   help="also leave out this package")
+    for name, help_ in (("install", "reassemble, verify and install into a venv (the box)"),
+                        ("verify", "reassemble and verify, install nothing")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--bundle", type=Path, default=Path(".bundle"))
+        p.add_argument("--venv", type=Path, required=name == "install",
+                       help="the target venv" + ("" if name == "install" else ": also check its torch"))
+    args = ap.parse_args(None if argv is None else list(argv))
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        if args.cmd == "build":
+            if args.part_mb <= 0:
+                raise BundleError(f"--part-mb {args.part_mb}: must be > 0")
+            build(args.out, python_version=args.python_version, platform=args.platform,
+                  engine=args.engine, requires=args.require, box=read_box(args.box),
+                  part_mb=args.part_mb, find_links=args.find_links, no_index=args.no_index,
+                  trim=TRIM + [(g, "", why) for g, why in args.trim],
+                  leave_out={norm(n): why for n, why in args.leave_out}, log=log)
+        elif args.cmd == "install":
+            install(args.bundle, args.venv, log=log)
+        else:
+            manifest = load_manifest(args.bundle)
+            parts = check_parts(args.bundle, manifest)
+            if args.venv:
+                check_torch(str(args.venv / "bin" / "python"), manifest)
+            with tempfile.TemporaryDirectory(prefix="forkspawn-bundle-") as tmp:
+                n = len(unpack(parts, manifest, Path(tmp)))
+            log(f"bundle: {args.bundle}: {len(parts)} parts, {n} wheels, all sha256 match")
+    except BundleError as e:
+        print(f"forkspawn.bundle {args.cmd}: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The offline engine bundle (forkspawn/bundle.py) end to end on stand-in wheels: the real
+`build` against a local --find-links with --no-index (no registry), split into several parts,
+then `install` into a fresh venv that lends this environment's packages (torch) through a .pth."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import io
+import json
+import lzma
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from forkspawn import bundle
+
+TORCH = bundle.strip_local(importlib.metadata.version("torch"))
+PY = f"{sys.version_info.major}.{sys.version_info.minor}"
+FA2 = "fakeengine/_fa2_C.so"
+# pip sees no machine- or user-wide configuration (extra indexes, find-links, constraints).
+PIP_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "forkspawn.bundle", *args], capture_output=True,
+                          text=True, env=PIP_ENV, timeout=300)
+
+
+def one_line(out: subprocess.CompletedProcess) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1, (out.returncode, out.stderr)
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def links(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stand-in wheels: an engine pinning this torch, its dependency (incompressible, so that the
+    bundle needs several parts), a package the box has, and a left-out kernel package with a
+    dependency of its own."""
+    d = tmp_path_factory.mktemp("links")
+    payload = os.urandom(300_000)
+    bundle.stub_wheel(d, "fakeengine", "1.0", [f"torch=={TORCH}", "fakedep>=1", "boxpkg",
+                                                "flashinfer-python", "fakeopt; extra == 'opt'"],
+                      {"fakeengine/__init__.py": b"VERSION = '1.0'\n", FA2: os.urandom(50_000)})
+    bundle.stub_wheel(d, "fakeengine", "2.0", ["torch==0.0.1"], {"fakeengine/__init__.py": b""})
+    bundle.stub_wheel(d, "fakedep", "1.0", [], {"fakedep/__init__.py": b"", "fakedep/blob.bin": payload})
+    bundle.stub_wheel(d, "boxpkg", "1.0", [], {"boxpkg/__init__.py": b""})
+    bundle.stub_wheel(d, "flashinfer-python", "0.1", ["cudaonly"], {"flashinfer/__init__.py": b""})
+    bundle.stub_wheel(d, "cudaonly", "0.1", [], {"cudaonly/__init__.py": b""})
+    bundle.stub_wheel(d, "fakeopt", "0.1", [], {"fakeopt/__init__.py": b""})
+    return d
+
+
+def build(links: Path, out: Path, engine: str = "fakeengine==1.0", torch: str = TORCH) -> subprocess.CompletedProcess:
+    box = out.parent / f"box-{torch}.txt"
+    box.write_text(f"# stand-in box\ntorch=={torch}\nboxpkg\n")
+    return run("build", "--out", str(out), "--box", str(box), "--engine", engine,
+               "--python-version", PY, "--platform", "manylinux_2_17_x86_64", "--part-mb", "0.1",
+               "--find-links", str(links), "--no-index", "--trim", f"{FA2}=FA2 stand-in")
+
+
+@pytest.fixture(scope="module")
+def built(links: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    r = build(links, out)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def make_venv(where: Path) -> Path:
+    """A fresh venv lending this environment's packages (torch, pip) through a .pth."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True)
+    py = where / "bin" / "python"
+    purelib = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    Path(purelib, "lend.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return where
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_build_manifest(built: Path):
+    m = json.loads((built / "manifest.json").read_text())
+    assert m["schema"] == bundle.SCHEMA and m["torch"] == f"torch=={TORCH}"
+    assert {f["project"] for f in m["files"]} == {"fakeengine", "fakedep"}
+    assert len(m["parts"]) >= 3
+    assert sorted(p.name for p in built.iterdir()) == sorted(["manifest.json", *(p["name"] for p in m["parts"])])
+    for p in m["parts"]:
+        assert sha(built / p["name"]) == p["sha256"] and (built / p["name"]).stat().st_size == p["size"]
+    data = b"".join((built / p["name"]).read_bytes() for p in m["parts"])
+    with tarfile.open(fileobj=io.BytesIO(lzma.decompress(data))) as tar:
+        inner = json.load(tar.extractfile("manifest.json"))
+        for f in m["files"]:
+            blob = tar.extractfile(f"wheels/{f['name']}").read()
+            assert hashlib.sha256(blob).hexdigest() == f["sha256"] and len(blob) == f["size"]
+    assert inner == {k: v for k, v in m.items() if k != "parts"}
+    why = {e["what"].split("==")[0].split(":")[0]: e["why"] for e in m["left_out"]}
+    assert "the box has it" in why["boxpkg"] and "torch" in why
+    assert why["flashinfer-python"] == bundle.LEFT_OUT["flashinfer-python"]
+    assert why["cudaonly"] == "needed only by packages left out: flashinfer-python"
+    assert "fakeopt" not in why  # an extra nobody asked for is not resolved at all
+    assert any(FA2 in e["what"] and e["why"] == "FA2 stand-in" for e in m["left_out"])
+    assert {"name": "VLLM_USE_FLASHINFER_SAMPLER", "value": "0"}.items() <= m["env"][0].items()
+
+
+def test_install(built: Path, tmp_path: Path):
+    venv = make_venv(tmp_path / "venv")
+    r = run("install", "--bundle", str(built), "--venv", str(venv))
+    assert r.returncode == 0, r.stderr
+    py = str(venv / "bin" / "python")
+    code = ("import fakeengine, fakedep, os, json; from forkspawn.bundle import installed; "
+            "d = os.path.dirname(fakeengine.__file__); print(json.dumps([sorted(os.listdir(d)), installed()]))")
+    files, info = json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert "_fa2_C.so" not in files and "__init__.py" in files
+    assert info == json.loads((venv / "forkspawn-bundle.json").read_text())
+    assert info["torch"] == f"torch=={TORCH}" and info["versions"]["fakeengine"] == "1.0"
+    assert any(FA2 in e["what"] for e in info["left_out"]) and info["env"]
+    assert bundle.installed() is None or sys.prefix != str(venv)  # this interpreter has none
+
+
+def test_verify(built: Path):
+    r = run("verify", "--bundle", str(built))
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_bad_part(built: Path, tmp_path: Path, damage: str):
+    copy = tmp_path / "bundle"
+    shutil.copytree(built, copy)
+    part = copy / json.loads((copy / "manifest.json").read_text())["parts"][1]["name"]
+    if damage == "corrupt":
+        data = bytearray(part.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        part.write_bytes(data)
+    else:
+        part.unlink()
+    venv = make_venv(tmp_path / "venv")
+    line = one_line(run("install", "--bundle", str(copy), "--venv", str(venv)))
+    assert part.name in line and damage in line
+    assert not (venv / "forkspawn-bundle.json").exists()
+    assert one_line(run("verify", "--bundle", str(copy))) == line.replace("install:", "verify:")
+
+
+def test_other_torch(links: Path, tmp_path: Path):
+    out = tmp_path / "bundle"
+    r = build(links, out, engine="fakeengine==2.0", torch="0.0.1")
+    assert r.returncode == 0, r.stderr
+    venv = make_venv(tmp_path / "venv")
+    line = one_line(run("install", "--bundle", str(out), "--venv", str(venv)))
+    assert "torch==0.0.1" in line and importlib.metadata.version("torch") in line
+
+
+def test_failed_build_leaves_nothing(links: Path, built: Path, tmp_path: Path):
+    out = tmp_path / "bundle"
+    shutil.copytree(built, out)
+    before = {p.name: sha(p) for p in out.iterdir()}
+    r = build(links, out, engine="nosuchengine==1.0")
+    errors = [l for l in r.stderr.splitlines() if not l.startswith("bundle: ")]  # progress lines
+    assert r.returncode == 2 and len(errors) == 1 and "nosuchengine" in errors[0], r.stderr
+    assert {p.name: sha(p) for p in out.iterdir()} == before  # the old bundle is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["box-" + TORCH + ".txt", "bundle"]
+    assert build(links, tmp_path / "new", engine="nosuchengine==1.0").returncode == 2
+    assert not (tmp_path / "new").exists()
+
+
+def test_trim_rules_match_vllm():
+    """The real rules, on vLLM 0.26.0's paths, for a Python 3.12 box."""
+    r = lambda p: bundle.trim_reason(p, "312", bundle.TRIM)  # noqa: E731
+    assert r("vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so") and r("vllm/vllm-rs")
+    assert r("vllm/third_party/fmha_sm100/csrc/fmha_sm100_plan.cu")
+    assert r("vllm/third_party/deep_gemm/_C.cpython-311-x86_64-linux-gnu.so")
+    assert not r("vllm/third_party/deep_gemm/_C.cpython-312-x86_64-linux-gnu.so")
+    assert not r("vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so") and not r("vllm/vllm_flash_attn/flash_attn_interface.py")
+    assert bundle.platforms("manylinux_2_28_x86_64")[:2] == ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64"]
+    assert "manylinux2014_x86_64" in bundle.platforms("manylinux_2_28_x86_64")
