@@ -104,7 +104,9 @@ def versions(*extra: str) -> dict[str, str | None]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    return out
+    from .bundle import record_versions
+
+    return {**out, **record_versions()}
 
 
 def asv_machine_name(desc: dict[str, Any] | None = None) -> str:

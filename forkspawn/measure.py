@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import psutil
 
-from . import engines, leftovers, machine, parent_state, quality, ray_cluster
+from . import bundle, engines, leftovers, machine, parent_state, quality, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
 from .record import Run, build_record
@@ -124,6 +124,7 @@ def label(config: Config) -> str:
 
 
 def run_in_fresh_parent(config: Config) -> Run:
+    bundle_env, bundle_notes = bundle.runtime_env()  # what an offline bundle's left-outs need
     backstop = 2 * config.timeout_s + 300  # the parent enforces timeout_s itself; this catches a hung parent
     with tempfile.TemporaryDirectory(prefix="forkspawn-") as tmp:
         cfg, result, log = Path(tmp, "config.json"), Path(tmp, "run.json"), Path(tmp, "parent.log")
@@ -131,7 +132,7 @@ def run_in_fresh_parent(config: Config) -> Run:
         tag = uuid.uuid4().hex
         shm = leftovers.shm_entries()
         # TMPDIR: whatever the parent, its workers or an engine leave in temp dirs goes with this one
-        env = {**os.environ, **parent_state.environment(config), leftovers.RUN_TAG_ENV: tag, "TMPDIR": tmp}
+        env = {**os.environ, **bundle_env, **parent_state.environment(config), leftovers.RUN_TAG_ENV: tag, "TMPDIR": tmp}
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -154,6 +155,7 @@ def run_in_fresh_parent(config: Config) -> Run:
             last = tail.splitlines()[-1].strip() if tail else ""
             return Run(status="error", error=f"{last} ({where})" if last else where, traceback=tail or None)
         run = Run.from_dict(json.loads(result.read_text()))
+        run.notes += bundle_notes
         if left:
             run.notes.append(f"killed {len(left)} process(es) the run left behind: {', '.join(left)}")
         if orphans:
