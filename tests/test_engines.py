@@ -77,8 +77,11 @@ def test_vllm_tp2_start_method_is_verified(method: str, override: bool) -> None:
     else:
         assert any("kept VLLM_WORKER_MULTIPROC_METHOD=spawn" in n for n in rec["notes"])
 
+    # the phases vLLM-CPU logs (no KV-cache profiling or CUDA graphs there), in PHASES' order
     names = [p["name"] for p in rec["phases"]]
-    assert names == list(vllm_adapter.PHASES), "every documented phase was observed"
+    assert [n for n in vllm_adapter.PHASES if n in names] == names
+    assert {"start_requested", "engine_core_started", "workers_started", "weights_loaded", "kv_cache_ready",
+            "ready"} <= set(names)
     stamps = [p["t_s"] for p in rec["phases"]]
     assert stamps == sorted(stamps) and rec["time_to_ready_s"] == pytest.approx(stamps[-1])
     assert rec["teardown_s"] > 0
