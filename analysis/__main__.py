@@ -1,4 +1,4 @@
-"""Command line: `python -m analysis table|report|plan ...` (see analysis/README-section.md).
+"""Command line: `python -m analysis table|summary|report|plan ...` (see README, "Analysis").
 
 Bad input (a missing or empty folder, a corrupt or foreign result file, an unknown option)
 gives one line on stderr naming the culprit and exit status 2.
@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("table", help="print the tidy table of every asv result below DIR")
     t.add_argument("dir")
     t.add_argument("--csv", action="store_true", help="CSV instead of an aligned text table")
+    s = sub.add_parser("summary", help="print the executive summary of the results below DIR as Markdown")
+    s.add_argument("dir")
     r = sub.add_parser("report", help="write the HTML report of the results below RESULTS_DIR")
     r.add_argument("dir", metavar="RESULTS_DIR")
     r.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="report folder, e.g. reports/NAME/")
@@ -48,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "table":
             df = load(args.dir).table
             print(df.to_csv(index=False) if args.csv else df.to_string(index=False), end="" if args.csv else "\n")
+        elif args.command == "summary":
+            from .summary import markdown, summarize
+
+            print(markdown(*summarize(load(args.dir).table)))
         elif args.command == "report":
             from .report import write_report
 
