@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from . import charts, summary
+from . import charts, fleet, summary
 from .capacity import Node, plan
 from .fmt import cause, interval, num
 from .load import BadInput, Results, latest, load, method_order
@@ -152,8 +152,10 @@ def render(results: Results, out_dir: Path) -> str:
     machines = list(dict.fromkeys(table["machine"]))
     groups, not_run = summary.summarize(results.table)
     body.append(_at_a_glance(groups))
+    body.append(fleet.section(groups))
     toc = [f"<li><a href=\"#m{i}\">{e(m)}</a> (<a href=\"#m{i}-summary\">executive summary</a>)</li>"
            for i, m in enumerate(machines)]
+    toc.insert(0, "<li><a href=\"#fleet\">Fleet comparison</a></li>" if len(machines) > 1 else "")
     body.append(f"<ul>{''.join(toc)}<li><a href=\"#methodology\">Methodology</a></li></ul>")
     slugs: set[str] = set()
     for i, machine in enumerate(machines):
