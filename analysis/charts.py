@@ -335,6 +335,7 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
     batches = sorted(ok["batch"].dropna().unique())
     colors = method_colors(ok["method"].unique())
     fig, axes = _grid(len(engines), len(batches), w=5.0, h=3.8)
+    labelled: set[str] = set()  # every engine's methods in the legend, once each
     for r, engine in enumerate(engines):
         for c, batch in enumerate(batches):
             ax = axes[r, c]
@@ -351,7 +352,8 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
                 xs = np.arange(len(combos)) + (i - (len(methods) - 1) / 2) * width
                 lo = (rows["value"] - rows["ci_low"].clip(lower=0)).clip(lower=0)
                 hi = (rows["ci_high"] - rows["value"]).clip(lower=0)
-                ax.bar(xs, rows["value"], width=width, color=colors[m], label=m if (r, c) == (0, 0) else None)
+                ax.bar(xs, rows["value"], width=width, color=colors[m], label=None if m in labelled else m)
+                labelled.add(m)
                 ax.errorbar(xs, rows["value"], yerr=[lo.fillna(0), hi.fillna(0)], fmt="none", ecolor="#333",
                             elinewidth=0.8, capsize=2)
             ax.set_xticks(range(len(combos)), [f"TP={tp}\nparent: {s}" for tp, s in combos])

@@ -27,8 +27,10 @@ from .load import BadInput, Results, latest, load, method_order
 RESTARTS_PER_DAY = 24  # the report's capacity tables assume an hourly restart or scale-up
 
 CAPTIONS = {
-    "startup_phases": "When each start-up phase ended for the slowest rank, stacked: each segment is the time "
-                      "from the previous phase's end to this one's, so the bar's height is the time to ready. "
+    "startup_phases": "When each start-up phase ended for the slowest rank, stacked in time order, one row per "
+                      "engine with its own phases: each segment is the time from the previous phase's end to this "
+                      "one's (clamped at 0), so the bar's height is the time to ready; whiskers are its 99% CI; "
+                      "hatched slots are configurations that failed, labelled with the exception. "
                       "Under fork the child skips the imports its parent already did; forkserver-preload moves "
                       "them into the forkserver, which starts before the first rank.",
     "memory": "Host memory of every process of one replica at ready, stacked so that the bar is the worker "
@@ -44,7 +46,8 @@ CAPTIONS = {
     "amortisation": "Left: the wall time to serve N output tokens from a cold start (time to ready + N / "
                     "tokens/s). Right: the overhead a day of one replica against its (re)starts a day — the "
                     "start-ups plus the extra decode time against the fastest decoder at the stated load. "
-                    "Circles mark break-even points where two methods cost the same.",
+                    "Circles mark break-even points where two methods cost the same, only between methods whose decode "
+                    "rates differ at 99%.",
     "compatibility": "Whether a worker group reached ready under each start method from each parent state "
                      "(torch imported, CUDA queried or initialised in the parent). The errors are listed in "
                      "full in the table below the chart.",
@@ -74,9 +77,14 @@ the warm-up steps, timed with <code>time.perf_counter</code> in rank 0.</dd>
 exist on this machine (e.g. a CUDA parent state without a GPU).</dd>
 <dt>Capacity planning</dt><dd>Replicas per node = the smallest of GPUs / TP, CPU cores / TP (one core per rank),
 host RAM / the group's PSS, and (when measured) whether a rank's GPU memory fits a GPU. Start-up loss = starts a
-day &times; time to ready &times; TP devices held. The recommendation prefers methods that work, then more
-replicas, then less start-up loss, then more RAM headroom; it flags a decode rate below another method's
-when their 99% intervals are disjoint.</dd>
+day &times; time to ready &times; TP devices held; the replica-day's cost adds the longer decode of a rate below
+the fastest at 99% (one busy hour a day). The recommendation prefers methods that work, then more replicas, then
+the least replica-day cost, then more RAM headroom; it flags a decode rate below another method's when their
+99% intervals are disjoint, says when fork becomes wrong, and marks labelled overrides as non-default.</dd>
+<dt>Executive summary</dt><dd>Differences of two medians carry the conservative interval
+[lo<sub>a</sub> &minus; hi<sub>b</sub>, hi<sub>a</sub> &minus; lo<sub>b</sub>] from asv's 99% intervals; a verdict rests only on
+differences whose interval excludes 0. Cold starts needed: n &times; (half-width / |difference|)<sup>2</sup>, a
+lower bound.</dd>
 </dl>
 """
 
