@@ -61,20 +61,28 @@ include mk/bundle.mk
 
 # Measure every configuration of this machine through asv, publish asv's HTML, write the report.
 # FORKSPAWN_RUN_ID=<id> resumes an interrupted run: configurations already measured are kept.
+# Each job's grid is first measured most useful points first (`forkspawn prefill`), so a run cut
+# short has the most answers; asv then reads the records back (FORKSPAWN_RECORDED_ONLY=1: asv
+# stores what was measured and measures nothing more).
 bench: $(BIN)/.done engines
 	@$(BIN)/forkspawn profile
 	@mkdir -p .asv && : > $(PROGRESS)
 	@tail -n 0 -F $(PROGRESS) 2>/dev/null & trap "kill $$! 2>/dev/null" EXIT; \
 	  machine=$$($(BIN)/forkspawn machine --asv) && commit=$$(git rev-parse HEAD) && \
-	  export ASV_COMMIT=$$commit FORKSPAWN_ASV_MACHINE=$$machine FORKSPAWN_GPUS=$$($(BIN)/python -c 'from forkspawn.asvsuite import GPUS; print(GPUS)') && \
+	  export ASV_COMMIT=$$commit FORKSPAWN_ASV_MACHINE=$$machine FORKSPAWN_GPUS=$$($(BIN)/python -c 'from forkspawn.asvsuite import GPUS; print(GPUS)') \
+	    FORKSPAWN_RUN_ID=$${FORKSPAWN_RUN_ID:-$$(date +%s)-$$$$} FORKSPAWN_PROGRESS=$(CURDIR)/$(PROGRESS) && \
 	  for job in $(ASV_JOBS); do \
-	    FORKSPAWN_PROGRESS=$(CURDIR)/$(PROGRESS) $(BIN)/asv run --machine $$machine --launch-method forkserver \
+	    $${job%%:*} -m forkspawn prefill "$${job#*:}" || exit $$?; \
+	    $(BIN)/asv run --machine $$machine --launch-method forkserver \
 	      --set-commit-hash $$commit -E existing:$${job%%:*} --bench "$${job#*:}"; \
 	    rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ] || exit $$rc; \
-	  done
+	  done; \
+	  $(BIN)/forkspawn spent $(RESULTS) > .asv/spent.txt
 	$(BIN)/asv publish
+	$(BIN)/python -m forkspawn.asvhtml .asv/html  # CDN scripts -> vendor/asv-html's pinned copies
 	$(BIN)/forkspawn leftovers
 	$(BIN)/python -m analysis report $(RESULTS) -o .asv/report
+	@tail -n 1 .asv/spent.txt; echo "how each configuration's cold starts ended: $(CURDIR)/.asv/spent.txt"
 	@echo "asv HTML: $(CURDIR)/.asv/html/index.html (or: $(BIN)/asv preview)"
 	@echo "report:   $(CURDIR)/.asv/report/index.html"
 

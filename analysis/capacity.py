@@ -8,19 +8,23 @@ the device-seconds a day lost to start-up, and a recommendation with its reason.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from .fmt import cause, num
 from .load import BadInput, latest, method_order
 
 PLAN_COLUMNS = [
     "method", "status", "method_used", "replicas", "limited_by", "host_mib_per_replica", "ram_headroom_gib",
     "gpu_mib_per_rank", "gpu_headroom_gib", "time_to_ready_s", "startup_gpu_s_per_day", "tokens_per_s",
-    "recommended", "reason",
+    "decode_gpu_s_per_day", "cost_gpu_s_per_day", "recommended", "reason",
 ]
+BUSY_HOURS = 1.0  # a replica's daily decode load: this many hours at the fastest measured rate (as chart 5)
 
 
 @dataclass(frozen=True)
@@ -83,10 +87,12 @@ def choose(df: pd.DataFrame, column: str, wanted: Any, prefer: Any = None) -> An
 
 def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, machine: str | None = None,
          engine: str | None = None, parent_state: str | None = None, cuda_check: str | None = None,
-         batch: int | None = None) -> Plan:
+         batch: int | None = None, busy_hours: float = BUSY_HOURS) -> Plan:
     """Per start method: replicas per node, headroom, start-up loss and a recommendation.
 
-    `restarts_per_day` counts worker-group (re)starts and scale-ups a day on the node. Each
+    `busy_hours`: the replica's daily decode load, as hours at the fastest measured rate; a method
+    whose rate is below the fastest (at 99%) needs longer for it, which counts in the replica-day's
+    cost. `restarts_per_day` counts worker-group (re)starts and scale-ups a day on the node. Each
     start holds `tp` devices (GPUs; cores on a CPU-only node) for its time-to-ready. Host memory
     per replica is the whole group's PSS (parent, forkserver and ranks: the real footprint);
     GPU memory is the largest rank's. The parent state defaults to `torch` (a server process
@@ -97,6 +103,9 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     df = df[df["machine"] == machine]
     engine = choose(df, "engine", engine, prefer="torch-tp")
     df = df[df["engine"] == engine]
+    from .summary import _fork_caveat  # the summary's wording: one vocabulary
+
+    caveat = _fork_caveat({"machine": machine, "engine": engine}, df)
     parent_state = choose(df[df["status"] != "skipped"], "parent_state", parent_state, prefer="torch")
     df = df[df["parent_state"] == parent_state]
     cuda_check = choose(df, "cuda_check", cuda_check, prefer="runtime")
@@ -140,49 +149,77 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
             "tokens_ci": (tokens["ci_low"].get(method), tokens["ci_high"].get(method)),
         })
     table = pd.DataFrame(rows)
-    _recommend(table)
+    _decode_cost(table, tp, busy_hours)
     device = "GPU" if node.gpus else "CPU core"
+    _recommend(table, "GPU-s" if node.gpus else "core-s", caveat)
     scenario = (f"{engine} on {machine} measurements, parent state {parent_state}, TP={tp}"
                 f"{f', batch {batch}' if batch else ''}; node: {node.gpus} GPUs"
                 f"{f' x {node.gpu_mem_gib:.0f} GiB' if node.gpu_mem_gib else ''}, {node.ram_gib:g} GiB RAM, "
-                f"{node.cpus} CPU cores; {restarts_per_day:g} starts/day; start-up loss in {device}-seconds")
+                f"{node.cpus} CPU cores; {restarts_per_day:g} starts/day; *_gpu_s_per_day columns in {device}-seconds "
+                f"a day (device-seconds held: TP x seconds); decode load {busy_hours:g} h/day at the fastest rate")
     return Plan(scenario=scenario, table=table[PLAN_COLUMNS])
 
 
-def _recommend(t: pd.DataFrame) -> None:
-    """Most replicas, then least start-up loss, then most RAM headroom, among methods that work;
-    every other method gets the reason it lost. A decode rate significantly below another
-    method's (disjoint 99% CIs) is flagged."""
+def _decode_cost(t: pd.DataFrame, tp: int, busy_hours: float = BUSY_HOURS) -> None:
+    """Device-seconds a day a replica loses to a slower decode than the fastest method's: the day's
+    load (BUSY_HOURS at the fastest rate) takes longer. Counted only where the two rates differ at
+    99% (conservative interval of the difference excludes 0): a difference inside it costs 0."""
+    ok = t[(t["status"] == "ok") & t["tokens_per_s"].map(_num)]
+    t["decode_gpu_s_per_day"] = None
+    if len(ok):
+        best = ok.loc[ok["tokens_per_s"].astype(float).idxmax()]
+        load = busy_hours * 3600 * best["tokens_per_s"]
+        for i, r in ok.iterrows():
+            slower = _below(r["tokens_ci"], best["tokens_ci"])
+            t.at[i, "decode_gpu_s_per_day"] = (load / r["tokens_per_s"] - busy_hours * 3600) * tp if slower else 0.0
+    t["cost_gpu_s_per_day"] = [a + (b or 0) if _num(a) else None
+                               for a, b in zip(t["startup_gpu_s_per_day"], t["decode_gpu_s_per_day"])]
+
+
+def _recommend(t: pd.DataFrame, unit: str = "device-s", caveat: str = "") -> None:
+    """Most replicas, then the least cost of a replica-day (start-ups plus a resolved slower
+    decode), then most RAM headroom, among methods that work; every other method gets the reason
+    it lost. A decode rate significantly below another method's (disjoint 99% CIs) is flagged; a
+    labelled override is said to be one; the recommendation carries when fork becomes wrong."""
     t["recommended"] = False
     t["reason"] = ""
+    if "cost_gpu_s_per_day" not in t:
+        t["cost_gpu_s_per_day"] = t["startup_gpu_s_per_day"]
     fits = t[(t["status"] == "ok") & (t["replicas"] > 0)]
     best = None
     if len(fits):
-        ranked = fits.assign(loss=fits["startup_gpu_s_per_day"].fillna(math.inf),
+        ranked = fits.assign(loss=fits["cost_gpu_s_per_day"].astype(float).fillna(math.inf),
                              room=fits["ram_headroom_gib"].fillna(-math.inf))
         best = ranked.sort_values(["replicas", "loss", "room"], ascending=[False, True, False], kind="stable").iloc[0]
         t.loc[best.name, "recommended"] = True
     for i, r in t.iterrows():
         if r["status"] != "ok":
             what = {"skipped": "not applicable here", "timeout": "hangs"}.get(r["status"], "fails")
-            reason = f"{what}: {_first_line(r['error'])}"
+            reason = f"{what}: {cause(r['error']) if isinstance(r['error'], str) else 'no error text'}"
         elif r["replicas"] == 0:
             reason = f"does not fit: {r['limited_by']}"
         elif i == best.name:
             others = fits.drop(index=i)
             reason = f"fits {_replicas(r['replicas'])} (limited by {r['limited_by']})"
             if len(others):
-                runner = others.sort_values(["replicas", "startup_gpu_s_per_day"], ascending=[False, True]).iloc[0]
-                reason += (f"; loses {r['startup_gpu_s_per_day']:.0f} device-s/day to start-up, "
-                           f"{runner['startup_gpu_s_per_day'] - r['startup_gpu_s_per_day']:.0f} less than "
-                           f"{runner['method']}" if runner["replicas"] == r["replicas"]
+                runner = others.assign(c=others["cost_gpu_s_per_day"].astype(float)).sort_values(
+                    ["replicas", "c"], ascending=[False, True]).iloc[0]
+                reason += (f"; loses {r['startup_gpu_s_per_day']:.0f} {unit}/day to start-up, a replica-day costs "
+                           f"{runner['cost_gpu_s_per_day'] - r['cost_gpu_s_per_day']:.0f} less than {runner['method']} "
+                           f"({unit}/day)" if runner["replicas"] == r["replicas"]
                            else f", {_replicas(runner['replicas'])} with {runner['method']}")
+            if r["method"].endswith("-override"):
+                reason += (f"; {r['method']} is a non-default override (the engine would run "
+                           f"{r['method'].removesuffix('-override')} otherwise): opt in deliberately")
+            if (r["method_used"] or r["method"]) in ("fork", "fork-override") or r["method"].startswith("fork"):
+                reason += f"; {caveat}" if caveat else ""
         elif r["replicas"] < best["replicas"]:
             reason = (f"fits {_replicas(r['replicas'])}, {best['replicas']} with {best['method']} "
                       f"(limited by {r['limited_by']})")
         else:
-            reason = (f"loses {r['startup_gpu_s_per_day'] - best['startup_gpu_s_per_day']:.0f} device-s/day more "
-                      f"to start-up than {best['method']}")
+            reason = (f"a replica-day costs {r['cost_gpu_s_per_day'] - best['cost_gpu_s_per_day']:.0f} {unit} more "
+                      f"than with {best['method']} (start-up {r['startup_gpu_s_per_day']:.0f} {unit}"
+                      f"{', slower decode ' + format(r['decode_gpu_s_per_day'], '.0f') + ' ' + unit if r['decode_gpu_s_per_day'] else ''})")
         if r["status"] == "ok" and r["method_used"] not in (None, r["method"]) and isinstance(r["method_used"], str):
             reason += f"; ran as {r['method_used']}"
         slower = [o["method"] for _, o in fits.iterrows() if _below(r["tokens_ci"], o["tokens_ci"])]
@@ -204,4 +241,5 @@ def _first_line(text: Any) -> str:
 
 
 def _num(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite number, numpy's included (a machine row's GPU memory is a numpy integer)."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) and math.isfinite(x)

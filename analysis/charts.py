@@ -24,6 +24,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, NullLocator
 
 from .capacity import break_even_tokens
+from .fmt import cause, num
 from .load import method_order
 
 STYLE = {
@@ -38,7 +39,7 @@ STATUS_COLORS = {"works": "#b7e1b0", "fails": "#f4a6a6", "hangs": "#f8d08a", "n/
 PHASE_LABELS = {
     "cluster_joined": "Ray cluster joined", "process_entry": "process created", "imports_done": "imports (torch)", "device_ready": "device set-up",
     "dist_initialized": "distributed init", "weights_loaded": "weights loaded", "first_token": "first token",
-    "ready": "warm-up until ready",
+    "ready": "ready (warm-up / last step)",
 }
 MEMORY_KINDS = {
     "uss": "USS: private pages", "pss": "PSS: shared pages split among sharers",
@@ -95,9 +96,10 @@ def _group_ticks(ax, groups: list[tuple[str, list[str]]], width: float = 1.0) ->
         groups_at.append((name, (start + pos - width) / 2))
         pos += width * 0.6
     ax.set_xticks(ticks, labels, rotation=35, ha="right", rotation_mode="anchor")
-    drop = 14 + 5.0 * max(map(len, labels)) * 0.57  # below the rotated tick labels (9 pt text)
-    for name, x in groups_at:
-        ax.annotate(name.replace("-", "-\n"), xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, -drop),
+    drop = 20 + 5.0 * max(map(len, labels)) * 0.57  # below the rotated tick labels (9 pt text)
+    sizes = [len(members) for _, members in groups]
+    for (name, x), size in zip(groups_at, sizes):  # wrapped to the group's width: no overprinting
+        ax.annotate(textwrap.fill(name, max(7, int(size * 6.5))), xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, -drop),
                     textcoords="offset points", ha="center", va="top", fontweight="bold", fontsize=8)
     return xs
 
@@ -109,84 +111,204 @@ def _headroom(ax, tops: np.ndarray) -> None:
 
 
 # 1 ------------------------------------------------------------------------------------------------
+UNTIL_READY = "until ready"  # time to ready left after the last recorded phase
+
+
+def phase_order(ends: pd.DataFrame) -> list[str]:
+    """One engine's phases in time order (median end over its configurations)."""
+    return [p for p in ends.median().sort_values().index if p != "start_requested"]
+
+
+def phase_stacks(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """engine label -> (spans, ends): one row per (parent_state, tp, method), columns the engine's
+    phases (usual time order) then UNTIL_READY. `ends` is when each phase ended on the bar's own
+    clock; `spans` the time from the previous phase's end (in this configuration's own time order:
+    a Ray worker joins the cluster before its process starts) to this one's, clamped at 0, so that
+    a row sums to the configuration's time to ready exactly.
+
+    Phases are seconds since the start request when the slowest rank ended them. An engine whose
+    time to ready starts later than its phases' clock (Xinference: the server starts first, time to
+    ready runs from the launch request) is shifted so that `ready` lands on time to ready; what
+    ended before that origin takes no time in the bar."""
+    ok = _ok(df, r"phase\.[^.]+|time_to_ready_s")
+    out = {}
+    for engine, sub in ok.groupby("engine_label", sort=True):
+        ttr = sub[sub["metric"] == "time_to_ready_s"].set_index(["parent_state", "tp", "method"])["value"]
+        ph = sub[sub["metric"] != "time_to_ready_s"]
+        if ph.empty or ttr.empty:
+            continue
+        ends = ph.pivot_table(index=["parent_state", "tp", "method"], columns="phase", values="value")
+        order = phase_order(ends)
+        rows, at = {}, {}
+        for key, total in ttr.items():
+            e = ends.loc[key, order] if key in ends.index else pd.Series(np.nan, index=order)
+            origin = max(e.get("ready", np.nan) - total, 0) if pd.notna(e.get("ready", np.nan)) else 0.0
+            done = (e - origin).clip(lower=0, upper=total).dropna().sort_values(kind="stable")
+            spans = done.diff().fillna(done).clip(lower=0).reindex(order, fill_value=0.0)
+            spans[UNTIL_READY] = max(total - (done.iloc[-1] if len(done) else 0.0), 0.0)
+            rows[key], at[key] = spans, pd.concat([done.reindex(order).fillna(-1.0), pd.Series({UNTIL_READY: total})])
+        index = ["parent_state", "tp", "method"]
+        out[engine] = (pd.DataFrame(rows).T.rename_axis(index), pd.DataFrame(at).T.rename_axis(index))
+    return out
+
+
+def _failures(df: pd.DataFrame) -> pd.DataFrame:
+    """Configurations that failed or hung, with a short cause, for placeholders in the charts."""
+    st = df[(df["metric"] == "status") & df["status"].isin(["error", "timeout"])]
+    st = st.assign(engine_label=_engine_label(st))
+    def short(e: object) -> str:  # the exception itself, not the harness's "rank 0 failed during ..." prefix
+        c = cause(e)
+        m = re.search(r"\b[A-Za-z_.]*(Error|Exception|Timeout)\b.*", c)
+        return textwrap.shorten(m.group(0) if m else c, 60)
+
+    return st.assign(why=[("hangs: " if s == "timeout" else "fails: ") + short(e)
+                          for s, e in zip(st["status"], st["error"])])
+
+
+def _placeholder(ax, x: float, why: str) -> None:
+    """A failed configuration: a hatched, labelled slot where its bar would be."""
+    ax.add_patch(Rectangle((x - 0.4, 0), 0.8, 1, transform=ax.get_xaxis_transform(), fill=False, hatch="///",
+                           ec="#c44", lw=0.8))
+    ax.text(x, 0.03, why, transform=ax.get_xaxis_transform(), rotation=90, ha="center", va="bottom", fontsize=6.5,
+            color="#a00", clip_on=True)
+
+
 def chart_startup(df: pd.DataFrame) -> Figure:
-    """Stacked start-up phases (slowest rank's phase ends, median) per method and TP, per engine."""
-    ok = _ok(df, r"phase\.[^.]+")
-    if ok.empty:
+    """Stacked start-up phases (slowest rank's phase ends, median) per method and TP, per engine,
+    each engine in its own phase order; whiskers: time to ready's 99% CI; failures hatched."""
+    stacks = phase_stacks(df)
+    fails = _failures(df)
+    if not stacks:
         return _empty(Figure(figsize=(8, 3)))
-    ends = ok.pivot_table(index=["engine_label", "parent_state", "tp", "method"], columns="phase", values="value")
-    phases = [p for p in ends.median().sort_values().index if p != "start_requested"]
-    ended = ends[phases].ffill(axis=1).fillna(0)  # a phase an engine lacks takes no time
-    spans = ended.diff(axis=1).fillna(ended).clip(lower=0)
-    engines = sorted(ends.index.get_level_values(0).unique())
-    states = [s for s in df["parent_state"].drop_duplicates() if s in ends.index.get_level_values(1)]
-    fig, axes = _grid(len(engines), len(states), w=3.6, h=3.8, sharey=True)
-    colors = matplotlib.colormaps["viridis"](np.linspace(0.05, 0.95, len(phases)))
+    ttr = _ok(df, "time_to_ready_s").set_index(["engine_label", "parent_state", "tp", "method"])
+    all_phases = list(dict.fromkeys(p for s, _ in stacks.values() for p in s.columns if p != UNTIL_READY))
+    palette = [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i % 2 == 0] + \
+        [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i % 2 == 1]
+    colors = dict(zip(all_phases, palette * 3))  # distinct colours: engines have phases of their own
+    colors[UNTIL_READY] = "#d9d9d9"
+    engines = list(stacks)
+    states = [s for s in df["parent_state"].drop_duplicates()
+              if any(s in st.index.get_level_values(0) for st, _ in stacks.values())
+              or s in set(fails[fails["engine_label"].isin(engines)]["parent_state"])]
+    fig, axes = _grid(len(engines), len(states), w=3.6, h=4.0, sharey=False)
     for r, engine in enumerate(engines):
+        sub, ends = stacks[engine]
         for c, state in enumerate(states):
             ax = axes[r, c]
-            sub = spans.loc[(engine, state)] if (engine, state) in spans.index.droplevel([2, 3]) else None
             ax.set_title(f"{engine}\nparent: {state}")
-            if sub is None:
-                ax.set_axis_off()
+            here = sub[sub.index.get_level_values(0) == state].droplevel(0)
+            when = ends[ends.index.get_level_values(0) == state].droplevel(0)
+            failed = fails[(fails["engine_label"] == engine) & (fails["parent_state"] == state)]
+            keys_all = list(here.index) + [(tp, m) for tp, m in zip(failed["tp"], failed["method"])
+                                           if (tp, m) not in here.index]
+            if not keys_all:  # this engine has no run from this parent state: no panel at all
+                ax.remove()
                 continue
-            tps = sorted(sub.index.get_level_values(0).unique())
-            groups = [(f"TP={tp}", method_order(sub.loc[tp].index)) for tp in tps]
+            tps = sorted({tp for tp, _ in keys_all})
+            groups = [(f"TP={tp}", method_order([m for t, m in keys_all if t == tp])) for tp in tps]
             xs = _group_ticks(ax, groups)
             keys = [(tp, m) for tp, (_, ms) in zip(tps, groups) for m in ms]
             bottom = np.zeros(len(keys))
-            for phase, color in zip(phases, colors):
-                h = np.array([sub.at[k, phase] for k in keys])
-                ax.bar(xs, np.nan_to_num(h), bottom=bottom, color=color, width=0.8)
-                bottom += np.nan_to_num(h)
-            for x, total in zip(xs, bottom):
-                ax.text(x, total, f"{total:.2g}", ha="center", va="bottom", fontsize=7)
-            _headroom(ax, bottom)
+            for i, k in enumerate(keys):  # each bar stacked in its own time order
+                if k not in here.index:
+                    continue
+                for phase in when.loc[k].sort_values(kind="stable").index:
+                    h = float(here.at[k, phase])
+                    if h > 0:
+                        ax.bar([xs[i]], [h], bottom=[bottom[i]], color=colors[phase], width=0.8)
+                        bottom[i] += h
+            tops = []
+            for x, k, total in zip(xs, keys, bottom):
+                row = ttr.loc[(engine, state) + k] if (engine, state) + k in ttr.index else None
+                if row is None:
+                    why = failed[(failed["tp"] == k[0]) & (failed["method"] == k[1])]["why"]
+                    _placeholder(ax, x, why.iloc[0] if len(why) else "not measured")
+                    continue
+                lo, hi = row["ci_low"], row["ci_high"]
+                if pd.notna(lo) and pd.notna(hi):
+                    ax.errorbar([x], [total], yerr=[[max(total - max(lo, 0), 0)], [max(hi - total, 0)]], fmt="none",
+                                ecolor="#222", elinewidth=0.8, capsize=2, zorder=4)
+                    tops.append(hi)
+                ax.annotate(num(total), (x, max(total, hi if pd.notna(hi) else total)), xytext=(0, 2),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=6.5)
+            _headroom(ax, np.array(list(bottom) + tops) * 1.15)
             if c == 0:
                 ax.set_ylabel("seconds since start request")
-    handles = [Rectangle((0, 0), 1, 1, color=color) for color in colors]
-    labels = [PHASE_LABELS.get(p, p) for p in phases]
-    fig.legend(handles[::-1], labels[::-1], loc="outside right center", title="phase (top = last)")
+    shown = all_phases + [UNTIL_READY]
+    handles = [Rectangle((0, 0), 1, 1, color=colors[p]) for p in shown]
+    labels = [PHASE_LABELS.get(p, p.replace("_", " ")) for p in shown]
+    handles.append(Rectangle((0, 0), 1, 1, fill=False, hatch="///", ec="#c44"))
+    labels.append("fails / hangs (cause in the bar)")
+    fig.legend(handles[::-1], labels[::-1], loc="outside right center", title="phase ended (top = last)")
     return fig
 
 
 # 2 ------------------------------------------------------------------------------------------------
 def chart_memory(df: pd.DataFrame) -> Figure:
-    """Memory at ready, stacked by process (the stack is the worker group), per method and kind."""
+    """Memory at ready, stacked by process (the stack is the worker group), per method and kind;
+    whiskers: the group's 99% CI; failed configurations hatched. Panels wrap so that every bar
+    keeps room for its total."""
     ok = _ok(df, r"mem\.[^.]+\.(uss|pss|rss|gpu)_mib")
+    group = ok[ok["process"] == "group"].set_index(["engine_label", "tp", "parent_state", "method", "kind"])
     ok = ok[ok["process"] != "group"]
     if ok.empty:
         return _empty(Figure(figsize=(8, 3)))
+    fails = _failures(df)
     kinds = [k for k in MEMORY_KINDS if k in set(ok["kind"])]
     procs = sorted(ok["process"].unique(), key=lambda p: ({"parent": 0, "forkserver": 1}.get(p, 2), _natural(p)))
     pcolors = _process_colors(procs)
     data = ok.pivot_table(index=["engine_label", "tp", "parent_state", "method"], columns=["kind", "process"],
                           values="value")
-    panels = list(dict.fromkeys((e, tp) for e, tp, _, _ in data.index))
-    fig, axes = _grid(len(panels), len(kinds), w=4.4, h=3.6)
-    for r, (engine, tp) in enumerate(panels):
+    panels = [(e, tp, k) for e, tp in dict.fromkeys((e, tp) for e, tp, _, _ in data.index) for k in kinds]
+    states_of, nbars = {}, 0
+    for e, tp in dict.fromkeys((e, tp) for e, tp, _ in panels):
+        sub = data.loc[(e, tp)]
+        f = fails[(fails["engine_label"] == e) & (fails["tp"] == tp)]
+        keys = list(sub.index) + [(s, m) for s, m in zip(f["parent_state"], f["method"]) if (s, m) not in sub.index]
+        states = [s for s in df["parent_state"].drop_duplicates() if s in {k[0] for k in keys}]
+        states_of[(e, tp)] = [(s, method_order([m for t, m in keys if t == s])) for s in states]
+        nbars = max(nbars, len(keys))
+    width = max(4.0, 0.36 * nbars + 1.4)  # inches per panel: room for a total over each bar
+    cols = max(1, min(len(kinds), int(15 // width)))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(max(7.0, width * cols + 1.6), 3.9 * rows + 0.8), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(panels):]:
+        ax.remove()
+    for ax, (engine, tp, kind) in zip(axes, panels):
         sub = data.loc[(engine, tp)]
-        states = [s for s in df["parent_state"].drop_duplicates() if s in sub.index.get_level_values(0)]
-        for c, kind in enumerate(kinds):
-            ax = axes[r, c]
-            ax.set_title(f"{engine}, TP={tp}\n{MEMORY_KINDS[kind]}")
-            groups = [(s, method_order(sub.loc[s].index)) for s in states]
-            xs = _group_ticks(ax, groups)
-            keys = [(s, m) for s, (_, ms) in zip(states, groups) for m in ms]
-            bottom = np.zeros(len(keys))
-            for p in procs:
-                if (kind, p) not in sub.columns:
-                    continue
-                h = np.nan_to_num(np.array([sub.at[k, (kind, p)] for k in keys]))
-                ax.bar(xs, h, bottom=bottom, color=pcolors[p], width=0.8, label=p)
-                bottom += h
-            for x, total in zip(xs, bottom):
-                ax.text(x, total, f"{total:.0f}", ha="center", va="bottom", fontsize=7)
-            _headroom(ax, bottom)
-            if c == 0:
-                ax.set_ylabel("MiB at ready (stack = worker group)")
+        ax.set_title(f"{engine}, TP={tp}\n{MEMORY_KINDS[kind]}")
+        groups = states_of[(engine, tp)]
+        xs = _group_ticks(ax, groups)
+        keys = [(s, m) for s, ms in groups for m in ms]
+        bottom = np.zeros(len(keys))
+        for p in procs:
+            if (kind, p) not in sub.columns:
+                continue
+            h = np.nan_to_num(np.array([sub.at[k, (kind, p)] if k in sub.index else np.nan for k in keys]))
+            ax.bar(xs, h, bottom=bottom, color=pcolors[p], width=0.8, label=p)
+            bottom += h
+        tops = []
+        for x, k, total in zip(xs, keys, bottom):
+            if k not in sub.index:
+                why = fails[(fails["engine_label"] == engine) & (fails["tp"] == tp) & (fails["parent_state"] == k[0])
+                            & (fails["method"] == k[1])]["why"]
+                _placeholder(ax, x, why.iloc[0] if len(why) else "not measured")
+                continue
+            g = group.loc[(engine, tp) + k + (kind,)] if (engine, tp) + k + (kind,) in group.index else None
+            top = total
+            if g is not None and pd.notna(g["ci_low"]) and pd.notna(g["ci_high"]):
+                ax.errorbar([x], [total], yerr=[[max(total - g["ci_low"], 0)], [max(g["ci_high"] - total, 0)]],
+                            fmt="none", ecolor="#222", elinewidth=0.8, capsize=2, zorder=4)
+                top = max(total, g["ci_high"])
+            tops.append(top)
+            ax.annotate(num(total), (x, top), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=6, rotation=90)
+        _headroom(ax, np.array(tops + [0.0]) * 1.2)
+        ax.set_ylabel("MiB at ready (stack = worker group)")
     handles = [Rectangle((0, 0), 1, 1, color=pcolors[p]) for p in procs]
-    fig.legend(handles, procs, loc="outside right center", title="process")
+    handles.append(Rectangle((0, 0), 1, 1, fill=False, hatch="///", ec="#c44"))
+    fig.legend(handles, procs + ["fails / hangs"], loc="outside right center", title="process")
     return fig
 
 
@@ -213,6 +335,7 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
     batches = sorted(ok["batch"].dropna().unique())
     colors = method_colors(ok["method"].unique())
     fig, axes = _grid(len(engines), len(batches), w=5.0, h=3.8)
+    labelled: set[str] = set()  # every engine's methods in the legend, once each
     for r, engine in enumerate(engines):
         for c, batch in enumerate(batches):
             ax = axes[r, c]
@@ -229,7 +352,8 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
                 xs = np.arange(len(combos)) + (i - (len(methods) - 1) / 2) * width
                 lo = (rows["value"] - rows["ci_low"].clip(lower=0)).clip(lower=0)
                 hi = (rows["ci_high"] - rows["value"]).clip(lower=0)
-                ax.bar(xs, rows["value"], width=width, color=colors[m], label=m if (r, c) == (0, 0) else None)
+                ax.bar(xs, rows["value"], width=width, color=colors[m], label=None if m in labelled else m)
+                labelled.add(m)
                 ax.errorbar(xs, rows["value"], yerr=[lo.fillna(0), hi.fillna(0)], fmt="none", ecolor="#333",
                             elinewidth=0.8, capsize=2)
             ax.set_xticks(range(len(combos)), [f"TP={tp}\nparent: {s}" for tp, s in combos])
@@ -255,17 +379,41 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
     markers = dict(zip(states, "osD^vP"))
     colors = method_colors(rel.index.get_level_values("method").unique())
     multi = rel.index.get_level_values("engine_label").nunique() > 1
+    several_tp = rel.index.get_level_values("tp").nunique() > 1
     fig, axes = _grid(1, len(resources), w=6.0, h=4.8)
     fig.set_figwidth(max(fig.get_figwidth(), 9.5))  # room for the title
+    ci = ok.set_index(["engine_label", "parent_state", "tp", "method", "metric"])[["ci_low", "ci_high"]]
+
+    def err(key: tuple, col: str) -> list[list[float]]:
+        """Half-widths of the conservative 99% interval of (method - fork): [lo_a - hi_f, hi_a - lo_f]."""
+        a, f = key + (col,), key[:3] + ("fork", col)
+        if a not in ci.index or f not in ci.index or ci.loc[[a, f]].isna().any().any():
+            return [[0.0], [0.0]]
+        d = rel.at[key, col]
+        lo, hi = ci.at[a, "ci_low"] - ci.at[f, "ci_high"], ci.at[a, "ci_high"] - ci.at[f, "ci_low"]
+        return [[max(d - lo, 0.0)], [max(hi - d, 0.0)]]
+
     for ax, (col, title) in zip(axes[0], resources):
+        diffs = rel[col].drop(index="fork", level="method", errors="ignore").dropna()
+        if col.endswith("gpu_mib") and len(diffs) and (diffs.abs() < 0.5).all():
+            ax.set_axis_off()  # every point would sit on the reference: say so instead
+            ax.text(0.5, 0.5, f"no GPU-memory difference:\nevery method uses the same GPU memory per replica\n"
+                    f"as fork (within 0.5 MiB, {len(diffs)} settings)", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=10, color="#444")
+            ax.set_title(f"extra start-up time vs extra {title}")
+            continue
         ax.axhline(0, color="#888", lw=0.8)
         ax.axvline(0, color="#888", lw=0.8)
         for (engine, state, tp, m), row in rel.iterrows():
             if m == "fork" or pd.isna(row.get(col)) or pd.isna(row.get("time_to_ready_s")):
                 continue
             ax.scatter(row[col], row["time_to_ready_s"], color=colors[m], marker=markers[state], s=45, zorder=3)
-            ax.annotate(f"TP{tp}" + (f" {engine}" if multi else ""), (row[col], row["time_to_ready_s"]),
-                        xytext=(4, 3), textcoords="offset points", fontsize=7)
+            ax.errorbar([row[col]], [row["time_to_ready_s"]], xerr=err((engine, state, tp, m), col),
+                        yerr=err((engine, state, tp, m), "time_to_ready_s"), fmt="none", ecolor=colors[m],
+                        alpha=0.5, elinewidth=0.8, capsize=2, zorder=2)
+            if multi or several_tp:  # a label only where it tells points apart
+                ax.annotate(f"TP{tp}" + (f" {engine}" if multi else ""), (row[col], row["time_to_ready_s"]),
+                            xytext=(4, 3), textcoords="offset points", fontsize=7)
         ax.scatter([0], [0], color="k", marker="*", s=120, zorder=4)
         ax.annotate("fork (reference)", (0, 0), xytext=(5, -10), textcoords="offset points", fontsize=8)
         ax.set_title(f"extra start-up time vs extra {title}")
@@ -303,13 +451,21 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
         state, tp, batch = scenario(df, engine)
         sub = ok[(ok["engine_label"] == engine) & (ok["parent_state"] == state) & (ok["tp"] == tp)]
         ttr = sub[sub["metric"] == "time_to_ready_s"].set_index("method")["value"]
-        rate = sub[sub["metric"] == f"tokens_per_s.b{batch}"].set_index("method")["value"]
+        rates = sub[sub["metric"] == f"tokens_per_s.b{batch}"].set_index("method")
+        rate = rates["value"]
+
+        def differs(a: str, b: str, r: pd.DataFrame = rates) -> bool:
+            """Decode rates differ at 99%: the conservative interval of their difference excludes 0."""
+            lo = r.at[a, "ci_low"] - r.at[b, "ci_high"]
+            hi = r.at[a, "ci_high"] - r.at[b, "ci_low"]
+            return bool(pd.notna(lo) and pd.notna(hi) and (lo > 0 or hi < 0))
+
         methods = [m for m in method_order(rate.index) if m in ttr.index]
         colors = method_colors(methods)
         where = f"{engine}, parent {state}, TP={tp}, batch {batch}"
         n = np.logspace(0, 8, 400)
         _curves(axes[r, 0], n, {m: ttr[m] + n / rate[m] for m in methods}, colors,
-                  lambda a, b: break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), "tokens")
+                lambda a, b: break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), "tokens", differs)
         _loglog(axes[r, 0])
         axes[r, 0].set(xlabel="output tokens N served after a cold start",
                        ylabel="wall seconds: start-up + N / tokens/s", title=f"Time to serve N tokens\n{where}")
@@ -317,13 +473,18 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
         starts = np.logspace(0, 4, 400)
         cost = {m: starts * ttr[m] + daily / rate[m] - daily / rate[methods].max() for m in methods}
         _curves(axes[r, 1], starts, cost, colors,
-                  lambda a, b: _restarts(break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), daily), "starts/day")
+                lambda a, b: _restarts(break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), daily), "starts/day",
+                differs)
         _loglog(axes[r, 1])
         axes[r, 1].set(xlabel="worker-group (re)starts per day",
                        ylabel="overhead, seconds per day per replica",
                        title=f"Daily overhead: start-ups + slower decoding\nload {daily:,.0f} tokens/day "
                              f"(= {BUSY_HOURS:g} h at the fastest rate)")
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside right center", title="start method")
+    seen = {}
+    for ax in axes[:, 0]:  # every engine's methods (vLLM's labelled overrides too), once each
+        for h, lbl in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lbl, h)
+    fig.legend(list(seen.values()), list(seen), loc="outside right center", title="start method")
     return fig
 
 
@@ -347,13 +508,19 @@ def _restarts(tokens: float | None, daily: float) -> float | None:
     return daily / tokens if tokens else None
 
 
-def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, crossing: Callable, unit: str) -> None:
-    """Draw the curves and mark every break-even point (two methods cost the same) in range."""
+def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, crossing: Callable, unit: str,
+            differs: Callable[[str, str], bool] = lambda a, b: True) -> None:
+    """Draw the curves and mark every break-even point (two methods cost the same) in range, only
+    between methods whose decode rates differ at 99%: a crossing made by a rate difference inside
+    its interval is noise, not a break-even."""
     for m, y in curves.items():
         ax.plot(x, y, color=colors[m], label=m, lw=1.6)
-    names, notes = list(curves), []
+    names, notes, unresolved = list(curves), [], 0
     for i, a in enumerate(names):
         for b in names[i + 1:]:
+            if not differs(a, b):
+                unresolved += 1
+                continue
             at = crossing(a, b)
             if at is None or not x[0] <= at <= x[-1]:
                 continue
@@ -361,9 +528,15 @@ def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, cros
             notes.append(f"{len(notes) + 1}: {a} = {b} at {_si(float(f'{at:.2g}'))} {unit}")
             ax.plot([at], [y], "o", mfc="white", mec="k", ms=11, zorder=5)
             ax.text(at, y, str(len(notes)), ha="center", va="center", fontsize=7, zorder=6)
-    if notes:  # numbered, listed in a corner: break-even points are often close together
-        ax.text(0.98, 0.03, "break-even points\n" + "\n".join(notes), transform=ax.transAxes, ha="right",
-                va="bottom", multialignment="left", fontsize=7.5, bbox={"boxstyle": "round", "fc": "white", "ec": "#999", "alpha": 0.9})
+    if not notes and unresolved:
+        notes_text = "no break-even: decode rates equal within their intervals"
+    elif notes:
+        notes_text = "break-even points\n" + "\n".join(notes)
+    else:
+        notes_text = "no break-even in range"
+    # numbered, listed in a corner: break-even points are often close together
+    ax.text(0.98, 0.03, notes_text, transform=ax.transAxes, ha="right", va="bottom", multialignment="left",
+            fontsize=7.5, bbox={"boxstyle": "round", "fc": "white", "ec": "#999", "alpha": 0.9})
     best = {names[i] for i in np.argmin(np.vstack([curves[m] for m in names]), axis=0)}
     if len(best) == 1:
         ax.text(0.02, 0.97, f"cheapest throughout: {best.pop()}", transform=ax.transAxes, va="top", fontsize=8)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
@@ -44,7 +45,7 @@ METRICS = {
 COLUMNS = [
     "machine", "gpu", "commit", "env", "date", "engine", "engine_version", "method", "method_used",
     "parent_state", "cuda_check", "tp", "batch", "phase", "process", "kind", "metric", "value", "unit",
-    "ci_low", "ci_high", "q25", "q75", "n", "status", "error", "benchmark",
+    "ci_low", "ci_high", "q25", "q75", "n", "status", "error", "benchmark", "gpu_count", "num_cpu", "asv_machine",
 ]
 MACHINE_COLUMNS = [
     "machine", "commit", "env", "date", "engine", "engine_version", "gpu", "gpu_count", "gpu_memory_mib",
@@ -92,13 +93,39 @@ def load(directory: str | Path) -> Results:
     if not rows:
         raise BadInput(f"{root}: asv folders found but no results in them ({len(files)} files read)")
     table = pd.DataFrame(rows, columns=COLUMNS)
+    # One folder may hold the same results twice (a copy of asv's folder inside it): one row each.
+    table = table.drop_duplicates(ignore_index=True)
+    names = _distinct_machine_names(table)
+    table["machine"] = [names.get(k, m) for k, m in zip(zip(table["asv_machine"], table["gpu_count"],
+                                                                table["num_cpu"]), table["machine"])]
     # Skipped configurations have no record, hence no version: take the environment's.
     table["engine_version"] = table.groupby(["machine", "commit", "env", "engine"], dropna=False)[
         "engine_version"].transform("first")
-    table = table.astype({"tp": "Int64", "batch": "Int64", "n": "Int64", "value": "float64"})
-    mtable = pd.DataFrame(machines, columns=MACHINE_COLUMNS).drop_duplicates(
-        ["machine", "commit", "env", "engine"], keep="last").reset_index(drop=True)
+    table = table.astype({"tp": "Int64", "batch": "Int64", "n": "Int64", "value": "float64", "gpu_count": "Int64",
+                          "num_cpu": "Int64"})
+    mtable = pd.DataFrame(machines, columns=MACHINE_COLUMNS)
+    mtable["machine"] = [names.get((m, g, c), m) for m, g, c in
+                         zip(mtable["machine"], mtable["gpu_count"], mtable["num_cpu"])]
+    mtable = mtable.drop_duplicates(["machine", "commit", "env", "engine"], keep="last").reset_index(drop=True)
     return Results(table=table, machines=mtable, files=list(dict.fromkeys(files)), root=root)
+
+
+def _distinct_machine_names(table: pd.DataFrame) -> dict[tuple, str]:
+    """(asv name, GPU count, CPU count) -> the name to show, for asv names that several hosts share.
+    Results before the machine name carried the counts (`vm-NVIDIA-H100-80GB-HBM3` for both a 1-
+    and a 2-GPU host) get today's name (`vm-1xNVIDIA-H100-80GB-HBM3-16cpu`) when they meet."""
+    keys = table[["asv_machine", "gpu_count", "num_cpu", "gpu"]].drop_duplicates(["asv_machine", "gpu_count", "num_cpu"])
+    shared = keys["asv_machine"].value_counts()
+    out = {}
+    for name, gpus, cpus, gpu in keys.itertuples(index=False):
+        if shared[name] < 2 or re.search(r"-\d+cpu$", name):
+            continue
+        model = re.sub(r"[^A-Za-z0-9]+", "-", str(gpu)).strip("-")
+        if gpus and name.endswith(f"-{model}"):
+            out[(name, gpus, cpus)] = f"{name[:-len(model)]}{gpus}x{model}-{cpus}cpu"
+        else:
+            out[(name, gpus, cpus)] = f"{name}-{gpus}gpu-{cpus}cpu" if gpus else f"{name}-{cpus}cpu"
+    return out
 
 
 def table(directory: str | Path) -> pd.DataFrame:
@@ -212,6 +239,8 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
                     "q75": stats["stats_q_75"][i] if measured else None,
                     "n": stats["stats_repeat"][i] if measured else None,
                     "status": status, "error": error, "benchmark": name,
+                    "gpu_count": _int(params.get("gpu_count")) or 0, "num_cpu": _int(params.get("num_cpu")),
+                    "asv_machine": machine,
                 })
                 if rec and (rec.get("engine_version") or p.get("engine") not in seen):
                     seen[p.get("engine")] = rec  # prefer a record that knows the engine's version

@@ -19,15 +19,18 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from . import charts
+from . import charts, fleet, summary
 from .capacity import Node, plan
+from .fmt import cause, interval, num
 from .load import BadInput, Results, latest, load, method_order
 
 RESTARTS_PER_DAY = 24  # the report's capacity tables assume an hourly restart or scale-up
 
 CAPTIONS = {
-    "startup_phases": "When each start-up phase ended for the slowest rank, stacked: each segment is the time "
-                      "from the previous phase's end to this one's, so the bar's height is the time to ready. "
+    "startup_phases": "When each start-up phase ended for the slowest rank, stacked in time order, one row per "
+                      "engine with its own phases: each segment is the time from the previous phase's end to this "
+                      "one's (clamped at 0), so the bar's height is the time to ready; whiskers are its 99% CI; "
+                      "hatched slots are configurations that failed, labelled with the exception. "
                       "Under fork the child skips the imports its parent already did; forkserver-preload moves "
                       "them into the forkserver, which starts before the first rank.",
     "memory": "Host memory of every process of one replica at ready, stacked so that the bar is the worker "
@@ -43,7 +46,8 @@ CAPTIONS = {
     "amortisation": "Left: the wall time to serve N output tokens from a cold start (time to ready + N / "
                     "tokens/s). Right: the overhead a day of one replica against its (re)starts a day — the "
                     "start-ups plus the extra decode time against the fastest decoder at the stated load. "
-                    "Circles mark break-even points where two methods cost the same.",
+                    "Circles mark break-even points where two methods cost the same, only between methods whose decode "
+                    "rates differ at 99%.",
     "compatibility": "Whether a worker group reached ready under each start method from each parent state "
                      "(torch imported, CUDA queried or initialised in the parent). The errors are listed in "
                      "full in the table below the chart.",
@@ -73,9 +77,14 @@ the warm-up steps, timed with <code>time.perf_counter</code> in rank 0.</dd>
 exist on this machine (e.g. a CUDA parent state without a GPU).</dd>
 <dt>Capacity planning</dt><dd>Replicas per node = the smallest of GPUs / TP, CPU cores / TP (one core per rank),
 host RAM / the group's PSS, and (when measured) whether a rank's GPU memory fits a GPU. Start-up loss = starts a
-day &times; time to ready &times; TP devices held. The recommendation prefers methods that work, then more
-replicas, then less start-up loss, then more RAM headroom; it flags a decode rate below another method's
-when their 99% intervals are disjoint.</dd>
+day &times; time to ready &times; TP devices held; the replica-day's cost adds the longer decode of a rate below
+the fastest at 99% (one busy hour a day). The recommendation prefers methods that work, then more replicas, then
+the least replica-day cost, then more RAM headroom; it flags a decode rate below another method's when their
+99% intervals are disjoint, says when fork becomes wrong, and marks labelled overrides as non-default.</dd>
+<dt>Executive summary</dt><dd>Differences of two medians carry the conservative interval
+[lo<sub>a</sub> &minus; hi<sub>b</sub>, hi<sub>a</sub> &minus; lo<sub>b</sub>] from asv's 99% intervals; a verdict rests only on
+differences whose interval excludes 0. Cold starts needed: n &times; (half-width / |difference|)<sup>2</sup>, a
+lower bound.</dd>
 </dl>
 """
 
@@ -91,6 +100,11 @@ figcaption{font-size:0.9em;color:#444;max-width:70em}
 .ok{background:#e4f4e0} .error{background:#fbe1e1} .timeout{background:#fdf0d5} .skipped{color:#777}
 .rec{font-weight:bold;background:#e4f4e0} code{background:#f5f5f5;padding:0 0.2em}
 dt{font-weight:bold;margin-top:0.6em}
+.scroll{overflow-x:auto;max-width:100%} .scroll table{margin:0.4em 0}
+.resolved{font-weight:bold} .unresolved,.same{color:#888} .note{font-size:0.9em;color:#444;max-width:70em}
+.glance{background:#f7f7fb;border:1px solid #dde;padding:0.4em 1em;margin:1em 0}
+ul.verdicts li{margin:0.15em 0} h4{margin:1.2em 0 0.2em}
+pre{white-space:pre-wrap;font-size:0.8em;background:#f8f8f8;padding:0.5em}
 """
 
 
@@ -144,7 +158,12 @@ def render(results: Results, out_dir: Path) -> str:
             f"(copied to <a href=\"results/\">results/</a>); every measured value is in "
             f"<a href=\"table.csv\">table.csv</a>.</p>"]
     machines = list(dict.fromkeys(table["machine"]))
-    toc = [f"<li><a href=\"#m{i}\">{e(m)}</a></li>" for i, m in enumerate(machines)]
+    groups, not_run = summary.summarize(results.table)
+    body.append(_at_a_glance(groups))
+    body.append(fleet.section(groups))
+    toc = [f"<li><a href=\"#m{i}\">{e(m)}</a> (<a href=\"#m{i}-summary\">executive summary</a>)</li>"
+           for i, m in enumerate(machines)]
+    toc.insert(0, "<li><a href=\"#fleet\">Fleet comparison</a></li>" if len(machines) > 1 else "")
     body.append(f"<ul>{''.join(toc)}<li><a href=\"#methodology\">Methodology</a></li></ul>")
     slugs: set[str] = set()
     for i, machine in enumerate(machines):
@@ -159,7 +178,11 @@ def render(results: Results, out_dir: Path) -> str:
                                   "gpu_memory_mib": None, "gpu_driver": None, "cpu": None, "num_cpu": None,
                                   "ram_gib": None, "os": None, "versions": ""}])
         slug = _slug(machine, slugs)
-        body.append(_machine_section(i, machine, rows, info, charts.draw(rows, info, out_dir, prefix=f"{slug}-")))
+        mine = [g for g in groups if g.key["machine"] == machine]
+        lines = [x for x in not_run if x.startswith(f"{machine} · ")]
+        older = results.table[(results.table["machine"] == machine) & ~results.table.index.isin(rows.index)]
+        body.append(_machine_section(i, machine, rows, info, charts.draw(rows, info, out_dir, prefix=f"{slug}-"),
+                                     summary.html(mine, lines), older))
     body.append(METHODOLOGY)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -167,13 +190,31 @@ def render(results: Results, out_dir: Path) -> str:
             f"<body>{''.join(body)}</body></html>\n")
 
 
-def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFrame, files: dict) -> str:
-    parts = [f"<h2 id=\"m{i}\">Machine {e(machine)}</h2>", "<h3>Machine and versions</h3>",
+def _at_a_glance(groups: list) -> str:
+    """The first verdict of every setting, and when fork becomes wrong, before anything else."""
+    items = "".join(f"<li>{e(summary.headline(g))}</li>" for g in groups)
+    caveats = "".join(f"<li>{e(c)}</li>" for c in dict.fromkeys(g.verdicts[-1] for g in groups if g.verdicts))
+    return (f"<div class=\"glance\"><p><b>At a glance</b> (details in each machine's executive summary; "
+            f"verdicts rest only on differences resolved at 99%):</p><ul>{items}</ul>"
+            f"<p><b>When fork becomes wrong</b>:</p><ul>{caveats}</ul></div>")
+
+
+def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFrame, files: dict,
+                     summary_html: str = "", older: pd.DataFrame | None = None) -> str:
+    parts = [f"<h2 id=\"m{i}\">Machine {e(machine)}</h2>",
+             f"<h3 id=\"m{i}-summary\">Executive summary</h3>{summary_html}", "<h3>Machine and versions</h3>",
              _html_table(info[["engine", "engine_version", "commit", "env", "date", "gpu", "gpu_count", "gpu_driver",
                                "cpu", "num_cpu", "ram_gib", "os", "versions"]])]
     parts.append("<h3>Time to ready (median [99% CI], seconds)</h3>" + _median_table(rows, "time_to_ready_s"))
     parts.append("<h3>Steady-state decoding (output tokens/s, median [99% CI])</h3>"
                  + _median_table(rows, r"tokens_per_s\.b\d+"))
+    parts.append("<h3>Teardown (seconds from the stop request until every process exited, median [99% CI])</h3>"
+                 + _median_table(rows, "teardown_s"))
+    parts.append("<h3>Memory at ready, per process and per replica (MiB, median of the cold starts)</h3>"
+                 "<p class=\"note\">The <code>group</code> row is the replica: parent, forkserver (if any) and "
+                 "every rank. USS and PSS sum to the real footprint; RSS counts shared pages in each process; "
+                 "GPU is NVML's per-process figure. Intervals are in the executive summary and table.csv.</p>"
+                 + _memory_table(rows))
     if rows["metric"].str.startswith("roofline_fraction").any():
         parts.append("<h3>Fraction of the decode roofline (tokens/s over batch &times; measured memory bandwidth "
                      "/ weight bytes per rank)</h3>" + _median_table(rows, r"roofline_fraction\.b\d+"))
@@ -186,12 +227,65 @@ def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFram
                      "</figure>")
         if name == "compatibility":
             cells = charts.compatibility(rows)
-            parts.append("<h3>Compatibility, with the errors</h3>" + _html_table(
-                cells[["engine", "method", "parent_state", "text", "error"]].rename(columns={"text": "verdict"}),
-                row_class=cells["verdict"].map({"works": "ok", "fails": "error", "hangs": "timeout",
-                                                "n/a": "skipped"}).fillna("")))
+            parts.append("<h3>Compatibility, with the errors</h3>" + _compatibility_table(cells))
     parts.append(_capacity_section(rows, info))
+    if older is not None and len(older):
+        parts.append(_history(older))
     return "".join(parts)
+
+
+def _compatibility_table(cells: pd.DataFrame) -> str:
+    """Cells that ran, with the cause of each failure (full text on hover); configurations that
+    could not run here folded into one line per reason."""
+    run = cells[cells["verdict"] != "n/a"].copy()
+    run["cause"] = [cause(x) if isinstance(x, str) and v != "works" else "" for x, v in zip(run["error"], run["verdict"])]
+    out = _html_table(run[["engine", "method", "parent_state", "text", "cause"]].rename(columns={"text": "verdict"}),
+                      row_class=run["verdict"].map({"works": "ok", "fails": "error", "hangs": "timeout",
+                                                    "mixed": "timeout"}).fillna(""))
+    na = cells[cells["verdict"] == "n/a"]
+    if len(na):
+        folded = []
+        for reason, g in na.groupby(na["error"].map(cause), sort=False):
+            where = ", ".join(f"{r.engine} {r.method} / {r.parent_state}" for r in g.itertuples())
+            folded.append(f"<li>{len(g)} not applicable: {e(reason)} <span class=\"skipped\">({e(where)})</span></li>")
+        out += f"<ul>{''.join(folded)}</ul>"
+    errors = run[run["error"].notna() & (run["verdict"] != "works")].drop_duplicates("error")
+    if len(errors):
+        out += "<details><summary>Full error texts</summary>" + "".join(
+            f"<p><b>{e(r.engine)} {e(r.method)} / {e(r.parent_state)}</b></p><pre>{e(r.error)}</pre>"
+            for r in errors.itertuples()) + "</details>"
+    return out
+
+
+def _memory_table(rows: pd.DataFrame) -> str:
+    """One row per configuration and process, columns USS / PSS / RSS / peak RSS / GPU."""
+    m = rows[rows["metric"].str.fullmatch(r"mem\.[^.]+\.[a-z_]+_mib") & (rows["status"] == "ok")]
+    if m.empty:
+        return "<p>No memory measured.</p>"
+    kind = m["metric"].str.extract(r"mem\.[^.]+\.([a-z_]+)_mib")[0]
+    wide = m.assign(k=kind).pivot_table(index=["engine", "tp", "parent_state", "method", "process"], columns="k",
+                                        values="value", aggfunc="first", sort=False)
+    wide = wide[[c for c in ("uss", "pss", "rss", "peak_rss", "gpu") if c in wide.columns]]
+    wide = wide.rename(columns={"uss": "USS", "pss": "PSS", "rss": "RSS", "peak_rss": "peak RSS", "gpu": "GPU"})
+    wide = wide.reset_index()
+    order = {p: i for i, p in enumerate(["group", "parent", "forkserver"])}
+    methods = {mth: i for i, mth in enumerate(method_order(wide["method"]))}
+    wide = wide.sort_values(["engine", "tp", "parent_state", "method", "process"], key=lambda c: c.map(
+        lambda v: (methods.get(v, order.get(v, 99)), str(v)) if c.name in ("method", "process") else v), kind="stable")
+    return _html_table(wide, row_class=["rec" if p == "group" else "" for p in wide["process"]])
+
+
+def _history(older: pd.DataFrame) -> str:
+    """Older commits of this machine: time to ready per commit, newest first."""
+    r = older[older["metric"] == "time_to_ready_s"].copy()
+    if r.empty:
+        return ""
+    r["cell"] = [_ci_text(x) if s == "ok" else s for x, s in zip(r.itertuples(), r["status"])]
+    r["commit"] = r["commit"].str[:8] + " (" + r["date"].dt.strftime("%Y-%m-%d") + ")"
+    wide = r.pivot_table(index=["commit", "engine", "parent_state", "tp"], columns="method", values="cell",
+                         aggfunc="first", sort=False)
+    wide = wide[method_order(wide.columns)].reset_index().sort_values("commit", ascending=False, kind="stable")
+    return "<h3>History: older commits (time to ready, seconds, median [99% CI])</h3>" + _html_table(wide)
 
 
 def _median_table(rows: pd.DataFrame, metric: str) -> str:
@@ -205,8 +299,9 @@ def _median_table(rows: pd.DataFrame, metric: str) -> str:
 
 
 def _ci_text(x: Any) -> str:
-    ci = f" [{max(x.ci_low, 0):.3g}, {x.ci_high:.3g}]" if pd.notna(x.ci_low) and pd.notna(x.ci_high) else ""
-    return f"{x.value:.3g}{ci} n={x.n}"
+    lo = max(x.ci_low, 0) if pd.notna(x.ci_low) else None  # a time or a rate is never negative
+    ci = interval(lo, x.ci_high if pd.notna(x.ci_high) else None)
+    return f"{num(x.value)} {ci} n={x.n}".replace("  ", " ")
 
 
 def _capacity_section(rows: pd.DataFrame, info: pd.DataFrame) -> str:
@@ -238,14 +333,14 @@ def _html_table(df: pd.DataFrame, row_class: Iterable[str] | None = None) -> str
         cells = "".join(f"<td class=\"num\">{_fmt(v)}</td>" if isinstance(v, (int, float)) and not isinstance(v, bool)
                         else f"<td>{_fmt(v)}</td>" for v in row)
         body.append(f"<tr class=\"{e(cls)}\">{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>"
 
 
 def _fmt(v: Any) -> str:
     if v is None or (not isinstance(v, str) and pd.isna(v)):
         return ""
-    if isinstance(v, float):
-        return e(f"{v:.4g}")
+    if isinstance(v, (float, int)) and not isinstance(v, bool):
+        return e(num(v))
     if isinstance(v, pd.Timestamp):
         return e(f"{v:%Y-%m-%d %H:%M}")
     return e(v)

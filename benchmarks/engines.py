@@ -17,8 +17,13 @@ class _Vllm:
     # again (the tests show it): there the grid has spawn and the explicit fork override instead.
     # ray: vLLM's Ray executor (workers as actors of a local head, or of RAY_ADDRESS's cluster)
     methods = ("fork", "spawn", "ray") if suite.ON_GPU else ("spawn", "ray")
-    variants = {} if suite.ON_GPU else {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True}),
-                                        "ray-override": ("ray", {vllm.RAY_OVERRIDE_KEY: True})}
+    # On GPUs the main series is vLLM's default (torch.compile and CUDA graphs); eager mode is a
+    # labelled variant (the profiles measure it from a torch parent).
+    _eager = {vllm.KWARGS_KEY: {"enforce_eager": True}}
+    variants = ({"fork-eager": ("fork", _eager), "spawn-eager": ("spawn", _eager),
+                 "fork-gcfreeze": ("fork", {vllm.GC_FREEZE_KEY: True})} if suite.ON_GPU else
+                {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True}),
+                 "ray-override": ("ray", {vllm.RAY_OVERRIDE_KEY: True})})
     # a cold start takes about a minute on 2 cores: the parent states that differ (device ones) on GPUs only
     states = suite.parent_states(with_device_states=True) if suite.ON_GPU else ["bare"]
     # torch.compile takes 30 s or more of every CPU cold start here, engine work that no start

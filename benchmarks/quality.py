@@ -14,9 +14,9 @@ a median and a 99% CI.
 from forkspawn import quality
 from forkspawn.asvsuite import PROFILE, progress
 
-# rounds of 3 fresh interpreters per method, as many as the profile's cold starts (2 at least):
+# rounds of 3 fresh interpreters per method, as many as the profile's least cold starts (2 at least):
 # 1 to 3 s per method here
-OVERHEAD_REPEAT = max(2, PROFILE.repeat)
+OVERHEAD_REPEAT = max(2, PROFILE.cold_starts["torch-tp"][0])
 
 
 class HarnessOverhead:

@@ -15,8 +15,11 @@ timing benchmarks. A failed configuration reports status 1 (error) or 2 (timeout
 
 from __future__ import annotations
 
+import importlib
+import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,16 +48,23 @@ GPUS = _gpus()
 ON_GPU = GPUS > 0
 
 
+# The NVML-based CUDA check changes only the device-queried state, so in asv it is a value of
+# the parent-state axis rather than an axis of its own (half of which would be skipped calls).
+NVML_QUERIED = "device-queried-nvml"
+
+
 @dataclass(frozen=True)
 class Profile:
     """What one `make bench` measures, chosen with FORKSPAWN_PROFILE. Every profile has the same
     asv grid: the points a profile leaves out are skipped (`leaves_out`), so results line up."""
 
-    repeat: int  # cold starts per configuration of our workload
-    engine_repeat: int  # of a real engine, whose cold starts take tens of seconds
+    # engine -> (least, most) cold starts per configuration ("engines": every real engine not
+    # named); between the two the stopping rule (stats.settled) decides, at `precision`
+    cold_starts: dict[str, tuple[int, int]]
     decode_steps: int
     soak_cycles: int  # start/teardown cycles per method of the soak benchmark (0: not run)
-    repeat_of: dict[str, int] = field(default_factory=dict)  # engine -> cold starts, where fewer suffice
+    gpu_cold_starts: dict[str, tuple[int, int]] = field(default_factory=dict)  # overrides on GPU boxes
+    precision: float = 0.05  # relative half-width of time to ready's 99% interval that settles a point
     single_rank: bool = True  # False: TP=1 only where an engine has no larger size (start methods collide in groups)
     left_out: tuple[str, ...] = ()  # "engine method [parent_state]": points not measured
     cpu_eager: bool = False  # vLLM on CPU without torch.compile (config.extra.vllm_kwargs says so)
@@ -70,22 +80,32 @@ class Profile:
 
 
 # Sized by the precision analysis (README, "Measurement quality"): on a noisy 2-core box spawn vs
-# fork needs 4 cold starts per side to be resolved at 99% at TP=2 (5 at TP=1), vLLM's spawn vs
-# fork override 3. `default` fits 15 minutes there with the engines, by leaving out TP=1, vLLM's
+# fork is resolved at 99% after 3 to 5 cold starts per side, vLLM's spawn vs fork override after
+# 3; a point stops as soon as its comparison is resolved or its interval is narrow (the stopping
+# rule), else at its cap. `default` fits 15 minutes there with the engines, by leaving out TP=1, vLLM's
 # torch.compile (30 s or more of every CPU cold start, engine work that no start method avoids),
 # Ray from a torch parent (the raylet execs Ray's workers: the parent's state never reaches them),
 # vLLM's Ray executor (refused on CPU) and its override, and the soak, and by starting Xinference
 # twice (on CPU it runs the model in one process whatever the method: there is nothing to
 # resolve, and a cold start takes a minute with its server). `full` is every point
 # (hours with the engines on 2 cores), `brief` is for short GPU leases, `quick` a smoke run.
-_DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override")
+# On a GPU box vLLM gets 5 cold starts a point (a failure that repeats itself stops after 2:
+# measure._stop_after), its eager variant is measured from a torch parent only,
+# as is the gc.freeze() mitigation (vllm.GC_FREEZE_KEY), and `vllm serve` with the method its CLI
+# chooses (spawn).
+_DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override", "vllm-serve fork") + tuple(
+    f"vllm {m} {s}" for m in ("fork-eager", "spawn-eager", "fork-gcfreeze")
+    for s in ("bare", "device-queried", NVML_QUERIED, "device-initialized"))
+_GPU_ENGINES = {"vllm": (5, 5), "vllm-serve": (3, 3), "xinference": (3, 3)}
 PROFILES: dict[str, Profile] = {
-    "full": Profile(repeat=5, engine_repeat=3, decode_steps=32, soak_cycles=20),
-    "default": Profile(repeat=4, engine_repeat=3, repeat_of={"xinference": 2}, decode_steps=16, soak_cycles=0,
-                       single_rank=False, left_out=_DEFAULT_LEFT_OUT, cpu_eager=True),
-    "brief": Profile(repeat=3, engine_repeat=2, decode_steps=32, soak_cycles=10),
-    "quick": Profile(repeat=1, engine_repeat=1, decode_steps=8, soak_cycles=0, single_rank=False,
-                     left_out=_DEFAULT_LEFT_OUT + ("vllm fork-override",), cpu_eager=True),
+    "full": Profile(cold_starts={"torch-tp": (3, 8), "engines": (3, 5)}, decode_steps=32, soak_cycles=20,
+                    gpu_cold_starts={"vllm": (5, 8)}),
+    "default": Profile(cold_starts={"torch-tp": (3, 5), "engines": (3, 3), "xinference": (2, 2)}, decode_steps=16,
+                       soak_cycles=0, single_rank=False, left_out=_DEFAULT_LEFT_OUT, cpu_eager=True,
+                       gpu_cold_starts=_GPU_ENGINES),
+    "brief": Profile(cold_starts={"torch-tp": (3, 3), "engines": (2, 2)}, decode_steps=32, soak_cycles=10),
+    "quick": Profile(cold_starts={"torch-tp": (1, 1), "engines": (1, 1)}, decode_steps=8, soak_cycles=0,
+                     single_rank=False, left_out=_DEFAULT_LEFT_OUT + ("vllm fork-override",), cpu_eager=True),
 }
 PROFILE_NAME = os.environ.get("FORKSPAWN_PROFILE", "default")
 if PROFILE_NAME not in PROFILES:
@@ -95,12 +115,13 @@ PROFILE = PROFILES[PROFILE_NAME]
 
 def measured(engine: str = "torch-tp") -> dict[str, Any]:
     """The Config fields this profile sets for `engine`."""
-    if engine != "torch-tp":
-        # engines measure decoding as the difference of two timed requests: it needs enough steps
-        return {"repeat": PROFILE.repeat_of.get(engine, PROFILE.engine_repeat), "decode_steps": max(32, PROFILE.decode_steps),
-                "batches": PROFILE.batches, "model": os.environ.get("FORKSPAWN_MODEL", "tiny")}
-    return {"repeat": PROFILE.repeat, "decode_steps": PROFILE.decode_steps, "batches": PROFILE.batches,
-            "model": os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")}
+    model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
+    table = {**PROFILE.cold_starts, **(PROFILE.gpu_cold_starts if ON_GPU else {})}
+    least, most = table.get(engine) or table["engines"]
+    # engines measure decoding as the difference of two timed requests: it needs enough steps
+    steps = PROFILE.decode_steps if engine == "torch-tp" else max(32, PROFILE.decode_steps)
+    return {"repeat": most, "least": least, "precision": PROFILE.precision, "decode_steps": steps,
+            "batches": PROFILE.batches, "model": model}
 
 
 def soak_cycles() -> int:
@@ -124,10 +145,6 @@ def tp_sizes() -> list[int]:
         raise ValueError(f"FORKSPAWN_TP={wanted!r}: this machine can measure TP {', '.join(map(str, sizes))}")
     return [tp for tp in sizes if tp in chosen]
 
-
-# The NVML-based CUDA check changes only the device-queried state, so in asv it is a value of
-# the parent-state axis rather than an axis of its own (half of which would be skipped calls).
-NVML_QUERIED = "device-queried-nvml"
 
 
 def parent_states(with_device_states: bool = ON_GPU) -> list[str]:
@@ -215,12 +232,13 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
 
     path = records_path(conf_dir)
     key = config_key(config)
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("asv_token") == token and rec.get("asv_key") == key:
-                return rec
-    rec = measure(config, progress=progress)
+    if rec := _find(path, token, key):
+        return rec
+    if os.environ.get(RECORDED_ONLY_ENV):
+        raise NotImplementedError(f"not measured in run {token} ({RECORDED_ONLY_ENV} is set: asv stores what was measured)")
+    ref = _find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
+    reference = ref["samples"].get("time_to_ready_s") if ref and ref["status"] == "ok" else None
+    rec = measure(config, progress=progress, reference=reference)
     rec.update(asv_token=token, asv_key=key, asv_params=asv_params, asv_commit=_commit(conf_dir), asv_env=_env_name())
     path.parent.mkdir(parents=True, exist_ok=True)
     # One write() of one line to an O_APPEND file: readers see the whole line or none of it.
@@ -231,6 +249,71 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
         os.close(fd)
     progress(f"{label(config)}: {rec['status']}")
     return rec
+
+
+# Set when asv should only store what a run already measured (a lease ending): the points not
+# measured are skipped, with the reason, instead of measured now.
+RECORDED_ONLY_ENV = "FORKSPAWN_RECORDED_ONLY"
+# The order `measure_first` takes a grid in: the largest TP size first, plain methods before
+# labelled variants, the parent states a deployment has most often first, every method of one
+# state before the next state (asv walks method by method).
+STATE_PRIORITY = ("torch", "device-initialized", "device-queried", "bare", NVML_QUERIED)
+
+
+def measure_first(pattern: str, token: str) -> int:
+    """Measure the grid points of the `Startup` classes in `benchmarks/` whose `module.Class` name
+    matches `pattern` (asv's --bench regex) in `STATE_PRIORITY` order, under asv's run token, so
+    that a run cut short has the most useful answers; `asv run` with the same FORKSPAWN_RUN_ID then
+    reads them back. The number of points measured or found."""
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench_dir.parent))
+    points = []
+    for module in sorted(f.stem for f in bench_dir.glob("*.py") if f.stem != "__init__"):
+        mod = importlib.import_module(f"benchmarks.{module}")
+        for name, cls in vars(mod).items():
+            if (isinstance(cls, type) and issubclass(cls, Startup) and cls.__module__ == mod.__name__
+                    and re.search(pattern, f"{module}.{name}")):
+                methods_, states = cls.params[1], cls.params[2]
+                for engine, method, state, tp in itertools.product(*cls.params):
+                    rank = (-int(tp), method not in METHODS,
+                            STATE_PRIORITY.index(state) if state in STATE_PRIORITY else len(STATE_PRIORITY),
+                            methods_.index(method), states.index(state))
+                    points.append((rank, cls, (engine, method, state, tp)))
+    done = 0
+    for _, cls, params in sorted(points, key=lambda p: p[0]):
+        try:
+            cls().setup(token, *params)
+        except NotImplementedError:
+            continue
+        done += 1
+    return done
+
+
+def cold_starts_spent(results: Path, token: str) -> list[str]:
+    """What run `token` measured, from the sidecars under asv's `results` folder: per
+    configuration how its cold starts ended (`stop_reason`) and how many it took, then totals."""
+    lines, spent, ends = [], 0, {}
+    for path in sorted(results.glob("*/records/*.jsonl")):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("asv_token") != token or rec["status"] == "skipped":
+                continue
+            runs, why = rec.get("runs", rec["runs_ok"]), rec.get("stop_reason", "repeat")
+            spent += runs
+            ends[why] = ends.get(why, 0) + 1
+            lines.append(f"{rec['asv_params'].replace('|', ' ')}: {rec['status']}, {why} after {runs} cold start(s)")
+    total = ", ".join(f"{n} {why}" for why, n in sorted(ends.items()))
+    return lines + [f"run {token}: {len(lines)} configuration(s), {spent} cold starts ({total or 'none'})"]
+
+
+def _find(path: Path, token: str, key: str) -> dict[str, Any] | None:
+    """The record of `key` in run `token` of the sidecar at `path`, if there is one."""
+    if path.exists():
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("asv_token") == token and rec.get("asv_key") == key:
+                return rec
+    return None
 
 
 def config_key(config: Config) -> str:

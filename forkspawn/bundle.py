@@ -642,6 +642,31 @@ def installed() -> dict | None:
         return None
 
 
+def record_versions() -> dict[str, str]:
+    """What every record's `versions` says of the installed bundle: its engines, and what was
+    left out of them on purpose (packages the box provides are not listed; the manifest has all)."""
+    info = installed()
+    if info is None:
+        return {}
+    chosen = [item["what"] for item in info["left_out"] if not item["why"].startswith("the box has it")]
+    return {"bundle": f"{info['schema']} " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
+            "bundle_left_out": "; ".join(chosen)}
+
+
+def runtime_env() -> tuple[dict[str, str], list[str]]:
+    """The variables the installed bundle needs because of what it left out, and a note each;
+    a variable already set keeps its value (the note says so)."""
+    env, notes = {}, []
+    for item in (installed() or {}).get("env", []):
+        name, value = item["name"], item["value"]
+        if name in os.environ and os.environ[name] != value:
+            notes.append(f"offline bundle wants {name}={value} ({item['why']}); kept {os.environ[name]!r} from the environment")
+            continue
+        env[name] = value
+        notes.append(f"offline bundle: {name}={value} ({item['why']})")
+    return env, notes
+
+
 # --- command line ----------------------------------------------------------------------------
 
 def _rule(text: str) -> tuple[str, str]:

@@ -39,7 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--batch", type=int, nargs="+", default=[1, 16], help="decode batch sizes")
     m.add_argument("--decode-steps", type=int, default=32)
     m.add_argument("--warmup-steps", type=int, default=4)
-    m.add_argument("--repeat", type=int, default=3, help="cold starts (each in a fresh parent)")
+    m.add_argument("--repeat", type=int, default=3, help="cold starts (each in a fresh parent), at most")
+    m.add_argument("--least", type=int, default=0,
+                   help="cold starts at least; between --least and --repeat the stopping rule ends the "
+                        "configuration once its 99%% interval is within --precision (0: always --repeat)")
+    m.add_argument("--precision", type=float, default=0.05,
+                   help="relative half-width of time to ready's 99%% interval that settles a configuration")
     m.add_argument("--timeout", type=float, default=300.0, help="seconds a cold start may take to ready")
     m.add_argument("--cuda-check", default="runtime", choices=CUDA_CHECKS)
     m.add_argument("--forkserver", default="fresh", choices=FORKSERVER_STATES)
@@ -58,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("leftovers", help="list what any forkspawn run left behind (processes, temp dirs); exit 1 if any")
 
     sub.add_parser("profile", help="what `make bench` measures in FORKSPAWN_PROFILE (default: default)")
+
+    pre = sub.add_parser("prefill", help="measure the asv grid of benchmark classes matching REGEX, most useful "
+                                         "points first, for the asv run of FORKSPAWN_RUN_ID to read back")
+    pre.add_argument("regex", help="asv's --bench regex, e.g. '^engines\\.Vllm'")
+
+    spent = sub.add_parser("spent", help="how the cold starts of run FORKSPAWN_RUN_ID ended (stop reasons, counts)")
+    spent.add_argument("results", type=Path, help="asv's results folder (.asv/results)")
 
     mach = sub.add_parser("machine", help="describe this machine (no CUDA context is created)")
     mach.add_argument("--asv", action="store_true", help="register it in ~/.asv-machine.json and print its name")
@@ -78,6 +90,21 @@ def main(argv: list[str] | None = None) -> int:
             lines = report()
             print("\n".join(lines) if lines else "nothing left behind")
             return 1 if lines else 0
+        if args.command == "prefill":
+            from . import asvsuite
+
+            if not os.environ.get("FORKSPAWN_RUN_ID"):
+                raise ConfigError("prefill needs FORKSPAWN_RUN_ID: the asv run that will read the records back")
+            n = asvsuite.measure_first(args.regex, os.environ["FORKSPAWN_RUN_ID"])
+            print(f"prefill {args.regex}: {n} configuration(s) recorded under run {os.environ['FORKSPAWN_RUN_ID']}")
+            return 0
+        if args.command == "spent":
+            from . import asvsuite
+
+            if not os.environ.get("FORKSPAWN_RUN_ID"):
+                raise ConfigError("spent needs FORKSPAWN_RUN_ID: the run to describe")
+            print("\n".join(asvsuite.cold_starts_spent(args.results, os.environ["FORKSPAWN_RUN_ID"])))
+            return 0
         if args.command == "profile":
             from . import asvsuite
 
@@ -102,6 +129,7 @@ def _measure(args: argparse.Namespace) -> int:
     config = Config(engine=args.engine, method=args.method, parent_state=args.parent_state, tp=args.tp,
                     model=args.model, device=args.device, batches=tuple(args.batch),
                     decode_steps=args.decode_steps, warmup_steps=args.warmup_steps, repeat=args.repeat,
+                    least=args.least, precision=args.precision if args.least else 0.0,
                     timeout_s=args.timeout, cuda_check=args.cuda_check, forkserver=args.forkserver,
                     extra={**({"vllm_override": True} if args.override_cpu_spawn else {}),
                            **({"vllm_ray_override": True} if args.override_cpu_ray else {})})

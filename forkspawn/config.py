@@ -36,7 +36,9 @@ class Config:
     batches: tuple[int, ...] = (1, 16)
     warmup_steps: int = 4
     decode_steps: int = 32
-    repeat: int = 3
+    repeat: int = 3  # cold starts at most (the cap)
+    least: int = 0  # cold starts at least before the stopping rule may end a configuration (0: repeat, fixed)
+    precision: float = 0.0  # relative half-width of time to ready's 99% interval that settles it (0: never)
     timeout_s: float = 300.0  # bound on one cold start, start request to ready
     cuda_check: str = "runtime"
     forkserver: str = "fresh"
@@ -53,6 +55,10 @@ class Config:
         for name in ("tp", "repeat", "decode_steps"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.least <= self.repeat:
+            raise ConfigError(f"least must be between 0 and repeat ({self.repeat}), got {self.least}")
+        if not 0 <= self.precision < 1:
+            raise ConfigError(f"precision must be a fraction in [0, 1), got {self.precision}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if not self.batches or min(self.batches) < 1:

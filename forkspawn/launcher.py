@@ -21,9 +21,12 @@ from .worker import rank_main
 
 
 class GroupFailure(Exception):
-    def __init__(self, status: str, error: str):
+    """Why the group failed: `error` is one line that starts with the cause; `traceback` is the
+    reporting rank's full traceback, when a rank reported an exception."""
+
+    def __init__(self, status: str, error: str, traceback: str | None = None):
         super().__init__(error)
-        self.status, self.error = status, error
+        self.status, self.error, self.traceback = status, error, traceback
 
 
 class WorkerGroup:
@@ -96,29 +99,30 @@ class WorkerGroup:
                     self.current[rank] = name
                     self.facts[rank].update(facts)
                 elif msg[0] == "error":
-                    raise self._failure(rank, _reported(msg))
+                    raise self._failure(rank, _reported(rank, msg))
                 else:
                     yield rank, msg
             else:
                 rank = sentinels[obj]
                 raise self._failure(rank, self._last_error(rank))
 
-    def _failure(self, rank: int, reported: str | None) -> GroupFailure:
+    def _failure(self, rank: int, reported: tuple[str, str] | None) -> GroupFailure:
         """The group's failure, blamed on its first cause.
 
         When a rank dies in a collective its peers fail too, and their reports can arrive
         before its death is seen: a peer that died without reporting anything is the cause.
         """
         if reported is not None:
+            text, tb = reported
             others = {p.sentinel: r for r, p in enumerate(self.procs) if r != rank}
             for obj in wait(list(others), timeout=1.0):
                 if self._last_error(others[obj]) is None:
-                    return GroupFailure("error", f"{self._death(others[obj])} (then rank {rank} {reported})")
-            return GroupFailure("error", f"rank {rank} {reported}")
+                    return GroupFailure("error", f"{self._death(others[obj])}; then {text}", tb)
+            return GroupFailure("error", text, tb)
         return GroupFailure("error", self._death(rank))
 
-    def _last_error(self, rank: int) -> str | None:
-        """The error a rank reported before it exited, if it did."""
+    def _last_error(self, rank: int) -> tuple[str, str] | None:
+        """The error a rank reported before it exited, if it did (see `_reported`)."""
         conn = self.conns[rank]
         while conn.poll():
             try:
@@ -126,7 +130,7 @@ class WorkerGroup:
             except (EOFError, OSError):
                 break
             if msg[0] == "error":
-                return _reported(msg)
+                return _reported(rank, msg)
         return None
 
     def _death(self, rank: int) -> str:
@@ -174,9 +178,14 @@ class WorkerGroup:
         return now() - t0
 
 
-def _reported(error: tuple) -> str:
-    _, phase, text = error
-    return f"failed during {phase}: {text.strip()}"
+def _reported(rank: int, error: tuple) -> tuple[str, str]:
+    """A rank's ("error", phase, exception line, traceback) as (error text, traceback).
+
+    The text leads with the exception line, the cause, because reports and footnotes show an
+    error's first line; where it happened follows; the traceback goes to the record's own field.
+    """
+    _, phase, line, tb = error
+    return f"{line} (rank {rank}, during {phase})", tb.strip()
 
 
 def _next_phase(last: str) -> str:

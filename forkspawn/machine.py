@@ -50,6 +50,22 @@ def gpus() -> list[dict[str, Any]]:
     return found
 
 
+def gpu_used_mib() -> float | None:
+    """Device memory in use on the visible GPUs, summed (NVML; None without one): taken before and
+    after a configuration, it shows whether its processes gave every byte back."""
+    visible = gpus()
+    if not visible:
+        return None
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        return sum(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(g["index"])).used
+                   for g in visible) / 2**20
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def torch_has_cuda() -> bool:
     """Whether the installed torch is a CUDA build, judged from its files (no import)."""
     spec = importlib.util.find_spec("torch")
@@ -88,7 +104,9 @@ def versions(*extra: str) -> dict[str, str | None]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    return out
+    from .bundle import record_versions
+
+    return {**out, **record_versions()}
 
 
 def asv_machine_name(desc: dict[str, Any] | None = None) -> str:

@@ -21,10 +21,11 @@ from typing import Any, Callable
 
 import psutil
 
-from . import engines, leftovers, machine, parent_state, quality, ray_cluster
+from . import bundle, engines, leftovers, machine, parent_state, quality, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
 from .record import Run, build_record
+from .stats import settled
 
 Progress = Callable[[str], None]
 RAY_ENGINES = ("torch-tp", "vllm")  # the engines that can start their ranks as Ray actors
@@ -57,17 +58,24 @@ def not_applicable(config: Config) -> str | None:
     return engines.adapter(config.engine).unavailable()
 
 
-def measure(config: Config, progress: Progress | None = None) -> dict[str, Any]:
-    """The `forkspawn measure --json` record of `config` (see README, "The measure record")."""
+def measure(config: Config, progress: Progress | None = None, reference: list[float] | None = None) -> dict[str, Any]:
+    """The `forkspawn measure --json` record of `config` (see README, "The measure record").
+
+    With `config.least` below `config.repeat`, cold starts stop early once `stats.settled` says
+    so, against `reference` (the times to ready of the configuration this one is compared with).
+    """
     config = resolve(config)
     say = progress or (lambda line: None)
     runs: list[Run] = []
+    stop = "repeat"
+    gpu_used: dict[str, float | None] = {"before": None, "after": None}
     reason = not_applicable(config)
     if reason:
         runs.append(Run(status="skipped", error=reason, parent_state={"verified": "not-applicable"}))
     else:
         checkpoint = resolve_checkpoint(config.model, config.cache_path())  # generated once, outside any timed region
         ensure_bytecode()
+        gpu_used["before"] = machine.gpu_used_mib()
         for i in range(config.repeat):
             # Cold weight loading dominates start-up on real boxes: say what the cache held.
             cache = quality.page_cache_state(quality.files_of(checkpoint))
@@ -76,9 +84,28 @@ def measure(config: Config, progress: Progress | None = None) -> dict[str, Any]:
             runs.append(run)
             ready = f"{run.time_to_ready_s:.2f} s to ready" if run.time_to_ready_s is not None else run.error
             say(f"{label(config)} run {i + 1}/{config.repeat}: {run.status}, {ready}")
-            if run.status != "ok":
-                break  # a configuration that fails once is reported failed; repeating it teaches nothing
-    return build_record(config, runs, machine.describe(), machine.versions())
+            if stop := _stop_after(runs, config, reference):
+                break
+        stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
+        gpu_used["after"] = machine.gpu_used_mib()
+    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used)
+
+
+def _stop_after(runs: list[Run], config: Config, reference: list[float] | None) -> str | None:
+    """Why to stop before `repeat` cold starts, or None: a configuration that failed the same way
+    twice in a row fails fast and alike every time ("failed-fast"); one that failed otherwise
+    after an ok start, or two different ways, is reported failed ("failed"); an ok one is ended by
+    the stopping rule ("resolved", "precise") when it is adaptive (`config.least`)."""
+    if runs[-1].status == "ok":
+        if not config.least or any(r.status != "ok" for r in runs):
+            return None
+        return settled([r.time_to_ready_s for r in runs], reference, config.least, config.precision)
+    if len(runs) < 2:
+        return None
+    before = runs[-2]
+    if before.status == runs[-1].status and before.error == runs[-1].error:
+        return "failed-fast"
+    return "failed"
 
 
 def ensure_bytecode() -> None:
@@ -97,6 +124,7 @@ def label(config: Config) -> str:
 
 
 def run_in_fresh_parent(config: Config) -> Run:
+    bundle_env, bundle_notes = bundle.runtime_env()  # what an offline bundle's left-outs need
     backstop = 2 * config.timeout_s + 300  # the parent enforces timeout_s itself; this catches a hung parent
     with tempfile.TemporaryDirectory(prefix="forkspawn-") as tmp:
         cfg, result, log = Path(tmp, "config.json"), Path(tmp, "run.json"), Path(tmp, "parent.log")
@@ -104,7 +132,7 @@ def run_in_fresh_parent(config: Config) -> Run:
         tag = uuid.uuid4().hex
         shm = leftovers.shm_entries()
         # TMPDIR: whatever the parent, its workers or an engine leave in temp dirs goes with this one
-        env = {**os.environ, **parent_state.environment(config), leftovers.RUN_TAG_ENV: tag, "TMPDIR": tmp}
+        env = {**os.environ, **bundle_env, **parent_state.environment(config), leftovers.RUN_TAG_ENV: tag, "TMPDIR": tmp}
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -121,9 +149,13 @@ def run_in_fresh_parent(config: Config) -> Run:
             for name in orphans:
                 Path("/dev/shm", name).unlink(missing_ok=True)
         if not result.exists():
-            tail = log.read_text(errors="replace")[-2000:].strip()
-            return Run(status="error", error=f"the parent interpreter exited with status {proc.returncode}: {tail}")
+            tail = log.read_text(errors="replace")[-4000:].strip()
+            # A Python that died of an exception says so on its log's last line: that leads the error.
+            where = f"the parent interpreter exited with status {proc.returncode}"
+            last = tail.splitlines()[-1].strip() if tail else ""
+            return Run(status="error", error=f"{last} ({where})" if last else where, traceback=tail or None)
         run = Run.from_dict(json.loads(result.read_text()))
+        run.notes += bundle_notes
         if left:
             run.notes.append(f"killed {len(left)} process(es) the run left behind: {', '.join(left)}")
         if orphans:

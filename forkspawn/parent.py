@@ -29,8 +29,11 @@ def main(config_path: str, result_path: str) -> int:
             run = engines.adapter(config.engine).run_once(config, state)
         if cluster and cluster["local"]:
             run.notes.append(f"local Ray head started in {cluster['start_s']:.1f} s, before the start request")
-    except Exception:
-        run = Run(status="error", error=f"parent failed: {traceback.format_exc(limit=-3).strip()}")
+    except Exception as exc:
+        from .worker import exception_line
+
+        run = Run(status="error", error=f"{exception_line(exc)} (in the parent interpreter)",
+                  traceback=traceback.format_exc().strip())
     write_json_atomic(Path(result_path), run.to_dict())
     return 0
 

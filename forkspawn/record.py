@@ -55,7 +55,8 @@ class Run:
     """One cold start of one worker group, as observed by its parent."""
 
     status: str = "ok"
-    error: str | None = None
+    error: str | None = None  # one line, the cause first (an exception's `Type: message`), then where
+    traceback: str | None = None  # the full traceback behind `error`, where there was one
     method_used: str | None = None
     parent_state: dict[str, Any] = field(default_factory=dict)
     forkserver: dict[str, Any] | None = None
@@ -71,11 +72,12 @@ class Run:
     weight_bytes: int | None = None  # bytes of weights one rank reads per decode step
     roofline_tokens_per_s: dict[int, float] = field(default_factory=dict)  # batch * bandwidth / weight_bytes
     checkpoint_resident: float | None = None  # fraction of the checkpoint in the page cache at the start request
+    engine_metrics: dict[str, float] = field(default_factory=dict)  # an engine's own sizes (vLLM: KV cache, CUDA graphs)
     notes: list[str] = field(default_factory=list)
 
-    def fail(self, status: str, error: str) -> "Run":
+    def fail(self, status: str, error: str, traceback: str | None = None) -> "Run":
         if self.status == "ok":  # keep the first failure: later ones are usually its consequences
-            self.status, self.error = status, error
+            self.status, self.error, self.traceback = status, error, traceback
         return self
 
     def values(self) -> dict[str, float]:
@@ -111,6 +113,7 @@ class Run:
             out[f"roofline_fraction.b{b}"] = self.tokens_per_s[b] / v
         if self.bandwidth_gb_s is not None:
             out["bandwidth_gb_s"] = self.bandwidth_gb_s
+        out.update({f"engine.{name}": v for name, v in self.engine_metrics.items()})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,7 +121,7 @@ class Run:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Run":
-        d = dict(d)
+        d = dict(d)  # runs written before a field existed get its default (e.g. `traceback`)
         d["phases"] = [Phase(**p) for p in d.get("phases", [])]
         d["processes"] = [ProcessMemory(**p) for p in d.get("processes", [])]
         for key in ("tokens_per_s", "step_latency_s", "roofline_tokens_per_s"):
@@ -126,7 +129,8 @@ class Run:
         return cls(**d)
 
 
-def build_record(config: Config, runs: list[Run], machine: dict, versions: dict) -> dict[str, Any]:
+def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
+                 stop_reason: str = "repeat", gpu_used_mib: dict | None = None) -> dict[str, Any]:
     """Aggregate the runs of one configuration into the `forkspawn measure --json` record."""
     failed = next((r for r in runs if r.status != "ok"), None)
     last = runs[-1] if runs else Run(status="error", error="no run was made")
@@ -142,6 +146,7 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict)
         "schema": SCHEMA,
         "status": failed.status if failed else "ok",
         "error": failed.error if failed else None,
+        "traceback": failed.traceback if failed else None,
         "engine": config.engine,
         "engine_version": last.engine_version,
         "method": config.method,
@@ -154,7 +159,9 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict)
         "model": config.model,
         "batches": list(config.batches),
         "repeat": config.repeat,
+        "runs": len(runs),
         "runs_ok": len(ok_runs),
+        "stop_reason": stop_reason,
         "time_to_ready_s": median.get("time_to_ready_s"),
         "teardown_s": median.get("teardown_s"),
         "phases": [
@@ -175,6 +182,8 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict)
             for p in template.processes
         ],
         "group": {k: median.get(f"mem.group.{k}") for k in GROUP_KINDS},
+        "engine_metrics": {k.removeprefix("engine."): v for k, v in median.items() if k.startswith("engine.")},
+        "gpu_used_mib": gpu_used_mib or {"before": None, "after": None},
         "output_digest": template.output_digest,
         "page_cache": _page_cache(runs),
         "tokens_per_s": {str(b): median.get(f"tokens_per_s.b{b}") for b in config.batches},

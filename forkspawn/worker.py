@@ -5,9 +5,9 @@ nothing heavy at module level: under spawn the `imports_done` phase must contain
 importing torch, and a `bare` parent must stay free of torch.
 
 Protocol over the rank's pipe (tuples): the rank sends ("phase", name, t, facts), ("ready", dict),
-("result", dict) and ("error", phase, text), facts being what the parent verifies (pid, ...) and
-riding on a phase message, one pickle and one wake-up of the parent fewer; the parent sends
-("decode", batches, warmup_steps, steps) and ("stop",).
+("result", dict) and ("error", phase, exception line, traceback), facts being what the parent
+verifies (pid, ...) and riding on a phase message, one pickle and one wake-up of the parent fewer;
+the parent sends ("decode", batches, warmup_steps, steps) and ("stop",).
 """
 
 from __future__ import annotations
@@ -95,12 +95,24 @@ def rank_main(spec: dict[str, Any], conn: Connection) -> None:
             bandwidth = memory_bandwidth(device) if device.type == "cuda" else None
             conn.send(("result", {"latencies": latencies, "bandwidth": bandwidth}))
         dist.destroy_process_group()
-    except BaseException:
+    except BaseException as exc:
         try:
-            conn.send(("error", phase, traceback.format_exc(limit=-3)))
+            conn.send(("error", phase, exception_line(exc), traceback.format_exc()))
         except OSError:
             pass  # the parent has gone
         sys.exit(1)
+
+
+def exception_line(exc: BaseException) -> str:
+    """`Type: message` on one line, as a traceback's last line names it: what an error text starts with."""
+    name = type(exc).__qualname__
+    if type(exc).__module__ not in ("builtins", "__main__"):
+        name = f"{type(exc).__module__}.{name}"  # e.g. torch.OutOfMemoryError, as traceback writes it
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<exception str() failed>"
+    return " ".join(f"{name}: {text}".split())[:500] if text else name
 
 
 def _decode(model: Any, device: Any, batch: int, warmup: int, steps: int) -> list[float]:

@@ -414,7 +414,7 @@ def test_capacity_plan_on_hand_made_numbers() -> None:
                       + _measured("forkserver", 2.0, 5 * 1024, 90_000, 1000)
                       + _measured("ray", 0, 0, None, 0, status="error"), columns=COLUMNS)
     node = Node(gpus=8, gpu_mem_gib=80, ram_gib=64, cpus=16)
-    p = plan(df, node, tp=2, restarts_per_day=100)
+    p = plan(df, node, tp=2, restarts_per_day=100, busy_hours=0)  # no decode load: start-up decides
     t = p.table.set_index("method")
     assert list(t.index) == ["fork", "spawn", "forkserver", "forkserver-preload", "ray"]
     # 8 GPUs / TP 2 = 4; 16 cores / 2 = 8; RAM 64 GiB / 10 GiB = 6 (fork), / 20 GiB = 3 (spawn)
@@ -432,6 +432,13 @@ def test_capacity_plan_on_hand_made_numbers() -> None:
     assert t.at["spawn", "reason"].startswith("fits 3 replicas, 4 with forkserver-preload")
     assert t.at["forkserver", "reason"] == "does not fit: GPU memory"
     assert t.at["ray", "reason"] == "fails: boom" and not t.at["ray", "recommended"]
+    # an hour of decoding a day: forkserver-preload's slower decode (800 vs 1000 tokens/s, resolved)
+    # costs 2 x 900 GPU-s a day, more than it saves at start-up: fork wins, with the CUDA caveat
+    busy = plan(df, node, tp=2, restarts_per_day=100).table.set_index("method")
+    assert busy.at["forkserver-preload", "decode_gpu_s_per_day"] == pytest.approx(2 * (3600 * 1000 / 800 - 3600))
+    assert busy.at["spawn", "decode_gpu_s_per_day"] == 0  # same rate as fork within the intervals
+    assert busy["recommended"].idxmax() == "fork"
+    assert "fork is wrong once the parent queries CUDA" in busy.at["fork", "reason"]
     # a CPU-only node: cores bound the replicas, GPU headroom is not applicable
     cpu = plan(df, Node(gpus=0, gpu_mem_gib=None, ram_gib=64, cpus=4), tp=2, restarts_per_day=1).table.set_index("method")
     assert cpu.at["fork", "replicas"] == 2 and cpu.at["fork", "limited_by"] == "CPU cores"
@@ -509,3 +516,52 @@ def test_notebook_runs_over_the_committed_sample(tmp_path: Path) -> None:
     assert not [o for o in outputs if o["output_type"] == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert any("recommended:" in "".join(o.get("text", "")) for o in outputs)
+
+
+# -- the reports that decide ------------------------------------------------------------------------
+COMMITTED = sorted(p for p in (REPO / "reports").glob("*/results") if p.is_dir())
+
+
+@pytest.mark.parametrize("results", COMMITTED, ids=lambda p: p.parent.name)
+def test_every_startup_bar_equals_time_to_ready(results: Path) -> None:
+    """Chart 1 stacks each engine's phases in time order, clamped at 0: each bar is exactly the
+    configuration's time to ready, whatever phases the engine has (vLLM, Xinference, Ray)."""
+    from analysis.load import latest
+
+    df = latest(charts.label_nvml(load(results).table))
+    stacks = charts.phase_stacks(df)
+    assert stacks
+    ttr = charts._ok(df, "time_to_ready_s")
+    for engine, (spans, _) in stacks.items():
+        want = ttr[ttr["engine_label"] == engine].set_index(["parent_state", "tp", "method"])["value"]
+        assert (spans >= 0).all().all(), engine
+        assert set(spans.index) == set(want.index), engine
+        for key, total in want.items():
+            assert spans.loc[key].sum() == pytest.approx(total, abs=1e-9), (engine, key)
+
+
+def test_the_summary_gives_causes_intervals_and_only_resolved_verdicts(capsys: pytest.CaptureFixture) -> None:
+    from analysis.summary import Estimate, difference, summarize
+
+    d = difference(Estimate(10, 9, 11, 3), Estimate(4, 3, 5, 3))
+    assert (d.value, d.lo, d.hi, d.resolved) == (6, 4, 8, True)
+    assert not difference(Estimate(5, 3, 7, 3), Estimate(4, 3, 5, 3)).resolved
+    groups, _ = summarize(load(REPO / "reports" / "h100-tp2" / "results").table)
+    by = {g.key["parent_state"] + g.key["cuda_check"]: g for g in groups}
+    queried = by["device-queriedruntime"]
+    fork = next(r for r in queried.rows if r.method == "fork")
+    assert fork.cause.endswith("RuntimeError: Cannot re-initialize CUDA in forked subprocess. To use CUDA with "
+                               "multiprocessing, you must use the 'spawn' start method")
+    assert "Traceback" not in fork.cause
+    assert queried.verdicts[0].startswith("use spawn: fork fails")
+    for g in groups:  # a "use" verdict only where a difference is resolved
+        for r in g.rows:
+            for k, delta in r.deltas.items():
+                if not delta.resolved:
+                    assert not any(v.startswith(f"use {r.method} over") and k == "only" for v in g.verdicts)
+        assert any("fork is wrong once the parent touched CUDA" in v for v in g.verdicts)
+    bare = by["bareruntime"]
+    assert bare.verdicts[0].startswith("spawn vs fork: not resolved with 3 cold starts: run")
+    assert cli.main(["summary", str(REPO / "reports" / "h100-tp2")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# Executive summary") and "e+0" not in out and "Traceback" not in out

@@ -67,3 +67,46 @@ def test_an_unknown_profile_is_a_one_line_error() -> None:
                          env={"FORKSPAWN_PROFILE": "fast", "FORKSPAWN_GPUS": "0"}, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == ["forkspawn: error: unknown FORKSPAWN_PROFILE 'fast'; valid: full, default, brief, quick"]
+
+
+ORDER_OF_PREFILL = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+from forkspawn import asvsuite as suite
+seen = []
+suite.Startup.setup = lambda self, token, *p: seen.append(" ".join(p))
+print(json.dumps({{"n": suite.measure_first("^engines\\\\.VllmStartup$", "t"), "seen": seen,
+                  "repeat": suite.measured("vllm")["repeat"], "model": suite.measured("vllm")["model"],
+                  "eager": [m for m in suite.PROFILES["default"].left_out if "eager" in m]}}))
+"""
+
+
+def test_prefill_takes_every_method_of_a_state_before_the_next_state_on_a_gpu_grid() -> None:
+    """A lease that ends early leaves fork and spawn of the most common parent state measured,
+    not fork of every state and spawn of none (asv's own order)."""
+    env = {"FORKSPAWN_PROFILE": "default", "FORKSPAWN_GPUS": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", ORDER_OF_PREFILL.format(root=str(ROOT))], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["seen"][:4] == ["vllm fork torch 1", "vllm spawn torch 1", "vllm ray torch 1", "vllm fork device-initialized 1"]
+    assert got["seen"][-2:] == ["vllm spawn-eager device-queried-nvml 1", "vllm fork-gcfreeze device-queried-nvml 1"]
+    assert got["n"] == len(got["seen"]) == 6 * 5
+    assert got["repeat"] == 5 and got["model"] == "1b"
+    assert "vllm fork-eager torch" not in got["eager"] and "vllm fork-eager bare" in got["eager"]
+
+
+def test_recorded_only_skips_what_the_run_did_not_measure(tmp_path: Path, monkeypatch) -> None:
+    from forkspawn import asvsuite
+    from forkspawn.config import Config
+
+    (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "results"}))
+    monkeypatch.setenv(asvsuite.RECORDED_ONLY_ENV, "1")
+    monkeypatch.setenv("ASV_COMMIT", "0" * 40)
+    try:
+        asvsuite.cached_record("tok", Config(), tmp_path, "torch-tp|spawn|bare|1")
+    except NotImplementedError as exc:
+        assert "not measured in run tok" in str(exc)
+    else:
+        raise AssertionError("a point the run did not measure was measured")
+    assert not (tmp_path / "results").exists()

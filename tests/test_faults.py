@@ -25,10 +25,14 @@ def test_a_rank_killed_in_any_phase_fails_the_group(phase: str) -> None:
     assert f"rank 1 was killed by signal 9 during {phase}" in rec["error"]
 
 
-def test_an_exception_in_a_rank_is_reported_with_its_text() -> None:
+def test_an_exception_in_a_rank_is_reported_cause_first_with_its_traceback() -> None:
     rec = measure("--method", "spawn", "--tp", "2", env={FAULT: "0:weights_loaded:raise"})
     assert rec["status"] == "error"
-    assert "rank 0 failed during weights_loaded" in rec["error"] and "injected fault" in rec["error"]
+    # the exception's own line first (what reports show), then where; the traceback on its own
+    assert rec["error"] == "RuntimeError: injected fault in rank 0 at weights_loaded (rank 0, during weights_loaded)"
+    assert rec["traceback"].startswith("Traceback (most recent call last):")
+    assert "in rank_main" in rec["traceback"]
+    assert rec["traceback"].endswith("RuntimeError: injected fault in rank 0 at weights_loaded")
 
 
 def test_a_hung_rank_is_a_timeout_within_the_bound() -> None:
@@ -63,3 +67,30 @@ def test_an_interrupted_measurement_stops_every_process_and_writes_nothing(sig: 
     assert proc.returncode == 130, err
     assert "interrupted" in err.strip().splitlines()[-1]
     assert not out.exists()
+
+
+def test_a_configuration_that_fails_the_same_way_twice_is_not_repeated() -> None:
+    """Failures are results: the second alike one ends the configuration (`failed-fast`), so a
+    broken point costs two cold starts, not `repeat` of them."""
+    rec = measure("--method", "spawn", "--tp", "1", "--repeat", "4", env={FAULT: "0:weights_loaded:raise"})
+    assert rec["status"] == "error" and rec["runs_ok"] == 0
+    assert (rec["runs"], rec["stop_reason"]) == (2, "failed-fast")
+    assert rec["gpu_used_mib"] == {"before": None, "after": None}  # NVML finds no GPU here
+
+
+def test_an_exception_line_is_one_line_named_as_a_traceback_names_it() -> None:
+    from forkspawn.worker import exception_line
+
+    cuda = RuntimeError("Cannot re-initialize CUDA in forked subprocess. To use CUDA with\n"
+                        "multiprocessing, you must use the 'spawn' start method")
+    assert exception_line(cuda) == ("RuntimeError: Cannot re-initialize CUDA in forked subprocess. To use CUDA with "
+                                    "multiprocessing, you must use the 'spawn' start method")
+    assert exception_line(subprocess.TimeoutExpired("x", 1)).startswith("subprocess.TimeoutExpired: ")
+    assert exception_line(KeyboardInterrupt()) == "KeyboardInterrupt"
+
+
+def test_runs_written_before_the_traceback_field_still_load() -> None:
+    from forkspawn.record import Run
+
+    old = Run.from_dict({"status": "error", "error": "rank 0 failed during device_ready: Traceback ..."})
+    assert old.traceback is None and old.error.startswith("rank 0 failed")

@@ -10,7 +10,7 @@ from conftest import measure
 
 from forkspawn.worker import PHASES
 
-RECORD_KEYS = {"status", "error", "engine", "method", "method_used", "parent_state", "tp", "time_to_ready_s",
+RECORD_KEYS = {"status", "error", "traceback", "engine", "method", "method_used", "parent_state", "tp", "time_to_ready_s",
                "phases", "processes", "group", "tokens_per_s", "machine", "versions"}
 PROCESS_KEYS = {"role", "rank", "pid", "rss_mib", "uss_mib", "pss_mib", "peak_rss_mib", "gpu_mib"}
 
@@ -27,7 +27,7 @@ def record(method: str, parent_state: str, tp: int = 2) -> dict:
 def test_record_honours_the_contract(method: str, parent_state: str) -> None:
     rec = record(method, parent_state)
     assert RECORD_KEYS <= rec.keys()
-    assert rec["status"] == "ok" and rec["error"] is None
+    assert rec["status"] == "ok" and rec["error"] is None and rec["traceback"] is None
     assert (rec["engine"], rec["method"], rec["tp"]) == ("torch-tp", method, 2)
     assert rec["method_used"] == method, "the start method read back from /proc"
     assert rec["parent_state"] == parent_state

@@ -67,7 +67,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
             run.weight_bytes = ready[0]["weight_bytes"]
             run.roofline_tokens_per_s = {b: b * result["bandwidth"] / run.weight_bytes for b in run.tokens_per_s}
     except GroupFailure as failure:
-        run.fail(failure.status, failure.error)
+        run.fail(failure.status, failure.error, failure.traceback)
         run.phases = run.phases or group.phases()
     finally:
         teardown = group.close()

@@ -9,10 +9,15 @@ non-default way to make vLLM-CPU really fork (see docs/vllm-fork-slowdown.md for
 
 Phases (rank 0 stands for the whole engine; seconds since the `LLM(...)` call):
   start_requested 0; engine_core_started / workers_started: kernel start time of the engine-core
-  process / of the last worker (/proc/PID/stat, 10 ms ticks); weights_loaded: the last worker's
-  "Model loading took" log line; kv_cache_ready: the engine core's "init engine (profile, create
-  kv cache, warmup model) took" line; ready: `LLM(...)` returned. Log lines are stamped when they
-  reach the parent through a pipe that replaces its stdout/stderr (children inherit those fds).
+  process / of the last worker (/proc/PID/stat, 10 ms ticks); then, from vLLM's own log lines
+  (`LOG_PHASES`; a phase vLLM does not log, e.g. torch_compiled in eager mode, is absent):
+  weights_loaded ("Model loading took"), torch_compiled ("torch.compile took"), kv_cache_profiled
+  ("Available KV cache memory"), cuda_graphs_captured ("Graph capturing finished"),
+  kv_cache_ready (the engine core's "init engine (profile, create kv cache, warmup model) took":
+  KV cache allocated and the model warmed up); ready: `LLM(...)` returned. Log lines are stamped
+  when they reach the parent through a pipe that replaces its stdout/stderr (children inherit
+  those fds). The same lines give the engine's sizes (`engine.*` metrics: KV cache and CUDA-graph
+  memory, KV-cache tokens) and the reason vLLM gives when it forces spawn.
 
 Throughput: per batch size, greedy requests of fixed output length (`ignore_eos`), timed once
 with 1 output token and once with 1 + decode_steps; the difference is pure decode, so
@@ -30,6 +35,7 @@ import os
 import re
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +47,10 @@ from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
 from ..tokenizer import ensure_tokenizer
+from ..worker import exception_line
 
-PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "kv_cache_ready", "ready")
+PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "torch_compiled",
+          "kv_cache_profiled", "cuda_graphs_captured", "kv_cache_ready", "ready")
 OVERRIDE_KEY = "vllm_override"
 # The labelled Ray override on CPU (asv `ray-override`, CLI --override-cpu-ray): vllm_cpu_ray/
 RAY_OVERRIDE_KEY = "vllm_ray_override"
@@ -51,10 +59,24 @@ METHOD_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
 PROMPT_LEN = 16
 KWARGS_ENV = "FORKSPAWN_VLLM_KWARGS"  # JSON object of extra LLM(...) arguments, e.g. {"enforce_eager": true}
 KWARGS_KEY = "vllm_kwargs"  # the same in Config.extra (a profile's choice, recorded with the configuration)
+# Config.extra: gc.freeze() in the parent right before LLM(...), so that a forked engine core
+# inherits the parent's objects in the permanent generation (no collection walks them); a
+# mitigation to test if forked engines decode slower (asv label `fork-gcfreeze`).
+GC_FREEZE_KEY = "vllm_gc_freeze"
 OMP_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY", "KMP_AFFINITY", "LD_PRELOAD")
+# What vLLM reserves on a GPU unless FORKSPAWN_VLLM_KWARGS says otherwise (its default, 0.9, would
+# leave a parent holding a CUDA context, or a slow teardown of the previous start, too little).
+GPU_MEMORY_UTILIZATION = 0.5
 # Log lines that end a phase, and the phase; matched anywhere in a line, last occurrence wins.
 LOG_PHASES = (("Model loading took", "weights_loaded"), ("Loading weights took", "weights_loaded"),
+              ("torch.compile took", "torch_compiled"), ("Available KV cache memory", "kv_cache_profiled"),
+              ("Graph capturing finished", "cuda_graphs_captured"),
               ("init engine (profile, create kv cache, warmup model) took", "kv_cache_ready"))
+# Sizes vLLM logs (GiB or tokens), recorded as `engine.<name>` metrics (GiB become MiB).
+LOG_SIZES = ((r"Available KV cache memory: ([\d.]+) GiB", "kv_cache_mib", 1024.0),
+             (r"GPU KV cache size: ([\d,]+) tokens", "kv_cache_tokens", 1.0),
+             (r"Graph capturing finished in [\d.]+ secs, took ([\d.]+) GiB", "cuda_graph_mib", 1024.0))
+FORCED_SPAWN = re.compile(r"We must use the `spawn` multiprocessing start method.*Reasons: (.+)$")
 
 
 def unavailable() -> str | None:
@@ -101,13 +123,23 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         from vllm import LLM, SamplingParams
 
         tap.start()
+        if config.extra.get(GC_FREEZE_KEY):
+            import gc
+
+            gc.freeze()
+            run.notes.append(f"gc.freeze() before LLM(...): {gc.get_freeze_count()} objects frozen in the parent")
         t0 = now()
         backend = "ray" if config.method == "ray" else "mp"  # ray: joins RAY_ADDRESS (parent.py's head)
         llm = LLM(model=str(checkpoint), tensor_parallel_size=config.tp, distributed_executor_backend=backend,
                   max_model_len=min(256, ModelSpec.from_hf(checkpoint).max_position_embeddings),
-                  seed=0, **({} if on_cpu else {"gpu_memory_utilization": 0.5}), **kwargs)
+                  seed=0, **({} if on_cpu else {"gpu_memory_utilization": GPU_MEMORY_UTILIZATION}), **kwargs)
         run.time_to_ready_s = now() - t0
-        run.notes += hook.notes()
+        run.notes += hook.notes() + tap.forced_spawn()
+        if not on_cpu:
+            util = llm.llm_engine.vllm_config.cache_config.gpu_memory_utilization
+            run.notes.append(f"gpu_memory_utilization={util} (fraction of the GPU vLLM reserves: weights, "
+                             "activations, CUDA graphs and the KV cache)")
+        run.engine_metrics.update(tap.sizes())
         core, workers = engine_processes(os.getpid())
         if backend == "ray":  # the workers are actors, children of a raylet: ask them who they are
             workers = {r: p["pid"] for r, p in enumerate(llm.collective_rpc(_worker_probe, timeout=60))}
@@ -126,8 +158,11 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         _throughput(run, llm, SamplingParams, config)
         run.notes += cpu_notes(run.processes)
     except Exception as exc:  # an engine failure is a result, not a crash of the harness
-        cause = tap.root_cause()  # vLLM's own message only points at its children's logs
-        run.fail("error", f"vLLM: {type(exc).__name__}: {_one_line(exc)}" + (f" Root cause: {cause}" if cause else ""))
+        # vLLM's own message only points at its children's logs ("see root cause above"): the
+        # exception a child logged leads, then what the parent saw.
+        cause = tap.root_cause()
+        seen = exception_line(exc)
+        run.fail("error", f"{cause} (vLLM: {seen})" if cause else f"{seen} (vLLM)", traceback.format_exc())
     finally:
         teardown, left = _shutdown(llm)
         if left:
@@ -258,6 +293,20 @@ class LogTap:
                 if needle in line:
                     found[phase] = t
         return found
+
+    def sizes(self) -> dict[str, float]:
+        """`LOG_SIZES` found in the log (the last occurrence of each)."""
+        found: dict[str, float] = {}
+        for _, line in list(self.lines):
+            for pattern, name, scale in LOG_SIZES:
+                if m := re.search(pattern, line):
+                    found[name] = float(m.group(1).replace(",", "")) * scale
+        return found
+
+    def forced_spawn(self) -> list[str]:
+        """vLLM's own reason, where it overrode the start method with spawn (`_maybe_force_spawn`)."""
+        reasons = {m.group(1).strip() for _, line in list(self.lines) if (m := FORCED_SPAWN.search(line))}
+        return [f"vLLM forced spawn: {r}" for r in sorted(reasons)]
 
     def root_cause(self) -> str | None:
         """The last exception a child logged (`SomeError: text`), without the log prefix."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from typing import Any
 
 import psutil
@@ -33,9 +34,10 @@ from ..clock import now
 from ..config import Config
 from ..record import ProcessMemory, Run
 from ..tokenizer import ensure_tokenizer
+from ..worker import exception_line
 from .serving import completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
-from .vllm import (PHASES, LogTap, _cmd, _phases, _set_environment, cpu_notes, engine_processes, engine_version,
-                   thread_notes, unavailable)
+from .vllm import (GPU_MEMORY_UTILIZATION, PHASES, LogTap, _cmd, _phases, _set_environment, cpu_notes,
+                   engine_processes, engine_version, thread_notes, unavailable)
 
 __all__ = ["PHASES", "run_once", "unavailable"]
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -53,7 +55,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     cmd = [sys.executable, "-m", SERVER_MODULE, "--model", str(checkpoint), "--host", "127.0.0.1",
            "--port", url.rsplit(":", 1)[1], "--max-model-len", str(min(256, spec.max_position_embeddings)),
            "--tensor-parallel-size", str(config.tp), "--distributed-executor-backend", "mp", "--seed", "0",
-           *([] if on_cpu else ["--gpu-memory-utilization", "0.5"])]
+           *([] if on_cpu else ["--gpu-memory-utilization", str(GPU_MEMORY_UTILIZATION)])]
     tap = LogTap()
     proc, teardown = None, None
     try:
@@ -67,7 +69,10 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         core, workers = engine_processes(proc.pid)
         run.phases = _phases(t0, run.time_to_ready_s, core, workers, tap.marks())
         run.processes, notes = _processes(proc.pid, core, workers)
-        run.notes += notes
+        run.notes += notes + tap.forced_spawn()
+        run.engine_metrics.update(tap.sizes())
+        if not on_cpu:
+            run.notes.append(f"gpu_memory_utilization={GPU_MEMORY_UTILIZATION} (--gpu-memory-utilization)")
         run.method_used = methods.method_used(([core] if core else []) + list(workers.values()))
         if run.method_used != config.method:
             run.notes.append(f"asked {config.method}, vLLM started its processes with {run.method_used} "
@@ -78,9 +83,11 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
                               spec.vocab_size, config)
         run.notes += cpu_notes(run.processes)
     except TimeoutError as exc:
-        run.fail("timeout", f"vllm serve: {one_line(exc)}{_log_tail(tap)}")
-    except Exception as exc:  # a failing engine is a result
-        run.fail("error", f"vllm serve: {type(exc).__name__}: {one_line(exc)}{_log_tail(tap)}")
+        run.fail("timeout", f"{one_line(exc)} (vllm serve){_log_tail(tap)}")
+    except Exception as exc:  # a failing engine is a result: the server's own last error leads
+        cause, seen = tap.root_cause(), exception_line(exc)
+        run.fail("error", f"{cause} (vllm serve: {seen})" if cause else f"{seen} (vllm serve){_log_tail(tap)}",
+                 traceback.format_exc())
     finally:
         if proc is not None:
             t_stop = now()

@@ -10,7 +10,9 @@ tensor_parallel_size on CUDA, with VLLM_WORKER_MULTIPROC_METHOD passed in the mo
 model; stop the server by process group. Nothing is left running.
 
 Phases (rank 0, seconds since the server start request): server_ready (/status answers),
-launch_requested, ready (launch returned: the model answers). `time_to_ready_s` is the launch
+launch_requested, model_started / engine_core_started / workers_started (kernel start times of
+Xinference's model process and of vLLM's processes under it, on GPU boxes), ready (launch
+returned: the model answers). `time_to_ready_s` is the launch
 time (launch request to model ready), which is what the issue measures; the server start is a
 phase. Throughput: fixed-length greedy completions (`ignore_eos` for vLLM, `min_tokens` where
 honoured), the fastest of three requests with 1 and with 1 + decode_steps output tokens each;
@@ -30,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +44,12 @@ from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
 from ..tokenizer import ensure_tokenizer
+from ..worker import exception_line
 from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
 
-PHASES = ("start_requested", "server_ready", "launch_requested", "ready")
+PHASES = ("start_requested", "server_ready", "launch_requested", "model_started", "engine_core_started",
+          "workers_started", "ready")
+VLLM_ROLES = ("engine-core", "rank")
 SERVER_START_TIMEOUT_S = 180.0
 
 
@@ -90,7 +96,8 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         run.time_to_ready_s = now() - t_launch
         run.phases.append(Phase(0, "ready", now() - t0))
         run.processes, notes = server.processes()
-        run.notes += notes
+        run.notes += notes + method_env_notes(run.processes)
+        run.phases += _process_phases(run.processes, t0, now() - t0)
         # How Xinference really started the model's processes (on CPU nothing asked it to use ours).
         run.method_used = methods.method_used([p.pid for p in run.processes
                                                if p.role in ("model", "engine-core", "rank")])
@@ -101,7 +108,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         server.terminate(uid)
         run.teardown_s = now() - t_stop  # model terminate; the server stop below is not timed
     except Exception as exc:  # a failing engine is a result
-        run.fail("error", f"Xinference: {type(exc).__name__}: {one_line(exc)}{server.log_tail()}")
+        run.fail("error", f"{exception_line(exc)} (Xinference){server.log_tail()}", traceback.format_exc())
     finally:
         left = server.stop()
         shutil.rmtree(home, ignore_errors=True)
@@ -123,8 +130,10 @@ class Server:
         self.log = home / "server.log"
 
     def start(self) -> None:
+        # SPT_NOENV: setproctitle (Xinference and vLLM rename their processes) then leaves each
+        # process's exec environment in /proc/PID/environ legible (method_env_notes reads it).
         env = {**os.environ, "XINFERENCE_HOME": str(self.home), "TMPDIR": str(self.home),
-               "XINFERENCE_DISABLE_METRICS": "1", "HF_HUB_OFFLINE": "1"}
+               "XINFERENCE_DISABLE_METRICS": "1", "HF_HUB_OFFLINE": "1", "SPT_NOENV": "1"}
         exe = str(Path(sys.executable).parent / "xinference-local")
         with open(self.log, "wb") as out:
             self.proc = start_group([exe, "--host", "127.0.0.1", "--port", str(self.port)], env, stdout=out)
@@ -170,6 +179,8 @@ class Server:
             "model_ability": ["generate"],
             "model_description": "forkspawn-bench local checkpoint",
             "model_family": "llama-2",  # any generate-family: Transformers then loads it as a causal LM
+            # its vLLM engine matches on these (config.json of a generated checkpoint: LlamaForCausalLM)
+            "architectures": json.loads((checkpoint / "config.json").read_text()).get("architectures"),
             "model_specs": [{"model_format": "pytorch", "model_size_in_billions": _size_str(size),
                              "quantization": "none", "model_uri": checkpoint.resolve().as_uri()}],
         }
@@ -254,6 +265,41 @@ class Server:
                  timeout: float = HTTP_TIMEOUT_S) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if auth and self.token else {}
         return http_json(self.url + path, method, body, headers, timeout)
+
+
+def method_env_notes(processes: list[ProcessMemory]) -> list[str]:
+    """VLLM_WORKER_MULTIPROC_METHOD in the environment each vLLM process was exec'd with, next to
+    how it was really started. A forked process shows its exec'd ancestor's environment, not the
+    variable its parent set in os.environ before forking: said so rather than read."""
+    notes = []
+    for proc in processes:
+        if proc.role not in VLLM_ROLES:
+            continue
+        if proc.started_by == "fork":
+            seen = "inherited by fork (not in its own exec environment)"
+        else:
+            seen = repr(_exec_env(proc.pid).get("VLLM_WORKER_MULTIPROC_METHOD", "unset"))
+        notes.append(f"{proc.label} started by {proc.started_by}: VLLM_WORKER_MULTIPROC_METHOD at exec {seen}")
+    return notes
+
+
+def _exec_env(pid: int) -> dict[str, str]:
+    try:
+        pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return {}
+    return dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
+
+
+def _process_phases(processes: list[ProcessMemory], t0: float, ready: float) -> list[Phase]:
+    """model_started, engine_core_started, workers_started: kernel start times of those processes."""
+    phases = []
+    for name, roles in (("model_started", ("model",)), ("engine_core_started", ("engine-core",)),
+                        ("workers_started", ("rank",))):
+        starts = [methods.process_start(p.pid) for p in processes if p.role in roles]
+        if starts and None not in starts:
+            phases.append(Phase(0, name, min(ready, max(0.0, max(starts) - t0))))
+    return phases
 
 
 def _role(cmd: str, child_of_server: bool) -> tuple[str, int | None]:

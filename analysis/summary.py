@@ -1,0 +1,336 @@
+"""The executive summary: per machine x engine x TP x parent state, does each start method work,
+what it costs against fork (time to ready, host and GPU memory, decode rate) with 99% intervals,
+and a verdict that never rests on a difference inside its interval.
+
+Intervals of a difference: asv stores a 99% interval per median, not the samples' joint
+distribution, so the difference a - b of two medians gets the conservative interval
+[lo_a - hi_b, hi_a - lo_b] (it contains every difference both intervals allow). A difference is
+*resolved* when that interval excludes 0. The cold starts needed to resolve one are estimated by
+letting the interval shrink as 1/sqrt(n): M = n * (half-width / |difference|)^2, rounded up; at
+small n asv widens its intervals more than that, so M is a lower bound ("about").
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from .fmt import cause, interval, num
+from .load import latest, method_order
+
+GROUP = ["machine", "engine", "tp", "parent_state", "cuda_check"]
+CUDA_STATES = ("device-queried", "device-initialized")  # the parent touched CUDA before the workers
+MAX_RUNS = 200  # beyond this the estimate says "more"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    lo: float | None
+    hi: float | None
+    n: int | None
+
+    def text(self, signed: bool = False) -> str:
+        ci = interval(self.lo, self.hi, signed)
+        return f"{num(self.value, signed)} {ci}".strip()
+
+    @property
+    def resolved(self) -> bool:
+        """The 99% interval excludes 0."""
+        return self.lo is not None and self.hi is not None and (self.lo > 0 or self.hi < 0)
+
+
+# (key, label, metric regex, the better direction); the decode metric is the largest batch's
+METRICS = [
+    ("ttr", "time to ready, s", "time_to_ready_s", -1),
+    ("rank_mib", "host MiB per rank (PSS, rank 0)", "mem.rank0.pss_mib", -1),
+    ("replica_mib", "host MiB per replica (PSS, group)", "mem.group.pss_mib", -1),
+    ("gpu_mib", "GPU MiB per rank (rank 0)", "mem.rank0.gpu_mib", -1),
+    ("decode", "decode tokens/s", r"tokens_per_s\.b\d+", 1),
+]
+WORDS = {"ttr": ("starts {d} s faster", "starts {d} s slower"),
+         "rank_mib": ("needs {d} MiB less host memory per rank", "needs {d} MiB more host memory per rank"),
+         "replica_mib": ("needs {d} MiB less host memory per replica", "needs {d} MiB more host memory per replica"),
+         "gpu_mib": ("needs {d} MiB less GPU memory per rank", "needs {d} MiB more GPU memory per rank"),
+         "decode": ("decodes {d} tokens/s faster", "decodes {d} tokens/s slower")}
+
+
+def difference(a: Estimate, b: Estimate) -> Estimate:
+    """a - b with the conservative interval [lo_a - hi_b, hi_a - lo_b] (module docstring)."""
+    known = None not in (a.lo, a.hi, b.lo, b.hi)
+    return Estimate(a.value - b.value, a.lo - b.hi if known else None, a.hi - b.lo if known else None,
+                    min(a.n or 0, b.n or 0) or None)
+
+
+def runs_needed(d: Estimate) -> int | None:
+    """Cold starts per method to resolve `d`, if its interval shrinks as 1/sqrt(n); None: more
+    than MAX_RUNS, or no estimate (no difference at all, or an unbounded interval)."""
+    if d.lo is None or d.hi is None or not d.n or d.value == 0:
+        return None
+    half = (d.hi - d.lo) / 2
+    m = math.ceil(d.n * (half / abs(d.value)) ** 2)
+    return max(m, d.n + 1) if m <= MAX_RUNS else None
+
+
+@dataclass
+class MethodRow:
+    method: str
+    method_used: str | None
+    status: str
+    cause: str | None
+    values: dict[str, Estimate] = field(default_factory=dict)
+    deltas: dict[str, Estimate] = field(default_factory=dict)  # this method minus the reference
+
+    @property
+    def label(self) -> str:
+        """Asked vs used where they differ; a labelled variant says it is a non-default override."""
+        text = self.method
+        if self.method.endswith("-override"):
+            text += " (non-default override)"
+        if self.status == "ok" and self.method_used and self.method_used != self.method.removesuffix("-override"):
+            text += f" → ran as {self.method_used}"
+        return text
+
+
+@dataclass
+class Group:
+    key: dict[str, Any]  # GROUP values, engine_version, batch
+    rows: list[MethodRow]
+    reference: str | None  # the method the deltas are taken against (fork, or what ran as fork)
+    verdicts: list[str]
+
+    @property
+    def title(self) -> str:
+        k = self.key
+        check = "" if k["cuda_check"] in (None, "runtime") else f" ({k['cuda_check']} check)"
+        version = f" {k['engine_version']}" if isinstance(k.get("engine_version"), str) else ""
+        return f"{k['machine']} · {k['engine']}{version} · TP={k['tp']} · parent {k['parent_state']}{check}"
+
+
+def summarize(df: pd.DataFrame) -> tuple[list[Group], list[str]]:
+    """Groups with a verdict each (newest commit of every machine), and one line per set of
+    configurations that could not run at all (folded by reason)."""
+    df = latest(df)
+    status = df[df["metric"] == "status"]
+    groups, skipped = [], {}
+    for key, st in status.groupby(GROUP, sort=False, dropna=False):
+        if (st["status"] == "skipped").all():
+            reason = cause(st["error"].dropna().iloc[0]) if st["error"].notna().any() else "skipped"
+            skipped.setdefault((key[0], key[1], reason), []).append(f"TP={key[2]} parent {key[3]}"
+                                                                     + ("" if key[4] == "runtime" else f" ({key[4]})"))
+            continue
+        rows = df[(df[GROUP[0]] == key[0]) & (df["engine"] == key[1]) & (df["tp"] == key[2])
+                  & (df["parent_state"] == key[3]) & (df["cuda_check"] == key[4])]
+        groups.append(_group(dict(zip(GROUP, key)), rows, st, df))
+    lines = [f"{m} · {e}: not run ({len(where)} setting{'s' * (len(where) > 1)}: {', '.join(where)}): {reason}"
+             for (m, e, reason), where in skipped.items()]
+    return groups, lines
+
+
+def _estimate(rows: pd.DataFrame, pattern: str) -> Estimate | None:
+    r = rows[(rows["status"] == "ok") & rows["value"].notna() & rows["metric"].str.fullmatch(pattern)]
+    if r.empty:
+        return None
+    x = r.iloc[-1]
+    f = lambda v: float(v) if pd.notna(v) else None  # noqa: E731
+    return Estimate(float(x["value"]), f(x["ci_low"]), f(x["ci_high"]), int(x["n"]) if pd.notna(x["n"]) else None)
+
+
+def _group(key: dict, rows: pd.DataFrame, st: pd.DataFrame, everything: pd.DataFrame) -> Group:
+    ok = rows[rows["status"] == "ok"]
+    batches = ok[ok["metric"].str.startswith("tokens_per_s.")]["batch"].dropna()
+    batch = int(batches.max()) if len(batches) else None
+    key |= {"engine_version": next((v for v in rows["engine_version"] if isinstance(v, str)), None), "batch": batch}
+    out = []
+    for method in method_order(st["method"]):
+        s = st[st["method"] == method].iloc[-1]
+        used = s["method_used"] if isinstance(s["method_used"], str) else None
+        row = MethodRow(method, used, s["status"], cause(s["error"]) if s["status"] != "ok" else None)
+        mine = rows[rows["method"] == method]
+        for k, _, pattern, _ in METRICS:
+            est = _estimate(mine, f"tokens_per_s\\.b{batch}" if k == "decode" else pattern)
+            if est is not None:
+                row.values[k] = est
+        out.append(row)
+    ref = _reference(out)
+    if ref is not None:
+        for r in out:
+            if r is not ref and r.status == "ok":
+                r.deltas = {k: difference(v, ref.values[k]) for k, v in r.values.items() if k in ref.values}
+    return Group(key, out, ref.method if ref else None, _verdicts(key, out, ref, everything))
+
+
+def _reference(rows: list[MethodRow]) -> MethodRow | None:
+    """fork as it ran: the row asked for fork that ran as fork, else any that ran as fork (a
+    labelled override, e.g. vLLM-CPU's fork-override), else the fork row whatever it did."""
+    ran_fork = [r for r in rows if r.status == "ok" and (r.method_used or r.method) == "fork"]
+    plain = [r for r in ran_fork if r.method == "fork"]
+    if plain or ran_fork:
+        return (plain or ran_fork)[0]
+    return next((r for r in rows if r.method == "fork"), None)
+
+
+def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.DataFrame) -> list[str]:
+    works = [r for r in rows if r.status == "ok"]
+    failed = [r for r in rows if r.status in ("error", "timeout")]
+    lines = []
+    if not works:
+        lines.append("nothing works here: " + "; ".join(f"{r.label} {_failed(r)}" for r in failed))
+    elif ref is None:
+        lines.append(f"only {', '.join(r.label for r in works)} measured here: no comparison with fork")
+    elif ref.status != "ok":
+        alt = next((r for r in works if r.method == "spawn"), works[0])
+        lines.append(f"use {alt.label}: fork {_failed(ref)}")
+    else:
+        for r in works:
+            if r is ref:
+                continue
+            lines.append(_pair(r, ref))
+    for r in failed:
+        if r is not ref or works:
+            if r is not ref:
+                lines.append(f"{r.label} {_failed(r)}")
+    for r in rows:
+        if r.status == "ok" and r.method_used and r.method_used != r.method.removesuffix("-override"):
+            lines.append(f"{r.method}: the engine replaced the asked method, it ran as {r.method_used}")
+    lines.append(_fork_caveat(key, df))
+    return lines
+
+
+def _failed(r: MethodRow) -> str:
+    return f"{'hangs' if r.status == 'timeout' else 'fails'}: {r.cause}"
+
+
+def _pair(r: MethodRow, ref: MethodRow) -> str:
+    """One method against fork: a conclusion only from resolved differences."""
+    better, worse, unresolved = [], [], []
+    for k, _, _, sign in METRICS:
+        d = r.deltas.get(k)
+        if d is None:
+            continue
+        if d.value == 0 and d.lo == 0 and d.hi == 0:
+            continue  # identical in every cold start: nothing to resolve
+        if not d.resolved:
+            unresolved.append(k)
+            continue
+        words = WORDS[k][0 if d.value * sign > 0 else 1].format(d=num(abs(d.value)))
+        (better if d.value * sign > 0 else worse).append(f"{words} {interval(d.lo, d.hi, signed=True)}")
+    who = f"{r.label} vs {ref.label}"
+    names = {k: lbl.split(",")[0].split(" (")[0] for k, lbl, *_ in METRICS}
+    open_ = f"; not resolved: {', '.join(names[k] for k in unresolved)}" if unresolved else ""
+    if not better and not worse:
+        d = r.deltas.get("ttr")
+        n = d.n if d is not None and d.n else "few"
+        m = runs_needed(d) if d is not None else None
+        why = ("no interval from so few" if d is None or d.lo is None else "no difference excludes 0 at 99%")
+        return (f"{who}: not resolved with {n} cold start{'s' * (n != 1)}: run "
+                f"{f'about {m}' if m else 'more'} ({why})")
+    if better and not worse:
+        head = f"use {r.label} over {ref.method}"
+    elif worse and not better:
+        head = f"use {ref.label} over {r.method}"
+    else:
+        head = f"trade-off, {r.label} vs {ref.label}"
+    return f"{head}: {r.method} " + "; ".join(better + worse) + f" (99% intervals){open_}"
+
+
+def _fork_caveat(key: dict, df: pd.DataFrame) -> str:
+    """When fork becomes wrong, from this machine's own records where they show it."""
+    st = df[(df["metric"] == "status") & (df["machine"] == key["machine"]) & (df["engine"] == key["engine"])
+            & (df["method"] == "fork") & df["parent_state"].isin(CUDA_STATES)]
+    bad = st[st["status"].isin(["error", "timeout"])]
+    if len(bad):
+        states = ", ".join(dict.fromkeys(bad["parent_state"]))
+        short = cause(bad["error"].iloc[0]).split(". ")[0]  # the full line is in the fork row
+        return f"fork is wrong once the parent touched CUDA: it fails from parent {states} here ({short})"
+    if len(st) and (st["status"] == "ok").all():
+        return "fork worked from every CUDA parent state measured here; other engines or versions may not"
+    return ("fork is wrong once the parent queries CUDA or creates a CUDA context (not measured on this "
+            "machine)")
+
+
+def markdown(groups: list[Group], skipped: list[str]) -> str:
+    """The summary as Markdown (what `python -m analysis summary DIR` prints)."""
+    out = ["# Executive summary", "",
+           "Values: median [99% interval] over n cold starts; Δ: this method minus fork (conservative "
+           "interval [lo_a - hi_b, hi_a - lo_b]). A difference whose interval contains 0 is not a conclusion.",
+           ""]
+    for g in groups:
+        out += [f"## {g.title}", "", "| method | works | n | " + " | ".join(label_of(k, g) for k, *_ in METRICS) + " |",
+                "|---" * (3 + len(METRICS)) + "|"]
+        for r in g.rows:
+            out.append("| " + " | ".join(_md(c) for c in cells(r)) + " |")
+        out += [""] + [f"- {_md(v)}" for v in g.verdicts] + [""]
+    if skipped:
+        out += ["## Not run", ""] + [f"- {_md(s)}" for s in skipped] + [""]
+    return "\n".join(out)
+
+
+def label_of(key: str, g: Group) -> str:
+    label = next(lbl for k, lbl, *_ in METRICS if k == key)
+    return f"{label} (batch {g.key['batch']})" if key == "decode" and g.key.get("batch") else label
+
+
+def cells(r: MethodRow) -> list[str]:
+    """method, works, n, then each metric as 'value [ci]' and, against fork, 'Δ +d [lo, hi]'."""
+    short = r.cause if r.cause is None or len(r.cause) <= 110 else r.cause[:109] + "…"
+    works = {"ok": "works", "error": f"fails: {short}", "timeout": f"hangs: {short}",
+             "skipped": "n/a"}.get(r.status, r.status)
+    ns = [v.n for v in r.values.values() if v.n]
+    out = [r.label, works, str(min(ns)) if ns else ""]
+    for k, *_ in METRICS:
+        v, d = r.values.get(k), r.deltas.get(k)
+        text = v.text() if v else ""
+        if d is not None and d.value == d.lo == d.hi == 0:
+            text += "; Δ 0 (identical)"
+        elif d is not None:
+            text += f"; Δ {d.text(signed=True)}" + ("" if d.resolved else " (not resolved)")
+        out.append(text)
+    return out
+
+
+def _md(text: str) -> str:
+    return re.sub(r"([|\\])", r"\\\1", str(text)).replace("\n", " ")
+
+
+def html(groups: list[Group], skipped: list[str]) -> str:
+    """The summary as HTML tables (the report's first section); every string escaped."""
+    from html import escape
+
+    parts = ["<p class=\"note\">Median [99% interval] over n cold starts. Second line: this method minus "
+             f"{escape(chr(0x201c))}fork{escape(chr(0x201d))} (or what ran as fork), conservative interval "
+             "[lo<sub>a</sub> &minus; hi<sub>b</sub>, hi<sub>a</sub> &minus; lo<sub>b</sub>]; bold when it excludes "
+             "0 (resolved), grey when not: no conclusion is drawn from a grey difference.</p>"]
+    for g in groups:
+        head = "".join(f"<th>{escape(h)}</th>" for h in
+                       ["method", "works", "n"] + [label_of(k, g) for k, *_ in METRICS])
+        body = []
+        for r in g.rows:
+            cls = {"ok": "ok", "error": "error", "timeout": "timeout"}.get(r.status, "skipped")
+            c = cells(r)
+            tds = [f"<td>{escape(c[0])}</td>", f"<td>{escape(c[1])}</td>", f"<td class=\"num\">{escape(c[2])}</td>"]
+            for k, *_ in METRICS:
+                v, d = r.values.get(k), r.deltas.get(k)
+                text = escape(v.text()) if v else ""
+                if d is not None:
+                    same = d.value == d.lo == d.hi == 0
+                    dcls = "same" if same else ("resolved" if d.resolved else "unresolved")
+                    dtext = "Δ 0 (identical)" if same else f"Δ {d.text(signed=True)}"
+                    text += f"<br><span class=\"{dcls}\">{escape(dtext)}</span>"
+                tds.append(f"<td class=\"num\">{text}</td>")
+            body.append(f"<tr class=\"{cls}\">{''.join(tds)}</tr>")
+        verdicts = "".join(f"<li>{escape(v)}</li>" for v in g.verdicts)
+        parts.append(f"<h4>{escape(g.title)}</h4><div class=\"scroll\"><table><thead><tr>{head}</tr></thead>"
+                     f"<tbody>{''.join(body)}</tbody></table></div><ul class=\"verdicts\">{verdicts}</ul>")
+    if skipped:
+        parts.append("<p>Not run:</p><ul>" + "".join(f"<li>{escape(s)}</li>" for s in skipped) + "</ul>")
+    return "".join(parts)
+
+
+def headline(g: Group) -> str:
+    """The first verdict of a group, for the report's at-a-glance list."""
+    return f"{g.title}: {g.verdicts[0]}" if g.verdicts else g.title

@@ -1,0 +1,45 @@
+"""The tidy table and the capacity plan for a terminal: compact, plain numbers, causes not tracebacks."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .capacity import Plan
+from .fmt import cause, interval, num
+
+COMPACT = ["machine", "engine", "method", "parent_state", "tp", "metric", "value", "99% CI", "n", "status"]
+
+
+def compact(df: pd.DataFrame) -> str:
+    """One line per measured or failed value (median [99% CI] n); configurations that could not
+    run folded into one line per reason at the end; `--wide` or `--csv` give every column."""
+    shown = df[df["status"] != "skipped"]
+    rows = pd.DataFrame({
+        "machine": shown["machine"], "engine": shown["engine"],
+        "method": [m if u in (None, m) or not isinstance(u, str) else f"{m} (ran {u})"
+                   for m, u in zip(shown["method"], shown["method_used"])],
+        "parent_state": shown["parent_state"] + shown["cuda_check"].map(lambda c: "" if c == "runtime" else f" ({c})"),
+        "tp": shown["tp"].astype("string"), "metric": shown["metric"],
+        "value": [num(v) if s == "ok" else "" for v, s in zip(shown["value"], shown["status"])],
+        "99% CI": [interval(a, b) for a, b in zip(shown["ci_low"], shown["ci_high"])],
+        "n": shown["n"].astype("string").fillna(""),
+        "status": [s if s == "ok" else f"{s}: {cause(e, 90)}" for s, e in zip(shown["status"], shown["error"])],
+    })
+    out = rows.fillna("").to_string(index=False, columns=COMPACT)
+    skipped = df[df["status"] == "skipped"]
+    if len(skipped):
+        folded = skipped.groupby(skipped["error"].map(lambda e: cause(e, 120)), sort=False)
+        out += "\n\nnot run (rows folded, one line per reason):\n" + "\n".join(
+            f"  {len(g)} rows: {reason}" for reason, g in folded)
+    return out
+
+
+def plan_text(p: Plan) -> str:
+    t = p.table.copy()
+    for c in t.columns:
+        if c not in ("method", "status", "method_used", "limited_by", "reason", "recommended", "replicas"):
+            t[c] = t[c].map(lambda v: num(v) if isinstance(v, (int, float)) and pd.notna(v) else "")
+    t["recommended"] = t["recommended"].map({True: "yes", False: ""})
+    reasons = "\n".join(f"  {m}: {r}" for m, r in zip(t["method"], t["reason"]))
+    return (f"{p.scenario}\nrecommended: {p.recommended or 'none'}\n"
+            + t.drop(columns=["reason"]).to_string(index=False) + "\n\nwhy:\n" + reasons)
