@@ -44,10 +44,6 @@ engines: ;
 ASV_JOBS := $(BIN)/python:^engines\.Vllm\(Startup\|Phases\|Memory\|Throughput\) \
             $(BIN)/python:^engines\.VllmServe $(BIN)/python:^engines\.Xinference \
             $(BIN)/python:^\(torch_tp\|soak\|quality\)
-# What the bundle left out needs these at run time (its manifest's `env`, with the reasons).
-export VLLM_USE_FLASHINFER_SAMPLER ?= 0
-export VLLM_USE_RUST_FRONTEND ?= 0
-export XINFERENCE_ENABLE_VIRTUAL_ENV ?= 0
 else
 $(BIN)/.done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

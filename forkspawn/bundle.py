@@ -687,7 +687,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     b.add_argument("--engine", default="vllm==0.26.0", help="the wheel whose torch pin the box must have")
     b.add_argument("--require", action="append", default=[], help="more requirements (repeatable)")
     b.add_argument("--box", type=Path, required=True, help="the packages the box already has")
-    b.add_argument("--part-mb", type=float, default=60.0)
+    b.add_argument("--part-mb", type=float, default=44.0,
+                   help="MiB per part: a device call carries 64 MiB, the working tree included")
     b.add_argument("--find-links", action="append", default=[])
     b.add_argument("--no-index", action="store_true")
     b.add_argument("--trim", action="append", type=_rule, default=[], metavar="GLOB=REASON",

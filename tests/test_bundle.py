@@ -128,6 +128,15 @@ def test_install(built: Path, tmp_path: Path):
     assert info["torch"] == f"torch=={TORCH}" and info["versions"]["fakeengine"] == "1.0"
     assert any(FA2 in e["what"] for e in info["left_out"]) and info["env"]
     assert bundle.installed() is None or sys.prefix != str(venv)  # this interpreter has none
+    # What the harness takes from it: every record's versions, and each fresh parent's env.
+    code = "import json, forkspawn.bundle as b; print(json.dumps([b.record_versions(), b.runtime_env()]))"
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_USE_FLASHINFER_SAMPLER"} | {"VLLM_USE_RUST_FRONTEND": "1"}
+    versions, (run_env, notes) = json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True,
+                                                           check=True, env=env).stdout)
+    assert "fakeengine 1.0" in versions["bundle"] and FA2 in versions["bundle_left_out"]
+    assert "boxpkg" not in versions["bundle_left_out"]  # the box's own are not listed
+    assert run_env["VLLM_USE_FLASHINFER_SAMPLER"] == "0" and "VLLM_USE_RUST_FRONTEND" not in run_env
+    assert any("kept '1'" in n for n in notes)
 
 
 def test_verify(built: Path):
