@@ -36,7 +36,7 @@ class _VllmServe:
     can reach vLLM's CPU platform: spawn only on CPU; no Ray path here."""
     engine = "vllm-serve"
     methods = tuple(m for m in _Vllm.methods if m != "ray")
-    states = _Vllm.states
+    states = ["bare"]  # the server is exec'd: our parent's state never reaches it
 
 
 class _Xinference:

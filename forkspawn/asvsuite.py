@@ -96,7 +96,7 @@ class Profile:
 _DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override", "vllm-serve fork") + tuple(
     f"vllm {m} {s}" for m in ("fork-eager", "spawn-eager", "fork-gcfreeze")
     for s in ("bare", "device-queried", NVML_QUERIED, "device-initialized"))
-_GPU_ENGINES = {"vllm": (5, 5), "vllm-serve": (3, 3), "xinference": (3, 3)}
+_GPU_ENGINES = {"vllm": (3, 5), "vllm-serve": (3, 3), "xinference": (2, 2)}
 PROFILES: dict[str, Profile] = {
     "full": Profile(cold_starts={"torch-tp": (3, 8), "engines": (3, 5)}, decode_steps=32, soak_cycles=20,
                     gpu_cold_starts={"vllm": (5, 8)}),
@@ -117,11 +117,28 @@ def measured(engine: str = "torch-tp") -> dict[str, Any]:
     """The Config fields this profile sets for `engine`."""
     model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
     table = {**PROFILE.cold_starts, **(PROFILE.gpu_cold_starts if ON_GPU else {})}
-    least, most = table.get(engine) or table["engines"]
+    least, most = cold_starts_override() or table.get(engine) or table["engines"]
     # engines measure decoding as the difference of two timed requests: it needs enough steps
     steps = PROFILE.decode_steps if engine == "torch-tp" else max(32, PROFILE.decode_steps)
     return {"repeat": most, "least": least, "precision": PROFILE.precision, "decode_steps": steps,
             "batches": PROFILE.batches, "model": model}
+
+
+def cold_starts_override() -> tuple[int, int] | None:
+    """FORKSPAWN_COLD_STARTS=LEAST[,MOST]: the cold starts of every point measured now, whatever
+    the profile says (e.g. more for the points a review turns on; a record's key does not
+    include them, so a resumed run reads the points measured before back as they are)."""
+    text = os.environ.get("FORKSPAWN_COLD_STARTS", "").strip()
+    if not text:
+        return None
+    try:
+        least, _, most = text.partition(",")
+        least, most = int(least), int(most or least)
+    except ValueError:
+        raise ValueError(f"FORKSPAWN_COLD_STARTS={text!r} is not LEAST or LEAST,MOST") from None
+    if not 1 <= least <= most:
+        raise ValueError(f"FORKSPAWN_COLD_STARTS={text!r}: need 1 <= LEAST <= MOST")
+    return least, most
 
 
 def soak_cycles() -> int:
@@ -260,11 +277,12 @@ RECORDED_ONLY_ENV = "FORKSPAWN_RECORDED_ONLY"
 STATE_PRIORITY = ("torch", "device-initialized", "device-queried", "bare", NVML_QUERIED)
 
 
-def measure_first(pattern: str, token: str) -> int:
+def measure_first(pattern: str, token: str, states: list[str] | None = None, methods: list[str] | None = None) -> int:
     """Measure the grid points of the `Startup` classes in `benchmarks/` whose `module.Class` name
     matches `pattern` (asv's --bench regex) in `STATE_PRIORITY` order, under asv's run token, so
     that a run cut short has the most useful answers; `asv run` with the same FORKSPAWN_RUN_ID then
-    reads them back. The number of points measured or found."""
+    reads them back. `states` and `methods` (asv's labels) keep only those points. The number of
+    points measured or found."""
     bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
     sys.path.insert(0, str(bench_dir.parent))
     points = []
@@ -275,6 +293,8 @@ def measure_first(pattern: str, token: str) -> int:
                     and re.search(pattern, f"{module}.{name}")):
                 methods_, states = cls.params[1], cls.params[2]
                 for engine, method, state, tp in itertools.product(*cls.params):
+                    if (states and state not in states) or (methods and method not in methods):
+                        continue
                     rank = (-int(tp), method not in METHODS,
                             STATE_PRIORITY.index(state) if state in STATE_PRIORITY else len(STATE_PRIORITY),
                             methods_.index(method), states.index(state))

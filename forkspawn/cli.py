@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     pre = sub.add_parser("prefill", help="measure the asv grid of benchmark classes matching REGEX, most useful "
                                          "points first, for the asv run of FORKSPAWN_RUN_ID to read back")
     pre.add_argument("regex", help="asv's --bench regex, e.g. '^engines\\.Vllm'")
+    pre.add_argument("--states", help="only these parent states (asv labels, comma-separated)")
+    pre.add_argument("--methods", help="only these methods (asv labels, comma-separated)")
 
     spent = sub.add_parser("spent", help="how the cold starts of run FORKSPAWN_RUN_ID ended (stop reasons, counts)")
     spent.add_argument("results", type=Path, help="asv's results folder (.asv/results)")
@@ -95,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
 
             if not os.environ.get("FORKSPAWN_RUN_ID"):
                 raise ConfigError("prefill needs FORKSPAWN_RUN_ID: the asv run that will read the records back")
-            n = asvsuite.measure_first(args.regex, os.environ["FORKSPAWN_RUN_ID"])
+            n = asvsuite.measure_first(args.regex, os.environ["FORKSPAWN_RUN_ID"],
+                                       args.states.split(",") if args.states else None,
+                                       args.methods.split(",") if args.methods else None)
             print(f"prefill {args.regex}: {n} configuration(s) recorded under run {os.environ['FORKSPAWN_RUN_ID']}")
             return 0
         if args.command == "spent":
