@@ -169,8 +169,9 @@ def _placeholder(ax, x: float, why: str) -> None:
     """A failed configuration: a hatched, labelled slot where its bar would be."""
     ax.add_patch(Rectangle((x - 0.4, 0), 0.8, 1, transform=ax.get_xaxis_transform(), fill=False, hatch="///",
                            ec="#c44", lw=0.8))
-    ax.text(x, 0.03, why, transform=ax.get_xaxis_transform(), rotation=90, ha="center", va="bottom", fontsize=6.5,
-            color="#a00", clip_on=True)
+    # short enough to fit the slot's height: matplotlib drops a clipped text that overflows it
+    ax.text(x, 0.03, why if len(why) <= 60 else why[:59] + "…", transform=ax.get_xaxis_transform(), rotation=90,
+            ha="center", va="bottom", fontsize=6.5, color="#a00", clip_on=True)
 
 
 def chart_startup(df: pd.DataFrame) -> Figure:
@@ -232,6 +233,9 @@ def chart_startup(df: pd.DataFrame) -> Figure:
                 ax.annotate(num(total), (x, max(total, hi if pd.notna(hi) else total)), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=6.5)
             _headroom(ax, np.array(list(bottom) + tops) * 1.15)
+            if not bottom.any():  # only failures here: a seconds axis would claim a scale it does not have
+                ax.set_yticks([])
+                ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)  # no bar was drawn to set the x range
             if c == 0:
                 ax.set_ylabel("seconds since start request")
     shown = all_phases + [UNTIL_READY]
@@ -341,8 +345,8 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
             ax = axes[r, c]
             sub = ok[(ok["engine_label"] == engine) & (ok["batch"] == batch)]
             n = sub["n"].dropna()
-            ax.set_title(f"{engine}, batch {batch}\n(whiskers: 99% CI of the median, n={n.min() if len(n) else '?'}"
-                         f" cold starts)")
+            span = "?" if not len(n) else f"{n.min():g}" if n.min() == n.max() else f"{n.min():g}-{n.max():g}"
+            ax.set_title(f"{engine}, batch {batch}\n(whiskers: 99% CI of the median, n={span} cold starts)")
             combos = list(dict.fromkeys(zip(sub["tp"], sub["parent_state"])))
             methods = method_order(sub["method"])
             width = 0.8 / len(methods)

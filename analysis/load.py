@@ -260,7 +260,9 @@ def _status(value: Any, rec: dict | None, metric: str) -> tuple[str, str | None]
             return "skipped", f"{metric} does not exist in this configuration"
         return "error", "asv recorded this benchmark as failed; its output is in asv's log"
     if _nan(value):
-        return "skipped", (rec or {}).get("error") or "skipped by the benchmark suite (not applicable)"
+        # no record: asv skipped it before measuring (a profile's choice, a point that cannot exist
+        # here, or one a run cut short never reached, FORKSPAWN_RECORDED_ONLY)
+        return "skipped", (rec or {}).get("error") or "not measured in this run (left out, not applicable here, or not reached)"
     return "ok", None
 
 

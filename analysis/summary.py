@@ -179,7 +179,10 @@ def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.Da
     failed = [r for r in rows if r.status in ("error", "timeout")]
     lines = []
     if not works:
-        lines.append("nothing works here: " + "; ".join(f"{r.label} {_failed(r)}" for r in failed))
+        unmeasured = [r.label for r in rows if r.status not in ("ok", "error", "timeout")]
+        lines.append(("nothing works here: " if not unmeasured else "no measured method works here: ")
+                     + "; ".join(f"{r.label} {_failed(r)}" for r in failed)
+                     + (f" ({', '.join(unmeasured)}: not measured)" if unmeasured else ""))
     elif ref is None:
         lines.append(f"only {', '.join(r.label for r in works)} measured here: no comparison with fork")
     elif ref.status != "ok":
