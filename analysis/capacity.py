@@ -101,7 +101,8 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     df = latest(df)
     machine = choose(df, "machine", machine)
     df = df[df["machine"] == machine]
-    engine = choose(df, "engine", engine, prefer="torch-tp")
+    # among engines with a measurement: a machine where our workload was never run has only skips of it
+    engine = choose(df[df["status"] != "skipped"], "engine", engine, prefer="torch-tp")
     df = df[df["engine"] == engine]
     from .summary import _fork_caveat  # the summary's wording: one vocabulary
 
