@@ -622,14 +622,14 @@ CHARTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
 }
 
 
-def footer(machine: pd.DataFrame) -> str:
-    """Machine, commit and versions, for the bottom of every chart."""
+def footer(machine: pd.DataFrame, width: int = 200) -> str:
+    """Machine, commit and versions, for the bottom of every chart, wrapped at `width` characters."""
     m = machine.iloc[0]
     gpu = "no GPU" if m["gpu"] in (None, "none") else f"{m['gpu_count']} x {m['gpu']} (driver {m['gpu_driver']})"
     lines = [f"machine {m['machine']}: {m['cpu']}, {m['num_cpu']} CPUs, {m['ram_gib']} GiB RAM, {gpu}, {m['os']}"]
     for e in machine.itertuples():
         lines.append(f"{e.engine} {e.engine_version or ''} · commit {str(e.commit)[:8]} · {e.date:%Y-%m-%d} · {e.versions}")
-    return "\n".join(textwrap.shorten(line, 200) for line in lines)
+    return "\n".join(textwrap.fill(line, width, subsequent_indent="    ") for line in lines)
 
 
 def draw(df: pd.DataFrame, machine: pd.DataFrame, out_dir: Path, prefix: str = "") -> dict[str, dict[str, Path]]:
@@ -640,7 +640,8 @@ def draw(df: pd.DataFrame, machine: pd.DataFrame, out_dir: Path, prefix: str = "
         for name, (title, make) in CHARTS.items():
             fig = make(df)
             fig.suptitle(f"{title}\n{machine['machine'].iloc[0]}", fontsize=12, fontweight="bold")
-            fig.supxlabel(footer(machine), fontsize=7, color="#444", x=0.0, ha="left")  # inside the layout
+            # inside the layout, wrapped to the figure's width (about 17 characters an inch at 7 pt)
+            fig.supxlabel(footer(machine, int(fig.get_figwidth() * 17)), fontsize=7, color="#444", x=0.0, ha="left")
             out[name] = {}
             for ext in ("png", "svg"):
                 path = out_dir / f"{prefix}{name}.{ext}"
