@@ -21,26 +21,18 @@ from typing import Any
 
 import pandas as pd
 
+from forkspawn import vocabulary as vocab
 from forkspawn.config import METHODS
 
 ASV_RESULTS_VERSION = 2  # asv 0.6's result file format
-CONFIG_PARAMS = ["engine", "method", "parent_state", "cuda_check", "tp"]  # the sidecar's asv_key order
+CONFIG_PARAMS = vocab.CONFIG_PARAMS  # the sidecar's asv_key order
 # The grid's own parameters, newest first: since the CUDA check became a parent state
 # ("device-queried-nvml") it is no longer a parameter of its own.
 GRID_PARAMS = (["engine", "method", "parent_state", "tp"], CONFIG_PARAMS)
 # Class-name suffix -> the parameters its benchmarks add after the configuration's.
 SHAPES = {"Startup": [], "Phases": ["phase"], "Memory": ["process", "kind"], "Throughput": ["batch"]}
 # Benchmark method -> (the record's sample key, formatted with the extra parameters; unit)
-METRICS = {
-    "track_status": ("status", "0 ok, 1 error, 2 timeout"),
-    "track_time_to_ready": ("time_to_ready_s", "seconds"),
-    "track_teardown": ("teardown_s", "seconds"),
-    "track_phase_end": ("phase.{phase}", "seconds"),
-    "track_memory": ("mem.{process}.{kind}_mib", "MiB"),
-    "track_tokens_per_s": ("tokens_per_s.b{batch}", "tokens/s"),
-    "track_step_latency": ("step_latency_s.b{batch}", "seconds"),
-    "track_roofline_fraction": ("roofline_fraction.b{batch}", "fraction of roofline"),
-}
+METRICS = vocab.BENCHMARKS
 # The contract's columns, in order (README-section.md documents them).
 COLUMNS = [
     "machine", "gpu", "commit", "env", "date", "engine", "engine_version", "method", "method_used",
@@ -212,11 +204,11 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
                      ("stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_repeat")}
             for i, (combo, value) in enumerate(zip(combos, e["result"])):
                 p = dict(zip(names, combo))
-                label = "|".join(str(p[k]) for k in names[:len(names) - len(SHAPES[suffix])])
+                label = vocab.asv_params(*(p[k] for k in names[:len(names) - len(SHAPES[suffix])]))
                 state = str(p.get("parent_state"))
                 p["cuda_check"] = p.get("cuda_check") or ("nvml" if state.endswith("-nvml") else "runtime")
                 p["parent_state"] = state.removesuffix("-nvml")
-                key = "|".join(str(p.get(k)) for k in CONFIG_PARAMS)
+                key = vocab.asv_params(*(p.get(k) for k in CONFIG_PARAMS))
                 rec = _record_for(records, commit, env, label) or _record_for(records, commit, env, key)
                 metric = template.format_map(_Blank(p)) if "{" in template else template
                 if meth not in METRICS:
@@ -256,7 +248,7 @@ def _status(value: Any, rec: dict | None, metric: str) -> tuple[str, str | None]
     if rec is not None and rec.get("status") != "ok":
         return rec.get("status") or "error", rec.get("error")
     if value is None:
-        if rec is not None and metric != "status" and metric not in rec.get("samples", {}):
+        if rec is not None and metric != vocab.STATUS and metric not in rec.get("samples", {}):
             return "skipped", f"{metric} does not exist in this configuration"
         return "error", "asv recorded this benchmark as failed; its output is in asv's log"
     if _nan(value):

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from . import machine
+from . import vocabulary as vocab
 from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
+from .vocabulary import STATUS_CODES, config_key
 from .worker import PHASES
-
-STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}
 
 
 def _gpus() -> int:
@@ -204,7 +204,7 @@ class Grid:
         if reason := PROFILE.leaves_out(engine, method, parent_state, int(tp), self.tps):
             raise NotImplementedError(reason)
         config = config_of(engine, method, parent_state, tp, self.variants, self.options)
-        self.record = cached_record(token, config, _conf_dir(self), "|".join((engine, method, parent_state, tp)))
+        self.record = cached_record(token, config, _conf_dir(self), vocab.asv_params(engine, method, parent_state, tp))
         if self.record["status"] == "skipped":
             raise NotImplementedError(self.record["error"])
         metric = self.metric(*extra)
@@ -237,7 +237,7 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
     if os.environ.get(RECORDED_ONLY_ENV):
         raise NotImplementedError(f"not measured in run {token} ({RECORDED_ONLY_ENV} is set: asv stores what was measured)")
     ref = _find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
-    reference = ref["samples"].get("time_to_ready_s") if ref and ref["status"] == "ok" else None
+    reference = ref["samples"].get(vocab.TIME_TO_READY) if ref and ref["status"] == "ok" else None
     rec = measure(config, progress=progress, reference=reference)
     rec.update(asv_token=token, asv_key=key, asv_params=asv_params, asv_commit=_commit(conf_dir), asv_env=_env_name())
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,7 +301,7 @@ def cold_starts_spent(results: Path, token: str) -> list[str]:
             runs, why = rec.get("runs", rec["runs_ok"]), rec.get("stop_reason", "repeat")
             spent += runs
             ends[why] = ends.get(why, 0) + 1
-            lines.append(f"{rec['asv_params'].replace('|', ' ')}: {rec['status']}, {why} after {runs} cold start(s)")
+            lines.append(f"{rec['asv_params'].replace(vocab.ASV_SEPARATOR, ' ')}: {rec['status']}, {why} after {runs} cold start(s)")
     total = ", ".join(f"{n} {why}" for why, n in sorted(ends.items()))
     return lines + [f"run {token}: {len(lines)} configuration(s), {spent} cold starts ({total or 'none'})"]
 
@@ -314,11 +314,6 @@ def _find(path: Path, token: str, key: str) -> dict[str, Any] | None:
             if rec.get("asv_token") == token and rec.get("asv_key") == key:
                 return rec
     return None
-
-
-def config_key(config: Config) -> str:
-    key = f"{config.engine}|{config.method}|{config.parent_state}|{config.cuda_check}|{config.tp}"
-    return key + (f"|{json.dumps(config.extra, sort_keys=True)}" if config.extra else "")
 
 
 def records_path(conf_dir: Path) -> Path:
@@ -363,17 +358,17 @@ class Startup(Grid):
     def track_status(self, *args: str) -> int:
         return STATUS_CODES[self.record["status"]]
 
-    track_status.unit = "0 ok, 1 error, 2 timeout"
+    track_status.unit = vocab.BENCHMARKS["track_status"][1]
 
     def track_time_to_ready(self, *args: str) -> dict:
-        return self.sample("time_to_ready_s")
+        return self.sample(vocab.TIME_TO_READY)
 
-    track_time_to_ready.unit = "seconds"
+    track_time_to_ready.unit = vocab.BENCHMARKS["track_time_to_ready"][1]
 
     def track_teardown(self, *args: str) -> dict:
-        return self.sample("teardown_s")
+        return self.sample(vocab.TEARDOWN)
 
-    track_teardown.unit = "seconds"
+    track_teardown.unit = vocab.BENCHMARKS["track_teardown"][1]
 
 
 class Phases(Grid):
@@ -383,28 +378,28 @@ class Phases(Grid):
     extra_param_names = ["phase"]
 
     def metric(self, phase: str) -> str:
-        return f"phase.{phase}"
+        return vocab.phase(phase)
 
     def track_phase_end(self, *args: str) -> dict:
         return self.sample(self.metric(args[-1]))
 
-    track_phase_end.unit = "seconds"
+    track_phase_end.unit = vocab.BENCHMARKS["track_phase_end"][1]
 
 
 class Memory(Grid):
     """Host and GPU memory of each process of the group, and of the whole group, at ready (MiB)."""
 
-    extra_params = [["group", "parent", "forkserver", "ray"] + [f"rank{r}" for r in range(max(tp_sizes()))],
-                    ["uss", "pss", "rss"] + (["gpu"] if ON_GPU else [])]  # peak RSS: in the record
+    extra_params = [list(vocab.ASV_PROCESSES) + [vocab.rank_label(r) for r in range(max(tp_sizes()))],
+                    list(vocab.ASV_MEMORY_KINDS) + ([vocab.GPU_KIND] if ON_GPU else [])]  # peak RSS: in the record
     extra_param_names = ["process", "kind"]
 
     def metric(self, process: str, kind: str) -> str:
-        return f"mem.{process}.{kind}_mib"
+        return vocab.mem(process, kind)
 
     def track_memory(self, *args: str) -> dict:
         return self.sample(self.metric(*args[-2:]))
 
-    track_memory.unit = "MiB"
+    track_memory.unit = vocab.BENCHMARKS["track_memory"][1]
 
 
 class Throughput(Grid):
@@ -414,21 +409,21 @@ class Throughput(Grid):
     extra_param_names = ["batch"]
 
     def metric(self, batch: str) -> str:
-        return f"tokens_per_s.b{batch}"
+        return vocab.tokens_per_s(batch)
 
     def track_tokens_per_s(self, *args: str) -> dict:
         return self.sample(self.metric(args[-1]))
 
-    track_tokens_per_s.unit = "tokens/s"
+    track_tokens_per_s.unit = vocab.BENCHMARKS["track_tokens_per_s"][1]
 
     def track_step_latency(self, *args: str) -> dict:
-        return self.sample(f"step_latency_s.b{args[-1]}")
+        return self.sample(vocab.step_latency_s(args[-1]))
 
-    track_step_latency.unit = "seconds"
+    track_step_latency.unit = vocab.BENCHMARKS["track_step_latency"][1]
 
     if ON_GPU:
         def track_roofline_fraction(self, *args: str) -> dict:
             """Measured tokens/s over the memory-bound ceiling (weight bytes / measured bandwidth)."""
-            return self.sample(f"roofline_fraction.b{args[-1]}")
+            return self.sample(vocab.roofline_fraction(args[-1]))
 
-        track_roofline_fraction.unit = "fraction of roofline"
+        track_roofline_fraction.unit = vocab.BENCHMARKS["track_roofline_fraction"][1]

@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from . import vocabulary as vocab
 from .clock import now
 from .trivial import group as _group
 
@@ -415,10 +417,10 @@ def import_validity(repeat: int = 5, records: str | None = None) -> dict[str, An
     if records:
         for rec in _read_records(records):
             s = rec.get("samples", {})
-            if rec.get("method") == "spawn" and rec.get("parent_state") == "bare" and "phase.imports_done.rank0" in s:
-                spans = [i - e for i, e in zip(s["phase.imports_done.rank0"], s["phase.process_entry.rank0"])]
+            if rec.get("method") == "spawn" and rec.get("parent_state") == "bare" and vocab.phase("imports_done", 0) in s:
+                spans = [i - e for i, e in zip(s[vocab.phase("imports_done", 0)], s[vocab.phase("process_entry", 0)])]
                 result[f"phase_imports_tp{rec['tp']}_s"] = summarize(spans)
-                result[f"phase_process_entry_tp{rec['tp']}_s"] = summarize(s["phase.process_entry.rank0"])
+                result[f"phase_process_entry_tp{rec['tp']}_s"] = summarize(s[vocab.phase("process_entry", 0)])
     return result
 
 
@@ -601,7 +603,7 @@ def config_key(rec: dict[str, Any]) -> tuple:
 HEADLINE_PAIRS = ((("fork", "torch"), ("spawn", "bare")),  # an engine that imported torch forks; or spawns from bare
                   (("fork", "bare"), ("spawn", "bare")),
                   (("fork", "torch"), ("spawn", "torch")))
-HEADLINE_METRICS = ("time_to_ready_s", "mem.rank0.uss_mib")
+HEADLINE_METRICS = (vocab.TIME_TO_READY, vocab.mem(vocab.rank_label(0), "uss"))
 
 
 def precision(path: str | os.PathLike, power: float = 0.95) -> dict[str, Any]:
@@ -618,7 +620,7 @@ def precision(path: str | os.PathLike, power: float = 0.95) -> dict[str, Any]:
             latest[config_key(rec)] = rec
     configs = []
     for key, rec in sorted(latest.items()):
-        metrics = [m for m in rec["samples"] if m in HEADLINE_METRICS or (m.startswith("mem.rank") and m.endswith(".uss_mib"))]
+        metrics = [m for m in rec["samples"] if m in HEADLINE_METRICS or re.fullmatch(vocab.mem_re(r"rank[^.]*", "uss"), m)]
         configs.append({"engine": key[0], "method": key[1], "parent_state": key[2], "tp": key[4],
                         "stats": {m: summarize(rec["samples"][m]) for m in sorted(metrics)}})
     comparisons = []

@@ -16,12 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import vocabulary as vocab
 from .config import Config
 from .stats import summarize
+from .vocabulary import GROUP_KINDS, MEMORY_KINDS  # noqa: F401 (their home before vocabulary.py)
 
 SCHEMA = "forkspawn.record/1"
-MEMORY_KINDS = ("rss_mib", "uss_mib", "pss_mib", "peak_rss_mib", "gpu_mib")
-GROUP_KINDS = ("rss_mib", "uss_mib", "pss_mib", "gpu_mib")
 
 
 @dataclass
@@ -47,7 +47,7 @@ class ProcessMemory:
 
     @property
     def label(self) -> str:
-        return self.role if self.rank is None else f"rank{self.rank}"
+        return self.role if self.rank is None else vocab.rank_label(self.rank)
 
 
 @dataclass
@@ -84,36 +84,36 @@ class Run:
         """Every metric of this run as `name -> value`; names are the record's sample keys."""
         out: dict[str, float] = {}
         if self.time_to_ready_s is not None:
-            out["time_to_ready_s"] = self.time_to_ready_s
+            out[vocab.TIME_TO_READY] = self.time_to_ready_s
         if self.teardown_s is not None:
-            out["teardown_s"] = self.teardown_s
+            out[vocab.TEARDOWN] = self.teardown_s
         slowest: dict[str, float] = {}
         for p in self.phases:
-            out[f"phase.{p.name}.rank{p.rank}"] = p.t_s
+            out[vocab.phase(p.name, p.rank)] = p.t_s
             slowest[p.name] = max(slowest.get(p.name, p.t_s), p.t_s)
-        out.update({f"phase.{name}": t for name, t in slowest.items()})
+        out.update({vocab.phase(name): t for name, t in slowest.items()})
         for proc in self.processes:
-            for kind in MEMORY_KINDS + ("torch_reserved_mib",):
-                v = getattr(proc, kind)
-                if v is not None:
-                    out[f"mem.{proc.label}.{kind}"] = v
+            for kind in MEMORY_KINDS + (vocab.TORCH_RESERVED,):
+                value = getattr(proc, kind)
+                if value is not None:
+                    out[vocab.mem(proc.label, kind)] = value
         for kind in GROUP_KINDS:
             vals = [getattr(p, kind) for p in self.processes]
-            if vals and all(v is not None for v in vals):
-                out[f"mem.group.{kind}"] = sum(vals)
+            if vals and all(x is not None for x in vals):
+                out[vocab.mem(vocab.GROUP, kind)] = sum(vals)
             # Ray's own processes (roles "ray-..."), together: what Ray adds to the group
-            ray = [getattr(p, kind) for p in self.processes if p.role.startswith("ray-")]
-            if ray and all(v is not None for v in ray):
-                out[f"mem.ray.{kind}"] = sum(ray)
-        for b, v in self.tokens_per_s.items():
-            out[f"tokens_per_s.b{b}"] = v
-        for b, v in self.step_latency_s.items():
-            out[f"step_latency_s.b{b}"] = v
-        for b, v in self.roofline_tokens_per_s.items():
-            out[f"roofline_fraction.b{b}"] = self.tokens_per_s[b] / v
+            ray = [getattr(p, kind) for p in self.processes if p.role.startswith(vocab.RAY_ROLE_PREFIX)]
+            if ray and all(x is not None for x in ray):
+                out[vocab.mem(vocab.RAY, kind)] = sum(ray)
+        for b, x in self.tokens_per_s.items():
+            out[vocab.tokens_per_s(b)] = x
+        for b, x in self.step_latency_s.items():
+            out[vocab.step_latency_s(b)] = x
+        for b, x in self.roofline_tokens_per_s.items():
+            out[vocab.roofline_fraction(b)] = self.tokens_per_s[b] / x
         if self.bandwidth_gb_s is not None:
-            out["bandwidth_gb_s"] = self.bandwidth_gb_s
-        out.update({f"engine.{name}": v for name, v in self.engine_metrics.items()})
+            out[vocab.BANDWIDTH] = self.bandwidth_gb_s
+        out.update({vocab.engine(name): x for name, x in self.engine_metrics.items()})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,12 +162,12 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
         "runs": len(runs),
         "runs_ok": len(ok_runs),
         "stop_reason": stop_reason,
-        "time_to_ready_s": median.get("time_to_ready_s"),
-        "teardown_s": median.get("teardown_s"),
+        "time_to_ready_s": median.get(vocab.TIME_TO_READY),
+        "teardown_s": median.get(vocab.TEARDOWN),
         "phases": [
-            {"rank": p.rank, "name": p.name, "t_s": median[f"phase.{p.name}.rank{p.rank}"]}
+            {"rank": p.rank, "name": p.name, "t_s": median[vocab.phase(p.name, p.rank)]}
             for p in template.phases
-            if f"phase.{p.name}.rank{p.rank}" in median
+            if vocab.phase(p.name, p.rank) in median
         ],
         "processes": [
             {
@@ -175,23 +175,23 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
                 "rank": p.rank,
                 "pid": p.pid,
                 "started_by": p.started_by,
-                **{k: median.get(f"mem.{p.label}.{k}") for k in MEMORY_KINDS},
+                **{k: median.get(vocab.mem(p.label, k)) for k in MEMORY_KINDS},
                 "gpu_note": p.gpu_note,
-                "torch_reserved_mib": median.get(f"mem.{p.label}.torch_reserved_mib"),
+                "torch_reserved_mib": median.get(vocab.mem(p.label, vocab.TORCH_RESERVED)),
             }
             for p in template.processes
         ],
-        "group": {k: median.get(f"mem.group.{k}") for k in GROUP_KINDS},
-        "engine_metrics": {k.removeprefix("engine."): v for k, v in median.items() if k.startswith("engine.")},
+        "group": {k: median.get(vocab.mem(vocab.GROUP, k)) for k in GROUP_KINDS},
+        "engine_metrics": {vocab.engine_name(k): x for k, x in median.items() if vocab.engine_name(k) is not None},
         "gpu_used_mib": gpu_used_mib or {"before": None, "after": None},
         "output_digest": template.output_digest,
         "page_cache": _page_cache(runs),
-        "tokens_per_s": {str(b): median.get(f"tokens_per_s.b{b}") for b in config.batches},
-        "step_latency_s": {str(b): median.get(f"step_latency_s.b{b}") for b in config.batches},
+        "tokens_per_s": {str(b): median.get(vocab.tokens_per_s(b)) for b in config.batches},
+        "step_latency_s": {str(b): median.get(vocab.step_latency_s(b)) for b in config.batches},
         "roofline": {
-            "bandwidth_gb_s": median.get("bandwidth_gb_s"),
+            "bandwidth_gb_s": median.get(vocab.BANDWIDTH),
             "weight_bytes": template.weight_bytes,
-            "fraction": {str(b): median.get(f"roofline_fraction.b{b}") for b in config.batches},
+            "fraction": {str(b): median.get(vocab.roofline_fraction(b)) for b in config.batches},
         },
         "stats": {k: summarize(v) for k, v in samples.items()},
         "samples": samples,
