@@ -23,6 +23,7 @@ import pandas as pd
 
 from forkspawn import vocabulary as vocab
 from forkspawn.config import METHODS
+from forkspawn.record import SchemaError, parse_record
 
 ASV_RESULTS_VERSION = 2  # asv 0.6's result file format
 CONFIG_PARAMS = vocab.CONFIG_PARAMS  # the sidecar's asv_key order
@@ -157,9 +158,11 @@ def _read_records(folder: Path) -> tuple[dict[tuple, dict[str, dict]], list[Path
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = parse_record(line)
                 keys = [rec["asv_key"]] + ([rec["asv_params"]] if rec.get("asv_params") else [])
                 commit = rec["asv_commit"]
+            except SchemaError as e:
+                raise BadInput(f"{path}:{n}: {e}") from None
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise BadInput(f"{path}:{n}: corrupt or truncated record line") from None
             for key in keys:

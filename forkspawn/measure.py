@@ -88,7 +88,7 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
                 break
         stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
         gpu_used["after"] = machine.gpu_used_mib()
-    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used)
+    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used).to_dict()
 
 
 def _stop_after(runs: list[Run], config: Config, reference: list[float] | None) -> str | None:

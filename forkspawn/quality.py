@@ -23,6 +23,7 @@ from typing import Any
 
 from . import vocabulary as vocab
 from .clock import now
+from .record import SchemaError, read_records
 from .trivial import group as _group
 
 MIB = 1024 * 1024
@@ -415,7 +416,7 @@ def import_validity(repeat: int = 5, records: str | None = None) -> dict[str, An
     result: dict[str, Any] = {"importtime_torch_s": summarize(torch_s), "importtime_phase_set_s": summarize(phase_set_s),
                               "samples": {"torch_s": torch_s, "phase_set_s": phase_set_s}}
     if records:
-        for rec in _read_records(records):
+        for rec in read_records(records):
             s = rec.get("samples", {})
             if rec.get("method") == "spawn" and rec.get("parent_state") == "bare" and vocab.phase("imports_done", 0) in s:
                 spans = [i - e for i, e in zip(s[vocab.phase("imports_done", 0)], s[vocab.phase("process_entry", 0)])]
@@ -536,10 +537,6 @@ def cold_vs_warm(model: str = "tiny", repeat: int = 3, method: str = "spawn", dr
 
 # --- precision of a records file -------------------------------------------------------------
 
-def _read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def _ci(samples: list[float]) -> tuple[float, float, float]:
     """asv's median and 99% CI (asv_runner.statistics.compute_stats), as asv stores them."""
     from asv_runner.statistics import compute_stats
@@ -615,7 +612,7 @@ def precision(path: str | os.PathLike, power: float = 0.95) -> dict[str, Any]:
     from .stats import summarize
 
     latest: dict[tuple, dict] = {}
-    for rec in _read_records(path):
+    for rec in read_records(path):
         if rec.get("status") == "ok" and rec.get("samples"):
             latest[config_key(rec)] = rec
     configs = []
@@ -743,29 +740,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    result: dict[str, Any]
-    if args.command == "overhead":
-        result = {"methods": [overhead(m, args.repeat) for m in args.methods], "import_tax": import_tax(min(args.repeat, 5))}
-    elif args.command == "probes":
-        result = probes(args.repeat)
-        if args.sampler:
-            result["sampler"] = sampler_perturbation(max(3, args.repeat // 4))
-    elif args.command == "validity":
-        gpu = gpu_validity_with_holders(args.hold_gpu)["rounds"][-1] if args.hold_gpu else gpu_validity()
-        result = {"memory": probes(3), "gpu": gpu,
-                  "imports": import_validity(min(args.repeat, 5), args.records)}
-    elif args.command == "pagecache":
-        from .checkpoint import default_cache_dir, resolve_checkpoint
+    try:
+        result: dict[str, Any]
+        if args.command == "overhead":
+            result = {"methods": [overhead(m, args.repeat) for m in args.methods], "import_tax": import_tax(min(args.repeat, 5))}
+        elif args.command == "probes":
+            result = probes(args.repeat)
+            if args.sampler:
+                result["sampler"] = sampler_perturbation(max(3, args.repeat // 4))
+        elif args.command == "validity":
+            gpu = gpu_validity_with_holders(args.hold_gpu)["rounds"][-1] if args.hold_gpu else gpu_validity()
+            result = {"memory": probes(3), "gpu": gpu,
+                      "imports": import_validity(min(args.repeat, 5), args.records)}
+        elif args.command == "pagecache":
+            from .checkpoint import default_cache_dir, resolve_checkpoint
 
-        state = warm_page_cache if args.warm else page_cache_state
-        result = {"checkpoint": state(files_of(resolve_checkpoint(args.model, default_cache_dir()))),
-                  "torch_libraries": state(torch_library_files())}
-        if args.cold:
-            result["cold_vs_warm"] = cold_vs_warm(args.model, repeat=args.repeat, drop_torch=args.drop_torch)
-    else:
-        if not args.records:
-            parser.error("precision needs a records JSON Lines file")
-        result = precision(args.records)
+            state = warm_page_cache if args.warm else page_cache_state
+            result = {"checkpoint": state(files_of(resolve_checkpoint(args.model, default_cache_dir()))),
+                      "torch_libraries": state(torch_library_files())}
+            if args.cold:
+                result["cold_vs_warm"] = cold_vs_warm(args.model, repeat=args.repeat, drop_torch=args.drop_torch)
+        else:
+            if not args.records:
+                parser.error("precision needs a records JSON Lines file")
+            result = precision(args.records)
+    except SchemaError as e:  # a records file of another harness version: one line, exit 2
+        print(f"python -m forkspawn.quality: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=1) if args.json else _table(args.command, result))
     return 0
 
