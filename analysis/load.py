@@ -21,9 +21,9 @@ from typing import Any
 
 import pandas as pd
 
+from forkspawn import sidecar
 from forkspawn import vocabulary as vocab
 from forkspawn.config import METHODS
-from forkspawn.record import SchemaError, parse_record
 
 ASV_RESULTS_VERSION = 2  # asv 0.6's result file format
 CONFIG_PARAMS = vocab.CONFIG_PARAMS  # the sidecar's asv_key order
@@ -72,7 +72,7 @@ def load(directory: str | Path) -> Results:
         bench_meta = _read_json(mdir.parent / "benchmarks.json") if (mdir.parent / "benchmarks.json").exists() else {}
         if bench_meta:
             files.append(mdir.parent / "benchmarks.json")
-        records, record_files = _read_records(mdir / "records")
+        records, record_files = _read_records(mdir)
         files += record_files
         for path in sorted(mdir.glob("*.json")):
             if path.name == "machine.json":
@@ -146,27 +146,19 @@ def _read_json(path: Path) -> Any:
         raise BadInput(f"{path}: unreadable ({e})") from None
 
 
-def _read_records(folder: Path) -> tuple[dict[tuple, dict[str, dict]], list[Path]]:
+def _read_records(machine_dir: Path) -> tuple[dict[tuple, dict[str, dict]], list[Path]]:
     """(commit, key) -> {asv env -> record}; a later line for the same key wins. A record is found
-    by its `asv_key` (engine|method|parent_state|cuda_check|tp[|extra]) or, if the harness wrote
-    one, by `asv_params`: asv's own parameter values joined with "|", which is what tells a
-    labelled method variant (e.g. vLLM's "fork-override") apart."""
+    by each of its `sidecar.keys` (asv_key engine|method|parent_state|cuda_check|tp[|extra], and
+    asv_params if the harness wrote them)."""
     out: dict[tuple, dict[str, dict]] = {}
-    paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    paths = sidecar.files(machine_dir)
     for path in paths:
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = parse_record(line)
-                keys = [rec["asv_key"]] + ([rec["asv_params"]] if rec.get("asv_params") else [])
-                commit = rec["asv_commit"]
-            except SchemaError as e:
-                raise BadInput(f"{path}:{n}: {e}") from None
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise BadInput(f"{path}:{n}: corrupt or truncated record line") from None
-            for key in keys:
-                out.setdefault((commit, key), {})[rec.get("asv_env") or ""] = rec
+        try:
+            for rec in sidecar.read(path):
+                for key in sidecar.keys(rec):
+                    out.setdefault((rec["asv_commit"], key), {})[rec.get("asv_env") or ""] = rec
+        except sidecar.BadLine as e:
+            raise BadInput(str(e)) from None
     return out, paths
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import machine
+from . import machine, sidecar
 from . import vocabulary as vocab
 from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
 from .vocabulary import STATUS_CODES, config_key
@@ -232,21 +232,15 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
 
     path = records_path(conf_dir)
     key = config_key(config)
-    if rec := _find(path, token, key):
+    if rec := sidecar.find(path, token, key):
         return rec
     if os.environ.get(RECORDED_ONLY_ENV):
         raise NotImplementedError(f"not measured in run {token} ({RECORDED_ONLY_ENV} is set: asv stores what was measured)")
-    ref = _find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
+    ref = sidecar.find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
     reference = ref["samples"].get(vocab.TIME_TO_READY) if ref and ref["status"] == "ok" else None
     rec = measure(config, progress=progress, reference=reference)
     rec.update(asv_token=token, asv_key=key, asv_params=asv_params, asv_commit=_commit(conf_dir), asv_env=_env_name())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One write() of one line to an O_APPEND file: readers see the whole line or none of it.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(rec, allow_nan=False) + "\n").encode())
-    finally:
-        os.close(fd)
+    sidecar.append(path, rec)
     progress(f"{label(config)}: {rec['status']}")
     return rec
 
@@ -293,9 +287,8 @@ def cold_starts_spent(results: Path, token: str) -> list[str]:
     """What run `token` measured, from the sidecars under asv's `results` folder: per
     configuration how its cold starts ended (`stop_reason`) and how many it took, then totals."""
     lines, spent, ends = [], 0, {}
-    for path in sorted(results.glob("*/records/*.jsonl")):
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
+    for path in sidecar.all_files(results):
+        for rec in sidecar.read(path):
             if rec.get("asv_token") != token or rec["status"] == "skipped":
                 continue
             runs, why = rec.get("runs", rec["runs_ok"]), rec.get("stop_reason", "repeat")
@@ -306,23 +299,12 @@ def cold_starts_spent(results: Path, token: str) -> list[str]:
     return lines + [f"run {token}: {len(lines)} configuration(s), {spent} cold starts ({total or 'none'})"]
 
 
-def _find(path: Path, token: str, key: str) -> dict[str, Any] | None:
-    """The record of `key` in run `token` of the sidecar at `path`, if there is one."""
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("asv_token") == token and rec.get("asv_key") == key:
-                return rec
-    return None
-
-
 def records_path(conf_dir: Path) -> Path:
     """<asv results_dir>/<machine>/records/<commit>-<env>.jsonl (asv ignores files not ending in .json)."""
     conf = json.loads((conf_dir / "asv.conf.json").read_text())
     results = conf_dir / conf.get("results_dir", "results")
-    name = f"{_commit(conf_dir)[:8]}-{_env_name()}.jsonl"
     name_of_machine = os.environ.get("FORKSPAWN_ASV_MACHINE") or machine.asv_machine_name()
-    return results / name_of_machine / "records" / name
+    return sidecar.path(results, name_of_machine, _commit(conf_dir), _env_name())
 
 
 def _conf_dir(bench: Grid) -> Path:
