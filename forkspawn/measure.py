@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import psutil
 
-from . import bundle, engines, leftovers, machine, parent_state, quality, ray_cluster
+from . import bundle, engines, leftovers, machine, pagecache, parent_state, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
 from .record import Run, build_record
@@ -78,7 +78,7 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
         gpu_used["before"] = machine.gpu_used_mib()
         for i in range(config.repeat):
             # Cold weight loading dominates start-up on real boxes: say what the cache held.
-            cache = quality.page_cache_state(quality.files_of(checkpoint))
+            cache = pagecache.page_cache_state(pagecache.files_of(checkpoint))
             run = run_in_fresh_parent(config)
             run.checkpoint_resident = cache["resident_fraction"]
             runs.append(run)

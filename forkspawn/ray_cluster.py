@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
-from . import machine, methods
+from . import machine, provenance
 from .clock import now
 from .launcher import GroupFailure
 from .leftovers import tagged_processes
@@ -169,7 +169,7 @@ def own_processes(exclude: set[int]) -> list[ProcessMemory]:
             name = _role(p)
             n = counts[name] = counts.get(name, -1) + 1
             role = f"ray-{name}" + (f"-{n}" if n else "")
-            found.append(ProcessMemory(role, None, p.pid, started_by=methods.started_by(p.pid)))
+            found.append(ProcessMemory(role, None, p.pid, started_by=provenance.started_by(p.pid)))
     return found
 
 

@@ -42,11 +42,10 @@ from typing import Any
 import psutil
 
 from .. import memory, methods, ray_cluster
-from ..checkpoint import ModelSpec, resolve_checkpoint
+from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
-from ..tokenizer import ensure_tokenizer
 from ..worker import exception_line
 
 PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "torch_compiled",

@@ -29,11 +29,10 @@ from typing import Any
 import psutil
 
 from .. import machine, memory, methods
-from ..checkpoint import ModelSpec, resolve_checkpoint
+from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import ProcessMemory, Run
-from ..tokenizer import ensure_tokenizer
 from ..worker import exception_line
 from .serving import completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
 from .vllm import (GPU_MEMORY_UTILIZATION, PHASES, LogTap, _cmd, _phases, _set_environment, cpu_notes,
