@@ -15,6 +15,7 @@ timing benchmarks. A failed configuration reports status 1 (error) or 2 (timeout
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import json
@@ -35,16 +36,26 @@ from .vocabulary import STATUS_CODES, config_key
 from .worker import PHASES
 
 
-def _gpus() -> int:
-    """GPUs the suite measures on (0: the CPU). Read through NVML, so no CUDA context is made in
-    asv's process; `make bench` passes it in FORKSPAWN_GPUS to spare each of asv's hundreds of
-    benchmark processes the NVML start-up."""
-    if os.environ.get("FORKSPAWN_GPUS", "").isdigit():
-        return int(os.environ["FORKSPAWN_GPUS"])
+# What asv needs at import time: a benchmark class's params are class attributes, so the GPU
+# count (which kinds and metrics exist), the profile (which batch sizes) and the TP sizes are
+# resolved when this module is imported, once (gpu_count, resolve_profile, tp_sizes).
+GPUS_ENV = "FORKSPAWN_GPUS"
+PROFILE_ENV = "FORKSPAWN_PROFILE"
+
+
+@functools.cache
+def gpu_count() -> int:
+    """GPUs the suite measures on (0: the CPU). FORKSPAWN_GPUS, where set to a number, is the
+    answer and NVML is never queried: `make bench` sets it, to spare each of asv's hundreds of
+    benchmark processes the NVML start-up. Otherwise NVML counts them (no CUDA context is made
+    in asv's process)."""
+    given = os.environ.get(GPUS_ENV, "")
+    if given.isdigit():
+        return int(given)
     return len(machine.gpus()) if machine.default_device() == "cuda" else 0
 
 
-GPUS = _gpus()
+GPUS = gpu_count()
 ON_GPU = GPUS > 0
 
 
@@ -107,10 +118,18 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(cold_starts={"torch-tp": (1, 1), "engines": (1, 1)}, decode_steps=8, soak_cycles=0,
                      single_rank=False, left_out=_DEFAULT_LEFT_OUT + ("vllm fork-override",), cpu_eager=True),
 }
-PROFILE_NAME = os.environ.get("FORKSPAWN_PROFILE", "default")
-if PROFILE_NAME not in PROFILES:
-    raise ValueError(f"unknown FORKSPAWN_PROFILE {PROFILE_NAME!r}; valid: {', '.join(PROFILES)}")
-PROFILE = PROFILES[PROFILE_NAME]
+
+
+@functools.cache
+def resolve_profile() -> tuple[str, Profile]:
+    """The profile FORKSPAWN_PROFILE names (default: "default"), with its name; ValueError if unknown."""
+    name = os.environ.get(PROFILE_ENV, "default")
+    if name not in PROFILES:
+        raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
+    return name, PROFILES[name]
+
+
+PROFILE_NAME, PROFILE = resolve_profile()
 
 
 def measured(engine: str = "torch-tp") -> dict[str, Any]:
