@@ -12,9 +12,8 @@ import multiprocessing.context
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-import psutil
 
-from . import faults
+from . import faults, lifecycle
 from .clock import now
 from .record import Phase
 from .worker import rank_main
@@ -149,12 +148,7 @@ class WorkerGroup:
     def close(self, grace_s: float = 10.0) -> float:
         """Stop every rank (politely, then by force) and their descendants; seconds it took."""
         t0 = now()
-        family = []
-        for p in self.procs:
-            try:
-                family += psutil.Process(p.pid).children(recursive=True) if p.pid else []
-            except psutil.Error:
-                pass
+        family = [c for p in self.procs if p.pid for c in lifecycle.descendants(p.pid)]
         for conn, p in zip(self.conns, self.procs):
             if p.is_alive():
                 try:
@@ -168,11 +162,7 @@ class WorkerGroup:
             if p.is_alive():
                 p.kill()
                 p.join(5)
-        for child in family:
-            try:
-                child.kill()
-            except psutil.Error:
-                pass
+        lifecycle.kill_all(family)
         for conn in self.conns:
             conn.close()
         return now() - t0

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
-from . import machine, provenance
+from . import lifecycle, machine, provenance
 from .clock import now
 from .launcher import GroupFailure
 from .leftovers import tagged_processes
@@ -130,16 +130,8 @@ def stop(marker: str, grace_s: float = 1.0, gone_s: float = 15.0) -> None:
     every Ray cold start), and what they would flush lives in the temp dir removed next. The wait
     after SIGKILL ends as soon as they are gone; on a loaded box their exit (and reaping by init,
     whose children they are) can take seconds."""
-    procs = head_processes(marker)
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    killed = alive + [p for p in head_processes(marker) if p not in alive]  # and any worker started meanwhile
-    for p in killed:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(killed, timeout=gone_s)
+    # late: any worker started meanwhile is killed too
+    lifecycle.terminate(head_processes(marker), grace_s, gone_s, late=lambda: head_processes(marker))
 
 
 def head_processes(marker: str) -> list[psutil.Process]:

@@ -34,14 +34,13 @@ import json
 import os
 import re
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from .. import memory, methods, ray_cluster
+from .. import lifecycle, memory, methods, ray_cluster
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
@@ -402,8 +401,8 @@ def thread_notes(processes: list[ProcessMemory], llm: Any = None) -> list[str]:
         return [f"worker probe failed: {type(exc).__name__}: {_one_line(exc)}"]
     notes = []
     for proc in processes:
-        tasks = _tasks(proc.pid)
-        libs = sorted({name for line in _maps(proc.pid)
+        tasks = lifecycle.thread_cpus(proc.pid)
+        libs = sorted({name for line in lifecycle.shared_objects(proc.pid)
                        if re.match(r"lib(g|i)?omp", name := Path(line.split()[-1]).name)})
         # libgomp reads its settings once, when loaded at exec: a forked process runs with its
         # exec'd ancestor's (the parent's, shown on the parent's line). Its own /proc/PID/environ
@@ -447,24 +446,6 @@ def cpu_notes(processes: list[ProcessMemory]) -> list[str]:
     return notes
 
 
-def _tasks(pid: int) -> dict[int, str]:
-    out = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            status = (task / "status").read_text()
-        except OSError:
-            continue
-        out[int(task.name)] = re.search(r"Cpus_allowed_list:\s*(\S+)", status).group(1)
-    return out
-
-
-def _maps(pid: int) -> list[str]:
-    try:
-        return [line for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if line.endswith(".so") or ".so." in line]
-    except OSError:
-        return []
-
-
 def _shutdown(llm: Any) -> tuple[float, list[str]]:
     """Stop the engine core and workers: seconds until every descendant exited, and any that did not."""
     start = now()
@@ -473,29 +454,13 @@ def _shutdown(llm: Any) -> tuple[float, list[str]]:
             llm.llm_engine.engine_core.shutdown()
         except Exception:
             pass
-    me = psutil.Process()
-    deadline = start + 30
-    while True:
-        alive = [p for p in me.children(recursive=True)
-                 if "resource_tracker" not in " ".join(_cmd(p)) and _status(p) != psutil.STATUS_ZOMBIE]
-        if not alive or now() > deadline:
-            break
-        time.sleep(0.05)
-    return now() - start, [f"{' '.join(_cmd(p))[:60]}[{p.pid}]" for p in alive]
+    alive = lifecycle.wait_children_gone(start + 30, now, ignore=is_resource_tracker)
+    return now() - start, [f"{' '.join(lifecycle.cmdline(p))[:60]}[{p.pid}]" for p in alive]
 
 
-def _status(p: psutil.Process) -> str:
-    try:
-        return p.status()
-    except psutil.Error:
-        return psutil.STATUS_DEAD
-
-
-def _cmd(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except psutil.Error:
-        return []
+def is_resource_tracker(p: psutil.Process) -> bool:
+    """multiprocessing's resource tracker: it ends with its parent, so no engine process to wait for."""
+    return "resource_tracker" in " ".join(lifecycle.cmdline(p))
 
 
 def _one_line(exc: BaseException) -> str:

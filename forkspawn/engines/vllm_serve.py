@@ -28,14 +28,14 @@ from typing import Any
 
 import psutil
 
-from .. import machine, memory, methods
+from .. import lifecycle, machine, memory, methods
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import ProcessMemory, Run
 from ..worker import exception_line
-from .serving import completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
-from .vllm import (GPU_MEMORY_UTILIZATION, PHASES, LogTap, _cmd, _phases, _set_environment, cpu_notes,
+from .serving import completion_throughput, http_json, one_line, wait_answering
+from .vllm import (GPU_MEMORY_UTILIZATION, PHASES, LogTap, _phases, is_resource_tracker, _set_environment, cpu_notes,
                    engine_processes, engine_version, thread_notes, unavailable)
 
 __all__ = ["PHASES", "run_once", "unavailable"]
@@ -62,7 +62,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         t0 = now()
         # The server's IPC sockets go to the run's private TMPDIR (measure removes it); no deeper
         # directory: a socket path over 107 characters fails.
-        proc = start_group(cmd, {**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = lifecycle.start_group(cmd, {**os.environ, "HF_HUB_OFFLINE": "1"})
         wait_answering(proc, url + "/health", config.timeout_s, "the vLLM API server")
         run.time_to_ready_s = now() - t0
         core, workers = engine_processes(proc.pid)
@@ -90,7 +90,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     finally:
         if proc is not None:
             t_stop = now()
-            killed = stop_group(proc)
+            killed = lifecycle.stop_group(proc)
             teardown = now() - t_stop
             if killed:
                 run.notes.append(f"killed after SIGTERM to the server's group: {', '.join(killed)}")
@@ -107,8 +107,8 @@ def _processes(server: int, core: int | None, workers: dict[int, int]) -> tuple[
         procs.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
     procs += [ProcessMemory("rank", r, pid, started_by=methods.started_by(pid)) for r, pid in sorted(workers.items())]
     known = {p.pid for p in procs}
-    others = [" ".join(_cmd(p))[:80] for p in psutil.Process(server).children(recursive=True)
-              if p.pid not in known and "resource_tracker" not in " ".join(_cmd(p))]
+    others = [" ".join(lifecycle.cmdline(p))[:80] for p in psutil.Process(server).children(recursive=True)
+              if p.pid not in known and not is_resource_tracker(p)]
     return procs, [f"unclassified process in the server's tree: {cmd}" for cmd in others]
 
 

@@ -38,13 +38,13 @@ from typing import Any
 
 import psutil
 
-from .. import machine, memory, methods
+from .. import lifecycle, machine, memory, methods
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
 from ..worker import exception_line
-from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
+from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, wait_answering
 
 PHASES = ("start_requested", "server_ready", "launch_requested", "model_started", "engine_core_started",
           "workers_started", "ready")
@@ -135,7 +135,7 @@ class Server:
                "XINFERENCE_DISABLE_METRICS": "1", "HF_HUB_OFFLINE": "1", "SPT_NOENV": "1"}
         exe = str(Path(sys.executable).parent / "xinference-local")
         with open(self.log, "wb") as out:
-            self.proc = start_group([exe, "--host", "127.0.0.1", "--port", str(self.port)], env, stdout=out)
+            self.proc = lifecycle.start_group([exe, "--host", "127.0.0.1", "--port", str(self.port)], env, stdout=out)
 
     def wait_ready(self, timeout: float) -> None:
         wait_answering(self.proc, self.url + "/status", timeout, "xinference-local")
@@ -250,7 +250,7 @@ class Server:
 
     def stop(self) -> list[str]:
         """SIGTERM the process group, then SIGKILL what is left; names of what had to be killed."""
-        return stop_group(self.proc) if self.proc is not None else []
+        return lifecycle.stop_group(self.proc) if self.proc is not None else []
 
     def log_tail(self) -> str:
         try:
