@@ -141,6 +141,15 @@ class WorkerGroup:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         return f"rank {rank} {how} during {_next_phase(self.current[rank])}"
 
+    def stamp_all(self, phase: str, t: float) -> None:
+        """Every rank reached `phase` at `t` (CLOCK_MONOTONIC), as seen from the parent (e.g. Ray's
+        cluster_joined: the parent joined before any rank started)."""
+        self.stamps += [(rank, phase, t) for rank in range(len(self.specs))]
+
+    def stamped(self, phase: str) -> dict[int, float]:
+        """rank -> when it reached `phase` (CLOCK_MONOTONIC)."""
+        return {rank: t for rank, name, t in self.stamps if name == phase}
+
     def phases(self) -> list[Phase]:
         t0 = min(t for _, _, t in self.stamps)
         return [Phase(rank, name, t - t0) for rank, name, t in self.stamps]

@@ -68,7 +68,7 @@ def for_run(config: Any) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     from . import engines
 
-    options = getattr(engines.adapter(config.engine), "ray_head", lambda config: {})(config)
+    options = engines.adapter(config.engine).ray_head(config)
     gpus = len(machine.gpus()) if config.device == "cuda" else 0
     return cluster(len(os.sched_getaffinity(0)), gpus, **options)
 

@@ -81,3 +81,26 @@ def test_the_harness_does_not_import_the_analysis() -> None:
     up = {m: sorted(d for d in deps if d.split(".")[0] == "analysis")
           for m, deps in graph().items() if m.split(".")[0] == "forkspawn" and m not in UPWARD_OK}
     assert {m: d for m, d in up.items() if d} == {}
+
+
+def test_every_adapter_keeps_the_contract_and_no_private_names_cross() -> None:
+    """forkspawn.engines.Adapter: each adapter module binds every member (defined or imported;
+    read by ast, since an engine's own package may be absent here), and takes no `_private`
+    name from another module of ours."""
+    from forkspawn.engines import _MODULES, Adapter
+
+    members = {n for n in vars(Adapter) if not n.startswith("_")}
+    assert members == {"run_once", "unavailable", "engine_version", "ray_head"}
+    for module in _MODULES.values():
+        tree = ast.parse((ROOT / "forkspawn" / "engines" / f"{module}.py").read_text())
+        bound = set()
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                bound.add(node.name)
+            elif isinstance(node, ast.Assign):
+                bound.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            elif isinstance(node, ast.ImportFrom):
+                bound.update(a.asname or a.name for a in node.names)
+                assert not [a.name for a in node.names if a.name.startswith("_") and a.name != "__future__"
+                            and node.module != "__future__"], (module, node.module)
+        assert members <= bound, (module, members - bound)

@@ -107,7 +107,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     checkpoint = ensure_tokenizer(resolve_checkpoint(config.model, config.cache_path()), config.cache_path())
     override = bool(config.extra.get(OVERRIDE_KEY))
     on_cpu = config.device == "cpu"
-    run.notes += _set_environment(config, on_cpu)
+    run.notes += set_environment(config, on_cpu)
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # collective_rpc with our probe function
     # vLLM and torch put IPC sockets and scratch files in the temp dir and do not all remove them:
     # the parent's TMPDIR is the measurement's own (measure.run_in_fresh_parent), which goes with
@@ -141,7 +141,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         core, workers = engine_processes(os.getpid())
         if backend == "ray":  # the workers are actors, children of a raylet: ask them who they are
             workers = {r: p["pid"] for r, p in enumerate(llm.collective_rpc(_worker_probe, timeout=60))}
-        run.phases = _phases(t0, run.time_to_ready_s, core, workers, tap.marks())
+        run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks())
         run.processes = [ProcessMemory("parent", None, os.getpid(), started_by=None)]
         if core:
             run.processes.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
@@ -189,7 +189,7 @@ def _mp_method(config: Config) -> str:
     return "spawn" if config.method == "ray" else config.method
 
 
-def _set_environment(config: Config, on_cpu: bool) -> list[str]:
+def set_environment(config: Config, on_cpu: bool) -> list[str]:
     """The environment vLLM reads at start-up (children inherit it); notes on what was chosen."""
     os.environ[METHOD_ENV] = _mp_method(config)
     # Compiled graphs are cached across runs, next to our checkpoints (warm after the first start
@@ -343,7 +343,7 @@ def engine_processes(root: int) -> tuple[int | None, dict[int, int]]:
     return core, workers
 
 
-def _phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float]) -> list[Phase]:
+def engine_phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float]) -> list[Phase]:
     stamps: dict[str, float | None] = {"start_requested": t0, "engine_core_started": methods.process_start(core) if core else None}
     starts = [methods.process_start(p) for p in workers.values()]
     stamps["workers_started"] = max(starts) if starts and None not in starts else None

@@ -32,14 +32,18 @@ from .. import lifecycle, machine, memory, methods
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
+from . import no_ray_head
 from ..record import ProcessMemory, Run
 from ..worker import exception_line
 from .serving import completion_throughput, http_json, one_line, wait_answering
-from .vllm import (GPU_MEMORY_UTILIZATION, PHASES, LogTap, _phases, is_resource_tracker, _set_environment, cpu_notes,
+from .vllm import (GPU_MEMORY_UTILIZATION, PHASES, LogTap, engine_phases, is_resource_tracker, set_environment, cpu_notes,
                    engine_processes, engine_version, thread_notes, unavailable)
 
-__all__ = ["PHASES", "run_once", "unavailable"]
+__all__ = ["PHASES", "engine_version", "ray_head", "run_once", "unavailable"]
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+ray_head = no_ray_head  # no Ray launch path here
 
 
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
@@ -49,7 +53,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     checkpoint = ensure_tokenizer(resolve_checkpoint(config.model, config.cache_path()), config.cache_path())
     spec = ModelSpec.from_hf(checkpoint)
     on_cpu = config.device == "cpu"
-    run.notes += _set_environment(config, on_cpu)  # into os.environ, which the server inherits
+    run.notes += set_environment(config, on_cpu)  # into os.environ, which the server inherits
     url = f"http://127.0.0.1:{machine.free_port()}"
     cmd = [sys.executable, "-m", SERVER_MODULE, "--model", str(checkpoint), "--host", "127.0.0.1",
            "--port", url.rsplit(":", 1)[1], "--max-model-len", str(min(256, spec.max_position_embeddings)),
@@ -66,7 +70,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         wait_answering(proc, url + "/health", config.timeout_s, "the vLLM API server")
         run.time_to_ready_s = now() - t0
         core, workers = engine_processes(proc.pid)
-        run.phases = _phases(t0, run.time_to_ready_s, core, workers, tap.marks())
+        run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks())
         run.processes, notes = _processes(proc.pid, core, workers)
         run.notes += notes + tap.forced_spawn()
         run.engine_metrics.update(tap.sizes())

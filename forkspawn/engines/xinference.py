@@ -42,6 +42,7 @@ from .. import lifecycle, machine, memory, methods
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
+from . import no_ray_head
 from ..record import Phase, ProcessMemory, Run
 from ..worker import exception_line
 from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, wait_answering
@@ -65,6 +66,9 @@ def engine_version() -> str:
         return f"xinference {importlib.metadata.version('xinference')}"
     except importlib.metadata.PackageNotFoundError:
         return "xinference unknown"
+
+
+ray_head = no_ray_head  # no Ray launch path here
 
 
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
