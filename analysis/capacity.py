@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from forkspawn import vocabulary as vocab
-from .fmt import cause, num
+
+from .fmt import cause
 from .load import BadInput, latest, method_order
 
 PLAN_COLUMNS = [

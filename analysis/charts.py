@@ -24,6 +24,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, NullLocator
 
 from forkspawn import vocabulary as vocab
+
 from .capacity import break_even_tokens
 from .fmt import cause, num
 from .load import method_order

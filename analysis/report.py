@@ -20,6 +20,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from forkspawn import vocabulary as vocab
+
 from . import charts, fleet, summary
 from .capacity import Node, plan
 from .fmt import cause, interval, num

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from forkspawn import vocabulary as vocab
+
 from .fmt import cause, interval, num
 from .load import latest, method_order
 

@@ -35,7 +35,6 @@ from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
 from .vocabulary import STATUS_CODES, config_key
 from .worker import PHASES
 
-
 # What asv needs at import time: a benchmark class's params are class attributes, so the GPU
 # count (which kinds and metrics exist), the profile (which batch sizes) and the TP sizes are
 # resolved when this module is imported, once (gpu_count, resolve_profile, tp_sizes).

@@ -12,7 +12,6 @@ import multiprocessing.context
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-
 from . import faults, lifecycle
 from .clock import now
 from .record import Phase

@@ -17,7 +17,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-
 from . import bundle, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError

@@ -16,9 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import load
 from analysis import __main__ as cli
-from analysis import charts, report
+from analysis import charts, load, report
 from analysis.capacity import Node, break_even_restarts, break_even_tokens, plan
 from analysis.load import COLUMNS, method_order
 

@@ -184,8 +184,7 @@ def test_override_flag_is_for_vllm_only() -> None:
 
 def test_generated_tokenizer_round_trips(tmp_path: Path) -> None:
     """A checkpoint generated before the tokenizer existed gets one when an engine needs it."""
-    from forkspawn.checkpoint import ModelSpec
-    from forkspawn.checkpoint import ensure_tokenizer
+    from forkspawn.checkpoint import ModelSpec, ensure_tokenizer
     from forkspawn.tokenizer import has_tokenizer, sample_prompt, write_tokenizer
 
     ckpt = tmp_path / "models" / "old"

@@ -12,10 +12,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-
 from ..clock import now
-from ..lifecycle import start_group, stop_group  # noqa: F401 (a server's group, offered here with the rest)
 from ..config import Config
+from ..lifecycle import start_group, stop_group  # noqa: F401 (a server's group, offered here with the rest)
 from ..record import Run
 from ..tokenizer import sample_prompt
 

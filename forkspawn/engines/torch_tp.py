@@ -8,11 +8,11 @@ import statistics
 from typing import Any
 
 from .. import machine, memory, methods, ray_cluster
-from ..config import Config
-from . import no_ray_head
-from ..launcher import GroupFailure, WorkerGroup
 from ..checkpoint import ModelSpec, resolve_checkpoint
+from ..config import Config
+from ..launcher import GroupFailure, WorkerGroup
 from ..record import ProcessMemory, Run
+from . import no_ray_head
 
 DECODE_TIMEOUT_S = 600.0
 

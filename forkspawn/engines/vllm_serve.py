@@ -32,12 +32,23 @@ from .. import lifecycle, machine, memory, methods
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
-from . import no_ray_head
 from ..record import ProcessMemory, Run
 from ..worker import exception_line
+from . import no_ray_head
 from .serving import completion_throughput, http_json, one_line, wait_answering
-from .vllm import (GPU_MEMORY_UTILIZATION, PHASES, LogTap, engine_phases, is_resource_tracker, set_environment, cpu_notes,
-                   engine_processes, engine_version, thread_notes, unavailable)
+from .vllm import (
+    GPU_MEMORY_UTILIZATION,
+    PHASES,
+    LogTap,
+    cpu_notes,
+    engine_phases,
+    engine_processes,
+    engine_version,
+    is_resource_tracker,
+    set_environment,
+    thread_notes,
+    unavailable,
+)
 
 __all__ = ["PHASES", "engine_version", "ray_head", "run_once", "unavailable"]
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"

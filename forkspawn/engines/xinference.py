@@ -42,9 +42,9 @@ from .. import lifecycle, machine, memory, methods
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
-from . import no_ray_head
 from ..record import Phase, ProcessMemory, Run
 from ..worker import exception_line
+from . import no_ray_head
 from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, wait_answering
 
 PHASES = ("start_requested", "server_ready", "launch_requested", "model_started", "engine_core_started",
@@ -258,7 +258,7 @@ class Server:
 
     def log_tail(self) -> str:
         try:
-            lines = [l for l in self.log.read_text(errors="replace").splitlines() if "Error" in l or "error" in l]
+            lines = [line for line in self.log.read_text(errors="replace").splitlines() if "Error" in line or "error" in line]
         except OSError:
             return ""
         # Never echo secrets: the setup token line does not contain "error", and the log is not kept.

@@ -15,14 +15,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..pagecache import (drop_from_cache, files_of, page_cache_state, resident_fraction, torch_library_files,
-                         warm_page_cache)
+from ..pagecache import (
+    drop_from_cache,
+    files_of,
+    page_cache_state,
+    resident_fraction,
+    torch_library_files,
+    warm_page_cache,
+)
 from .cli import main
 from .coldstart import cold_vs_warm
-from .harness import (BARE_SCRIPT, CHEAP_METHODS, HARNESS_PARENT_IMPORTS, METHODS, PHASE_IMPORTS, import_tax,
-                       import_validity, importtime, overhead)
-from .probing import (MIB, compare_readers, gpu_validity, gpu_validity_with_holders, nvidia_smi_by_pid, probe_cost,
-                     probes, sampler_perturbation, smaps_rollup_mib, smaps_sum_mib)
+from .harness import (
+    BARE_SCRIPT,
+    CHEAP_METHODS,
+    HARNESS_PARENT_IMPORTS,
+    METHODS,
+    PHASE_IMPORTS,
+    import_tax,
+    import_validity,
+    importtime,
+    overhead,
+)
+from .probing import (
+    MIB,
+    compare_readers,
+    gpu_validity,
+    gpu_validity_with_holders,
+    nvidia_smi_by_pid,
+    probe_cost,
+    probes,
+    sampler_perturbation,
+    smaps_rollup_mib,
+    smaps_sum_mib,
+)
 
 __all__ = ["BARE_SCRIPT", "CHEAP_METHODS", "HARNESS_PARENT_IMPORTS", "METHODS", "MIB", "PHASE_IMPORTS", "cold_vs_warm",
            "compare_readers", "drop_from_cache", "files_of", "gpu_validity", "gpu_validity_with_holders",
