@@ -2,7 +2,7 @@
 
 The parent asks for `VLLM_WORKER_MULTIPROC_METHOD` = fork or spawn; vLLM may silently switch to
 spawn (CUDA already initialised, Ray, and always on its CPU platform), so the method recorded is
-read from /proc (`methods.started_by`) for the engine core and every worker. With
+read from /proc (`provenance.started_by`) for the engine core and every worker. With
 `extra={"vllm_override": True}` (CLI `--override-cpu-spawn`) the requested method is put back
 right after the platform's `check_and_update_config` overwrote it: an explicitly labelled,
 non-default way to make vLLM-CPU really fork (see docs/vllm-fork-slowdown.md for its cost).

@@ -4,8 +4,12 @@ Every function reuses the harness itself (launcher.WorkerGroup, methods.context,
 stats.summarize) and compares it with something that does not share its code: a stdlib-only
 script, a direct parse of /proc, `python -X importtime`, `nvidia-smi`, the kernel's mincore().
 
-The trivial rank and the harness's cold start live in `trivial.py`, which spawned children
-import. Everything heavier than the standard library is imported inside the functions here.
+By concern: `harness.py` (harness overhead, import tax, -X importtime), `probing.py` (probe
+cost, perturbation and validity), `coldstart.py` (cold vs warm page cache; the page-cache state
+itself is `forkspawn.pagecache`'s), `cli.py` (the command line); the precision analysis of a
+records file is `analysis.precision`'s (its names are found here too). The trivial rank and the
+harness's cold start live in `trivial.py`, which spawned children import. Everything heavier
+than the standard library is imported inside the functions.
 
 CLI: python -m forkspawn.quality {overhead,probes,validity,pagecache,precision RECORDS.jsonl}
      [--repeat N] [--methods ...] [--json]
