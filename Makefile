@@ -85,7 +85,9 @@ bench: $(BIN)/.done engines
 quick:
 	$(MAKE) bench PROFILE=quick
 
+# ruff first (pyproject.toml's [tool.ruff]): a lint failure is found in seconds, not after the suite.
 test: $(BIN)/.done engines browser
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The report test opens pages in a real headless browser.

@@ -5,6 +5,10 @@
     res.table                             # one row per measured value (see README)
 """
 
-from .load import BadInput, Results, load, table
+try:
+    from .load import BadInput, Results, load, table
+except ModuleNotFoundError as e:  # without pandas only `analysis.precision` (asv only) is usable
+    if e.name != "pandas":
+        raise
 
 __all__ = ["BadInput", "Results", "load", "table"]

@@ -11,8 +11,6 @@ import math
 import os
 import sys
 
-import pandas as pd
-
 from .capacity import Node, choose, plan
 from .load import BadInput, latest, load
 

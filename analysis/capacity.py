@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .fmt import cause, num
+from forkspawn import vocabulary as vocab
+
+from .fmt import cause
 from .load import BadInput, latest, method_order
 
 PLAN_COLUMNS = [
@@ -117,16 +119,16 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     if batch is None and ok["batch"].notna().any():
         batch = int(ok["batch"].max())
     values = ok.pivot_table(index="method", columns="metric", values="value", aggfunc="last")
-    tokens = ok[ok["metric"] == f"tokens_per_s.b{batch}"].set_index("method")
-    status = df[df["metric"] == "status"].set_index("method")
-    gpu_cols = [c for c in values.columns if re.fullmatch(r"mem\.rank\d+\.gpu_mib", c)]
+    tokens = ok[ok["metric"] == vocab.tokens_per_s(batch)].set_index("method")
+    status = df[df["metric"] == vocab.STATUS].set_index("method")
+    gpu_cols = [c for c in values.columns if re.fullmatch(vocab.mem_re(r"rank\d+", vocab.GPU_KIND), c)]
 
     rows = []
     for method in method_order(status.index):
         v = values.loc[method] if method in values.index else pd.Series(dtype=float)
-        host = v.get("mem.group.pss_mib")
+        host = v.get(vocab.mem(vocab.GROUP, "pss"))
         gpu = v.reindex(gpu_cols).max() if gpu_cols else None
-        ttr = v.get("time_to_ready_s")
+        ttr = v.get(vocab.TIME_TO_READY)
         limits = {
             "GPUs": node.gpus // tp if node.gpus else None,
             "CPU cores": node.cpus // tp,

@@ -23,6 +23,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, NullLocator
 
+from forkspawn import vocabulary as vocab
+
 from .capacity import break_even_tokens
 from .fmt import cause, num
 from .load import method_order
@@ -130,11 +132,11 @@ def phase_stacks(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame
     time to ready starts later than its phases' clock (Xinference: the server starts first, time to
     ready runs from the launch request) is shifted so that `ready` lands on time to ready; what
     ended before that origin takes no time in the bar."""
-    ok = _ok(df, r"phase\.[^.]+|time_to_ready_s")
+    ok = _ok(df, f"{vocab.PHASE_RE}|{vocab.TIME_TO_READY}")
     out = {}
     for engine, sub in ok.groupby("engine_label", sort=True):
-        ttr = sub[sub["metric"] == "time_to_ready_s"].set_index(["parent_state", "tp", "method"])["value"]
-        ph = sub[sub["metric"] != "time_to_ready_s"]
+        ttr = sub[sub["metric"] == vocab.TIME_TO_READY].set_index(["parent_state", "tp", "method"])["value"]
+        ph = sub[sub["metric"] != vocab.TIME_TO_READY]
         if ph.empty or ttr.empty:
             continue
         ends = ph.pivot_table(index=["parent_state", "tp", "method"], columns="phase", values="value")
@@ -181,7 +183,7 @@ def chart_startup(df: pd.DataFrame) -> Figure:
     fails = _failures(df)
     if not stacks:
         return _empty(Figure(figsize=(8, 3)))
-    ttr = _ok(df, "time_to_ready_s").set_index(["engine_label", "parent_state", "tp", "method"])
+    ttr = _ok(df, vocab.TIME_TO_READY).set_index(["engine_label", "parent_state", "tp", "method"])
     all_phases = list(dict.fromkeys(p for s, _ in stacks.values() for p in s.columns if p != UNTIL_READY))
     palette = [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i % 2 == 0] + \
         [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i % 2 == 1]
@@ -252,7 +254,7 @@ def chart_memory(df: pd.DataFrame) -> Figure:
     """Memory at ready, stacked by process (the stack is the worker group), per method and kind;
     whiskers: the group's 99% CI; failed configurations hatched. Panels wrap so that every bar
     keeps room for its total."""
-    ok = _ok(df, r"mem\.[^.]+\.(uss|pss|rss|gpu)_mib")
+    ok = _ok(df, vocab.mem_re(kinds="(uss|pss|rss|gpu)"))
     group = ok[ok["process"] == "group"].set_index(["engine_label", "tp", "parent_state", "method", "kind"])
     ok = ok[ok["process"] != "group"]
     if ok.empty:
@@ -332,7 +334,7 @@ def _natural(s: str) -> list:
 # 3 ------------------------------------------------------------------------------------------------
 def chart_throughput(df: pd.DataFrame) -> Figure:
     """Steady-state tokens/s per method and TP size, medians with asv's 99% CI."""
-    ok = _ok(df, r"tokens_per_s\.b\d+")
+    ok = _ok(df, vocab.TOKENS_RE)
     if ok.empty:
         return _empty(Figure(figsize=(8, 3)))
     engines = sorted(ok["engine_label"].unique())
@@ -370,13 +372,13 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
 # 4 ------------------------------------------------------------------------------------------------
 def chart_tradeoff(df: pd.DataFrame) -> Figure:
     """Extra time-to-ready against extra memory per replica, relative to fork in the same setting."""
-    ok = _ok(df, r"time_to_ready_s|mem\.group\.(pss|gpu)_mib")
+    ok = _ok(df, f"{vocab.TIME_TO_READY}|{vocab.mem_re(vocab.GROUP, '(pss|gpu)')}")
     wide = ok.pivot_table(index=["engine_label", "parent_state", "tp", "method"], columns="metric", values="value")
     if "fork" not in wide.index.get_level_values("method"):
         return _empty(Figure(figsize=(8, 3)), "fork did not run successfully anywhere on this machine: "
                                                     "no reference for the trade-off map")
-    resources = [(c, t) for c, t in (("mem.group.pss_mib", "host memory (PSS of the group)"),
-                                     ("mem.group.gpu_mib", "GPU memory (all ranks)")) if c in wide.columns]
+    resources = [(c, t) for c, t in ((vocab.mem(vocab.GROUP, "pss"), "host memory (PSS of the group)"),
+                                     (vocab.mem(vocab.GROUP, vocab.GPU_KIND), "GPU memory (all ranks)")) if c in wide.columns]
     fork = wide.xs("fork", level="method")
     rel = wide.sub(fork.reindex(wide.index.droplevel("method")).set_axis(wide.index), axis=0).dropna(how="all")
     states = list(dict.fromkeys(rel.index.get_level_values("parent_state")))
@@ -409,14 +411,14 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         ax.axhline(0, color="#888", lw=0.8)
         ax.axvline(0, color="#888", lw=0.8)
         for (engine, state, tp, m), row in rel.iterrows():
-            if m == "fork" or pd.isna(row.get(col)) or pd.isna(row.get("time_to_ready_s")):
+            if m == "fork" or pd.isna(row.get(col)) or pd.isna(row.get(vocab.TIME_TO_READY)):
                 continue
-            ax.scatter(row[col], row["time_to_ready_s"], color=colors[m], marker=markers[state], s=45, zorder=3)
-            ax.errorbar([row[col]], [row["time_to_ready_s"]], xerr=err((engine, state, tp, m), col),
-                        yerr=err((engine, state, tp, m), "time_to_ready_s"), fmt="none", ecolor=colors[m],
+            ax.scatter(row[col], row[vocab.TIME_TO_READY], color=colors[m], marker=markers[state], s=45, zorder=3)
+            ax.errorbar([row[col]], [row[vocab.TIME_TO_READY]], xerr=err((engine, state, tp, m), col),
+                        yerr=err((engine, state, tp, m), vocab.TIME_TO_READY), fmt="none", ecolor=colors[m],
                         alpha=0.5, elinewidth=0.8, capsize=2, zorder=2)
             if multi or several_tp:  # a label only where it tells points apart
-                ax.annotate(f"TP{tp}" + (f" {engine}" if multi else ""), (row[col], row["time_to_ready_s"]),
+                ax.annotate(f"TP{tp}" + (f" {engine}" if multi else ""), (row[col], row[vocab.TIME_TO_READY]),
                             xytext=(4, 3), textcoords="offset points", fontsize=7)
         ax.scatter([0], [0], color="k", marker="*", s=120, zorder=4)
         ax.annotate("fork (reference)", (0, 0), xytext=(5, -10), textcoords="offset points", fontsize=8)
@@ -433,9 +435,9 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
 def scenario(df: pd.DataFrame, engine: str) -> tuple[str, int, int] | None:
     """The configuration the amortisation chart shows for an engine: parent state `torch` if it
     ran, the largest TP and batch with throughput measured."""
-    ok = _ok(df, r"tokens_per_s\.b\d+|time_to_ready_s")
+    ok = _ok(df, f"{vocab.TOKENS_RE}|{vocab.TIME_TO_READY}")
     ok = ok[ok["engine_label"] == engine]
-    tput = ok[ok["metric"].str.startswith("tokens_per_s")]
+    tput = ok[ok["metric"].str.fullmatch(vocab.TOKENS_RE)]
     if tput.empty:
         return None
     states = list(tput["parent_state"].unique())
@@ -446,7 +448,7 @@ def scenario(df: pd.DataFrame, engine: str) -> tuple[str, int, int] | None:
 
 def chart_amortisation(df: pd.DataFrame) -> Figure:
     """Cold start plus N tokens against N, and daily overhead against starts a day, per method."""
-    ok = _ok(df, r"tokens_per_s\.b\d+|time_to_ready_s")
+    ok = _ok(df, f"{vocab.TOKENS_RE}|{vocab.TIME_TO_READY}")
     engines = [e for e in sorted(ok["engine_label"].unique()) if scenario(df, e)]
     if not engines:
         return _empty(Figure(figsize=(8, 3)))
@@ -454,8 +456,8 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
     for r, engine in enumerate(engines):
         state, tp, batch = scenario(df, engine)
         sub = ok[(ok["engine_label"] == engine) & (ok["parent_state"] == state) & (ok["tp"] == tp)]
-        ttr = sub[sub["metric"] == "time_to_ready_s"].set_index("method")["value"]
-        rates = sub[sub["metric"] == f"tokens_per_s.b{batch}"].set_index("method")
+        ttr = sub[sub["metric"] == vocab.TIME_TO_READY].set_index("method")["value"]
+        rates = sub[sub["metric"] == vocab.tokens_per_s(batch)].set_index("method")
         rate = rates["value"]
 
         def differs(a: str, b: str, r: pd.DataFrame = rates) -> bool:

@@ -21,27 +21,20 @@ from typing import Any
 
 import pandas as pd
 
+from forkspawn import sidecar
+from forkspawn import vocabulary as vocab
 from forkspawn.config import METHODS
 
 ASV_RESULTS_VERSION = 2  # asv 0.6's result file format
-CONFIG_PARAMS = ["engine", "method", "parent_state", "cuda_check", "tp"]  # the sidecar's asv_key order
+CONFIG_PARAMS = vocab.CONFIG_PARAMS  # the sidecar's asv_key order
 # The grid's own parameters, newest first: since the CUDA check became a parent state
 # ("device-queried-nvml") it is no longer a parameter of its own.
 GRID_PARAMS = (["engine", "method", "parent_state", "tp"], CONFIG_PARAMS)
 # Class-name suffix -> the parameters its benchmarks add after the configuration's.
 SHAPES = {"Startup": [], "Phases": ["phase"], "Memory": ["process", "kind"], "Throughput": ["batch"]}
 # Benchmark method -> (the record's sample key, formatted with the extra parameters; unit)
-METRICS = {
-    "track_status": ("status", "0 ok, 1 error, 2 timeout"),
-    "track_time_to_ready": ("time_to_ready_s", "seconds"),
-    "track_teardown": ("teardown_s", "seconds"),
-    "track_phase_end": ("phase.{phase}", "seconds"),
-    "track_memory": ("mem.{process}.{kind}_mib", "MiB"),
-    "track_tokens_per_s": ("tokens_per_s.b{batch}", "tokens/s"),
-    "track_step_latency": ("step_latency_s.b{batch}", "seconds"),
-    "track_roofline_fraction": ("roofline_fraction.b{batch}", "fraction of roofline"),
-}
-# The contract's columns, in order (README-section.md documents them).
+METRICS = vocab.BENCHMARKS
+# The contract's columns, in order (README, "The tidy table", documents them).
 COLUMNS = [
     "machine", "gpu", "commit", "env", "date", "engine", "engine_version", "method", "method_used",
     "parent_state", "cuda_check", "tp", "batch", "phase", "process", "kind", "metric", "value", "unit",
@@ -79,7 +72,7 @@ def load(directory: str | Path) -> Results:
         bench_meta = _read_json(mdir.parent / "benchmarks.json") if (mdir.parent / "benchmarks.json").exists() else {}
         if bench_meta:
             files.append(mdir.parent / "benchmarks.json")
-        records, record_files = _read_records(mdir / "records")
+        records, record_files = _read_records(mdir)
         files += record_files
         for path in sorted(mdir.glob("*.json")):
             if path.name == "machine.json":
@@ -153,25 +146,19 @@ def _read_json(path: Path) -> Any:
         raise BadInput(f"{path}: unreadable ({e})") from None
 
 
-def _read_records(folder: Path) -> tuple[dict[tuple, dict[str, dict]], list[Path]]:
+def _read_records(machine_dir: Path) -> tuple[dict[tuple, dict[str, dict]], list[Path]]:
     """(commit, key) -> {asv env -> record}; a later line for the same key wins. A record is found
-    by its `asv_key` (engine|method|parent_state|cuda_check|tp[|extra]) or, if the harness wrote
-    one, by `asv_params`: asv's own parameter values joined with "|", which is what tells a
-    labelled method variant (e.g. vLLM's "fork-override") apart."""
+    by each of its `sidecar.keys` (asv_key engine|method|parent_state|cuda_check|tp[|extra], and
+    asv_params if the harness wrote them)."""
     out: dict[tuple, dict[str, dict]] = {}
-    paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    paths = sidecar.files(machine_dir)
     for path in paths:
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                keys = [rec["asv_key"]] + ([rec["asv_params"]] if rec.get("asv_params") else [])
-                commit = rec["asv_commit"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise BadInput(f"{path}:{n}: corrupt or truncated record line") from None
-            for key in keys:
-                out.setdefault((commit, key), {})[rec.get("asv_env") or ""] = rec
+        try:
+            for rec in sidecar.read(path):
+                for key in sidecar.keys(rec):
+                    out.setdefault((rec["asv_commit"], key), {})[rec.get("asv_env") or ""] = rec
+        except sidecar.BadLine as e:
+            raise BadInput(str(e)) from None
     return out, paths
 
 
@@ -212,11 +199,11 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
                      ("stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_repeat")}
             for i, (combo, value) in enumerate(zip(combos, e["result"])):
                 p = dict(zip(names, combo))
-                label = "|".join(str(p[k]) for k in names[:len(names) - len(SHAPES[suffix])])
+                label = vocab.asv_params(*(p[k] for k in names[:len(names) - len(SHAPES[suffix])]))
                 state = str(p.get("parent_state"))
                 p["cuda_check"] = p.get("cuda_check") or ("nvml" if state.endswith("-nvml") else "runtime")
                 p["parent_state"] = state.removesuffix("-nvml")
-                key = "|".join(str(p.get(k)) for k in CONFIG_PARAMS)
+                key = vocab.asv_params(*(p.get(k) for k in CONFIG_PARAMS))
                 rec = _record_for(records, commit, env, label) or _record_for(records, commit, env, key)
                 metric = template.format_map(_Blank(p)) if "{" in template else template
                 if meth not in METRICS:
@@ -256,7 +243,7 @@ def _status(value: Any, rec: dict | None, metric: str) -> tuple[str, str | None]
     if rec is not None and rec.get("status") != "ok":
         return rec.get("status") or "error", rec.get("error")
     if value is None:
-        if rec is not None and metric != "status" and metric not in rec.get("samples", {}):
+        if rec is not None and metric != vocab.STATUS and metric not in rec.get("samples", {}):
             return "skipped", f"{metric} does not exist in this configuration"
         return "error", "asv recorded this benchmark as failed; its output is in asv's log"
     if _nan(value):

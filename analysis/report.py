@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from forkspawn import vocabulary as vocab
+
 from . import charts, fleet, summary
 from .capacity import Node, plan
 from .fmt import cause, interval, num
@@ -205,11 +207,11 @@ def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFram
              f"<h3 id=\"m{i}-summary\">Executive summary</h3>{summary_html}", "<h3>Machine and versions</h3>",
              _html_table(info[["engine", "engine_version", "commit", "env", "date", "gpu", "gpu_count", "gpu_driver",
                                "cpu", "num_cpu", "ram_gib", "os", "versions"]])]
-    parts.append("<h3>Time to ready (median [99% CI], seconds)</h3>" + _median_table(rows, "time_to_ready_s"))
+    parts.append("<h3>Time to ready (median [99% CI], seconds)</h3>" + _median_table(rows, vocab.TIME_TO_READY))
     parts.append("<h3>Steady-state decoding (output tokens/s, median [99% CI])</h3>"
                  + _median_table(rows, r"tokens_per_s\.b\d+"))
     parts.append("<h3>Teardown (seconds from the stop request until every process exited, median [99% CI])</h3>"
-                 + _median_table(rows, "teardown_s"))
+                 + _median_table(rows, vocab.TEARDOWN))
     parts.append("<h3>Memory at ready, per process and per replica (MiB, median of the cold starts)</h3>"
                  "<p class=\"note\">The <code>group</code> row is the replica: parent, forkserver (if any) and "
                  "every rank. USS and PSS sum to the real footprint; RSS counts shared pages in each process; "
@@ -259,10 +261,10 @@ def _compatibility_table(cells: pd.DataFrame) -> str:
 
 def _memory_table(rows: pd.DataFrame) -> str:
     """One row per configuration and process, columns USS / PSS / RSS / peak RSS / GPU."""
-    m = rows[rows["metric"].str.fullmatch(r"mem\.[^.]+\.[a-z_]+_mib") & (rows["status"] == "ok")]
+    m = rows[rows["metric"].str.fullmatch(vocab.MEM_RE) & (rows["status"] == "ok")]
     if m.empty:
         return "<p>No memory measured.</p>"
-    kind = m["metric"].str.extract(r"mem\.[^.]+\.([a-z_]+)_mib")[0]
+    kind = m["metric"].str.extract(vocab.mem_re(kinds="([a-z_]+)"))[0]
     wide = m.assign(k=kind).pivot_table(index=["engine", "tp", "parent_state", "method", "process"], columns="k",
                                         values="value", aggfunc="first", sort=False)
     wide = wide[[c for c in ("uss", "pss", "rss", "peak_rss", "gpu") if c in wide.columns]]
@@ -277,7 +279,7 @@ def _memory_table(rows: pd.DataFrame) -> str:
 
 def _history(older: pd.DataFrame) -> str:
     """Older commits of this machine: time to ready per commit, newest first."""
-    r = older[older["metric"] == "time_to_ready_s"].copy()
+    r = older[older["metric"] == vocab.TIME_TO_READY].copy()
     if r.empty:
         return ""
     r["cell"] = [_ci_text(x) if s == "ok" else s for x, s in zip(r.itertuples(), r["status"])]

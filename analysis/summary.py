@@ -19,6 +19,8 @@ from typing import Any
 
 import pandas as pd
 
+from forkspawn import vocabulary as vocab
+
 from .fmt import cause, interval, num
 from .load import latest, method_order
 
@@ -46,11 +48,11 @@ class Estimate:
 
 # (key, label, metric regex, the better direction); the decode metric is the largest batch's
 METRICS = [
-    ("ttr", "time to ready, s", "time_to_ready_s", -1),
-    ("rank_mib", "host MiB per rank (PSS, rank 0)", "mem.rank0.pss_mib", -1),
-    ("replica_mib", "host MiB per replica (PSS, group)", "mem.group.pss_mib", -1),
-    ("gpu_mib", "GPU MiB per rank (rank 0)", "mem.rank0.gpu_mib", -1),
-    ("decode", "decode tokens/s", r"tokens_per_s\.b\d+", 1),
+    ("ttr", "time to ready, s", vocab.TIME_TO_READY, -1),
+    ("rank_mib", "host MiB per rank (PSS, rank 0)", re.escape(vocab.mem(vocab.rank_label(0), "pss")), -1),
+    ("replica_mib", "host MiB per replica (PSS, group)", re.escape(vocab.mem(vocab.GROUP, "pss")), -1),
+    ("gpu_mib", "GPU MiB per rank (rank 0)", re.escape(vocab.mem(vocab.rank_label(0), vocab.GPU_KIND)), -1),
+    ("decode", "decode tokens/s", vocab.TOKENS_RE, 1),
 ]
 WORDS = {"ttr": ("starts {d} s faster", "starts {d} s slower"),
          "rank_mib": ("needs {d} MiB less host memory per rank", "needs {d} MiB more host memory per rank"),
@@ -142,7 +144,7 @@ def _estimate(rows: pd.DataFrame, pattern: str) -> Estimate | None:
 
 def _group(key: dict, rows: pd.DataFrame, st: pd.DataFrame, everything: pd.DataFrame) -> Group:
     ok = rows[rows["status"] == "ok"]
-    batches = ok[ok["metric"].str.startswith("tokens_per_s.")]["batch"].dropna()
+    batches = ok[ok["metric"].str.fullmatch(vocab.TOKENS_RE)]["batch"].dropna()
     batch = int(batches.max()) if len(batches) else None
     key |= {"engine_version": next((v for v in rows["engine_version"] if isinstance(v, str)), None), "batch": batch}
     out = []
@@ -152,7 +154,7 @@ def _group(key: dict, rows: pd.DataFrame, st: pd.DataFrame, everything: pd.DataF
         row = MethodRow(method, used, s["status"], cause(s["error"]) if s["status"] != "ok" else None)
         mine = rows[rows["method"] == method]
         for k, _, pattern, _ in METRICS:
-            est = _estimate(mine, f"tokens_per_s\\.b{batch}" if k == "decode" else pattern)
+            est = _estimate(mine, re.escape(vocab.tokens_per_s(batch)) if k == "decode" else pattern)
             if est is not None:
                 row.values[k] = est
         out.append(row)

@@ -11,6 +11,7 @@ skipped (the adapter reports the engine unavailable).
 from forkspawn import asvsuite as suite
 from forkspawn.engines import vllm, vllm_serve, xinference
 
+
 class _Vllm:
     engine = "vllm"
     # vLLM has no forkserver. On CPU it always forces spawn, so an asked-for fork measures spawn

@@ -15,6 +15,7 @@ timing benchmarks. A failed configuration reports status 1 (error) or 2 (timeout
 
 from __future__ import annotations
 
+import functools
 import importlib
 import itertools
 import json
@@ -28,23 +29,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import machine
+from . import machine, sidecar
+from . import vocabulary as vocab
 from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
+from .vocabulary import STATUS_CODES, config_key
 from .worker import PHASES
 
-STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}
+# What asv needs at import time: a benchmark class's params are class attributes, so the GPU
+# count (which kinds and metrics exist), the profile (which batch sizes) and the TP sizes are
+# resolved when this module is imported, once (gpu_count, resolve_profile, tp_sizes).
+GPUS_ENV = "FORKSPAWN_GPUS"
+PROFILE_ENV = "FORKSPAWN_PROFILE"
 
 
-def _gpus() -> int:
-    """GPUs the suite measures on (0: the CPU). Read through NVML, so no CUDA context is made in
-    asv's process; `make bench` passes it in FORKSPAWN_GPUS to spare each of asv's hundreds of
-    benchmark processes the NVML start-up."""
-    if os.environ.get("FORKSPAWN_GPUS", "").isdigit():
-        return int(os.environ["FORKSPAWN_GPUS"])
+@functools.cache
+def gpu_count() -> int:
+    """GPUs the suite measures on (0: the CPU). FORKSPAWN_GPUS, where set to a number, is the
+    answer and NVML is never queried: `make bench` sets it, to spare each of asv's hundreds of
+    benchmark processes the NVML start-up. Otherwise NVML counts them (no CUDA context is made
+    in asv's process)."""
+    given = os.environ.get(GPUS_ENV, "")
+    if given.isdigit():
+        return int(given)
     return len(machine.gpus()) if machine.default_device() == "cuda" else 0
 
 
-GPUS = _gpus()
+GPUS = gpu_count()
 ON_GPU = GPUS > 0
 
 
@@ -107,10 +117,18 @@ PROFILES: dict[str, Profile] = {
     "quick": Profile(cold_starts={"torch-tp": (1, 1), "engines": (1, 1)}, decode_steps=8, soak_cycles=0,
                      single_rank=False, left_out=_DEFAULT_LEFT_OUT + ("vllm fork-override",), cpu_eager=True),
 }
-PROFILE_NAME = os.environ.get("FORKSPAWN_PROFILE", "default")
-if PROFILE_NAME not in PROFILES:
-    raise ValueError(f"unknown FORKSPAWN_PROFILE {PROFILE_NAME!r}; valid: {', '.join(PROFILES)}")
-PROFILE = PROFILES[PROFILE_NAME]
+
+
+@functools.cache
+def resolve_profile() -> tuple[str, Profile]:
+    """The profile FORKSPAWN_PROFILE names (default: "default"), with its name; ValueError if unknown."""
+    name = os.environ.get(PROFILE_ENV, "default")
+    if name not in PROFILES:
+        raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
+    return name, PROFILES[name]
+
+
+PROFILE_NAME, PROFILE = resolve_profile()
 
 
 def measured(engine: str = "torch-tp") -> dict[str, Any]:
@@ -221,7 +239,7 @@ class Grid:
         if reason := PROFILE.leaves_out(engine, method, parent_state, int(tp), self.tps):
             raise NotImplementedError(reason)
         config = config_of(engine, method, parent_state, tp, self.variants, self.options)
-        self.record = cached_record(token, config, _conf_dir(self), "|".join((engine, method, parent_state, tp)))
+        self.record = cached_record(token, config, _conf_dir(self), vocab.asv_params(engine, method, parent_state, tp))
         if self.record["status"] == "skipped":
             raise NotImplementedError(self.record["error"])
         metric = self.metric(*extra)
@@ -249,21 +267,15 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
 
     path = records_path(conf_dir)
     key = config_key(config)
-    if rec := _find(path, token, key):
+    if rec := sidecar.find(path, token, key):
         return rec
     if os.environ.get(RECORDED_ONLY_ENV):
         raise NotImplementedError(f"not measured in run {token} ({RECORDED_ONLY_ENV} is set: asv stores what was measured)")
-    ref = _find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
-    reference = ref["samples"].get("time_to_ready_s") if ref and ref["status"] == "ok" else None
+    ref = sidecar.find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
+    reference = ref["samples"].get(vocab.TIME_TO_READY) if ref and ref["status"] == "ok" else None
     rec = measure(config, progress=progress, reference=reference)
     rec.update(asv_token=token, asv_key=key, asv_params=asv_params, asv_commit=_commit(conf_dir), asv_env=_env_name())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # One write() of one line to an O_APPEND file: readers see the whole line or none of it.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(rec, allow_nan=False) + "\n").encode())
-    finally:
-        os.close(fd)
+    sidecar.append(path, rec)
     progress(f"{label(config)}: {rec['status']}")
     return rec
 
@@ -313,41 +325,24 @@ def cold_starts_spent(results: Path, token: str) -> list[str]:
     """What run `token` measured, from the sidecars under asv's `results` folder: per
     configuration how its cold starts ended (`stop_reason`) and how many it took, then totals."""
     lines, spent, ends = [], 0, {}
-    for path in sorted(results.glob("*/records/*.jsonl")):
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
+    for path in sidecar.all_files(results):
+        for rec in sidecar.read(path):
             if rec.get("asv_token") != token or rec["status"] == "skipped":
                 continue
             runs, why = rec.get("runs", rec["runs_ok"]), rec.get("stop_reason", "repeat")
             spent += runs
             ends[why] = ends.get(why, 0) + 1
-            lines.append(f"{rec['asv_params'].replace('|', ' ')}: {rec['status']}, {why} after {runs} cold start(s)")
+            lines.append(f"{rec['asv_params'].replace(vocab.ASV_SEPARATOR, ' ')}: {rec['status']}, {why} after {runs} cold start(s)")
     total = ", ".join(f"{n} {why}" for why, n in sorted(ends.items()))
     return lines + [f"run {token}: {len(lines)} configuration(s), {spent} cold starts ({total or 'none'})"]
-
-
-def _find(path: Path, token: str, key: str) -> dict[str, Any] | None:
-    """The record of `key` in run `token` of the sidecar at `path`, if there is one."""
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if rec.get("asv_token") == token and rec.get("asv_key") == key:
-                return rec
-    return None
-
-
-def config_key(config: Config) -> str:
-    key = f"{config.engine}|{config.method}|{config.parent_state}|{config.cuda_check}|{config.tp}"
-    return key + (f"|{json.dumps(config.extra, sort_keys=True)}" if config.extra else "")
 
 
 def records_path(conf_dir: Path) -> Path:
     """<asv results_dir>/<machine>/records/<commit>-<env>.jsonl (asv ignores files not ending in .json)."""
     conf = json.loads((conf_dir / "asv.conf.json").read_text())
     results = conf_dir / conf.get("results_dir", "results")
-    name = f"{_commit(conf_dir)[:8]}-{_env_name()}.jsonl"
     name_of_machine = os.environ.get("FORKSPAWN_ASV_MACHINE") or machine.asv_machine_name()
-    return results / name_of_machine / "records" / name
+    return sidecar.path(results, name_of_machine, _commit(conf_dir), _env_name())
 
 
 def _conf_dir(bench: Grid) -> Path:
@@ -383,17 +378,17 @@ class Startup(Grid):
     def track_status(self, *args: str) -> int:
         return STATUS_CODES[self.record["status"]]
 
-    track_status.unit = "0 ok, 1 error, 2 timeout"
+    track_status.unit = vocab.BENCHMARKS["track_status"][1]
 
     def track_time_to_ready(self, *args: str) -> dict:
-        return self.sample("time_to_ready_s")
+        return self.sample(vocab.TIME_TO_READY)
 
-    track_time_to_ready.unit = "seconds"
+    track_time_to_ready.unit = vocab.BENCHMARKS["track_time_to_ready"][1]
 
     def track_teardown(self, *args: str) -> dict:
-        return self.sample("teardown_s")
+        return self.sample(vocab.TEARDOWN)
 
-    track_teardown.unit = "seconds"
+    track_teardown.unit = vocab.BENCHMARKS["track_teardown"][1]
 
 
 class Phases(Grid):
@@ -403,28 +398,28 @@ class Phases(Grid):
     extra_param_names = ["phase"]
 
     def metric(self, phase: str) -> str:
-        return f"phase.{phase}"
+        return vocab.phase(phase)
 
     def track_phase_end(self, *args: str) -> dict:
         return self.sample(self.metric(args[-1]))
 
-    track_phase_end.unit = "seconds"
+    track_phase_end.unit = vocab.BENCHMARKS["track_phase_end"][1]
 
 
 class Memory(Grid):
     """Host and GPU memory of each process of the group, and of the whole group, at ready (MiB)."""
 
-    extra_params = [["group", "parent", "forkserver", "ray"] + [f"rank{r}" for r in range(max(tp_sizes()))],
-                    ["uss", "pss", "rss"] + (["gpu"] if ON_GPU else [])]  # peak RSS: in the record
+    extra_params = [list(vocab.ASV_PROCESSES) + [vocab.rank_label(r) for r in range(max(tp_sizes()))],
+                    list(vocab.ASV_MEMORY_KINDS) + ([vocab.GPU_KIND] if ON_GPU else [])]  # peak RSS: in the record
     extra_param_names = ["process", "kind"]
 
     def metric(self, process: str, kind: str) -> str:
-        return f"mem.{process}.{kind}_mib"
+        return vocab.mem(process, kind)
 
     def track_memory(self, *args: str) -> dict:
         return self.sample(self.metric(*args[-2:]))
 
-    track_memory.unit = "MiB"
+    track_memory.unit = vocab.BENCHMARKS["track_memory"][1]
 
 
 class Throughput(Grid):
@@ -434,21 +429,21 @@ class Throughput(Grid):
     extra_param_names = ["batch"]
 
     def metric(self, batch: str) -> str:
-        return f"tokens_per_s.b{batch}"
+        return vocab.tokens_per_s(batch)
 
     def track_tokens_per_s(self, *args: str) -> dict:
         return self.sample(self.metric(args[-1]))
 
-    track_tokens_per_s.unit = "tokens/s"
+    track_tokens_per_s.unit = vocab.BENCHMARKS["track_tokens_per_s"][1]
 
     def track_step_latency(self, *args: str) -> dict:
-        return self.sample(f"step_latency_s.b{args[-1]}")
+        return self.sample(vocab.step_latency_s(args[-1]))
 
-    track_step_latency.unit = "seconds"
+    track_step_latency.unit = vocab.BENCHMARKS["track_step_latency"][1]
 
     if ON_GPU:
         def track_roofline_fraction(self, *args: str) -> dict:
             """Measured tokens/s over the memory-bound ceiling (weight bytes / measured bandwidth)."""
-            return self.sample(f"roofline_fraction.b{args[-1]}")
+            return self.sample(vocab.roofline_fraction(args[-1]))
 
-        track_roofline_fraction.unit = "fraction of roofline"
+        track_roofline_fraction.unit = vocab.BENCHMARKS["track_roofline_fraction"][1]

@@ -162,9 +162,9 @@ def _pip(python: str, args: list[str], what: str) -> subprocess.CompletedProcess
     """Run pip; a failure becomes one line naming `what` and pip's last error line."""
     out = subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True)
     if out.returncode != 0:
-        lines = [l for l in (out.stderr + out.stdout).splitlines() if l.strip()]
+        lines = [line for line in (out.stderr + out.stdout).splitlines() if line.strip()]
         # pip's first ERROR lines are often notes ("Ignored the following versions ...").
-        errors = [l for l in lines if l.startswith("ERROR") and not l.startswith(
+        errors = [line for line in lines if line.startswith("ERROR") and not line.startswith(
             ("ERROR: Ignored the following", "ERROR: ResolutionImpossible"))] or lines or ["(no output)"]
         raise BundleError(f"{what} failed (pip exit {out.returncode}): {errors[0].strip()}")
     return out
@@ -624,7 +624,7 @@ def install(bundle: Path, venv: Path, log=print) -> dict:
     # What pip finds inconsistent (the box's own packages included): recorded, not fatal, since
     # the box's versions are only partly known when the bundle is made.
     check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
-    info["pip_check"] = [l for l in check.stdout.splitlines() if l.strip() and "No broken" not in l]
+    info["pip_check"] = [line for line in check.stdout.splitlines() if line.strip() and "No broken" not in line]
     tmp_path = venv / f".{SUMMARY}.tmp"
     tmp_path.write_text(json.dumps(info, indent=1) + "\n")
     os.replace(tmp_path, venv / SUMMARY)

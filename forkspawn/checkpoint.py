@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .tokenizer import TOKENIZER_FILES, has_tokenizer, write_generation_config, write_tokenizer
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -151,8 +153,24 @@ def write_checkpoint(path: Path, spec: ModelSpec, seed: int) -> None:
         **asdict(spec),
     }
     (path / "config.json").write_text(json.dumps(config, indent=1))
-    try:  # engines (vLLM, Xinference) also need a tokenizer; our own workload does not
-        from .tokenizer import write_tokenizer
-    except ImportError:
-        return
-    write_tokenizer(path, spec.vocab_size)
+    write_tokenizer(path, spec.vocab_size)  # engines (vLLM, Xinference) need one; our own workload does not
+
+
+def ensure_tokenizer(path: Path, cache_dir: Path | None = None) -> Path:
+    """Give a generated checkpoint a tokenizer if it lacks one (checkpoints made before this module).
+
+    Only checkpoints inside our own cache are written to; a user's directory without a tokenizer
+    is an error, since silently adding files to someone's model is not ours to do.
+    """
+    path = Path(path)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    ours = cache.resolve() in path.resolve().parents
+    if has_tokenizer(path):
+        if ours and not (path / "generation_config.json").exists():
+            write_generation_config(path)
+        return path
+    if not ours:
+        raise FileNotFoundError(f"model {str(path)!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); engines need one")
+    spec = ModelSpec.from_hf(path)
+    write_tokenizer(path, spec.vocab_size, spec.max_position_embeddings)
+    return path

@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from . import vocabulary as vocab
 from .config import CUDA_CHECKS, DEVICES, ENGINES, FORKSERVER_STATES, METHODS, PARENT_STATES, Config, ConfigError
 
 
@@ -159,7 +160,7 @@ def summary(record: dict) -> str:
             f"parent={record['parent_state']} tp={record['tp']}: {record['status']}")
     if record["status"] != "ok":
         return f"{head}\n  {record['error']}"
-    st = record["stats"]["time_to_ready_s"]
+    st = record["stats"][vocab.TIME_TO_READY]
     lines = [head, f"  time to ready {st['median']:.3f} s (99% CI {_fmt(st['ci_low'])}..{_fmt(st['ci_high'])}, "
                    f"n={st['n']}), teardown {record['teardown_s']:.3f} s"]
     for proc in record["processes"]:

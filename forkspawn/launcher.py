@@ -12,9 +12,7 @@ import multiprocessing.context
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
 
-import psutil
-
-from . import faults
+from . import faults, lifecycle
 from .clock import now
 from .record import Phase
 from .worker import rank_main
@@ -142,6 +140,15 @@ class WorkerGroup:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
         return f"rank {rank} {how} during {_next_phase(self.current[rank])}"
 
+    def stamp_all(self, phase: str, t: float) -> None:
+        """Every rank reached `phase` at `t` (CLOCK_MONOTONIC), as seen from the parent (e.g. Ray's
+        cluster_joined: the parent joined before any rank started)."""
+        self.stamps += [(rank, phase, t) for rank in range(len(self.specs))]
+
+    def stamped(self, phase: str) -> dict[int, float]:
+        """rank -> when it reached `phase` (CLOCK_MONOTONIC)."""
+        return {rank: t for rank, name, t in self.stamps if name == phase}
+
     def phases(self) -> list[Phase]:
         t0 = min(t for _, _, t in self.stamps)
         return [Phase(rank, name, t - t0) for rank, name, t in self.stamps]
@@ -149,12 +156,7 @@ class WorkerGroup:
     def close(self, grace_s: float = 10.0) -> float:
         """Stop every rank (politely, then by force) and their descendants; seconds it took."""
         t0 = now()
-        family = []
-        for p in self.procs:
-            try:
-                family += psutil.Process(p.pid).children(recursive=True) if p.pid else []
-            except psutil.Error:
-                pass
+        family = [c for p in self.procs if p.pid for c in lifecycle.descendants(p.pid)]
         for conn, p in zip(self.conns, self.procs):
             if p.is_alive():
                 try:
@@ -168,11 +170,7 @@ class WorkerGroup:
             if p.is_alive():
                 p.kill()
                 p.join(5)
-        for child in family:
-            try:
-                child.kill()
-            except psutil.Error:
-                pass
+        lifecycle.kill_all(family)
         for conn in self.conns:
             conn.close()
         return now() - t0

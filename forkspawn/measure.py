@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-import psutil
-
-from . import bundle, engines, leftovers, machine, parent_state, quality, ray_cluster
+from . import bundle, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
 from .record import Run, build_record
@@ -78,7 +74,7 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
         gpu_used["before"] = machine.gpu_used_mib()
         for i in range(config.repeat):
             # Cold weight loading dominates start-up on real boxes: say what the cache held.
-            cache = quality.page_cache_state(quality.files_of(checkpoint))
+            cache = pagecache.page_cache_state(pagecache.files_of(checkpoint))
             run = run_in_fresh_parent(config)
             run.checkpoint_resident = cache["resident_fraction"]
             runs.append(run)
@@ -88,7 +84,7 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
                 break
         stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
         gpu_used["after"] = machine.gpu_used_mib()
-    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used)
+    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used).to_dict()
 
 
 def _stop_after(runs: list[Run], config: Config, reference: list[float] | None) -> str | None:
@@ -134,14 +130,13 @@ def run_in_fresh_parent(config: Config) -> Run:
         # TMPDIR: whatever the parent, its workers or an engine leave in temp dirs goes with this one
         env = {**os.environ, **bundle_env, **parent_state.environment(config), leftovers.RUN_TAG_ENV: tag, "TMPDIR": tmp}
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)],
-                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            proc = lifecycle.start_group([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)], env, out)
         try:
             proc.wait(backstop)
         except subprocess.TimeoutExpired:
             return Run(status="timeout", error=f"the parent interpreter did not finish within {backstop:g} s")
         finally:
-            left = reap(proc.pid, tag)
+            left = lifecycle.reap(proc.pid, tag)
             if proc.poll() is None:
                 proc.wait()
             # vLLM leaves its message-queue segments behind (psm_*): remove what nobody maps any more
@@ -161,21 +156,3 @@ def run_in_fresh_parent(config: Config) -> Run:
         if orphans:
             run.notes.append(f"removed {len(orphans)} /dev/shm segment(s) the run left behind")
         return run
-
-
-def reap(sid: int, tag: str, grace_s: float = 1.0) -> list[str]:
-    """SIGKILL what is left of session `sid`, or carries `tag`, after `grace_s`; the names killed.
-
-    The grace lets helpers that end with the parent (forkserver, resource tracker) go by themselves.
-    """
-    deadline = time.monotonic() + grace_s
-    while leftovers.tagged_processes(value=tag, session=sid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    left = []
-    for p in leftovers.tagged_processes(value=tag, session=sid):
-        try:
-            left.append(f"{p.name()}[{p.pid}]")
-            p.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
-    return left

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
-from . import machine, methods
+from . import lifecycle, machine, provenance
 from .clock import now
 from .launcher import GroupFailure
 from .leftovers import tagged_processes
@@ -68,7 +68,7 @@ def for_run(config: Any) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     from . import engines
 
-    options = getattr(engines.adapter(config.engine), "ray_head", lambda config: {})(config)
+    options = engines.adapter(config.engine).ray_head(config)
     gpus = len(machine.gpus()) if config.device == "cuda" else 0
     return cluster(len(os.sched_getaffinity(0)), gpus, **options)
 
@@ -130,16 +130,8 @@ def stop(marker: str, grace_s: float = 1.0, gone_s: float = 15.0) -> None:
     every Ray cold start), and what they would flush lives in the temp dir removed next. The wait
     after SIGKILL ends as soon as they are gone; on a loaded box their exit (and reaping by init,
     whose children they are) can take seconds."""
-    procs = head_processes(marker)
-    for p in procs:
-        with contextlib.suppress(psutil.Error):
-            p.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    killed = alive + [p for p in head_processes(marker) if p not in alive]  # and any worker started meanwhile
-    for p in killed:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(killed, timeout=gone_s)
+    # late: any worker started meanwhile is killed too
+    lifecycle.terminate(head_processes(marker), grace_s, gone_s, late=lambda: head_processes(marker))
 
 
 def head_processes(marker: str) -> list[psutil.Process]:
@@ -169,7 +161,7 @@ def own_processes(exclude: set[int]) -> list[ProcessMemory]:
             name = _role(p)
             n = counts[name] = counts.get(name, -1) + 1
             role = f"ray-{name}" + (f"-{n}" if n else "")
-            found.append(ProcessMemory(role, None, p.pid, started_by=methods.started_by(p.pid)))
+            found.append(ProcessMemory(role, None, p.pid, started_by=provenance.started_by(p.pid)))
     return found
 
 

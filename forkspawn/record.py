@@ -12,16 +12,16 @@ import json
 import os
 import statistics
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import vocabulary as vocab
 from .config import Config
 from .stats import summarize
+from .vocabulary import GROUP_KINDS, MEMORY_KINDS
 
 SCHEMA = "forkspawn.record/1"
-MEMORY_KINDS = ("rss_mib", "uss_mib", "pss_mib", "peak_rss_mib", "gpu_mib")
-GROUP_KINDS = ("rss_mib", "uss_mib", "pss_mib", "gpu_mib")
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ProcessMemory:
     role: str  # parent | forkserver | rank | engine-core | server | ... (engine-specific roles)
     rank: int | None
     pid: int
-    started_by: str | None  # verified start method of this process (methods.provenance)
+    started_by: str | None  # verified start method of this process (provenance.started_by)
     rss_mib: float | None = None
     uss_mib: float | None = None
     pss_mib: float | None = None
@@ -47,7 +47,7 @@ class ProcessMemory:
 
     @property
     def label(self) -> str:
-        return self.role if self.rank is None else f"rank{self.rank}"
+        return self.role if self.rank is None else vocab.rank_label(self.rank)
 
 
 @dataclass
@@ -84,36 +84,36 @@ class Run:
         """Every metric of this run as `name -> value`; names are the record's sample keys."""
         out: dict[str, float] = {}
         if self.time_to_ready_s is not None:
-            out["time_to_ready_s"] = self.time_to_ready_s
+            out[vocab.TIME_TO_READY] = self.time_to_ready_s
         if self.teardown_s is not None:
-            out["teardown_s"] = self.teardown_s
+            out[vocab.TEARDOWN] = self.teardown_s
         slowest: dict[str, float] = {}
         for p in self.phases:
-            out[f"phase.{p.name}.rank{p.rank}"] = p.t_s
+            out[vocab.phase(p.name, p.rank)] = p.t_s
             slowest[p.name] = max(slowest.get(p.name, p.t_s), p.t_s)
-        out.update({f"phase.{name}": t for name, t in slowest.items()})
+        out.update({vocab.phase(name): t for name, t in slowest.items()})
         for proc in self.processes:
-            for kind in MEMORY_KINDS + ("torch_reserved_mib",):
-                v = getattr(proc, kind)
-                if v is not None:
-                    out[f"mem.{proc.label}.{kind}"] = v
+            for kind in MEMORY_KINDS + (vocab.TORCH_RESERVED,):
+                value = getattr(proc, kind)
+                if value is not None:
+                    out[vocab.mem(proc.label, kind)] = value
         for kind in GROUP_KINDS:
             vals = [getattr(p, kind) for p in self.processes]
-            if vals and all(v is not None for v in vals):
-                out[f"mem.group.{kind}"] = sum(vals)
+            if vals and all(x is not None for x in vals):
+                out[vocab.mem(vocab.GROUP, kind)] = sum(vals)
             # Ray's own processes (roles "ray-..."), together: what Ray adds to the group
-            ray = [getattr(p, kind) for p in self.processes if p.role.startswith("ray-")]
-            if ray and all(v is not None for v in ray):
-                out[f"mem.ray.{kind}"] = sum(ray)
-        for b, v in self.tokens_per_s.items():
-            out[f"tokens_per_s.b{b}"] = v
-        for b, v in self.step_latency_s.items():
-            out[f"step_latency_s.b{b}"] = v
-        for b, v in self.roofline_tokens_per_s.items():
-            out[f"roofline_fraction.b{b}"] = self.tokens_per_s[b] / v
+            ray = [getattr(p, kind) for p in self.processes if p.role.startswith(vocab.RAY_ROLE_PREFIX)]
+            if ray and all(x is not None for x in ray):
+                out[vocab.mem(vocab.RAY, kind)] = sum(ray)
+        for b, x in self.tokens_per_s.items():
+            out[vocab.tokens_per_s(b)] = x
+        for b, x in self.step_latency_s.items():
+            out[vocab.step_latency_s(b)] = x
+        for b, x in self.roofline_tokens_per_s.items():
+            out[vocab.roofline_fraction(b)] = self.tokens_per_s[b] / x
         if self.bandwidth_gb_s is not None:
-            out["bandwidth_gb_s"] = self.bandwidth_gb_s
-        out.update({f"engine.{name}": v for name, v in self.engine_metrics.items()})
+            out[vocab.BANDWIDTH] = self.bandwidth_gb_s
+        out.update({vocab.engine(name): x for name, x in self.engine_metrics.items()})
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,9 +129,108 @@ class Run:
         return cls(**d)
 
 
+class SchemaError(ValueError):
+    """A record of another schema than this harness writes; the message is one line."""
+
+
+@dataclass
+class Record:
+    """What `forkspawn measure --json` prints for one configuration (README, "The record").
+
+    The fields are the JSON's keys, in its order; `to_dict` is the JSON object. Keys beyond the
+    contract (the asv sidecar's `asv_token`, `asv_key`, ...) ride along in `extra`, after it."""
+
+    status: str
+    error: str | None = None
+    traceback: str | None = None
+    engine: str | None = None
+    engine_version: str | None = None
+    method: str | None = None
+    method_used: str | None = None
+    parent_state: str | None = None  # verified; what was asked is in `config`
+    parent_state_detail: dict[str, Any] | None = None
+    cuda_check: str | None = None
+    forkserver: dict[str, Any] | None = None
+    tp: int | None = None
+    model: str | None = None
+    batches: list[int] | None = None
+    repeat: int | None = None
+    runs: int | None = None
+    runs_ok: int | None = None
+    stop_reason: str | None = None
+    time_to_ready_s: float | None = None  # medians, as are the memory and throughput figures
+    teardown_s: float | None = None
+    phases: list[dict[str, Any]] | None = None
+    processes: list[dict[str, Any]] | None = None
+    group: dict[str, float | None] | None = None
+    engine_metrics: dict[str, float] | None = None
+    gpu_used_mib: dict[str, float | None] | None = None
+    output_digest: str | None = None
+    page_cache: dict[str, Any] | None = None
+    tokens_per_s: dict[str, float | None] | None = None
+    step_latency_s: dict[str, float | None] | None = None
+    roofline: dict[str, Any] | None = None
+    stats: dict[str, dict[str, Any]] | None = None
+    samples: dict[str, list[float]] = field(default_factory=dict)  # per cold start: what asv stores
+    notes: list[str] | None = None
+    config: dict[str, Any] | None = None
+    machine: dict[str, Any] | None = None
+    versions: dict[str, Any] | None = None
+    schema: str = SCHEMA
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Fields a record written before they existed lacks: to_dict leaves them out again, so that
+    # reading and writing a record changes nothing in it.
+    absent: frozenset[str] = field(default=frozenset(), repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object: `schema` first, then the fields in order, then `extra`."""
+        out = {} if "schema" in self.absent else {"schema": self.schema}
+        out.update((name, getattr(self, name)) for name in _FIELDS if name not in self.absent)
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Record":
+        """The record of a JSON object; SchemaError if it names another schema than `SCHEMA`."""
+        check_schema(d)
+        return cls(**{k: v for k, v in d.items() if k in _FIELDS or k == "schema"},
+                   extra={k: v for k, v in d.items() if k not in _FIELDS and k != "schema"},
+                   absent=frozenset(k for k in _FIELDS + ("schema",) if k not in d))
+
+
+_FIELDS = tuple(f.name for f in fields(Record) if f.name not in ("schema", "extra", "absent"))
+
+
+def check_schema(d: Any) -> dict[str, Any]:
+    """`d` itself if it is a record of the schema this harness writes; else SchemaError."""
+    if not isinstance(d, dict):
+        raise TypeError("a record is a JSON object")
+    # A record that names no schema is taken for this one (hand-made records in tests and notes)
+    if d.get("schema", SCHEMA) != SCHEMA:
+        raise SchemaError(f"record schema {d.get('schema')!r}; this reads {SCHEMA!r}")
+    return d
+
+
+def parse_record(line: str) -> dict[str, Any]:
+    """One JSON line as a record's dict; SchemaError for another schema, ValueError or TypeError
+    for a line that is no JSON object."""
+    return check_schema(json.loads(line))
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every record of a JSON Lines file (blank lines skipped); SchemaError names the line."""
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(parse_record(line))
+            except SchemaError as e:
+                raise SchemaError(f"{path}:{n}: {e}") from None
+    return out
+
+
 def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
-                 stop_reason: str = "repeat", gpu_used_mib: dict | None = None) -> dict[str, Any]:
-    """Aggregate the runs of one configuration into the `forkspawn measure --json` record."""
+                 stop_reason: str = "repeat", gpu_used_mib: dict | None = None) -> "Record":
+    """Aggregate the runs of one configuration into its `forkspawn measure --json` record."""
     failed = next((r for r in runs if r.status != "ok"), None)
     last = runs[-1] if runs else Run(status="error", error="no run was made")
     ok_runs = [r for r in runs if r.status == "ok"]
@@ -142,64 +241,63 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
     median = {k: statistics.median(v) for k, v in samples.items()}
     used = {r.method_used for r in runs if r.method_used}
     template = ok_runs[-1] if ok_runs else last
-    return {
-        "schema": SCHEMA,
-        "status": failed.status if failed else "ok",
-        "error": failed.error if failed else None,
-        "traceback": failed.traceback if failed else None,
-        "engine": config.engine,
-        "engine_version": last.engine_version,
-        "method": config.method,
-        "method_used": used.pop() if len(used) == 1 else ("mixed" if used else None),
-        "parent_state": last.parent_state.get("verified", config.parent_state),
-        "parent_state_detail": last.parent_state,
-        "cuda_check": config.cuda_check,
-        "forkserver": last.forkserver,
-        "tp": config.tp,
-        "model": config.model,
-        "batches": list(config.batches),
-        "repeat": config.repeat,
-        "runs": len(runs),
-        "runs_ok": len(ok_runs),
-        "stop_reason": stop_reason,
-        "time_to_ready_s": median.get("time_to_ready_s"),
-        "teardown_s": median.get("teardown_s"),
-        "phases": [
-            {"rank": p.rank, "name": p.name, "t_s": median[f"phase.{p.name}.rank{p.rank}"]}
+    return Record(
+        status=failed.status if failed else "ok",
+        error=failed.error if failed else None,
+        traceback=failed.traceback if failed else None,
+        engine=config.engine,
+        engine_version=last.engine_version,
+        method=config.method,
+        method_used=used.pop() if len(used) == 1 else ("mixed" if used else None),
+        parent_state=last.parent_state.get("verified", config.parent_state),
+        parent_state_detail=last.parent_state,
+        cuda_check=config.cuda_check,
+        forkserver=last.forkserver,
+        tp=config.tp,
+        model=config.model,
+        batches=list(config.batches),
+        repeat=config.repeat,
+        runs=len(runs),
+        runs_ok=len(ok_runs),
+        stop_reason=stop_reason,
+        time_to_ready_s=median.get(vocab.TIME_TO_READY),
+        teardown_s=median.get(vocab.TEARDOWN),
+        phases=[
+            {"rank": p.rank, "name": p.name, "t_s": median[vocab.phase(p.name, p.rank)]}
             for p in template.phases
-            if f"phase.{p.name}.rank{p.rank}" in median
+            if vocab.phase(p.name, p.rank) in median
         ],
-        "processes": [
+        processes=[
             {
                 "role": p.role,
                 "rank": p.rank,
                 "pid": p.pid,
                 "started_by": p.started_by,
-                **{k: median.get(f"mem.{p.label}.{k}") for k in MEMORY_KINDS},
+                **{k: median.get(vocab.mem(p.label, k)) for k in MEMORY_KINDS},
                 "gpu_note": p.gpu_note,
-                "torch_reserved_mib": median.get(f"mem.{p.label}.torch_reserved_mib"),
+                "torch_reserved_mib": median.get(vocab.mem(p.label, vocab.TORCH_RESERVED)),
             }
             for p in template.processes
         ],
-        "group": {k: median.get(f"mem.group.{k}") for k in GROUP_KINDS},
-        "engine_metrics": {k.removeprefix("engine."): v for k, v in median.items() if k.startswith("engine.")},
-        "gpu_used_mib": gpu_used_mib or {"before": None, "after": None},
-        "output_digest": template.output_digest,
-        "page_cache": _page_cache(runs),
-        "tokens_per_s": {str(b): median.get(f"tokens_per_s.b{b}") for b in config.batches},
-        "step_latency_s": {str(b): median.get(f"step_latency_s.b{b}") for b in config.batches},
-        "roofline": {
-            "bandwidth_gb_s": median.get("bandwidth_gb_s"),
+        group={k: median.get(vocab.mem(vocab.GROUP, k)) for k in GROUP_KINDS},
+        engine_metrics={vocab.engine_name(k): x for k, x in median.items() if vocab.engine_name(k) is not None},
+        gpu_used_mib=gpu_used_mib or {"before": None, "after": None},
+        output_digest=template.output_digest,
+        page_cache=_page_cache(runs),
+        tokens_per_s={str(b): median.get(vocab.tokens_per_s(b)) for b in config.batches},
+        step_latency_s={str(b): median.get(vocab.step_latency_s(b)) for b in config.batches},
+        roofline={
+            "bandwidth_gb_s": median.get(vocab.BANDWIDTH),
             "weight_bytes": template.weight_bytes,
-            "fraction": {str(b): median.get(f"roofline_fraction.b{b}") for b in config.batches},
+            "fraction": {str(b): median.get(vocab.roofline_fraction(b)) for b in config.batches},
         },
-        "stats": {k: summarize(v) for k, v in samples.items()},
-        "samples": samples,
-        "notes": sorted({n for r in runs for n in r.notes}),
-        "config": json.loads(config.to_json()),
-        "machine": machine,
-        "versions": versions,
-    }
+        stats={k: summarize(v) for k, v in samples.items()},
+        samples=samples,
+        notes=sorted({n for r in runs for n in r.notes}),
+        config=json.loads(config.to_json()),
+        machine=machine,
+        versions=versions,
+    )
 
 
 def _page_cache(runs: list[Run]) -> dict[str, Any]:

@@ -69,28 +69,6 @@ def has_tokenizer(path: Path) -> bool:
     return any((Path(path) / name).is_file() for name in TOKENIZER_FILES)
 
 
-def ensure_tokenizer(path: Path, cache_dir: Path | None = None) -> Path:
-    """Give a generated checkpoint a tokenizer if it lacks one (checkpoints made before this module).
-
-    Only checkpoints inside our own cache are written to; a user's directory without a tokenizer
-    is an error, since silently adding files to someone's model is not ours to do.
-    """
-    from .checkpoint import ModelSpec, default_cache_dir
-
-    path = Path(path)
-    cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    ours = cache.resolve() in path.resolve().parents
-    if has_tokenizer(path):
-        if ours and not (path / "generation_config.json").exists():
-            write_generation_config(path)
-        return path
-    if not ours:
-        raise FileNotFoundError(f"model {str(path)!r} has no tokenizer ({', '.join(TOKENIZER_FILES)}); engines need one")
-    spec = ModelSpec.from_hf(path)
-    write_tokenizer(path, spec.vocab_size, spec.max_position_embeddings)
-    return path
-
-
 def sample_prompt(n_tokens: int, seed: int = 0, vocab_size: int = 512) -> str:
     """A prompt of exactly `n_tokens` tokens of this tokenizer (no specials), deterministic in `seed`."""
     first = len(SPECIALS)

@@ -16,9 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis import load
 from analysis import __main__ as cli
-from analysis import charts, report
+from analysis import charts, load, report
 from analysis.capacity import Node, break_even_restarts, break_even_tokens, plan
 from analysis.load import COLUMNS, method_order
 
@@ -565,3 +564,13 @@ def test_the_summary_gives_causes_intervals_and_only_resolved_verdicts(capsys: p
     assert cli.main(["summary", str(REPO / "reports" / "h100-tp2")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# Executive summary") and "e+0" not in out and "Traceback" not in out
+
+
+def test_a_record_of_another_schema_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = write_results(tmp_path)
+    sidecar = next((root / "box" / "records").glob("*.jsonl"))
+    lines = sidecar.read_text().splitlines()
+    lines[0] = json.dumps({**json.loads(lines[0]), "schema": "forkspawn.record/2"})
+    sidecar.write_text("\n".join(lines) + "\n")
+    line = _cli_error(capsys, "table", str(root))
+    assert f"{sidecar}:1:" in line and "forkspawn.record/2" in line

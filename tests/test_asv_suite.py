@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,12 @@ def test_recorded_only_skips_what_the_run_did_not_measure(tmp_path: Path, monkey
     else:
         raise AssertionError("a point the run did not measure was measured")
     assert not (tmp_path / "results").exists()
+
+
+def test_gpus_given_means_nvml_is_not_queried() -> None:
+    """FORKSPAWN_GPUS (set by `make bench`) is the GPU count; NVML is then never imported."""
+    code = ("import sys, forkspawn.asvsuite as a; "
+            "print(a.GPUS, a.ON_GPU, 'pynvml' in sys.modules, a.PROFILE_NAME, a.resolve_profile()[1] is a.PROFILE)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
+                         env={**os.environ, "FORKSPAWN_GPUS": "3", "FORKSPAWN_PROFILE": "brief"})
+    assert out.stdout.split() == ["3", "True", "False", "brief", "True"]

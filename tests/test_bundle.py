@@ -176,7 +176,7 @@ def test_failed_build_leaves_nothing(links: Path, built: Path, tmp_path: Path):
     shutil.copytree(built, out)
     before = {p.name: sha(p) for p in out.iterdir()}
     r = build(links, out, engine="nosuchengine==1.0")
-    errors = [l for l in r.stderr.splitlines() if not l.startswith("bundle: ")]  # progress lines
+    errors = [line for line in r.stderr.splitlines() if not line.startswith("bundle: ")]  # progress lines
     assert r.returncode == 2 and len(errors) == 1 and "nosuchengine" in errors[0], r.stderr
     assert {p.name: sha(p) for p in out.iterdir()} == before  # the old bundle is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["box-" + TORCH + ".txt", "bundle"]

@@ -184,8 +184,8 @@ def test_override_flag_is_for_vllm_only() -> None:
 
 def test_generated_tokenizer_round_trips(tmp_path: Path) -> None:
     """A checkpoint generated before the tokenizer existed gets one when an engine needs it."""
-    from forkspawn.checkpoint import ModelSpec
-    from forkspawn.tokenizer import ensure_tokenizer, has_tokenizer, sample_prompt, write_tokenizer
+    from forkspawn.checkpoint import ModelSpec, ensure_tokenizer
+    from forkspawn.tokenizer import has_tokenizer, sample_prompt, write_tokenizer
 
     ckpt = tmp_path / "models" / "old"
     ckpt.mkdir(parents=True)

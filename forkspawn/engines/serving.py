@@ -1,11 +1,10 @@
-"""What the server adapters (xinference, vllm_serve) share: a server in a process group of its
-own on 127.0.0.1, JSON over HTTP, and tokens/s from timed completions of fixed length."""
+"""What the server adapters (xinference, vllm_serve) share: a server on 127.0.0.1 (in a process
+group of its own: lifecycle.start_group), JSON over HTTP, and tokens/s from timed completions of
+fixed length."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -13,46 +12,13 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
-import psutil
-
 from ..clock import now
 from ..config import Config
+from ..lifecycle import start_group, stop_group  # noqa: F401 (a server's group, offered here with the rest)
 from ..record import Run
 from ..tokenizer import sample_prompt
 
 HTTP_TIMEOUT_S = 600.0
-
-
-def start_group(cmd: list[str], env: dict[str, str], stdout: Any = None) -> subprocess.Popen:
-    """Start `cmd` as the leader of a new session (so of a new process group: stop_group's handle)."""
-    return subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.STDOUT if stdout is not None else None,
-                            env=env, start_new_session=True)
-
-
-def stop_group(proc: subprocess.Popen) -> list[str]:
-    """SIGTERM the group led by `proc`, then SIGKILL what is left; the PIDs that had to be killed.
-
-    Returns once every member is gone. Descendants that left the group are signalled by PID too.
-    """
-    pgid = proc.pid
-    members = _group(pgid) + _descendants(pgid)
-    alive: list[psutil.Process] = []
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
-        for p in members:
-            try:
-                p.send_signal(sig)
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(members, timeout=wait)
-        if not alive:
-            break
-    killed = [str(p.pid) for p in alive] if alive else []
-    proc.wait()
-    return killed
 
 
 def http_json(url: str, method: str = "GET", body: dict | None = None, headers: dict[str, str] | None = None,
@@ -124,21 +90,3 @@ def completion_throughput(run: Run, complete: Callable[[str, int], int], vocab: 
 
 def one_line(exc: object) -> str:
     return " ".join(str(exc).split())[:500]
-
-
-def _group(pgid: int) -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter():
-        try:
-            if os.getpgid(p.pid) == pgid:
-                out.append(p)
-        except (ProcessLookupError, psutil.Error):
-            pass
-    return out
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []

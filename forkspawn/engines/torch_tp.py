@@ -8,10 +8,11 @@ import statistics
 from typing import Any
 
 from .. import machine, memory, methods, ray_cluster
+from ..checkpoint import ModelSpec, resolve_checkpoint
 from ..config import Config
 from ..launcher import GroupFailure, WorkerGroup
-from ..checkpoint import ModelSpec, resolve_checkpoint
 from ..record import ProcessMemory, Run
+from . import no_ray_head
 
 DECODE_TIMEOUT_S = 600.0
 
@@ -20,8 +21,15 @@ def unavailable() -> str | None:
     return None  # torch is a dependency of the harness itself
 
 
+def engine_version() -> str:
+    return importlib.metadata.version("torch")
+
+
+ray_head = no_ray_head  # its Ray head needs nothing beyond ray_cluster's defaults
+
+
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
-    run = Run(parent_state=parent_state, engine_version=importlib.metadata.version("torch"))
+    run = Run(parent_state=parent_state, engine_version=engine_version())
     checkpoint = resolve_checkpoint(config.model, config.cache_path())
     ctx, forkserver = methods.context(config.method, config.forkserver)
     port = machine.free_port()
@@ -42,7 +50,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     try:
         group.start()
         if getattr(ctx, "joined_s", None):  # Ray: when the parent had joined the cluster
-            group.stamps += [(r, "cluster_joined", ctx.joined_s) for r in range(config.tp)]
+            group.stamp_all("cluster_joined", ctx.joined_s)
         ready = group.wait_ready(config.timeout_s)
         run.phases = group.phases()
         run.time_to_ready_s = max(p.t_s for p in run.phases if p.name == "ready")
@@ -91,7 +99,7 @@ def _processes(group: WorkerGroup, forkserver: dict | None, ready: list[dict]) -
 
 def _prestarted(group: WorkerGroup) -> list[str]:
     """Ray may run an actor in a worker process it started before anyone asked (its idle pool)."""
-    requested = {rank: t for rank, name, t in group.stamps if name == "start_requested"}
+    requested = group.stamped("start_requested")
     return [f"rank {rank} ran in a process created {requested[rank] - created:.2f} s before its start request"
             f" (Ray's prestarted workers)" for rank, pid in enumerate(group.pids)
             if (created := methods.process_start(pid)) is not None and created < requested[rank] - 0.02]

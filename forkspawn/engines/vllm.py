@@ -2,7 +2,7 @@
 
 The parent asks for `VLLM_WORKER_MULTIPROC_METHOD` = fork or spawn; vLLM may silently switch to
 spawn (CUDA already initialised, Ray, and always on its CPU platform), so the method recorded is
-read from /proc (`methods.started_by`) for the engine core and every worker. With
+read from /proc (`provenance.started_by`) for the engine core and every worker. With
 `extra={"vllm_override": True}` (CLI `--override-cpu-spawn`) the requested method is put back
 right after the platform's `check_and_update_config` overwrote it: an explicitly labelled,
 non-default way to make vLLM-CPU really fork (see docs/vllm-fork-slowdown.md for its cost).
@@ -34,19 +34,17 @@ import json
 import os
 import re
 import threading
-import time
 import traceback
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from .. import memory, methods, ray_cluster
-from ..checkpoint import ModelSpec, resolve_checkpoint
+from .. import lifecycle, memory, methods, ray_cluster
+from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
-from ..tokenizer import ensure_tokenizer
 from ..worker import exception_line
 
 PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "torch_compiled",
@@ -109,7 +107,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     checkpoint = ensure_tokenizer(resolve_checkpoint(config.model, config.cache_path()), config.cache_path())
     override = bool(config.extra.get(OVERRIDE_KEY))
     on_cpu = config.device == "cpu"
-    run.notes += _set_environment(config, on_cpu)
+    run.notes += set_environment(config, on_cpu)
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # collective_rpc with our probe function
     # vLLM and torch put IPC sockets and scratch files in the temp dir and do not all remove them:
     # the parent's TMPDIR is the measurement's own (measure.run_in_fresh_parent), which goes with
@@ -143,7 +141,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         core, workers = engine_processes(os.getpid())
         if backend == "ray":  # the workers are actors, children of a raylet: ask them who they are
             workers = {r: p["pid"] for r, p in enumerate(llm.collective_rpc(_worker_probe, timeout=60))}
-        run.phases = _phases(t0, run.time_to_ready_s, core, workers, tap.marks())
+        run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks())
         run.processes = [ProcessMemory("parent", None, os.getpid(), started_by=None)]
         if core:
             run.processes.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
@@ -191,7 +189,7 @@ def _mp_method(config: Config) -> str:
     return "spawn" if config.method == "ray" else config.method
 
 
-def _set_environment(config: Config, on_cpu: bool) -> list[str]:
+def set_environment(config: Config, on_cpu: bool) -> list[str]:
     """The environment vLLM reads at start-up (children inherit it); notes on what was chosen."""
     os.environ[METHOD_ENV] = _mp_method(config)
     # Compiled graphs are cached across runs, next to our checkpoints (warm after the first start
@@ -345,7 +343,7 @@ def engine_processes(root: int) -> tuple[int | None, dict[int, int]]:
     return core, workers
 
 
-def _phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float]) -> list[Phase]:
+def engine_phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float]) -> list[Phase]:
     stamps: dict[str, float | None] = {"start_requested": t0, "engine_core_started": methods.process_start(core) if core else None}
     starts = [methods.process_start(p) for p in workers.values()]
     stamps["workers_started"] = max(starts) if starts and None not in starts else None
@@ -403,8 +401,8 @@ def thread_notes(processes: list[ProcessMemory], llm: Any = None) -> list[str]:
         return [f"worker probe failed: {type(exc).__name__}: {_one_line(exc)}"]
     notes = []
     for proc in processes:
-        tasks = _tasks(proc.pid)
-        libs = sorted({name for line in _maps(proc.pid)
+        tasks = lifecycle.thread_cpus(proc.pid)
+        libs = sorted({name for line in lifecycle.shared_objects(proc.pid)
                        if re.match(r"lib(g|i)?omp", name := Path(line.split()[-1]).name)})
         # libgomp reads its settings once, when loaded at exec: a forked process runs with its
         # exec'd ancestor's (the parent's, shown on the parent's line). Its own /proc/PID/environ
@@ -448,24 +446,6 @@ def cpu_notes(processes: list[ProcessMemory]) -> list[str]:
     return notes
 
 
-def _tasks(pid: int) -> dict[int, str]:
-    out = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            status = (task / "status").read_text()
-        except OSError:
-            continue
-        out[int(task.name)] = re.search(r"Cpus_allowed_list:\s*(\S+)", status).group(1)
-    return out
-
-
-def _maps(pid: int) -> list[str]:
-    try:
-        return [line for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if line.endswith(".so") or ".so." in line]
-    except OSError:
-        return []
-
-
 def _shutdown(llm: Any) -> tuple[float, list[str]]:
     """Stop the engine core and workers: seconds until every descendant exited, and any that did not."""
     start = now()
@@ -474,29 +454,13 @@ def _shutdown(llm: Any) -> tuple[float, list[str]]:
             llm.llm_engine.engine_core.shutdown()
         except Exception:
             pass
-    me = psutil.Process()
-    deadline = start + 30
-    while True:
-        alive = [p for p in me.children(recursive=True)
-                 if "resource_tracker" not in " ".join(_cmd(p)) and _status(p) != psutil.STATUS_ZOMBIE]
-        if not alive or now() > deadline:
-            break
-        time.sleep(0.05)
-    return now() - start, [f"{' '.join(_cmd(p))[:60]}[{p.pid}]" for p in alive]
+    alive = lifecycle.wait_children_gone(start + 30, now, ignore=is_resource_tracker)
+    return now() - start, [f"{' '.join(lifecycle.cmdline(p))[:60]}[{p.pid}]" for p in alive]
 
 
-def _status(p: psutil.Process) -> str:
-    try:
-        return p.status()
-    except psutil.Error:
-        return psutil.STATUS_DEAD
-
-
-def _cmd(p: psutil.Process) -> list[str]:
-    try:
-        return p.cmdline()
-    except psutil.Error:
-        return []
+def is_resource_tracker(p: psutil.Process) -> bool:
+    """multiprocessing's resource tracker: it ends with its parent, so no engine process to wait for."""
+    return "resource_tracker" in " ".join(lifecycle.cmdline(p))
 
 
 def _one_line(exc: BaseException) -> str:

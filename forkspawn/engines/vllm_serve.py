@@ -28,19 +28,33 @@ from typing import Any
 
 import psutil
 
-from .. import machine, memory, methods
-from ..checkpoint import ModelSpec, resolve_checkpoint
+from .. import lifecycle, machine, memory, methods
+from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import ProcessMemory, Run
-from ..tokenizer import ensure_tokenizer
 from ..worker import exception_line
-from .serving import completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
-from .vllm import (GPU_MEMORY_UTILIZATION, PHASES, LogTap, _cmd, _phases, _set_environment, cpu_notes,
-                   engine_processes, engine_version, thread_notes, unavailable)
+from . import no_ray_head
+from .serving import completion_throughput, http_json, one_line, wait_answering
+from .vllm import (
+    GPU_MEMORY_UTILIZATION,
+    PHASES,
+    LogTap,
+    cpu_notes,
+    engine_phases,
+    engine_processes,
+    engine_version,
+    is_resource_tracker,
+    set_environment,
+    thread_notes,
+    unavailable,
+)
 
-__all__ = ["PHASES", "run_once", "unavailable"]
+__all__ = ["PHASES", "engine_version", "ray_head", "run_once", "unavailable"]
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+ray_head = no_ray_head  # no Ray launch path here
 
 
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
@@ -50,7 +64,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     checkpoint = ensure_tokenizer(resolve_checkpoint(config.model, config.cache_path()), config.cache_path())
     spec = ModelSpec.from_hf(checkpoint)
     on_cpu = config.device == "cpu"
-    run.notes += _set_environment(config, on_cpu)  # into os.environ, which the server inherits
+    run.notes += set_environment(config, on_cpu)  # into os.environ, which the server inherits
     url = f"http://127.0.0.1:{machine.free_port()}"
     cmd = [sys.executable, "-m", SERVER_MODULE, "--model", str(checkpoint), "--host", "127.0.0.1",
            "--port", url.rsplit(":", 1)[1], "--max-model-len", str(min(256, spec.max_position_embeddings)),
@@ -63,11 +77,11 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         t0 = now()
         # The server's IPC sockets go to the run's private TMPDIR (measure removes it); no deeper
         # directory: a socket path over 107 characters fails.
-        proc = start_group(cmd, {**os.environ, "HF_HUB_OFFLINE": "1"})
+        proc = lifecycle.start_group(cmd, {**os.environ, "HF_HUB_OFFLINE": "1"})
         wait_answering(proc, url + "/health", config.timeout_s, "the vLLM API server")
         run.time_to_ready_s = now() - t0
         core, workers = engine_processes(proc.pid)
-        run.phases = _phases(t0, run.time_to_ready_s, core, workers, tap.marks())
+        run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks())
         run.processes, notes = _processes(proc.pid, core, workers)
         run.notes += notes + tap.forced_spawn()
         run.engine_metrics.update(tap.sizes())
@@ -91,7 +105,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     finally:
         if proc is not None:
             t_stop = now()
-            killed = stop_group(proc)
+            killed = lifecycle.stop_group(proc)
             teardown = now() - t_stop
             if killed:
                 run.notes.append(f"killed after SIGTERM to the server's group: {', '.join(killed)}")
@@ -108,8 +122,8 @@ def _processes(server: int, core: int | None, workers: dict[int, int]) -> tuple[
         procs.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
     procs += [ProcessMemory("rank", r, pid, started_by=methods.started_by(pid)) for r, pid in sorted(workers.items())]
     known = {p.pid for p in procs}
-    others = [" ".join(_cmd(p))[:80] for p in psutil.Process(server).children(recursive=True)
-              if p.pid not in known and "resource_tracker" not in " ".join(_cmd(p))]
+    others = [" ".join(lifecycle.cmdline(p))[:80] for p in psutil.Process(server).children(recursive=True)
+              if p.pid not in known and not is_resource_tracker(p)]
     return procs, [f"unclassified process in the server's tree: {cmd}" for cmd in others]
 
 

@@ -38,14 +38,14 @@ from typing import Any
 
 import psutil
 
-from .. import machine, memory, methods
-from ..checkpoint import ModelSpec, resolve_checkpoint
+from .. import lifecycle, machine, memory, methods
+from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
-from ..tokenizer import ensure_tokenizer
 from ..worker import exception_line
-from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, start_group, stop_group, wait_answering
+from . import no_ray_head
+from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, wait_answering
 
 PHASES = ("start_requested", "server_ready", "launch_requested", "model_started", "engine_core_started",
           "workers_started", "ready")
@@ -66,6 +66,9 @@ def engine_version() -> str:
         return f"xinference {importlib.metadata.version('xinference')}"
     except importlib.metadata.PackageNotFoundError:
         return "xinference unknown"
+
+
+ray_head = no_ray_head  # no Ray launch path here
 
 
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
@@ -136,7 +139,7 @@ class Server:
                "XINFERENCE_DISABLE_METRICS": "1", "HF_HUB_OFFLINE": "1", "SPT_NOENV": "1"}
         exe = str(Path(sys.executable).parent / "xinference-local")
         with open(self.log, "wb") as out:
-            self.proc = start_group([exe, "--host", "127.0.0.1", "--port", str(self.port)], env, stdout=out)
+            self.proc = lifecycle.start_group([exe, "--host", "127.0.0.1", "--port", str(self.port)], env, stdout=out)
 
     def wait_ready(self, timeout: float) -> None:
         wait_answering(self.proc, self.url + "/status", timeout, "xinference-local")
@@ -251,11 +254,11 @@ class Server:
 
     def stop(self) -> list[str]:
         """SIGTERM the process group, then SIGKILL what is left; names of what had to be killed."""
-        return stop_group(self.proc) if self.proc is not None else []
+        return lifecycle.stop_group(self.proc) if self.proc is not None else []
 
     def log_tail(self) -> str:
         try:
-            lines = [l for l in self.log.read_text(errors="replace").splitlines() if "Error" in l or "error" in l]
+            lines = [line for line in self.log.read_text(errors="replace").splitlines() if "Error" in line or "error" in line]
         except OSError:
             return ""
         # Never echo secrets: the setup token line does not contain "error", and the log is not kept.

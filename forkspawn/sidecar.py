@@ -1,0 +1,80 @@
+"""The asv sidecar: the full `forkspawn measure` records of one asv run, next to asv's results.
+
+    <asv results_dir>/<machine>/records/<commit[:8]>-<env>.jsonl
+
+One record a line (asv ignores files not ending in .json), tagged with asv's run token
+(`asv_token`), the configuration's key (`asv_key`, vocabulary.config_key) and asv's own
+parameter values (`asv_params`). The asv suite writes it (forkspawn.asvsuite) and the analysis
+reads it (analysis.load); both go through this module. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .record import SchemaError, parse_record
+
+FOLDER = "records"
+SUFFIX = ".jsonl"
+
+
+class BadLine(ValueError):
+    """An unreadable sidecar line; the message is one line, `path:line: why`."""
+
+
+def path(results: Path, machine: str, commit: str, env: str) -> Path:
+    """The sidecar of one commit and asv environment on one machine."""
+    return Path(results) / machine / FOLDER / f"{commit[:8]}-{env}{SUFFIX}"
+
+
+def files(machine_dir: Path) -> list[Path]:
+    """The sidecars of one asv machine folder, in name order."""
+    folder = Path(machine_dir) / FOLDER
+    return sorted(folder.glob(f"*{SUFFIX}")) if folder.is_dir() else []
+
+
+def all_files(results: Path) -> list[Path]:
+    """The sidecars of every machine below asv's results folder."""
+    return sorted(Path(results).glob(f"*/{FOLDER}/*{SUFFIX}"))
+
+
+def keys(rec: dict[str, Any]) -> list[str]:
+    """What finds a record: its `asv_key`, then `asv_params` if the suite wrote it (that is what
+    tells a labelled method variant, e.g. vLLM's "fork-override", apart)."""
+    return [rec["asv_key"]] + ([rec["asv_params"]] if rec.get("asv_params") else [])
+
+
+def append(sidecar: Path, rec: dict[str, Any]) -> None:
+    sidecar.parent.mkdir(parents=True, exist_ok=True)
+    # One write() of one line to an O_APPEND file: readers see the whole line or none of it.
+    fd = os.open(sidecar, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(rec, allow_nan=False) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read(sidecar: Path) -> Iterator[dict[str, Any]]:
+    """The records of a sidecar, in order (blank lines skipped); BadLine names a bad line."""
+    if not sidecar.exists():
+        return
+    for n, line in enumerate(sidecar.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = parse_record(line)
+            keys(rec), rec["asv_commit"]  # noqa: B018 (every line must carry its join keys)
+        except SchemaError as e:
+            raise BadLine(f"{sidecar}:{n}: {e}") from None
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise BadLine(f"{sidecar}:{n}: corrupt or truncated record line") from None
+        yield rec
+
+
+def find(sidecar: Path, token: str, key: str) -> dict[str, Any] | None:
+    """The record of `key` (an `asv_key`) in run `token`, if there is one."""
+    return next((r for r in read(sidecar) if r.get("asv_token") == token and r.get("asv_key") == key), None)

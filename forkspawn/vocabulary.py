@@ -1,0 +1,141 @@
+"""The names of what is measured, and their units, defined once.
+
+A record's `samples` keys, asv's benchmark parameters and the tidy table's `metric` column all
+use these names; the harness builds them here and the analysis parses them here. Standard
+library only (no torch, no psutil): `analysis` imports this module without the harness's
+dependencies.
+
+    time_to_ready_s                 seconds from the first start request to the last rank ready
+    teardown_s                      seconds to stop the group
+    phase.<name>[.rank<r>]          seconds since the start request at which a phase ended
+                                    (without a rank: the slowest rank)
+    mem.<process>.<kind>_mib        MiB of one process (`parent`, `rank<r>`, a role) or of an
+                                    aggregate (`group`: every process, `ray`: Ray's own)
+    tokens_per_s.b<batch>           steady-state greedy decoding at a batch size
+    step_latency_s.b<batch>         median decode step
+    roofline_fraction.b<batch>      tokens/s over the memory-bound ceiling
+    engine.<name>                   an engine's own sizes (vLLM: KV cache, CUDA graphs)
+    bandwidth_gb_s                  device memory bandwidth measured in the same run
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+TIME_TO_READY = "time_to_ready_s"
+TEARDOWN = "teardown_s"
+BANDWIDTH = "bandwidth_gb_s"
+STATUS = "status"  # the tidy table's metric of asv's track_status
+
+# The memory kinds of one process, as ProcessMemory fields (and sample-key suffixes)
+MEMORY_KINDS = ("rss_mib", "uss_mib", "pss_mib", "peak_rss_mib", "gpu_mib")
+TORCH_RESERVED = "torch_reserved_mib"
+GROUP_KINDS = ("rss_mib", "uss_mib", "pss_mib", "gpu_mib")  # the kinds summed over processes
+GROUP, RAY = "group", "ray"  # aggregates: every process of the group; Ray's own processes
+RAY_ROLE_PREFIX = "ray-"  # roles of Ray's processes ("ray-raylet", ...)
+# asv's Memory benchmark: its process and kind parameters (peak RSS is in the record only)
+ASV_PROCESSES = (GROUP, "parent", "forkserver", RAY)
+ASV_MEMORY_KINDS = ("uss", "pss", "rss")
+GPU_KIND = "gpu"
+
+STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}  # asv's track_status values
+
+SECONDS, MIB, TOKENS_PER_S, ROOFLINE = "seconds", "MiB", "tokens/s", "fraction of roofline"
+STATUS_UNIT = ", ".join(f"{code} {name}" for name, code in STATUS_CODES.items())
+
+# asv benchmark method -> (the record's sample key, a template of the benchmark's extra
+# parameters; its unit). The analysis reads asv's results by these.
+BENCHMARKS = {
+    "track_status": (STATUS, STATUS_UNIT),
+    "track_time_to_ready": (TIME_TO_READY, SECONDS),
+    "track_teardown": (TEARDOWN, SECONDS),
+    "track_phase_end": ("phase.{phase}", SECONDS),
+    "track_memory": ("mem.{process}.{kind}_mib", MIB),
+    "track_tokens_per_s": ("tokens_per_s.b{batch}", TOKENS_PER_S),
+    "track_step_latency": ("step_latency_s.b{batch}", SECONDS),
+    "track_roofline_fraction": ("roofline_fraction.b{batch}", ROOFLINE),
+}
+
+# The configuration fields that identify a measured point, in the sidecar's `asv_key` order
+CONFIG_PARAMS = ["engine", "method", "parent_state", "cuda_check", "tp"]
+ASV_SEPARATOR = "|"
+
+# Regular expressions of the families, for matching whole metric names
+MEM_RE = r"mem\.[^.]+\.[a-z_]+_mib"
+TOKENS_RE = r"tokens_per_s\.b\d+"
+PHASE_RE = r"phase\.[^.]+"
+
+
+def rank_label(rank: int) -> str:
+    return f"rank{rank}"
+
+
+def phase(name: str, rank: int | None = None) -> str:
+    """phase.<name> (the slowest rank) or phase.<name>.rank<r>."""
+    return f"phase.{name}" if rank is None else f"phase.{name}.{rank_label(rank)}"
+
+
+def mem(process: str, kind: str) -> str:
+    """mem.<process>.<kind>_mib; `kind` with or without its unit ("uss" or "uss_mib")."""
+    return f"mem.{process}.{kind.removesuffix('_mib')}_mib"
+
+
+def mem_re(process: str = r"[^.]+", kinds: str = r"[a-z_]+") -> str:
+    """A regular expression of memory metrics (arguments are regular expressions too)."""
+    return rf"mem\.{process}\.{kinds}_mib"
+
+
+def tokens_per_s(batch: int | str) -> str:
+    return f"tokens_per_s.b{batch}"
+
+
+def step_latency_s(batch: int | str) -> str:
+    return f"step_latency_s.b{batch}"
+
+
+def roofline_fraction(batch: int | str) -> str:
+    return f"roofline_fraction.b{batch}"
+
+
+def engine(name: str) -> str:
+    return f"engine.{name}"
+
+
+def engine_name(metric: str) -> str | None:
+    """<name> of engine.<name>; None for other metrics."""
+    return metric.removeprefix("engine.") if metric.startswith("engine.") else None
+
+
+_PARSERS = (
+    (re.compile(r"phase\.(?P<phase>[^.]+)(?:\.rank(?P<rank>\d+))?"), "phase"),
+    (re.compile(r"mem\.(?P<process>[^.]+)\.(?P<kind>[a-z_]+)_mib"), "mem"),
+    (re.compile(r"(?P<family>tokens_per_s|step_latency_s|roofline_fraction)\.b(?P<batch>\d+)"), None),
+    (re.compile(r"engine\.(?P<name>.+)"), "engine"),
+)
+
+
+def parse(metric: str) -> dict[str, Any]:
+    """A metric's family and parts: {"family": "mem", "process": "rank0", "kind": "uss"}, ...;
+    ints for rank and batch. Names outside the vocabulary are their own family."""
+    for pattern, family in _PARSERS:
+        if m := pattern.fullmatch(metric):
+            parts: dict[str, Any] = {k: v for k, v in m.groupdict().items() if v is not None}
+            for k in ("rank", "batch"):
+                if k in parts:
+                    parts[k] = int(parts[k])
+            return {"family": family or parts.pop("family"), **parts}
+    return {"family": metric}
+
+
+def config_key(config: Any) -> str:
+    """The sidecar's `asv_key` of a configuration (a forkspawn.config.Config):
+    engine|method|parent_state|cuda_check|tp[|extra as sorted JSON]."""
+    key = ASV_SEPARATOR.join(str(getattr(config, k)) for k in CONFIG_PARAMS)
+    return key + (f"{ASV_SEPARATOR}{json.dumps(config.extra, sort_keys=True)}" if config.extra else "")
+
+
+def asv_params(*values: Any) -> str:
+    """asv's own parameter values of one point, joined as the sidecar stores them (`asv_params`)."""
+    return ASV_SEPARATOR.join(str(v) for v in values)
