@@ -150,7 +150,9 @@ def test_xinference_launch_generate_terminate_stop() -> None:
     rec = engine_measure("xinference", "--method", "spawn", "--tp", "1", "--decode-steps", "16")
     assert rec["status"] == "ok", rec["error"]
     assert rec["engine_version"].startswith("xinference")
-    assert [p["name"] for p in rec["phases"]] == list(xinf_adapter.PHASES)
+    # on CPU the model runs in Xinference's model process: no vLLM engine core or workers to stamp
+    assert [p["name"] for p in rec["phases"]] == [n for n in xinf_adapter.PHASES
+                                                  if n not in ("engine_core_started", "workers_started")]
     assert rec["time_to_ready_s"] > 0 and rec["teardown_s"] > 0
     roles = {p["role"] for p in rec["processes"]}
     assert {"parent", "server", "supervisor", "model"} <= roles

@@ -96,11 +96,11 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         t_launch = now()
         run.phases.append(Phase(0, "launch_requested", t_launch - t0))
         uid = server.launch(name, engine, config, timeout=config.timeout_s)
-        run.time_to_ready_s = now() - t_launch
-        run.phases.append(Phase(0, "ready", now() - t0))
+        ready = now()
+        run.time_to_ready_s = ready - t_launch
         run.processes, notes = server.processes()
         run.notes += notes + method_env_notes(run.processes)
-        run.phases += _process_phases(run.processes, t0, now() - t0)
+        run.phases += _process_phases(run.processes, t0, ready - t0) + [Phase(0, "ready", ready - t0)]
         # How Xinference really started the model's processes (on CPU nothing asked it to use ours).
         run.method_used = methods.method_used([p.pid for p in run.processes
                                                if p.role in ("model", "engine-core", "rank")])
