@@ -99,7 +99,7 @@ class Profile:
 # twice (on CPU it runs the model in one process whatever the method: there is nothing to
 # resolve, and a cold start takes a minute with its server). `full` is every point
 # (hours with the engines on 2 cores), `brief` is for short GPU leases, `quick` a smoke run.
-# On a GPU box vLLM gets 5 cold starts a point (a failure that repeats itself stops after 2:
+# On a GPU box vLLM gets 3 to 5 cold starts a point (a failure that repeats itself stops after 2:
 # measure._stop_after), its eager variant is measured from a torch parent only,
 # as is the gc.freeze() mitigation (vllm.GC_FREEZE_KEY), and `vllm serve` with the method its CLI
 # chooses (spawn).
