@@ -65,6 +65,6 @@ def section(groups: list[Group]) -> str:
             "<p class=\"note\">Each method minus fork (or what ran as fork) on each machine and TP size: seconds "
             "to ready, and host memory per replica (PSS of the group) with what that is per rank (÷ TP). "
             "Median difference [conservative 99% interval]; n.r.: not resolved (the interval contains 0): no "
-            "conclusion. The newest commit of each machine; older commits are in each machine's History.</p>"
+            "conclusion. The newest measurement of each configuration; older ones are in each machine's History.</p>"
             + table("cost")
             + "<h3>Engines side by side: time to ready and decode rate (median [99% CI])</h3>" + table("values"))

@@ -114,7 +114,7 @@ class Group:
 
 
 def summarize(df: pd.DataFrame) -> tuple[list[Group], list[str]]:
-    """Groups with a verdict each (newest commit of every machine), and one line per set of
+    """Groups with a verdict each (the newest measurement of every configuration: load.latest), and one line per set of
     configurations that could not run at all (folded by reason)."""
     df = latest(df)
     status = df[df["metric"] == "status"]

@@ -32,6 +32,7 @@ from typing import Any
 from . import machine, sidecar
 from . import vocabulary as vocab
 from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
+from .record import Run
 from .vocabulary import STATUS_CODES, config_key
 from .worker import PHASES
 
@@ -136,8 +137,9 @@ def measured(engine: str = "torch-tp") -> dict[str, Any]:
     model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
     table = {**PROFILE.cold_starts, **(PROFILE.gpu_cold_starts if ON_GPU else {})}
     least, most = cold_starts_override() or table.get(engine) or table["engines"]
-    # engines measure decoding as the difference of two timed requests: it needs enough steps
-    steps = PROFILE.decode_steps if engine == "torch-tp" else max(32, PROFILE.decode_steps)
+    # engines measure decoding as the difference of timed requests (engines.decode): it needs
+    # enough steps, more on a GPU, where 32 steps of a 1B model take under 0.1 s
+    steps = PROFILE.decode_steps if engine == "torch-tp" else max(128 if ON_GPU else 32, PROFILE.decode_steps)
     return {"repeat": most, "least": least, "precision": PROFILE.precision, "decode_steps": steps,
             "batches": PROFILE.batches, "model": model}
 
@@ -273,7 +275,10 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
         raise NotImplementedError(f"not measured in run {token} ({RECORDED_ONLY_ENV} is set: asv stores what was measured)")
     ref = sidecar.find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
     reference = ref["samples"].get(vocab.TIME_TO_READY) if ref and ref["status"] == "ok" else None
-    rec = measure(config, progress=progress, reference=reference)
+    journal = sidecar.journal(path)  # cold starts of this point taken before an interruption
+    done = [Run.from_dict(r) for r in sidecar.runs(journal, token, key)]
+    rec = measure(config, progress=progress, reference=reference, done=done,
+                  on_run=lambda run: sidecar.append_run(journal, token, key, run.to_dict()))
     rec.update(asv_token=token, asv_key=key, asv_params=asv_params, asv_commit=_commit(conf_dir), asv_env=_env_name())
     sidecar.append(path, rec)
     progress(f"{label(config)}: {rec['status']}")

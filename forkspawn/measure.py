@@ -14,8 +14,9 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import bundle, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
 from .checkpoint import resolve_checkpoint
@@ -54,34 +55,43 @@ def not_applicable(config: Config) -> str | None:
     return engines.adapter(config.engine).unavailable()
 
 
-def measure(config: Config, progress: Progress | None = None, reference: list[float] | None = None) -> dict[str, Any]:
+def measure(config: Config, progress: Progress | None = None, reference: list[float] | None = None,
+            done: Sequence[Run] = (), on_run: Callable[[Run], None] | None = None) -> dict[str, Any]:
     """The `forkspawn measure --json` record of `config` (see README, "The measure record").
 
     With `config.least` below `config.repeat`, cold starts stop early once `stats.settled` says
     so, against `reference` (the times to ready of the configuration this one is compared with).
+    `done` are cold starts of this configuration measured before (a resumed run): the count and
+    the stopping rule go on from them. `on_run` is given each new cold start as soon as it ended.
     """
     config = resolve(config)
     say = progress or (lambda line: None)
     runs: list[Run] = []
-    stop = "repeat"
+    stop = None
     gpu_used: dict[str, float | None] = {"before": None, "after": None}
     reason = not_applicable(config)
     if reason:
         runs.append(Run(status="skipped", error=reason, parent_state={"verified": "not-applicable"}))
+        stop = "repeat"
     else:
         checkpoint = resolve_checkpoint(config.model, config.cache_path())  # generated once, outside any timed region
         ensure_bytecode()
         gpu_used["before"] = machine.gpu_used_mib()
-        for i in range(config.repeat):
+        runs += done
+        if runs:
+            say(f"{label(config)}: resumed after {len(runs)} cold start(s)")
+            stop = _stop_after(runs, config, reference)
+        while not stop and len(runs) < config.repeat:
             # Cold weight loading dominates start-up on real boxes: say what the cache held.
             cache = pagecache.page_cache_state(pagecache.files_of(checkpoint))
             run = run_in_fresh_parent(config)
             run.checkpoint_resident = cache["resident_fraction"]
             runs.append(run)
+            if on_run:
+                on_run(run)
             ready = f"{run.time_to_ready_s:.2f} s to ready" if run.time_to_ready_s is not None else run.error
-            say(f"{label(config)} run {i + 1}/{config.repeat}: {run.status}, {ready}")
-            if stop := _stop_after(runs, config, reference):
-                break
+            say(f"{label(config)} run {len(runs)}/{config.repeat}: {run.status}, {ready}")
+            stop = _stop_after(runs, config, reference)
         stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
         gpu_used["after"] = machine.gpu_used_mib()
     return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used).to_dict()

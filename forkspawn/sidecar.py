@@ -6,6 +6,11 @@ One record a line (asv ignores files not ending in .json), tagged with asv's run
 (`asv_token`), the configuration's key (`asv_key`, vocabulary.config_key) and asv's own
 parameter values (`asv_params`). The asv suite writes it (forkspawn.asvsuite) and the analysis
 reads it (analysis.load); both go through this module. Standard library only.
+
+Beside it, `<commit[:8]>-<env>.runs` is the journal of cold starts whose configuration has no
+record yet: an interrupted run (a lease ending) resumed with the same token continues from
+them (the stopping rule sees every cold start), instead of starting the configuration again.
+Nothing else reads it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from .record import SchemaError, parse_record
 
 FOLDER = "records"
 SUFFIX = ".jsonl"
+JOURNAL_SUFFIX = ".runs"
 
 
 class BadLine(ValueError):
@@ -49,13 +55,44 @@ def keys(rec: dict[str, Any]) -> list[str]:
 
 
 def append(sidecar: Path, rec: dict[str, Any]) -> None:
-    sidecar.parent.mkdir(parents=True, exist_ok=True)
+    _append_line(sidecar, rec)
+
+
+def _append_line(path: Path, obj: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     # One write() of one line to an O_APPEND file: readers see the whole line or none of it.
-    fd = os.open(sidecar, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (json.dumps(rec, allow_nan=False) + "\n").encode())
+        os.write(fd, (json.dumps(obj, allow_nan=False) + "\n").encode())
     finally:
         os.close(fd)
+
+
+def journal(sidecar: Path) -> Path:
+    """The journal of unfinished configurations' cold starts beside `sidecar`."""
+    return sidecar.with_suffix(JOURNAL_SUFFIX)
+
+
+def append_run(journal: Path, token: str, key: str, run: dict[str, Any]) -> None:
+    """Journal one cold start (a Run's dict) of configuration `key` in run `token`."""
+    _append_line(journal, {"asv_token": token, "asv_key": key, "run": run})
+
+
+def runs(journal: Path, token: str, key: str) -> list[dict[str, Any]]:
+    """The journalled cold starts of `key` in run `token`, in order; BadLine names a bad line."""
+    if not journal.exists():
+        return []
+    out = []
+    for n, line in enumerate(journal.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if entry["asv_token"] == token and entry["asv_key"] == key:
+                out.append(entry["run"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise BadLine(f"{journal}:{n}: corrupt or truncated journal line") from None
+    return out
 
 
 def read(sidecar: Path) -> Iterator[dict[str, Any]]:

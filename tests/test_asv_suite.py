@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -120,3 +122,35 @@ def test_gpus_given_means_nvml_is_not_queried() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
                          env={**os.environ, "FORKSPAWN_GPUS": "3", "FORKSPAWN_PROFILE": "brief"})
     assert out.stdout.split() == ["3", "True", "False", "brief", "True"]
+
+
+def test_a_resumed_run_goes_on_from_the_cold_starts_it_had(tmp_path: Path, monkeypatch) -> None:
+    """A run interrupted after two of three cold starts (a lease ending) keeps them in the
+    journal; resumed with the same token it takes only the third, and the record has all three."""
+    from forkspawn import asvsuite, sidecar
+    from forkspawn.config import Config
+
+    (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "results"}))
+    monkeypatch.setenv("ASV_COMMIT", "0" * 40)
+    monkeypatch.setenv("FORKSPAWN_ASV_MACHINE", "test-machine")
+    config = Config(method="fork", repeat=3, least=3, decode_steps=2, batches=(1,), model="tiny")
+    journalled = []
+    real_append = sidecar.append_run
+
+    def append_then_interrupt(journal, token, key, run):
+        real_append(journal, token, key, run)
+        journalled.append(run["time_to_ready_s"])
+        if len(journalled) == 2:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(sidecar, "append_run", append_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        asvsuite.cached_record("tok", config, tmp_path, "torch-tp|fork|bare|1")
+    path = asvsuite.records_path(tmp_path)
+    assert sidecar.find(path, "tok", asvsuite.config_key(config)) is None  # no record yet
+    monkeypatch.setattr(sidecar, "append_run", real_append)
+
+    rec = asvsuite.cached_record("tok", config, tmp_path, "torch-tp|fork|bare|1")
+    assert rec["status"] == "ok" and rec["runs"] == 3
+    assert rec["samples"]["time_to_ready_s"][:2] == journalled
+    assert len(sidecar.runs(sidecar.journal(path), "tok", asvsuite.config_key(config))) == 3
+    assert sidecar.find(path, "tok", asvsuite.config_key(config))["runs"] == 3

@@ -17,6 +17,7 @@ from ..config import Config
 from ..lifecycle import start_group, stop_group  # noqa: F401 (a server's group, offered here with the rest)
 from ..record import Run
 from ..tokenizer import sample_prompt
+from .decode import decode_rates
 
 HTTP_TIMEOUT_S = 600.0
 
@@ -52,13 +53,8 @@ def wait_answering(proc: subprocess.Popen, url: str, timeout: float, what: str) 
 
 
 def completion_throughput(run: Run, complete: Callable[[str, int], int], vocab: int, config: Config) -> None:
-    """tokens/s and step latency per batch size: `batch` concurrent completions of fixed length.
-
-    `complete(prompt, tokens)` returns the output tokens the server produced. Each prompt is fresh
-    (a repeat would hit a prefix cache); decode time is the difference between 1 + decode_steps
-    and 1 output token, the fastest of three of each, since HTTP round trips jitter by more than a
-    few decode steps.
-    """
+    """tokens/s per batch size (decode.decode_rates): `batch` concurrent completions of fixed
+    length; `complete(prompt, tokens)` returns the output tokens the server produced."""
     seed = 0
 
     def timed(batch: int, tokens: int) -> float:
@@ -73,19 +69,7 @@ def completion_throughput(run: Run, complete: Callable[[str, int], int], vocab: 
             raise ValueError(f"asked for {tokens} output tokens, got {sorted(set(got))}: fixed lengths not honoured")
         return took
 
-    # A figure that cannot be measured honestly stays null, with the reason in the notes: the
-    # engine itself worked (it generated), so the configuration is not a failure.
-    for batch in config.batches:
-        try:
-            timed(batch, max(1, config.warmup_steps))
-            decode = min(timed(batch, 1 + config.decode_steps) for _ in range(3)) - min(timed(batch, 1) for _ in range(3))
-            if decode <= 0:
-                raise ValueError("decoding took no measurable time over HTTP; raise --decode-steps")
-        except ValueError as exc:
-            run.notes.append(f"tokens/s at batch {batch} not measured: {exc}")
-            continue
-        run.tokens_per_s[batch] = batch * config.decode_steps / decode
-        run.step_latency_s[batch] = decode / config.decode_steps
+    decode_rates(run, timed, config)
 
 
 def one_line(exc: object) -> str:

@@ -19,10 +19,8 @@ Phases (rank 0 stands for the whole engine; seconds since the `LLM(...)` call):
   those fds). The same lines give the engine's sizes (`engine.*` metrics: KV cache and CUDA-graph
   memory, KV-cache tokens) and the reason vLLM gives when it forces spawn.
 
-Throughput: per batch size, greedy requests of fixed output length (`ignore_eos`), timed once
-with 1 output token and once with 1 + decode_steps; the difference is pure decode, so
-tokens/s = batch * decode_steps / difference and step latency = difference / decode_steps (a
-mean step: vLLM does not expose single steps offline).
+Throughput: greedy requests of fixed output length (`ignore_eos`) through `llm.generate`, by
+the difference method of decode.decode_rates.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
 from ..worker import exception_line
+from .decode import decode_rates
 
 PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "torch_compiled",
           "kv_cache_profiled", "cuda_graphs_captured", "kv_cache_ready", "ready")
@@ -358,7 +357,6 @@ def _throughput(run: Run, llm: Any, sampling: Any, config: Config) -> None:
 
     def timed(batch: int, tokens: int) -> float:
         nonlocal seed
-        # Fresh prompts each call: a repeated prompt would hit the prefix cache and skew the difference.
         prompts = [{"prompt_token_ids": [4 + (seed * 7919 + i * 104729 + j * 31) % (vocab - 4) for j in range(PROMPT_LEN)]}
                    for i in range(batch)]
         seed += 1
@@ -367,16 +365,10 @@ def _throughput(run: Run, llm: Any, sampling: Any, config: Config) -> None:
         outs = llm.generate(prompts, params, use_tqdm=False)
         took = now() - start
         if any(len(o.outputs[0].token_ids) != tokens for o in outs):
-            raise RuntimeError(f"vLLM returned fewer than {tokens} tokens despite ignore_eos")
+            raise ValueError(f"vLLM returned fewer than {tokens} tokens despite ignore_eos")
         return took
 
-    for batch in config.batches:
-        timed(batch, max(1, config.warmup_steps))
-        decode = timed(batch, 1 + config.decode_steps) - timed(batch, 1)
-        if decode <= 0:
-            raise RuntimeError(f"batch {batch}: decoding took no measurable time; raise --decode-steps")
-        run.tokens_per_s[batch] = batch * config.decode_steps / decode
-        run.step_latency_s[batch] = decode / config.decode_steps
+    decode_rates(run, timed, config)
 
 
 def _worker_probe(worker: Any = None) -> dict[str, Any]:
