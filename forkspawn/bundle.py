@@ -35,6 +35,8 @@ from pathlib import Path
 SCHEMA = "forkspawn-bundle/1"
 MANIFEST = "manifest.json"
 SUMMARY = "forkspawn-bundle.json"  # written into the target venv by `install`
+# A device call carries 64 MiB: a part plus the working tree (about 21 MiB) and the lease's scripts.
+PART_MB = 40.0
 ARCHIVE = "bundle.tar.xz"  # parts are ARCHIVE.000, ARCHIVE.001, ...: `cat` joins them
 MIB = 1 << 20
 
@@ -676,6 +678,33 @@ def _rule(text: str) -> tuple[str, str]:
     return glob, why
 
 
+def split(bundle: Path, part_mb: float) -> list[Path]:
+    """Cut an existing bundle's parts again at `part_mb` MiB (for another per-call limit, e.g.
+    after the working tree that travels beside each part grew), without building it again. The
+    parts are checked first; the new bundle is written beside the old one and swapped in whole."""
+    if part_mb <= 0:
+        raise BundleError(f"--part-mb {part_mb}: must be > 0")
+    bundle = bundle.resolve()
+    manifest = load_manifest(bundle)
+    old = check_parts(bundle, manifest)
+    new_dir = Path(tempfile.mkdtemp(prefix=f".{bundle.name}-split-", dir=bundle.parent))
+    new_dir.chmod(bundle.stat().st_mode & 0o777)
+    try:
+        writer = _PartWriter(new_dir, max(1, int(part_mb * MIB)))
+        with _PartReader(old) as reader:
+            shutil.copyfileobj(reader, writer, MIB)
+        writer.close()
+        manifest["parts"] = [{"name": p.name, "size": p.stat().st_size, "sha256": sha256(p)} for p in writer.parts]
+        (new_dir / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        gone = bundle.with_name(new_dir.name + "-old")
+        bundle.rename(gone)
+        new_dir.rename(bundle)
+        shutil.rmtree(gone)
+    finally:
+        shutil.rmtree(new_dir, ignore_errors=True)
+    return [bundle / p.name for p in writer.parts]
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m forkspawn.bundle", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -687,7 +716,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     b.add_argument("--engine", default="vllm==0.26.0", help="the wheel whose torch pin the box must have")
     b.add_argument("--require", action="append", default=[], help="more requirements (repeatable)")
     b.add_argument("--box", type=Path, required=True, help="the packages the box already has")
-    b.add_argument("--part-mb", type=float, default=44.0,
+    b.add_argument("--part-mb", type=float, default=PART_MB,
                    help="MiB per part: a device call carries 64 MiB, the working tree included")
     b.add_argument("--find-links", action="append", default=[])
     b.add_argument("--no-index", action="store_true")
@@ -701,6 +730,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         p.add_argument("--bundle", type=Path, default=Path(".bundle"))
         p.add_argument("--venv", type=Path, required=name == "install",
                        help="the target venv" + ("" if name == "install" else ": also check its torch"))
+    p = sub.add_parser("split", help="cut the parts of an existing bundle again at another size")
+    p.add_argument("--bundle", type=Path, default=Path(".bundle"))
+    p.add_argument("--part-mb", type=float, default=PART_MB)
     args = ap.parse_args(None if argv is None else list(argv))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     try:
@@ -712,6 +744,9 @@ def main(argv: Iterable[str] | None = None) -> int:
                   part_mb=args.part_mb, find_links=args.find_links, no_index=args.no_index,
                   trim=TRIM + [(g, "", why) for g, why in args.trim],
                   leave_out={norm(n): why for n, why in args.leave_out}, log=log)
+        elif args.cmd == "split":
+            parts = split(args.bundle, args.part_mb)
+            log(f"bundle: {args.bundle}: {len(parts)} parts of at most {args.part_mb:g} MiB")
         elif args.cmd == "install":
             install(args.bundle, args.venv, log=log)
         else:

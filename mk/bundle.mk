@@ -13,7 +13,7 @@ VLLM_GPU_VERSION ?= 0.26.0
 XINFERENCE_VERSION ?= 4.1.0
 # Each device call carries at most 64 MiB, the working tree included (about 16 MiB with the
 # committed reports: parts of 44 MiB leave room for it to grow).
-PART_MB ?= 44
+PART_MB ?= 40
 # What the box's image already has (from the device KINDS.md): left out of the bundle.
 BOX ?= mk/box-cuda.txt
 # Directories of wheels already downloaded (e.g. the 300 MB vLLM wheel), searched before PyPI.

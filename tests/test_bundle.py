@@ -144,6 +144,21 @@ def test_verify(built: Path):
     assert r.returncode == 0, r.stderr
 
 
+def test_split_cuts_the_parts_again_and_they_still_verify(built: Path, tmp_path: Path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(built, copy)
+    before = json.loads((copy / "manifest.json").read_text())
+    r = run("split", "--bundle", str(copy), "--part-mb", "0.05")
+    assert r.returncode == 0, r.stderr
+    after = json.loads((copy / "manifest.json").read_text())
+    assert len(after["parts"]) > len(before["parts"])
+    assert max(p["size"] for p in after["parts"]) <= int(0.05 * bundle.MIB)
+    assert {k: v for k, v in after.items() if k != "parts"} == {k: v for k, v in before.items() if k != "parts"}
+    assert sorted(p.name for p in copy.iterdir()) == sorted(["manifest.json", *(p["name"] for p in after["parts"])])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # nothing left beside it
+    assert run("verify", "--bundle", str(copy)).returncode == 0
+
+
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
 def test_bad_part(built: Path, tmp_path: Path, damage: str):
     copy = tmp_path / "bundle"
