@@ -308,13 +308,13 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
         for name, cls in vars(mod).items():
             if (isinstance(cls, type) and issubclass(cls, Startup) and cls.__module__ == mod.__name__
                     and re.search(pattern, f"{module}.{name}")):
-                methods_, states = cls.params[1], cls.params[2]
+                grid_methods, grid_states = cls.params[1], cls.params[2]
                 for engine, method, state, tp in itertools.product(*cls.params):
                     if (states and state not in states) or (methods and method not in methods):
                         continue
                     rank = (-int(tp), method not in METHODS,
                             STATE_PRIORITY.index(state) if state in STATE_PRIORITY else len(STATE_PRIORITY),
-                            methods_.index(method), states.index(state))
+                            grid_methods.index(method), grid_states.index(state))
                     points.append((rank, cls, (engine, method, state, tp)))
     done = 0
     for _, cls, params in sorted(points, key=lambda p: p[0]):

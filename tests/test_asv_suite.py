@@ -79,6 +79,7 @@ from forkspawn import asvsuite as suite
 seen = []
 suite.Startup.setup = lambda self, token, *p: seen.append(" ".join(p))
 print(json.dumps({{"n": suite.measure_first("^engines\\\\.VllmStartup$", "t"), "seen": seen,
+                  "filtered": [suite.measure_first("^engines\\\\.VllmStartup$", "t", ["bare"], ["spawn"]), seen[-1]],
                   "repeat": suite.measured("vllm")["repeat"], "model": suite.measured("vllm")["model"],
                   "eager": [m for m in suite.PROFILES["default"].left_out if "eager" in m]}}))
 """
@@ -93,8 +94,9 @@ def test_prefill_takes_every_method_of_a_state_before_the_next_state_on_a_gpu_gr
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got["seen"][:4] == ["vllm fork torch 1", "vllm spawn torch 1", "vllm ray torch 1", "vllm fork device-initialized 1"]
-    assert got["seen"][-2:] == ["vllm spawn-eager device-queried-nvml 1", "vllm fork-gcfreeze device-queried-nvml 1"]
-    assert got["n"] == len(got["seen"]) == 6 * 5
+    assert got["seen"][-3:-1] == ["vllm spawn-eager device-queried-nvml 1", "vllm fork-gcfreeze device-queried-nvml 1"]
+    assert got["n"] == len(got["seen"]) - 1 == 6 * 5
+    assert got["filtered"] == [1, "vllm spawn bare 1"]  # --states and --methods keep only those points
     assert got["repeat"] == 5 and got["model"] == "1b"
     assert "vllm fork-eager torch" not in got["eager"] and "vllm fork-eager bare" in got["eager"]
 
