@@ -136,7 +136,7 @@ def measured(engine: str = "torch-tp") -> dict[str, Any]:
     """The Config fields this profile sets for `engine`."""
     model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
     table = {**PROFILE.cold_starts, **(PROFILE.gpu_cold_starts if ON_GPU else {})}
-    least, most = cold_starts_override() or table.get(engine) or table["engines"]
+    least, most = cold_starts_override(engine) or table.get(engine) or table["engines"]
     # engines measure decoding as the difference of timed requests (engines.decode): it needs
     # enough steps, more on a GPU, where 32 steps of a 1B model take under 0.1 s
     steps = PROFILE.decode_steps if engine == "torch-tp" else max(128 if ON_GPU else 32, PROFILE.decode_steps)
@@ -144,21 +144,28 @@ def measured(engine: str = "torch-tp") -> dict[str, Any]:
             "batches": PROFILE.batches, "model": model}
 
 
-def cold_starts_override() -> tuple[int, int] | None:
-    """FORKSPAWN_COLD_STARTS=LEAST[,MOST]: the cold starts of every point measured now, whatever
-    the profile says (e.g. more for the points a review turns on; a record's key does not
-    include them, so a resumed run reads the points measured before back as they are)."""
+def cold_starts_override(engine: str) -> tuple[int, int] | None:
+    """FORKSPAWN_COLD_STARTS: the cold starts of the points measured now, whatever the profile
+    says (e.g. more for the points a review turns on; a record's key does not include them, so a
+    resumed run reads the points measured before back as they are). `LEAST[,MOST]` applies to
+    every engine; `ENGINE=LEAST[,MOST]` entries, space-separated, to the engines they name (e.g.
+    `torch-tp=4,4`: fixed repeat counts for our workload, the profile's for the rest)."""
     text = os.environ.get("FORKSPAWN_COLD_STARTS", "").strip()
     if not text:
         return None
-    try:
-        least, _, most = text.partition(",")
-        least, most = int(least), int(most or least)
-    except ValueError:
-        raise ValueError(f"FORKSPAWN_COLD_STARTS={text!r} is not LEAST or LEAST,MOST") from None
-    if not 1 <= least <= most:
-        raise ValueError(f"FORKSPAWN_COLD_STARTS={text!r}: need 1 <= LEAST <= MOST")
-    return least, most
+    found = None
+    for entry in text.split():
+        name, _, counts = entry.rpartition("=")
+        try:
+            least, _, most = counts.partition(",")
+            least, most = int(least), int(most or least)
+        except ValueError:
+            raise ValueError(f"FORKSPAWN_COLD_STARTS={text!r}: {entry!r} is not [ENGINE=]LEAST[,MOST]") from None
+        if not 1 <= least <= most:
+            raise ValueError(f"FORKSPAWN_COLD_STARTS={text!r}: {entry!r} needs 1 <= LEAST <= MOST")
+        if name in ("", engine):
+            found = least, most
+    return found
 
 
 def soak_cycles() -> int:
