@@ -78,7 +78,7 @@ bench: $(BIN)/.done engines
 	$(BIN)/python -m forkspawn.asvhtml .asv/html  # CDN scripts -> vendor/asv-html's pinned copies
 	$(BIN)/forkspawn leftovers
 	$(BIN)/python -m analysis report $(RESULTS) -o .asv/report
-	@tail -n 1 .asv/spent.txt; echo "how each configuration's cold starts ended: $(CURDIR)/.asv/spent.txt"
+	@tail -n 2 .asv/spent.txt; echo "how each configuration's cold starts ended: $(CURDIR)/.asv/spent.txt"
 	@echo "asv HTML: $(CURDIR)/.asv/html/index.html (or: $(BIN)/asv preview)"
 	@echo "report:   $(CURDIR)/.asv/report/index.html"
 

@@ -73,6 +73,12 @@ def break_even_restarts(ttr_a: float, rate_a: float, ttr_b: float, rate_b: float
     return tokens_per_day / n if n else None
 
 
+def rates_differ(ci_a: tuple, ci_b: tuple) -> bool:
+    """Two rates differ at 99%: the conservative interval of their difference, from their 99%
+    intervals (low, high), excludes 0. A break-even drawn from rates that do not is noise."""
+    return _below(ci_a, ci_b) or _below(ci_b, ci_a)
+
+
 def choose(df: pd.DataFrame, column: str, wanted: Any, prefer: Any = None) -> Any:
     """`wanted` if it is among the column's values; the preferred or only value if not given."""
     present = sorted(df[column].dropna().unique().tolist(), key=str)

@@ -25,7 +25,7 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 
 from forkspawn import vocabulary as vocab
 
-from .capacity import break_even_tokens
+from .capacity import break_even_tokens, rates_differ
 from .fmt import cause, num
 from .load import method_order
 
@@ -399,6 +399,7 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         lo, hi = ci.at[a, "ci_low"] - ci.at[f, "ci_high"], ci.at[a, "ci_high"] - ci.at[f, "ci_low"]
         return [[max(d - lo, 0.0)], [max(hi - d, 0.0)]]
 
+    numbers: dict[str, int] = {}  # point label -> its number, the same in both panels
     for ax, (col, title) in zip(axes[0], resources):
         diffs = rel[col].drop(index="fork", level="method", errors="ignore").dropna()
         if col.endswith("gpu_mib") and len(diffs) and (diffs.abs() < 0.5).all():
@@ -417,9 +418,10 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
             ax.errorbar([row[col]], [row[vocab.TIME_TO_READY]], xerr=err((engine, state, tp, m), col),
                         yerr=err((engine, state, tp, m), vocab.TIME_TO_READY), fmt="none", ecolor=colors[m],
                         alpha=0.5, elinewidth=0.8, capsize=2, zorder=2)
-            if multi or several_tp:  # a label only where it tells points apart
-                ax.annotate(f"TP{tp}" + (f" {engine}" if multi else ""), (row[col], row[vocab.TIME_TO_READY]),
-                            xytext=(4, 3), textcoords="offset points", fontsize=7)
+            if multi or several_tp:  # a number only where it tells points apart; the key is beside the legend
+                what = f"TP{tp}" + (f" {engine}" if multi else "") + f" {m}, parent {state}"
+                ax.annotate(str(numbers.setdefault(what, len(numbers) + 1)), (row[col], row[vocab.TIME_TO_READY]),
+                            xytext=(3, 2), textcoords="offset points", fontsize=6.5, color="#333")
         ax.scatter([0], [0], color="k", marker="*", s=120, zorder=4)
         ax.annotate("fork (reference)", (0, 0), xytext=(5, -10), textcoords="offset points", fontsize=8)
         ax.set_title(f"extra start-up time vs extra {title}")
@@ -427,7 +429,9 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         ax.set_ylabel("extra seconds to ready vs fork")
     handles = [Line2D([], [], color=colors[m], marker="o", ls="", label=m) for m in colors if m != "fork"]
     handles += [Line2D([], [], color="#555", marker=markers[s], ls="", label=f"parent: {s}") for s in states]
-    fig.legend(handles=handles, loc="outside right center", title="method / parent state")
+    # Numbered points with their key (labels beside clustered points would overlap).
+    handles += [Line2D([], [], ls="", label=f"{n}: {what}") for what, n in numbers.items()]
+    fig.legend(handles=handles, loc="outside right center", title="method / parent state", fontsize=7.5)
     return fig
 
 
@@ -461,12 +465,14 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
         rate = rates["value"]
 
         def differs(a: str, b: str, r: pd.DataFrame = rates) -> bool:
-            """Decode rates differ at 99%: the conservative interval of their difference excludes 0."""
-            lo = r.at[a, "ci_low"] - r.at[b, "ci_high"]
-            hi = r.at[a, "ci_high"] - r.at[b, "ci_low"]
-            return bool(pd.notna(lo) and pd.notna(hi) and (lo > 0 or hi < 0))
+            return rates_differ((r.at[a, "ci_low"], r.at[a, "ci_high"]), (r.at[b, "ci_low"], r.at[b, "ci_high"]))
 
         methods = [m for m in method_order(rate.index) if m in ttr.index]
+        # A decode rate not resolved from the fastest at 99% is drawn at the fastest's: a median
+        # difference inside its interval would otherwise bend the curves into crossings that the
+        # chart says are no break-even.
+        fastest = max(methods, key=lambda m: rate[m])
+        rate = pd.Series({m: rate[m] if differs(m, fastest) else rate[fastest] for m in methods})
         colors = method_colors(methods)
         where = f"{engine}, parent {state}, TP={tp}, batch {batch}"
         n = np.logspace(0, 8, 400)
@@ -535,7 +541,7 @@ def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, cros
             ax.plot([at], [y], "o", mfc="white", mec="k", ms=11, zorder=5)
             ax.text(at, y, str(len(notes)), ha="center", va="center", fontsize=7, zorder=6)
     if not notes and unresolved:
-        notes_text = "no break-even: decode rates equal within their intervals"
+        notes_text = "no break-even: decode rates equal within their 99% intervals (drawn equal)"
     elif notes:
         notes_text = "break-even points\n" + "\n".join(notes)
     else:

@@ -49,7 +49,8 @@ CAPTIONS = {
                     "tokens/s). Right: the overhead a day of one replica against its (re)starts a day — the "
                     "start-ups plus the extra decode time against the fastest decoder at the stated load. "
                     "Circles mark break-even points where two methods cost the same, only between methods whose decode "
-                    "rates differ at 99%.",
+                    "rates differ at 99%; a decode rate not resolved from the fastest at 99% is drawn at the fastest's, "
+                    "so those methods differ by their start-up alone.",
     "compatibility": "Whether a worker group reached ready under each start method from each parent state "
                      "(torch imported, CUDA queried or initialised in the parent). The errors are listed in "
                      "full in the table below the chart.",

@@ -346,7 +346,10 @@ def cold_starts_spent(results: Path, token: str) -> list[str]:
             ends[why] = ends.get(why, 0) + 1
             lines.append(f"{rec['asv_params'].replace(vocab.ASV_SEPARATOR, ' ')}: {rec['status']}, {why} after {runs} cold start(s)")
     total = ", ".join(f"{n} {why}" for why, n in sorted(ends.items()))
-    return lines + [f"run {token}: {len(lines)} configuration(s), {spent} cold starts ({total or 'none'})"]
+    open_ = [line.split(":")[0] for line in lines if ", cap after" in line]
+    return lines + [f"open at the cap (neither resolved against the reference nor within the precision): "
+                    f"{', '.join(open_) or 'none'}",
+                    f"run {token}: {len(lines)} configuration(s), {spent} cold starts ({total or 'none'})"]
 
 
 def records_path(conf_dir: Path) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import load
-from analysis.capacity import Node, break_even_restarts, plan
+from analysis.capacity import Node, break_even_restarts, plan, rates_differ
 from analysis.load import latest, method_order
 
 root = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
@@ -100,17 +100,20 @@ loss.round(0)
 # ## When does a faster start stop paying off?
 #
 # A method that starts faster can decode slower. With a load of one busy hour a day at the
-# fastest method's rate, the number of starts a day above which each method beats another
-# (None: it never does, or always does):
+# fastest method's rate, the number of starts a day above which each method beats another.
+# A break-even exists only where the two decode rates differ at 99% (`rates_differ`): a crossing
+# made by medians inside their intervals is noise. None: it never does, always does, or the
+# rates are not resolved.
 
 # %%
 sel = ok[(ok["parent_state"] == "torch") & (ok["tp"] == 2)]
 ttr = sel[sel["metric"] == "time_to_ready_s"].set_index("method")["value"]
-rate = sel[sel["metric"] == f"tokens_per_s.b{int(sel['batch'].max())}"].set_index("method")["value"]
+rates = sel[sel["metric"] == f"tokens_per_s.b{int(sel['batch'].max())}"].set_index("method")
+rate, ci = rates["value"], {m: (r.ci_low, r.ci_high) for m, r in rates.iterrows()}
 daily = 3600 * rate.max()
 methods = method_order(rate.index)
-pd.DataFrame({a: {b: break_even_restarts(ttr[a], rate[a], ttr[b], rate[b], daily) for b in methods}
-              for a in methods}, dtype=float).round(1)
+pd.DataFrame({a: {b: break_even_restarts(ttr[a], rate[a], ttr[b], rate[b], daily) if rates_differ(ci[a], ci[b])
+                  else None for b in methods} for a in methods}, dtype=float).round(1)
 
 # %% [markdown]
 # The same picture as a chart (chart 5 of the report):

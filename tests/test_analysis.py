@@ -18,7 +18,7 @@ import pytest
 
 from analysis import __main__ as cli
 from analysis import charts, load, report
-from analysis.capacity import Node, break_even_restarts, break_even_tokens, plan
+from analysis.capacity import Node, break_even_restarts, break_even_tokens, plan, rates_differ
 from analysis.load import COLUMNS, method_order
 
 REPO = Path(__file__).resolve().parents[1]
@@ -451,6 +451,9 @@ def test_break_even_points() -> None:
     assert break_even_tokens(1, 100, 1, 100) is None
     # R*1 + T/100 = R*3 + T/200 with T = 4000  ->  R = 10
     assert break_even_restarts(1, 100, 3, 200, 4000) == pytest.approx(10)
+    assert rates_differ((100, 120), (130, 150)) and rates_differ((130, 150), (100, 120))
+    assert not rates_differ((100, 140), (130, 150))  # overlapping 99% intervals: no break-even from them
+    assert not rates_differ((float("nan"), 120), (130, 150))
 
 
 def test_plan_cli_defaults_to_the_measured_machine(results_dir: Path, capsys: pytest.CaptureFixture) -> None:

@@ -156,3 +156,7 @@ def test_a_resumed_run_goes_on_from_the_cold_starts_it_had(tmp_path: Path, monke
     assert rec["samples"]["time_to_ready_s"][:2] == journalled
     assert len(sidecar.runs(sidecar.journal(path), "tok", asvsuite.config_key(config))) == 3
     assert sidecar.find(path, "tok", asvsuite.config_key(config))["runs"] == 3
+    spent = asvsuite.cold_starts_spent(tmp_path / "results", "tok")
+    assert spent == ["torch-tp|fork|bare|1: ok, repeat after 3 cold start(s)".replace("|", " "),
+                     "open at the cap (neither resolved against the reference nor within the precision): none",
+                     "run tok: 1 configuration(s), 3 cold starts (1 repeat)"]
