@@ -76,6 +76,8 @@ def break_even_restarts(ttr_a: float, rate_a: float, ttr_b: float, rate_b: float
 def rates_differ(ci_a: tuple, ci_b: tuple) -> bool:
     """Two rates differ at 99%: the conservative interval of their difference, from their 99%
     intervals (low, high), excludes 0. A break-even drawn from rates that do not is noise."""
+    if not all(_num(x) and not math.isnan(x) for x in (*ci_a, *ci_b)):
+        return False  # an interval not known at both ends resolves nothing
     return _below(ci_a, ci_b) or _below(ci_b, ci_a)
 
 
