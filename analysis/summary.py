@@ -185,7 +185,7 @@ def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.Da
         lines.append(("nothing works here: " if not unmeasured else "no measured method works here: ")
                      + "; ".join(f"{r.label} {_failed(r)}" for r in failed)
                      + (f" ({', '.join(unmeasured)}: not measured)" if unmeasured else ""))
-    elif ref is None:
+    elif ref is None or ref.status not in ("ok", "error", "timeout"):  # fork not measured (e.g. skipped)
         lines.append(f"only {', '.join(r.label for r in works)} measured here: no comparison with fork")
     elif ref.status != "ok":
         alt = next((r for r in works if r.method == "spawn"), works[0])
