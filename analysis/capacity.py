@@ -19,7 +19,7 @@ import pandas as pd
 from forkspawn import vocabulary as vocab
 
 from .fmt import cause
-from .load import BadInput, latest, method_order
+from .load import CONFIG_KEY, BadInput, latest, method_order
 
 PLAN_COLUMNS = [
     "method", "status", "method_used", "replicas", "limited_by", "host_mib_per_replica", "ram_headroom_gib",
@@ -108,7 +108,9 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     GPU memory is the largest rank's. The parent state defaults to `torch` (a server process
     that imported torch), the batch to the largest measured.
     """
-    df = latest(df)
+    # one measurement per method, whichever asv environment read it (asv's pass re-run elsewhere
+    # names another environment): the environment is no axis of the plan
+    df = latest(df, key=[c for c in CONFIG_KEY if c != "env"])
     machine = choose(df, "machine", machine)
     df = df[df["machine"] == machine]
     # among engines with a measurement: a machine where our workload was never run has only skips of it
@@ -123,9 +125,6 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     df = df[df["cuda_check"] == cuda_check]
     tp = choose(df, "tp", tp)
     df = df[df["tp"] == tp]
-    # one measurement per method: asv environments are part of a configuration's key, so results
-    # of one machine read by two environments (asv's pass re-run elsewhere) would give two
-    df = df[df["date"] == df.groupby("method")["date"].transform("max")]
     ok = df[df["status"] == "ok"]
     if batch is None and ok["batch"].notna().any():
         batch = int(ok["batch"].max())

@@ -129,17 +129,17 @@ def table(directory: str | Path) -> pd.DataFrame:
 CONFIG_KEY = ["machine", "env", "engine", "method", "parent_state", "cuda_check", "tp"]
 
 
-def latest(df: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration (CONFIG_KEY), the rows of the newest commit that measured it, or of the
+def latest(df: pd.DataFrame, key: list[str] = CONFIG_KEY) -> pd.DataFrame:
+    """Per configuration (`key`), the rows of the newest commit that measured it, or of the
     newest commit if none did (what charts and summaries show).
 
     A GPU lease measures a grid in parts, so a newer commit that skipped a point (not measured in
     that run) does not hide the older measurement of it; each row keeps its `commit`.
     """
-    keys = df[CONFIG_KEY].astype(str)  # missing cuda_check / tp are keys too
+    keys = df[key].astype(str)  # missing cuda_check / tp are keys too
     measured = df["date"].where(df["status"] != "skipped")
-    best = measured.groupby([keys[c] for c in CONFIG_KEY]).transform("max")
-    best = best.fillna(df["date"].groupby([keys[c] for c in CONFIG_KEY]).transform("max"))
+    best = measured.groupby([keys[c] for c in key]).transform("max")
+    best = best.fillna(df["date"].groupby([keys[c] for c in key]).transform("max"))
     return df[df["date"] == best]
 
 

@@ -451,6 +451,12 @@ def test_capacity_plan_takes_the_newest_of_two_environments() -> None:
     t = plan(df, Node(gpus=8, gpu_mem_gib=80, ram_gib=64, cpus=16), tp=2, restarts_per_day=100).table
     assert list(t["method"]) == ["fork", "spawn"]
     assert t.set_index("method").at["spawn", "time_to_ready_s"] == 10.0
+    # asv's pass of a later commit in another environment skipped fork: the older measurement stays
+    skipped = [r | {"env": "later", "date": pd.Timestamp(1), "metric": "status", "value": None, "status": "skipped"}
+               for r in _measured("fork", 1.0, 10 * 1024, 20_000, 1000)[:1]]
+    t = plan(pd.concat([df, pd.DataFrame(skipped, columns=COLUMNS)]), Node(gpus=8, gpu_mem_gib=80, ram_gib=64, cpus=16),
+             tp=2, restarts_per_day=100).table.set_index("method")
+    assert t.at["fork", "status"] == "ok" and t.at["fork", "time_to_ready_s"] == 1.0
 
 
 def test_break_even_points() -> None:
