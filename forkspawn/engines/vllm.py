@@ -355,8 +355,12 @@ def _throughput(run: Run, llm: Any, sampling: Any, config: Config) -> None:
     vocab = ModelSpec.from_hf(Path(llm.llm_engine.model_config.model)).vocab_size
     seed = 0
 
+    longest = llm.llm_engine.model_config.max_model_len
+
     def timed(batch: int, tokens: int) -> float:
         nonlocal seed
+        if PROMPT_LEN + tokens > longest:  # vLLM would wait forever for a request that cannot finish
+            raise ValueError(f"a request of {PROMPT_LEN} + {tokens} tokens exceeds max_model_len {longest}")
         prompts = [{"prompt_token_ids": [4 + (seed * 7919 + i * 104729 + j * 31) % (vocab - 4) for j in range(PROMPT_LEN)]}
                    for i in range(batch)]
         seed += 1
