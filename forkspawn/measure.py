@@ -16,12 +16,11 @@ import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from . import bundle, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
-from .record import Run, build_record
+from .record import Record, Run, build_record
 from .stats import settled
 
 Progress = Callable[[str], None]
@@ -56,7 +55,7 @@ def not_applicable(config: Config) -> str | None:
 
 
 def measure(config: Config, progress: Progress | None = None, reference: list[float] | None = None,
-            done: Sequence[Run] = (), on_run: Callable[[Run], None] | None = None) -> dict[str, Any]:
+            done: Sequence[Run] = (), on_run: Callable[[Run], None] | None = None) -> Record:
     """The `forkspawn measure --json` record of `config` (see README, "The measure record").
 
     With `config.least` below `config.repeat`, cold starts stop early once `stats.settled` says
@@ -94,7 +93,7 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
             stop = _stop_after(runs, config, reference)
         stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
         gpu_used["after"] = machine.gpu_used_mib()
-    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used).to_dict()
+    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used)
 
 
 def _stop_after(runs: list[Run], config: Config, reference: list[float] | None) -> str | None:

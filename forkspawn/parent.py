@@ -17,8 +17,9 @@ from pathlib import Path
 def main(config_path: str, result_path: str) -> int:
     # Imported here, not at module level: spawned and forkserver ranks re-import this module as
     # `__mp_main__` before their first stamp, and should pay for nothing they do not use.
+    from .atomic import write_json_atomic
     from .config import Config
-    from .record import Run, write_json_atomic
+    from .record import Run
 
     config = Config.from_json(Path(config_path).read_text())
     try:
