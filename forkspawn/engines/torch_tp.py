@@ -12,7 +12,7 @@ from ..checkpoint import ModelSpec, resolve_checkpoint
 from ..config import Config
 from ..launcher import GroupFailure, WorkerGroup
 from ..record import ProcessMemory, Run
-from . import no_ray_head
+from .contract import no_ray_head
 
 DECODE_TIMEOUT_S = 600.0
 

@@ -34,7 +34,7 @@ from ..clock import now
 from ..config import Config
 from ..record import ProcessMemory, Run
 from ..worker import exception_line
-from . import no_ray_head
+from .contract import no_ray_head
 from .serving import completion_throughput, http_json, one_line, wait_answering
 from .vllm import (
     GPU_MEMORY_UTILIZATION,

@@ -44,7 +44,7 @@ from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
 from ..worker import exception_line
-from . import no_ray_head
+from .contract import no_ray_head
 from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, wait_answering
 
 PHASES = ("start_requested", "server_ready", "launch_requested", "model_started", "engine_core_started",
