@@ -146,3 +146,24 @@ def test_every_adapter_keeps_the_contract_and_no_private_names_cross() -> None:
                             and node.module != "__future__"], (module, node.module)
         assert members <= bound, (module, members - bound)
 
+
+def test_no_private_name_of_one_harness_module_is_used_by_another() -> None:
+    """No module of forkspawn/ takes a `_private` name from another of ours: neither imported
+    (`from .x import _y`) nor read off an imported module (`x._y`)."""
+    mods = modules()
+    crossing = []
+    for name, f in mods.items():
+        if name.split(".")[0] != "forkspawn":
+            continue
+        tree = ast.parse(f.read_text())
+        ours = set()  # the names this module binds to modules of ours
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] in PACKAGES):
+                crossing += [f"{name}: {a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                ours.update(a.asname or a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                ours.update(a.asname or a.name.split(".")[0] for a in node.names if a.name.split(".")[0] in PACKAGES)
+        crossing += [f"{name}: {node.value.id}.{node.attr}" for node in ast.walk(tree)
+                     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ours
+                     and node.attr.startswith("_") and not node.attr.startswith("__")]
+    assert crossing == []
