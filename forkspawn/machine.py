@@ -104,7 +104,7 @@ def versions(*extra: str) -> dict[str, str | None]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    from .bundle import record_versions
+    from .bundled import record_versions
 
     return {**out, **record_versions()}
 

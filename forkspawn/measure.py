@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from . import bundle, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
+from . import bundled, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
 from .record import Record, Run, build_record
@@ -129,7 +129,7 @@ def label(config: Config) -> str:
 
 
 def run_in_fresh_parent(config: Config) -> Run:
-    bundle_env, bundle_notes = bundle.runtime_env()  # what an offline bundle's left-outs need
+    bundle_env, bundle_notes = bundled.runtime_env()  # what an offline bundle's left-outs need
     backstop = 2 * config.timeout_s + 300  # the parent enforces timeout_s itself; this catches a hung parent
     with tempfile.TemporaryDirectory(prefix="forkspawn-") as tmp:
         cfg, result, log = Path(tmp, "config.json"), Path(tmp, "run.json"), Path(tmp, "parent.log")
