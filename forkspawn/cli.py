@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--device", default="auto", choices=DEVICES)
     m.add_argument("--batch", type=int, nargs="+", default=[1, 16], help="decode batch sizes")
     m.add_argument("--decode-steps", type=int, default=32)
+    m.add_argument("--decode-windows", type=int, default=3,
+                   help="an engine's timed decode windows per batch and cold start (each a short and a long request)")
     m.add_argument("--warmup-steps", type=int, default=4)
     m.add_argument("--repeat", type=int, default=3, help="cold starts (each in a fresh parent), at most")
     m.add_argument("--least", type=int, default=0,
@@ -137,7 +139,7 @@ def _measure(args: argparse.Namespace) -> int:
 
     config = Config(engine=args.engine, method=args.method, parent_state=args.parent_state, tp=args.tp,
                     model=args.model, device=args.device, batches=tuple(args.batch),
-                    decode_steps=args.decode_steps, warmup_steps=args.warmup_steps, repeat=args.repeat,
+                    decode_steps=args.decode_steps, decode_windows=args.decode_windows, warmup_steps=args.warmup_steps, repeat=args.repeat,
                     least=args.least, precision=args.precision if args.least else 0.0,
                     timeout_s=args.timeout, cuda_check=args.cuda_check, forkserver=args.forkserver,
                     extra={**({"vllm_override": True} if args.override_cpu_spawn else {}),

@@ -36,6 +36,7 @@ class Config:
     batches: tuple[int, ...] = (1, 16)
     warmup_steps: int = 4
     decode_steps: int = 32
+    decode_windows: int = 3  # an engine's timed decode windows per batch and cold start (engines/decode.py)
     repeat: int = 3  # cold starts at most (the cap)
     least: int = 0  # cold starts at least before the stopping rule may end a configuration (0: repeat, fixed)
     precision: float = 0.0  # relative half-width of time to ready's 99% interval that settles it (0: never)
@@ -52,7 +53,7 @@ class Config:
         _choice("cuda check", self.cuda_check, CUDA_CHECKS)
         _choice("forkserver state", self.forkserver, FORKSERVER_STATES)
         _choice("device", self.device, DEVICES)
-        for name in ("tp", "repeat", "decode_steps"):
+        for name in ("tp", "repeat", "decode_steps", "decode_windows"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.least <= self.repeat:

@@ -65,6 +65,8 @@ class Run:
     processes: list[ProcessMemory] = field(default_factory=list)
     tokens_per_s: dict[int, float] = field(default_factory=dict)
     step_latency_s: dict[int, float] = field(default_factory=dict)  # median decode step
+    # an engine's decode windows (engines/decode.py): the tokens/s of each; tokens_per_s is their median
+    decode_windows: dict[int, list[float]] = field(default_factory=dict)
     engine_version: str | None = None
     output_digest: str | None = None  # hash of the greedy tokens generated during warm-up
     bandwidth_gb_s: float | None = None  # device memory bandwidth measured in the same run (GPU)
@@ -123,7 +125,7 @@ class Run:
         d = dict(d)  # runs written before a field existed get its default (e.g. `traceback`)
         d["phases"] = [Phase(**p) for p in d.get("phases", [])]
         d["processes"] = [ProcessMemory(**p) for p in d.get("processes", [])]
-        for key in ("tokens_per_s", "step_latency_s", "roofline_tokens_per_s"):
+        for key in ("tokens_per_s", "step_latency_s", "roofline_tokens_per_s", "decode_windows"):
             d[key] = {int(k): v for k, v in d.get(key, {}).items()}
         return cls(**d)
 
@@ -237,6 +239,7 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
     for r in ok_runs:
         for k, v in r.values().items():
             samples.setdefault(k, []).append(v)
+    _pool_decode_windows(samples, ok_runs)
     median = {k: statistics.median(v) for k, v in samples.items()}
     used = {r.method_used for r in runs if r.method_used}
     template = ok_runs[-1] if ok_runs else last
@@ -297,6 +300,16 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
         machine=machine,
         versions=versions,
     )
+
+
+def _pool_decode_windows(samples: dict[str, list[float]], ok_runs: list[Run]) -> None:
+    """Where the runs timed decode windows, tokens/s and step latency are sampled per window,
+    pooled over the cold starts; each cold start's median moves to `start_tokens_per_s`."""
+    for b in sorted({b for r in ok_runs for b in r.decode_windows}):
+        pooled = [x for r in ok_runs for x in r.decode_windows.get(b, [])]
+        samples[vocab.start_tokens_per_s(b)] = samples.pop(vocab.tokens_per_s(b), [])
+        samples[vocab.tokens_per_s(b)] = pooled
+        samples[vocab.step_latency_s(b)] = [b / x for x in pooled]
 
 
 def _page_cache(runs: list[Run]) -> dict[str, Any]:

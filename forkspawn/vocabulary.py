@@ -91,6 +91,11 @@ def tokens_per_s(batch: int | str) -> str:
     return f"tokens_per_s.b{batch}"
 
 
+def start_tokens_per_s(batch: int | str) -> str:
+    """One cold start's median tokens/s over its decode windows (engines/decode.py)."""
+    return f"start_tokens_per_s.b{batch}"
+
+
 def step_latency_s(batch: int | str) -> str:
     return f"step_latency_s.b{batch}"
 
@@ -111,7 +116,7 @@ def engine_name(metric: str) -> str | None:
 _PARSERS = (
     (re.compile(r"phase\.(?P<phase>[^.]+)(?:\.rank(?P<rank>\d+))?"), "phase"),
     (re.compile(r"mem\.(?P<process>[^.]+)\.(?P<kind>[a-z_]+)_mib"), "mem"),
-    (re.compile(r"(?P<family>tokens_per_s|step_latency_s|roofline_fraction)\.b(?P<batch>\d+)"), None),
+    (re.compile(r"(?P<family>tokens_per_s|start_tokens_per_s|step_latency_s|roofline_fraction)\.b(?P<batch>\d+)"), None),
     (re.compile(r"engine\.(?P<name>.+)"), "engine"),
 )
 

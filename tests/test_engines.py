@@ -48,6 +48,14 @@ def vllm_record(method: str, override: bool) -> dict:
     return engine_measure("vllm", "--method", method, "--tp", "2", *(["--override-cpu-spawn"] if override else []))
 
 
+def assert_rates_or_reasons(rec: dict) -> None:
+    """Every batch has a positive tokens/s, or none with the reason in the notes: an engine that
+    did not honour the fixed length, or decode windows that measured no time on a loaded 2-core
+    machine (engines/decode.py), leave the rate unresolved rather than wrong."""
+    for b, rate in rec["tokens_per_s"].items():
+        assert (rate or 0) > 0 or any(f"batch {b} not measured" in n for n in rec["notes"]), (b, rec["notes"])
+
+
 def assert_no_server_left() -> None:
     left = [p for p in tagged_processes() if "xinference" in " ".join(_cmd(p)) or "Model:" in " ".join(_cmd(p))]
     assert not left, f"Xinference processes left running: {[p.pid for p in left]}"
@@ -87,10 +95,7 @@ def test_vllm_tp2_start_method_is_verified(method: str, override: bool) -> None:
     assert rec["teardown_s"] > 0
     for p in rec["processes"]:
         assert p["pss_mib"] > 0 and p["uss_mib"] > 0 and p["gpu_mib"] is None
-    # Xinference's Transformers engine does not honour fixed lengths (the random model may emit EOS):
-    # a batch's tokens/s is then null, and the notes say why, rather than a wrong figure
-    for b in ("1", "4"):
-        assert (rec["tokens_per_s"][b] or 0) > 0 or any(f"batch {b} not measured" in n for n in rec["notes"])
+    assert_rates_or_reasons(rec)
 
 
 def test_vllm_fork_override_workers_are_not_thread_bound() -> None:
@@ -126,7 +131,8 @@ def test_vllm_ray_executor_is_refused_on_cpu_unless_overridden() -> None:
     assert started[("rank", 0)] == started[("rank", 1)] == "ray", "the workers' parent is a raylet"
     assert started[("engine-core", None)] == "spawn"
     assert {("ray-gcs", None), ("ray-raylet", None)} <= started.keys()
-    assert rec["samples"]["mem.ray.uss_mib"][0] > 0 and all(v > 0 for v in rec["tokens_per_s"].values())
+    assert rec["samples"]["mem.ray.uss_mib"][0] > 0
+    assert_rates_or_reasons(rec)
 
 
 def test_vllm_serve_start_generate_stop() -> None:
@@ -139,10 +145,7 @@ def test_vllm_serve_start_generate_stop() -> None:
     assert all(procs[r]["pss_mib"] > 0 and procs[r]["uss_mib"] > 0 for r in ("server", "engine-core"))
     assert [p["name"] for p in rec["phases"]][-1] == "ready"
     assert rec["time_to_ready_s"] == pytest.approx(rec["phases"][-1]["t_s"]) and rec["teardown_s"] > 0
-    # Xinference's Transformers engine does not honour fixed lengths (the random model may emit EOS):
-    # a batch's tokens/s is then null, and the notes say why, rather than a wrong figure
-    for b in ("1", "4"):
-        assert (rec["tokens_per_s"][b] or 0) > 0 or any(f"batch {b} not measured" in n for n in rec["notes"])
+    assert_rates_or_reasons(rec)
     assert not any(n.startswith("killed") for n in rec["notes"]), "the server stopped on SIGTERM"
 
 
@@ -157,10 +160,8 @@ def test_xinference_launch_generate_terminate_stop() -> None:
     roles = {p["role"] for p in rec["processes"]}
     assert {"parent", "server", "supervisor", "model"} <= roles
     assert rec["method_used"] in ("spawn", "fork"), "how Xinference started the model process, read from /proc"
-    # Xinference's Transformers engine does not honour fixed lengths (the random model may emit EOS):
-    # a batch's tokens/s is then null, and the notes say why, rather than a wrong figure
-    for b in ("1", "4"):
-        assert (rec["tokens_per_s"][b] or 0) > 0 or any(f"batch {b} not measured" in n for n in rec["notes"])
+    # Xinference's Transformers engine does not honour fixed lengths (the random model may emit EOS)
+    assert_rates_or_reasons(rec)
     text = json.dumps(rec)
     assert "password" not in text and "access_token" not in text and "Setup token" not in text
     assert not any(n.startswith("killed") for n in rec["notes"]), "the server stopped by itself"

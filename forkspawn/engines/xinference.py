@@ -15,8 +15,8 @@ Xinference's model process and of vLLM's processes under it, on GPU boxes), read
 returned: the model answers). `time_to_ready_s` is the launch
 time (launch request to model ready), which is what the issue measures; the server start is a
 phase. Throughput: fixed-length greedy completions (`ignore_eos` for vLLM, `min_tokens` where
-honoured), the fastest of three requests with 1 and with 1 + decode_steps output tokens each;
-concurrent requests make the batch.
+honoured), timed in windows of a short and a long request (engines/decode.py); concurrent
+requests make the batch.
 """
 
 from __future__ import annotations

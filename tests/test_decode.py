@@ -1,0 +1,49 @@
+"""An engine's decode windows (engines/decode.py) and how a record pools them (record.build_record)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from forkspawn import vocabulary as vocab
+from forkspawn.config import Config
+from forkspawn.engines.decode import decode_rates
+from forkspawn.record import Run, build_record
+
+
+def engine(step_s: float, overhead_s: float, jitter: list[float]):
+    """A stand-in engine: a request of `tokens` takes overhead + tokens * step, plus the next jitter."""
+    extra = itertools.cycle(jitter)
+
+    def timed(batch: int, tokens: int) -> float:
+        return overhead_s + tokens * step_s + next(extra)
+
+    return timed
+
+
+def test_windows_cancel_the_request_overhead_and_pool_across_cold_starts() -> None:
+    config = Config(engine="vllm", batches=(1, 4), decode_steps=64, decode_windows=5)
+    runs = []
+    for step in (0.010, 0.011):  # two cold starts decoding at 100 and ~90.9 steps/s
+        run = Run()
+        decode_rates(run, engine(step, overhead_s=0.5, jitter=[0.0]), config)
+        assert run.tokens_per_s[1] == pytest.approx(1 / step) and run.tokens_per_s[4] == pytest.approx(4 / step)
+        assert run.step_latency_s[1] == pytest.approx(step) and len(run.decode_windows[1]) == 5
+        runs.append(run)
+    rec = build_record(config, runs, machine={}, versions={})
+    assert len(rec.samples[vocab.tokens_per_s(1)]) == 10, "every window of every cold start"
+    assert rec.samples[vocab.start_tokens_per_s(1)] == pytest.approx([100, 1 / 0.011])
+    assert rec.samples[vocab.step_latency_s(4)] == pytest.approx([0.010] * 5 + [0.011] * 5)
+    assert rec.stats[vocab.tokens_per_s(1)]["n"] == 10
+
+
+def test_a_window_that_measured_no_time_is_dropped_and_too_few_leave_the_rate_unresolved() -> None:
+    config = Config(engine="vllm", batches=(1,), decode_steps=8, decode_windows=3)
+    # the warm-up, then (short, long) pairs: the first pair's short request was delayed past its long one
+    run = Run()
+    decode_rates(run, engine(0.01, 0.1, jitter=[0.0, 0.5, 0.0] + [0.0] * 4), config)
+    assert len(run.decode_windows[1]) == 2 and any("1 of 3 windows measured no time" in n for n in run.notes)
+    noisy = Run()
+    decode_rates(noisy, engine(0.01, 0.1, jitter=[0.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0]), config)
+    assert 1 not in noisy.tokens_per_s and any("tokens/s at batch 1 not measured" in n for n in noisy.notes)
