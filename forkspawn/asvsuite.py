@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import machine, sidecar
+from . import engines, machine, sidecar
 from . import vocabulary as vocab
 from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
 from .record import Record, Run
@@ -220,7 +220,7 @@ class Grid:
     """One engine's configurations: method x parent state x TP size."""
 
     engine = ""
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = ()  # the adapter's METHODS, unless a grid narrows them (benchmarks/engines.py)
     variants: dict[str, tuple[str, dict]] = {}  # method label -> (method, Config.extra); see config_of
     options: dict[str, Any] = {}  # Config.extra of every point
     tps: list[int] = tp_sizes()
@@ -234,6 +234,10 @@ class Grid:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.engine:
+            offered = engines.adapter(cls.engine).METHODS
+            cls.methods = cls.methods or offered
+            if stray := [m for m in [*cls.methods, *(m for m, _ in cls.variants.values())] if m not in offered]:
+                raise TypeError(f"{cls.__name__}: {cls.engine} does not start with {', '.join(stray)}")
             cls.params = [[cls.engine], list(cls.methods) + list(cls.variants), list(cls.states), [str(tp) for tp in cls.tps]] + getattr(cls, "extra_params", [])
             cls.param_names = Grid.param_names + getattr(cls, "extra_param_names", [])
 

@@ -24,7 +24,6 @@ from .record import Record, Run, build_record
 from .stats import settled
 
 Progress = Callable[[str], None]
-RAY_ENGINES = ("torch-tp", "vllm")  # the engines that can start their ranks as Ray actors
 
 
 def resolve(config: Config) -> Config:
@@ -46,12 +45,14 @@ def not_applicable(config: Config) -> str | None:
         return f"parent state {config.parent_state!r} needs a CUDA device; this run is on CPU"
     if config.device == "cpu" and config.cuda_check == "nvml":
         return "the NVML-based CUDA check only matters with a CUDA device; this run is on CPU"
-    if config.method == "ray":
-        if config.engine not in RAY_ENGINES:
-            return f"{config.engine} has no Ray launch path here; {', '.join(RAY_ENGINES)} have"
-        if reason := ray_cluster.unavailable():
-            return reason
-    return engines.adapter(config.engine).unavailable()
+    adapter = engines.adapter(config.engine)
+    if config.method not in adapter.METHODS:
+        if config.method == "ray":
+            return f"{config.engine} has no Ray launch path here (it starts with {', '.join(adapter.METHODS)})"
+        return f"{config.engine} starts its workers with {', '.join(adapter.METHODS)} only, not {config.method!r}"
+    if config.method == "ray" and (reason := ray_cluster.unavailable()):
+        return reason
+    return adapter.unavailable()
 
 
 def measure(config: Config, progress: Progress | None = None, reference: list[float] | None = None,

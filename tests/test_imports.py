@@ -130,8 +130,8 @@ def test_every_adapter_keeps_the_contract_and_no_private_names_cross() -> None:
     name from another module of ours."""
     from forkspawn.engines import _MODULES, Adapter
 
-    members = {n for n in vars(Adapter) if not n.startswith("_")}
-    assert members == {"run_once", "unavailable", "engine_version", "ray_head"}
+    members = {n for n in [*vars(Adapter), *Adapter.__annotations__] if not n.startswith("_")}
+    assert members == {"METHODS", "run_once", "unavailable", "engine_version", "ray_head"}
     for module in _MODULES.values():
         tree = ast.parse((ROOT / "forkspawn" / "engines" / f"{module}.py").read_text())
         bound = set()
@@ -167,3 +167,25 @@ def test_no_private_name_of_one_harness_module_is_used_by_another() -> None:
                      if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ours
                      and node.attr.startswith("_") and not node.attr.startswith("__")]
     assert crossing == []
+
+
+def test_the_methods_an_engine_starts_with_are_its_adapters() -> None:
+    """One place says which start methods an engine supports (its adapter's METHODS): measure
+    refuses the others as skipped, and every asv grid lists no other."""
+    import sys
+
+    from forkspawn import engines
+    from forkspawn.config import Config
+    from forkspawn.measure import not_applicable
+
+    assert "not 'forkserver'" in not_applicable(Config(engine="vllm-serve", method="forkserver", device="cpu"))
+    assert "no Ray launch path" in not_applicable(Config(engine="xinference", method="ray", device="cpu"))
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import engines as engine_grids
+    from benchmarks import torch_tp as torch_grids
+
+    for mod in (engine_grids, torch_grids):
+        for cls in vars(mod).values():
+            if isinstance(cls, type) and getattr(cls, "params", None) and cls.engine:
+                assert set(cls.methods) <= set(engines.adapter(cls.engine).METHODS), cls
+    assert list(torch_grids.TorchTPStartup.methods) == list(engines.adapter("torch-tp").METHODS)

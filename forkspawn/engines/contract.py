@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 class Adapter(Protocol):
     """What an engine adapter module provides."""
 
+    # The start methods (config.METHODS) its workers can be started with: `measure` records any
+    # other as skipped before a parent interpreter starts, and asv's grids list these.
+    METHODS: tuple[str, ...]
+
     def run_once(self, config: Config, parent_state: dict[str, Any]) -> Run:
         """Start the engine's worker group once inside the fresh parent, measure it, tear it down
         (nothing may be left running)."""
