@@ -24,6 +24,7 @@ import pandas as pd
 from forkspawn import sidecar
 from forkspawn import vocabulary as vocab
 from forkspawn.config import METHODS
+from forkspawn.record import Record
 
 ASV_RESULTS_VERSION = 2  # asv 0.6's result file format
 CONFIG_PARAMS = vocab.CONFIG_PARAMS  # the sidecar's asv_key order
@@ -158,23 +159,23 @@ def _read_json(path: Path) -> Any:
         raise BadInput(f"{path}: unreadable ({e})") from None
 
 
-def _read_records(machine_dir: Path) -> tuple[dict[tuple, dict[str, dict]], list[Path]]:
+def _read_records(machine_dir: Path) -> tuple[dict[tuple, dict[str, Record]], list[Path]]:
     """(commit, key) -> {asv env -> record}; a later line for the same key wins. A record is found
-    by each of its `sidecar.keys` (asv_key engine|method|parent_state|cuda_check|tp[|extra], and
+    by each of its entry's `keys()` (asv_key engine|method|parent_state|cuda_check|tp[|extra], and
     asv_params if the harness wrote them)."""
-    out: dict[tuple, dict[str, dict]] = {}
+    out: dict[tuple, dict[str, Record]] = {}
     paths = sidecar.files(machine_dir)
     for path in paths:
         try:
-            for rec in sidecar.read(path):
-                for key in sidecar.keys(rec):
-                    out.setdefault((rec["asv_commit"], key), {})[rec.get("asv_env") or ""] = rec
+            for entry in sidecar.read(path):
+                for key in entry.keys():
+                    out.setdefault((entry.asv_commit, key), {})[entry.asv_env or ""] = entry.record
         except sidecar.BadLine as e:
             raise BadInput(str(e)) from None
     return out, paths
 
 
-def _record_for(records: dict, commit: str, env: str, key: str) -> dict | None:
+def _record_for(records: dict, commit: str, env: str, key: str) -> Record | None:
     """The record of one configuration. The sidecar names an `existing` environment by its
     type only ("existing"), asv by type and interpreter ("existing-py_..."): a prefix matches."""
     by_env = records.get((commit, key), {})
@@ -225,8 +226,8 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
                 rows.append({
                     "machine": machine, "gpu": params.get("gpu", "none"), "commit": commit, "env": env,
                     "date": date, "engine": p.get("engine"),
-                    "engine_version": rec.get("engine_version") if rec else None,
-                    "method": p.get("method"), "method_used": rec.get("method_used") if rec else None,
+                    "engine_version": rec.engine_version if rec else None,
+                    "method": p.get("method"), "method_used": rec.method_used if rec else None,
                     "parent_state": p.get("parent_state"), "cuda_check": p.get("cuda_check"),
                     "tp": _int(p.get("tp")), "batch": _int(p.get("batch")), "phase": p.get("phase"),
                     "process": p.get("process"), "kind": p.get("kind"), "metric": metric,
@@ -241,7 +242,7 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
                     "gpu_count": _int(params.get("gpu_count")) or 0, "num_cpu": _int(params.get("num_cpu")),
                     "asv_machine": machine,
                 })
-                if rec and (rec.get("engine_version") or p.get("engine") not in seen):
+                if rec and (rec.engine_version or p.get("engine") not in seen):
                     seen[p.get("engine")] = rec  # prefer a record that knows the engine's version
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise BadInput(f"{path}: unexpected asv result layout ({type(e).__name__}: {e})") from None
@@ -249,27 +250,27 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
     return rows, machines
 
 
-def _status(value: Any, rec: dict | None, metric: str) -> tuple[str, str | None]:
+def _status(value: Any, rec: Record | None, metric: str) -> tuple[str, str | None]:
     """A row's status: its configuration's, refined by what asv stored for this metric.
     asv stores NaN for a skipped benchmark and null for a failed one."""
-    if rec is not None and rec.get("status") != "ok":
-        return rec.get("status") or "error", rec.get("error")
+    if rec is not None and rec.status != "ok":
+        return rec.status, rec.error
     if value is None:
-        if rec is not None and metric != vocab.STATUS and metric not in rec.get("samples", {}):
+        if rec is not None and metric != vocab.STATUS and metric not in rec.samples:
             return "skipped", f"{metric} does not exist in this configuration"
         return "error", "asv recorded this benchmark as failed; its output is in asv's log"
     if _nan(value):
         # no record: asv skipped it before measuring (a profile's choice, a point that cannot exist
         # here, or one a run cut short never reached, FORKSPAWN_RECORDED_ONLY)
-        return "skipped", (rec or {}).get("error") or "not measured in this run (left out, not applicable here, or not reached)"
+        return "skipped", (rec.error if rec else None) or "not measured in this run (left out, not applicable here, or not reached)"
     return "ok", None
 
 
-def _machine_row(machine: str, commit: str, env: str, date: Any, engine: str, params: dict, rec: dict) -> dict:
-    m, versions = rec.get("machine") or {}, rec.get("versions") or {}
+def _machine_row(machine: str, commit: str, env: str, date: Any, engine: str, params: dict, rec: Record) -> dict:
+    m, versions = rec.machine or {}, rec.versions or {}
     return {
         "machine": machine, "commit": commit, "env": env, "date": date, "engine": engine,
-        "engine_version": rec.get("engine_version"), "gpu": params.get("gpu", "none"),
+        "engine_version": rec.engine_version, "gpu": params.get("gpu", "none"),
         "gpu_count": _int(params.get("gpu_count")) or 0, "gpu_memory_mib": m.get("gpu_memory_mib"),
         "gpu_driver": params.get("gpu_driver"), "cpu": params.get("cpu"), "num_cpu": _int(params.get("num_cpu")),
         "ram_gib": m.get("ram_gib") or _gib(params.get("ram")), "os": params.get("os"),

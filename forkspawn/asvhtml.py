@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,9 +25,12 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from .atomic import write_bytes_atomic, write_text_atomic
+
 VENDOR = Path(__file__).resolve().parents[1] / "vendor" / "asv-html"
 LOCK = VENDOR / "lock.json"
 PUBLISHED = "vendor"  # the folder of the local copies, inside the published HTML folder
+WEB_MODE = 0o644  # mkstemp's 0600 would hide a file from a web server run by someone else
 # attributes that pin the CDN's bytes or ask for CORS: gone for a local copy (whose bytes the
 # lock pins; a CORS request of a page opened from file:// would fail)
 CDN_ATTRS = re.compile(r'\s(?:integrity|crossorigin|referrerpolicy)="[^"]*"')
@@ -85,9 +87,9 @@ def make_offline(html: Path, vendor: Path = VENDOR) -> int:
         if new != text:
             changed[page] = new
     for e in entries:  # the copies first: a rewritten page never points at a file not yet there
-        _write_atomic(html / PUBLISHED / e["file"], (vendor / e["file"]).read_bytes())
+        write_bytes_atomic(html / PUBLISHED / e["file"], (vendor / e["file"]).read_bytes(), WEB_MODE)
     for page, new in changed.items():
-        _write_atomic(page, new.encode())
+        write_text_atomic(page, new, WEB_MODE)
     return rewritten
 
 
@@ -108,25 +110,11 @@ def fetch(vendor: Path = VENDOR) -> None:
                         raise VendorError(f"{spec} has no {e['path']}") from None
                     if _sha256(data) != e["sha256"]:
                         raise VendorError(f"{spec} {e['path']}: sha256 {_sha256(data)} differs from {e['sha256']} in the lock")
-                    _write_atomic(vendor / e["file"], data)
+                    write_bytes_atomic(vendor / e["file"], data, WEB_MODE)
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers (a browser, a server) see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the file from a server run by someone else
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import machine, sidecar
+from . import engines, machine, sidecar
 from . import vocabulary as vocab
 from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
-from .record import Run
+from .record import Record, Run
 from .vocabulary import STATUS_CODES, config_key
 from .worker import PHASES
 
@@ -220,7 +220,7 @@ class Grid:
     """One engine's configurations: method x parent state x TP size."""
 
     engine = ""
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = ()  # the adapter's METHODS, unless a grid narrows them (benchmarks/engines.py)
     variants: dict[str, tuple[str, dict]] = {}  # method label -> (method, Config.extra); see config_of
     options: dict[str, Any] = {}  # Config.extra of every point
     tps: list[int] = tp_sizes()
@@ -234,6 +234,10 @@ class Grid:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.engine:
+            offered = engines.adapter(cls.engine).METHODS
+            cls.methods = cls.methods or offered
+            if stray := [m for m in [*cls.methods, *(m for m, _ in cls.variants.values())] if m not in offered]:
+                raise TypeError(f"{cls.__name__}: {cls.engine} does not start with {', '.join(stray)}")
             cls.params = [[cls.engine], list(cls.methods) + list(cls.variants), list(cls.states), [str(tp) for tp in cls.tps]] + getattr(cls, "extra_params", [])
             cls.param_names = Grid.param_names + getattr(cls, "extra_param_names", [])
 
@@ -252,10 +256,10 @@ class Grid:
             raise NotImplementedError(reason)
         config = config_of(engine, method, parent_state, tp, self.variants, self.options)
         self.record = cached_record(token, config, _conf_dir(self), vocab.asv_params(engine, method, parent_state, tp))
-        if self.record["status"] == "skipped":
-            raise NotImplementedError(self.record["error"])
+        if self.record.status == "skipped":
+            raise NotImplementedError(self.record.error)
         metric = self.metric(*extra)
-        if self.record["status"] == "ok" and metric and metric not in self.record["samples"]:
+        if self.record.status == "ok" and metric and metric not in self.record.samples:
             # e.g. rank 1 of a TP=1 group, or the forkserver of a spawn run
             raise NotImplementedError(f"{metric} does not exist in this configuration")
 
@@ -265,12 +269,12 @@ class Grid:
 
     def sample(self, metric: str) -> dict[str, Any]:
         """One metric of this configuration in the form asv turns into a median and a CI."""
-        if self.record["status"] != "ok":
-            raise RuntimeError(f"{self.record['status']}: {self.record['error']}")
-        return {"samples": self.record["samples"][metric], "number": 1}
+        if self.record.status != "ok":
+            raise RuntimeError(f"{self.record.status}: {self.record.error}")
+        return {"samples": self.record.samples[metric], "number": 1}
 
 
-def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -> dict[str, Any]:
+def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -> Record:
     """The record of `config` in the current asv run, measured now if no benchmark did yet.
 
     `asv_params` (asv's own parameter values, joined with "|") is stored with it, so that the
@@ -279,19 +283,19 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
 
     path = records_path(conf_dir)
     key = config_key(config)
-    if rec := sidecar.find(path, token, key):
-        return rec
+    if entry := sidecar.find(path, token, key):
+        return entry.record
     if os.environ.get(RECORDED_ONLY_ENV):
         raise NotImplementedError(f"not measured in run {token} ({RECORDED_ONLY_ENV} is set: asv stores what was measured)")
     ref = sidecar.find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
-    reference = ref["samples"].get(vocab.TIME_TO_READY) if ref and ref["status"] == "ok" else None
+    reference = ref.record.samples.get(vocab.TIME_TO_READY) if ref and ref.record.status == "ok" else None
     journal = sidecar.journal(path)  # cold starts of this point taken before an interruption
     done = [Run.from_dict(r) for r in sidecar.runs(journal, token, key)]
     rec = measure(config, progress=progress, reference=reference, done=done,
                   on_run=lambda run: sidecar.append_run(journal, token, key, run.to_dict()))
-    rec.update(asv_token=token, asv_key=key, asv_params=asv_params, asv_commit=_commit(conf_dir), asv_env=_env_name())
-    sidecar.append(path, rec)
-    progress(f"{label(config)}: {rec['status']}")
+    sidecar.append(path, sidecar.Entry(rec, asv_token=token, asv_key=key, asv_params=asv_params,
+                                       asv_commit=_commit(conf_dir), asv_env=_env_name()))
+    progress(f"{label(config)}: {rec.status}")
     return rec
 
 
@@ -341,13 +345,17 @@ def cold_starts_spent(results: Path, token: str) -> list[str]:
     configuration how its cold starts ended (`stop_reason`) and how many it took, then totals."""
     lines, spent, ends = [], 0, {}
     for path in sidecar.all_files(results):
-        for rec in sidecar.read(path):
-            if rec.get("asv_token") != token or rec["status"] == "skipped":
+        for entry in sidecar.read(path):
+            rec = entry.record
+            if entry.asv_token != token or rec.status == "skipped":
                 continue
-            runs, why = rec.get("runs", rec["runs_ok"]), rec.get("stop_reason", "repeat")
+            # records written before `runs` and `stop_reason` existed lack them
+            runs = rec.runs_ok if rec.runs is None else rec.runs
+            why = rec.stop_reason or "repeat"
             spent += runs
             ends[why] = ends.get(why, 0) + 1
-            lines.append(f"{rec['asv_params'].replace(vocab.ASV_SEPARATOR, ' ')}: {rec['status']}, {why} after {runs} cold start(s)")
+            lines.append(f"{(entry.asv_params or entry.asv_key).replace(vocab.ASV_SEPARATOR, ' ')}: {rec.status}, "
+                         f"{why} after {runs} cold start(s)")
     total = ", ".join(f"{n} {why}" for why, n in sorted(ends.items()))
     open_ = [line.split(":")[0] for line in lines if ", cap after" in line]
     return lines + [f"open at the cap (neither resolved against the reference nor within the precision): "
@@ -394,7 +402,7 @@ class Startup(Grid):
     states = parent_states(with_device_states=True)
 
     def track_status(self, *args: str) -> int:
-        return STATUS_CODES[self.record["status"]]
+        return STATUS_CODES[self.record.status]
 
     track_status.unit = vocab.BENCHMARKS["track_status"][1]
 

@@ -10,6 +10,8 @@ has no registry, and this must run before anything else is installed there.
 
     python -m forkspawn.bundle build --out .bundle --box mk/box-cuda.txt
     python -m forkspawn.bundle install --bundle .bundle --venv .venv
+
+This is the tool; what a measurement reads of an installed bundle is forkspawn/bundled.py.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from .atomic import write_text_atomic
+from .bundled import SUMMARY  # written into the target venv by `install`, read by bundled.installed
+
 SCHEMA = "forkspawn-bundle/1"
 MANIFEST = "manifest.json"
-SUMMARY = "forkspawn-bundle.json"  # written into the target venv by `install`
 # A device call carries 64 MiB: a part plus the working tree (about 21 MiB) and the lease's scripts.
 PART_MB = 40.0
 ARCHIVE = "bundle.tar.xz"  # parts are ARCHIVE.000, ARCHIVE.001, ...: `cat` joins them
@@ -627,46 +631,11 @@ def install(bundle: Path, venv: Path, log=print) -> dict:
     # the box's versions are only partly known when the bundle is made.
     check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
     info["pip_check"] = [line for line in check.stdout.splitlines() if line.strip() and "No broken" not in line]
-    tmp_path = venv / f".{SUMMARY}.tmp"
-    tmp_path.write_text(json.dumps(info, indent=1) + "\n")
-    os.replace(tmp_path, venv / SUMMARY)
+    write_text_atomic(venv / SUMMARY, json.dumps(info, indent=1) + "\n", mode=0o644)
     for line in info["pip_check"]:
         log(f"bundle: pip check: {line}")
     log(f"bundle: installed; set {' '.join(e['name'] + '=' + e['value'] for e in manifest['env'])}")
     return info
-
-
-def installed() -> dict | None:
-    """The summary of the bundle installed into the running interpreter's venv, or None."""
-    try:
-        return json.loads((Path(sys.prefix) / SUMMARY).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def record_versions() -> dict[str, str]:
-    """What every record's `versions` says of the installed bundle: its engines, and what was
-    left out of them on purpose (packages the box provides are not listed; the manifest has all)."""
-    info = installed()
-    if info is None:
-        return {}
-    chosen = [item["what"] for item in info["left_out"] if not item["why"].startswith("the box has it")]
-    return {"bundle": f"{info['schema']} " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
-            "bundle_left_out": "; ".join(chosen)}
-
-
-def runtime_env() -> tuple[dict[str, str], list[str]]:
-    """The variables the installed bundle needs because of what it left out, and a note each;
-    a variable already set keeps its value (the note says so)."""
-    env, notes = {}, []
-    for item in (installed() or {}).get("env", []):
-        name, value = item["name"], item["value"]
-        if name in os.environ and os.environ[name] != value:
-            notes.append(f"offline bundle wants {name}={value} ({item['why']}); kept {os.environ[name]!r} from the environment")
-            continue
-        env[name] = value
-        notes.append(f"offline bundle: {name}={value} ({item['why']})")
-    return env, notes
 
 
 # --- command line ----------------------------------------------------------------------------

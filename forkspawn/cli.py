@@ -12,9 +12,13 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import vocabulary as vocab
 from .config import CUDA_CHECKS, DEVICES, ENGINES, FORKSERVER_STATES, METHODS, PARENT_STATES, Config, ConfigError
+
+if TYPE_CHECKING:
+    from .record import Record
 
 
 class _Parser(argparse.ArgumentParser):
@@ -130,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
+    from .atomic import write_json_atomic
     from .measure import measure
-    from .record import write_json_atomic
 
     config = Config(engine=args.engine, method=args.method, parent_state=args.parent_state, tp=args.tp,
                     model=args.model, device=args.device, batches=tuple(args.batch),
@@ -148,27 +152,27 @@ def _measure(args: argparse.Namespace) -> int:
         _check_writable(args.output)
     record = measure(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     if args.output:
-        write_json_atomic(args.output, record)
+        write_json_atomic(args.output, record.to_dict())
     if args.json:
-        print(json.dumps(record, allow_nan=False))
+        print(json.dumps(record.to_dict(), allow_nan=False))
     else:
         print(summary(record))
     return 0
 
 
-def summary(record: dict) -> str:
+def summary(record: Record) -> str:
     """A few human-readable lines about a record."""
-    head = (f"{record['engine']} method={record['method']} (used: {record['method_used']}) "
-            f"parent={record['parent_state']} tp={record['tp']}: {record['status']}")
-    if record["status"] != "ok":
-        return f"{head}\n  {record['error']}"
-    st = record["stats"][vocab.TIME_TO_READY]
+    head = (f"{record.engine} method={record.method} (used: {record.method_used}) "
+            f"parent={record.parent_state} tp={record.tp}: {record.status}")
+    if record.status != "ok":
+        return f"{head}\n  {record.error}"
+    st = record.stats[vocab.TIME_TO_READY]
     lines = [head, f"  time to ready {st['median']:.3f} s (99% CI {_fmt(st['ci_low'])}..{_fmt(st['ci_high'])}, "
-                   f"n={st['n']}), teardown {record['teardown_s']:.3f} s"]
-    for proc in record["processes"]:
+                   f"n={st['n']}), teardown {record.teardown_s:.3f} s"]
+    for proc in record.processes:
         lines.append(f"  {proc['role']}{'' if proc['rank'] is None else proc['rank']}: "
                      f"USS {proc['uss_mib']:.0f} MiB, PSS {proc['pss_mib']:.0f} MiB, RSS {proc['rss_mib']:.0f} MiB")
-    lines.append("  tokens/s: " + ", ".join(f"batch {b}: {v:.0f}" for b, v in record["tokens_per_s"].items()))
+    lines.append("  tokens/s: " + ", ".join(f"batch {b}: {v:.0f}" for b, v in record.tokens_per_s.items()))
     return "\n".join(lines)
 
 

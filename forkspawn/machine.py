@@ -104,7 +104,7 @@ def versions(*extra: str) -> dict[str, str | None]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    from .bundle import record_versions
+    from .bundled import record_versions
 
     return {**out, **record_versions()}
 
@@ -123,7 +123,7 @@ def write_asv_machine(path: Path | None = None) -> str:
     asv copies every key of the machine entry into each result file's `params`, which is how
     the GPU reaches the analysis tables.
     """
-    from .record import write_json_atomic
+    from .atomic import write_json_atomic
 
     d = describe()
     name = asv_machine_name(d)

@@ -16,16 +16,14 @@ import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from . import bundle, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
+from . import bundled, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
 from .checkpoint import resolve_checkpoint
 from .config import DEVICE_STATES, Config, ConfigError
-from .record import Run, build_record
+from .record import Record, Run, build_record
 from .stats import settled
 
 Progress = Callable[[str], None]
-RAY_ENGINES = ("torch-tp", "vllm")  # the engines that can start their ranks as Ray actors
 
 
 def resolve(config: Config) -> Config:
@@ -47,16 +45,18 @@ def not_applicable(config: Config) -> str | None:
         return f"parent state {config.parent_state!r} needs a CUDA device; this run is on CPU"
     if config.device == "cpu" and config.cuda_check == "nvml":
         return "the NVML-based CUDA check only matters with a CUDA device; this run is on CPU"
-    if config.method == "ray":
-        if config.engine not in RAY_ENGINES:
-            return f"{config.engine} has no Ray launch path here; {', '.join(RAY_ENGINES)} have"
-        if reason := ray_cluster.unavailable():
-            return reason
-    return engines.adapter(config.engine).unavailable()
+    adapter = engines.adapter(config.engine)
+    if config.method not in adapter.METHODS:
+        if config.method == "ray":
+            return f"{config.engine} has no Ray launch path here (it starts with {', '.join(adapter.METHODS)})"
+        return f"{config.engine} starts its workers with {', '.join(adapter.METHODS)} only, not {config.method!r}"
+    if config.method == "ray" and (reason := ray_cluster.unavailable()):
+        return reason
+    return adapter.unavailable()
 
 
 def measure(config: Config, progress: Progress | None = None, reference: list[float] | None = None,
-            done: Sequence[Run] = (), on_run: Callable[[Run], None] | None = None) -> dict[str, Any]:
+            done: Sequence[Run] = (), on_run: Callable[[Run], None] | None = None) -> Record:
     """The `forkspawn measure --json` record of `config` (see README, "The measure record").
 
     With `config.least` below `config.repeat`, cold starts stop early once `stats.settled` says
@@ -94,7 +94,7 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
             stop = _stop_after(runs, config, reference)
         stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
         gpu_used["after"] = machine.gpu_used_mib()
-    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used).to_dict()
+    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used)
 
 
 def _stop_after(runs: list[Run], config: Config, reference: list[float] | None) -> str | None:
@@ -130,7 +130,7 @@ def label(config: Config) -> str:
 
 
 def run_in_fresh_parent(config: Config) -> Run:
-    bundle_env, bundle_notes = bundle.runtime_env()  # what an offline bundle's left-outs need
+    bundle_env, bundle_notes = bundled.runtime_env()  # what an offline bundle's left-outs need
     backstop = 2 * config.timeout_s + 300  # the parent enforces timeout_s itself; this catches a hung parent
     with tempfile.TemporaryDirectory(prefix="forkspawn-") as tmp:
         cfg, result, log = Path(tmp, "config.json"), Path(tmp, "run.json"), Path(tmp, "parent.log")

@@ -17,16 +17,18 @@ from pathlib import Path
 def main(config_path: str, result_path: str) -> int:
     # Imported here, not at module level: spawned and forkserver ranks re-import this module as
     # `__mp_main__` before their first stamp, and should pay for nothing they do not use.
+    from .atomic import write_json_atomic
     from .config import Config
-    from .record import Run, write_json_atomic
+    from .record import Run
 
     config = Config.from_json(Path(config_path).read_text())
     try:
         from . import engines, parent_state, ray_cluster
 
         state = parent_state.prepare(config)
-        with ray_cluster.for_run(config) as cluster:  # Ray's method needs one before the start request
-            run = engines.adapter(config.engine).run_once(config, state)
+        adapter = engines.adapter(config.engine)
+        with ray_cluster.for_run(config, adapter.ray_head(config)) as cluster:  # Ray's method needs one before the start request
+            run = adapter.run_once(config, state)
         if cluster and cluster["local"]:
             run.notes.append(f"local Ray head started in {cluster['start_s']:.1f} s, before the start request")
     except Exception as exc:

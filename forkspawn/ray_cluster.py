@@ -61,16 +61,14 @@ LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disable
              "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_metrics_collection": "0"}
 
 
-def for_run(config: Any) -> contextlib.AbstractContextManager:
+def for_run(config: Any, head: dict[str, Any]) -> contextlib.AbstractContextManager:
     """The cluster a run of `config` needs, outside its timed region: none but for the `ray`
-    method, and then with what the engine adapter asks of it (`ray_head(config)`: env, resources)."""
+    method, and then with what the engine adapter asks of a local head (`head`, its
+    `ray_head(config)`: env, resources; the caller asks, so that Ray knows no adapter)."""
     if config.method != "ray":
         return contextlib.nullcontext()
-    from . import engines
-
-    options = engines.adapter(config.engine).ray_head(config)
     gpus = len(machine.gpus()) if config.device == "cuda" else 0
-    return cluster(len(os.sched_getaffinity(0)), gpus, **options)
+    return cluster(len(os.sched_getaffinity(0)), gpus, **head)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -135,12 +134,13 @@ class SchemaError(ValueError):
     """A record of another schema than this harness writes; the message is one line."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Record:
     """What `forkspawn measure --json` prints for one configuration (README, "The record").
 
-    The fields are the JSON's keys, in its order; `to_dict` is the JSON object. Keys beyond the
-    contract (the asv sidecar's `asv_token`, `asv_key`, ...) ride along in `extra`, after it."""
+    The fields are the JSON's keys, in its order; `to_dict` is the JSON object and `from_dict`
+    reads it back unchanged. Frozen: a record is a measurement, read and passed on, never edited
+    (the asv sidecar keeps its join tags beside it: sidecar.Entry)."""
 
     status: str
     error: str | None = None
@@ -179,36 +179,35 @@ class Record:
     machine: dict[str, Any] | None = None
     versions: dict[str, Any] | None = None
     schema: str = SCHEMA
-    extra: dict[str, Any] = field(default_factory=dict)
     # Fields a record written before they existed lacks: to_dict leaves them out again, so that
     # reading and writing a record changes nothing in it.
     absent: frozenset[str] = field(default=frozenset(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object: `schema` first, then the fields in order, then `extra`."""
-        out = {} if "schema" in self.absent else {"schema": self.schema}
-        out.update((name, getattr(self, name)) for name in _FIELDS if name not in self.absent)
-        return {**out, **self.extra}
+        """The JSON object: `schema` first, then the fields in order."""
+        return {"schema": self.schema, **{name: getattr(self, name) for name in _FIELDS if name not in self.absent}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Record":
-        """The record of a JSON object; SchemaError if it names another schema than `SCHEMA`."""
+        """The record of a JSON object; SchemaError if it names no schema or another than
+        `SCHEMA`, or has a key that is none of the record's."""
         check_schema(d)
-        return cls(**{k: v for k, v in d.items() if k in _FIELDS or k == "schema"},
-                   extra={k: v for k, v in d.items() if k not in _FIELDS and k != "schema"},
-                   absent=frozenset(k for k in _FIELDS + ("schema",) if k not in d))
+        if unknown := [k for k in d if k not in _FIELDS and k != "schema"]:
+            raise SchemaError(f"record keys {', '.join(unknown)} are not in {SCHEMA!r}")
+        return cls(**d, absent=frozenset(k for k in _FIELDS if k not in d))
 
 
-_FIELDS = tuple(f.name for f in fields(Record) if f.name not in ("schema", "extra", "absent"))
+_FIELDS = tuple(f.name for f in fields(Record) if f.name not in ("schema", "absent"))
 
 
 def check_schema(d: Any) -> dict[str, Any]:
     """`d` itself if it is a record of the schema this harness writes; else SchemaError."""
     if not isinstance(d, dict):
         raise TypeError("a record is a JSON object")
-    # A record that names no schema is taken for this one (hand-made records in tests and notes)
-    if d.get("schema", SCHEMA) != SCHEMA:
-        raise SchemaError(f"record schema {d.get('schema')!r}; this reads {SCHEMA!r}")
+    if "schema" not in d:
+        raise SchemaError(f"a record without a schema; this reads {SCHEMA!r}")
+    if d["schema"] != SCHEMA:
+        raise SchemaError(f"record schema {d['schema']!r}; this reads {SCHEMA!r}")
     return d
 
 
@@ -318,19 +317,3 @@ def _page_cache(runs: list[Run]) -> dict[str, Any]:
     seen = [r.checkpoint_resident for r in runs if r.checkpoint_resident is not None]
     least = min(seen) if seen else None
     return {"checkpoint_resident_min": least, "warm": None if least is None else least >= 0.99}
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON so that readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

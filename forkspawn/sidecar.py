@@ -3,9 +3,11 @@
     <asv results_dir>/<machine>/records/<commit[:8]>-<env>.jsonl
 
 One record a line (asv ignores files not ending in .json), tagged with asv's run token
-(`asv_token`), the configuration's key (`asv_key`, vocabulary.config_key) and asv's own
-parameter values (`asv_params`). The asv suite writes it (forkspawn.asvsuite) and the analysis
-reads it (analysis.load); both go through this module. Standard library only.
+(`asv_token`), the configuration's key (`asv_key`, vocabulary.config_key), asv's own parameter
+values (`asv_params`), commit (`asv_commit`) and environment (`asv_env`): an `Entry`, the
+`Record` and its tags, the tags after the record's keys. The asv suite writes it
+(forkspawn.asvsuite) and the analysis reads it (analysis.load); both go through this module.
+Standard library only.
 
 Beside it, `<commit[:8]>-<env>.runs` is the journal of cold starts whose configuration has no
 record yet: an interrupted run (a lease ending) resumed with the same token continues from
@@ -18,10 +20,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .record import SchemaError, parse_record
+from .record import Record, SchemaError
 
 FOLDER = "records"
 SUFFIX = ".jsonl"
@@ -30,6 +33,43 @@ JOURNAL_SUFFIX = ".runs"
 
 class BadLine(ValueError):
     """An unreadable sidecar line; the message is one line, `path:line: why`."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One sidecar line: a record and the tags that join it to asv's results. `asv_key` and
+    `asv_commit` are on every line; the others are left out of a line where they are None
+    (early sidecars have no `asv_params`)."""
+
+    record: Record
+    asv_key: str
+    asv_commit: str
+    asv_token: str | None = None
+    asv_params: str | None = None
+    asv_env: str | None = None
+
+    def keys(self) -> list[str]:
+        """What finds the record: its `asv_key`, then `asv_params` if the suite wrote it (that
+        is what tells a labelled method variant, e.g. vLLM's "fork-override", apart)."""
+        return [self.asv_key] + ([self.asv_params] if self.asv_params else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The line's JSON object: the record's keys, then the tags in `TAGS` order."""
+        tags = {name: getattr(self, name) for name in TAGS}
+        return {**self.record.to_dict(), **{k: v for k, v in tags.items() if v is not None}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Entry":
+        """The entry of a line's JSON object; SchemaError for a record of another schema,
+        KeyError for a line without its join keys."""
+        if not isinstance(d, dict):
+            raise TypeError("a sidecar line is a JSON object")
+        tags = {k: d[k] for k in TAGS if k in d}
+        record = Record.from_dict({k: v for k, v in d.items() if k not in TAGS})
+        return cls(record, tags.pop("asv_key"), tags.pop("asv_commit"), **tags)
+
+
+TAGS = ("asv_token", "asv_key", "asv_params", "asv_commit", "asv_env")  # their order on a line
 
 
 def path(results: Path, machine: str, commit: str, env: str) -> Path:
@@ -48,14 +88,8 @@ def all_files(results: Path) -> list[Path]:
     return sorted(Path(results).glob(f"*/{FOLDER}/*{SUFFIX}"))
 
 
-def keys(rec: dict[str, Any]) -> list[str]:
-    """What finds a record: its `asv_key`, then `asv_params` if the suite wrote it (that is what
-    tells a labelled method variant, e.g. vLLM's "fork-override", apart)."""
-    return [rec["asv_key"]] + ([rec["asv_params"]] if rec.get("asv_params") else [])
-
-
-def append(sidecar: Path, rec: dict[str, Any]) -> None:
-    _append_line(sidecar, rec)
+def append(sidecar: Path, entry: Entry) -> None:
+    _append_line(sidecar, entry.to_dict())
 
 
 def _append_line(path: Path, obj: dict[str, Any]) -> None:
@@ -95,23 +129,22 @@ def runs(journal: Path, token: str, key: str) -> list[dict[str, Any]]:
     return out
 
 
-def read(sidecar: Path) -> Iterator[dict[str, Any]]:
-    """The records of a sidecar, in order (blank lines skipped); BadLine names a bad line."""
+def read(sidecar: Path) -> Iterator[Entry]:
+    """The entries of a sidecar, in order (blank lines skipped); BadLine names a bad line."""
     if not sidecar.exists():
         return
     for n, line in enumerate(sidecar.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rec = parse_record(line)
-            keys(rec), rec["asv_commit"]  # noqa: B018 (every line must carry its join keys)
+            entry = Entry.from_dict(json.loads(line))
         except SchemaError as e:
             raise BadLine(f"{sidecar}:{n}: {e}") from None
         except (json.JSONDecodeError, KeyError, TypeError):
             raise BadLine(f"{sidecar}:{n}: corrupt or truncated record line") from None
-        yield rec
+        yield entry
 
 
-def find(sidecar: Path, token: str, key: str) -> dict[str, Any] | None:
-    """The record of `key` (an `asv_key`) in run `token`, if there is one."""
-    return next((r for r in read(sidecar) if r.get("asv_token") == token and r.get("asv_key") == key), None)
+def find(sidecar: Path, token: str, key: str) -> Entry | None:
+    """The entry of `key` (an `asv_key`) in run `token`, if there is one."""
+    return next((e for e in read(sidecar) if e.asv_token == token and e.asv_key == key), None)

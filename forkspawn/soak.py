@@ -43,7 +43,7 @@ def soak(config: Config, cycles: int) -> dict[str, Any]:
     config = resolve(config)
     state = parent_state.prepare(config)
     rows, failures = [], []
-    with ray_cluster.for_run(config):
+    with ray_cluster.for_run(config, torch_tp.ray_head(config)):
         for i in range(cycles):
             run = torch_tp.run_once(config, dict(state))
             if run.status != "ok":

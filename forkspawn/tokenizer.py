@@ -10,10 +10,9 @@ Token ids match the checkpoint's config.json: bos 1, eos 2.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
+
+from .atomic import write_json_atomic
 
 SPECIALS = ("<unk>", "<s>", "</s>", "<pad>")  # ids 0..3; config.json says bos 1, eos 2
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")  # any of these means "has one"
@@ -55,14 +54,14 @@ def write_tokenizer(path: Path, vocab_size: int, max_length: int = 256) -> None:
     path = Path(path)
     write_generation_config(path)
     # tokenizer.json last: its presence is what `has_tokenizer` checks.
-    _write_atomic(path / "tokenizer_config.json", config)
-    _write_atomic(path / "special_tokens_map.json", specials)
-    _write_atomic(path / "tokenizer.json", tokenizer)
+    write_json_atomic(path / "tokenizer_config.json", config)
+    write_json_atomic(path / "special_tokens_map.json", specials)
+    write_json_atomic(path / "tokenizer.json", tokenizer)
 
 
 def write_generation_config(path: Path) -> None:
     """generation_config.json: some engine versions (Xinference 1.x with recent transformers) demand one."""
-    _write_atomic(Path(path) / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3})
+    write_json_atomic(Path(path) / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3})
 
 
 def has_tokenizer(path: Path) -> bool:
@@ -74,14 +73,3 @@ def sample_prompt(n_tokens: int, seed: int = 0, vocab_size: int = 512) -> str:
     first = len(SPECIALS)
     span = vocab_size - first
     return " ".join(f"t{first + (seed * 7919 + i * 104729) % span}" for i in range(n_tokens))
-
-
-def _write_atomic(path: Path, obj: object) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

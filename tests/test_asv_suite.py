@@ -152,10 +152,10 @@ def test_a_resumed_run_goes_on_from_the_cold_starts_it_had(tmp_path: Path, monke
     monkeypatch.setattr(sidecar, "append_run", real_append)
 
     rec = asvsuite.cached_record("tok", config, tmp_path, "torch-tp|fork|bare|1")
-    assert rec["status"] == "ok" and rec["runs"] == 3
-    assert rec["samples"]["time_to_ready_s"][:2] == journalled
+    assert rec.status == "ok" and rec.runs == 3
+    assert rec.samples["time_to_ready_s"][:2] == journalled
     assert len(sidecar.runs(sidecar.journal(path), "tok", asvsuite.config_key(config))) == 3
-    assert sidecar.find(path, "tok", asvsuite.config_key(config))["runs"] == 3
+    assert sidecar.find(path, "tok", asvsuite.config_key(config)).record.runs == 3
     spent = asvsuite.cold_starts_spent(tmp_path / "results", "tok")
     assert spent == ["torch-tp|fork|bare|1: ok, repeat after 3 cold start(s)".replace("|", " "),
                      "open at the cap (neither resolved against the reference nor within the precision): none",

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from forkspawn import bundle
+from forkspawn import bundle, bundled
 
 TORCH = bundle.strip_local(importlib.metadata.version("torch"))
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -120,16 +120,16 @@ def test_install(built: Path, tmp_path: Path):
     r = run("install", "--bundle", str(built), "--venv", str(venv))
     assert r.returncode == 0, r.stderr
     py = str(venv / "bin" / "python")
-    code = ("import fakeengine, fakedep, os, json; from forkspawn.bundle import installed; "
+    code = ("import fakeengine, fakedep, os, json; from forkspawn.bundled import installed; "
             "d = os.path.dirname(fakeengine.__file__); print(json.dumps([sorted(os.listdir(d)), installed()]))")
     files, info = json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert "_fa2_C.so" not in files and "__init__.py" in files
     assert info == json.loads((venv / "forkspawn-bundle.json").read_text())
     assert info["torch"] == f"torch=={TORCH}" and info["versions"]["fakeengine"] == "1.0"
     assert any(FA2 in e["what"] for e in info["left_out"]) and info["env"]
-    assert bundle.installed() is None or sys.prefix != str(venv)  # this interpreter has none
+    assert bundled.installed() is None or sys.prefix != str(venv)  # this interpreter has none
     # What the harness takes from it: every record's versions, and each fresh parent's env.
-    code = "import json, forkspawn.bundle as b; print(json.dumps([b.record_versions(), b.runtime_env()]))"
+    code = "import json, forkspawn.bundled as b; print(json.dumps([b.record_versions(), b.runtime_env()]))"
     env = {k: v for k, v in os.environ.items() if k != "VLLM_USE_FLASHINFER_SAMPLER"} | {"VLLM_USE_RUST_FRONTEND": "1"}
     versions, (run_env, notes) = json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True,
                                                            check=True, env=env).stdout)
@@ -220,7 +220,15 @@ def test_make_offline_env(built: Path, tmp_path: Path):
                         f"BUNDLE_DIR={built}", f"PYTHON={sys.executable}"],
                        capture_output=True, text=True, env=PIP_ENV, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    code = "import fakeengine, forkspawn.bundle as b; print(b.installed()['versions']['fakeengine'])"
+    code = "import fakeengine, forkspawn.bundled as b; print(b.installed()['versions']['fakeengine'])"
     out = subprocess.run([venv / "bin" / "python", "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.strip() == "1.0", out.stderr
     assert (venv / "bin" / ".done").exists()
+
+
+def test_measurements_read_the_bundle_without_importing_the_build_tool() -> None:
+    """measure and machine read an installed bundle through forkspawn.bundled; the build and
+    install tool (forkspawn.bundle: pip, zip, xz) is no part of a measurement."""
+    code = "import sys, forkspawn.measure, forkspawn.machine; print('forkspawn.bundle' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,45 +1,20 @@
 """Engine adapters, one module each, imported only when used (engines live in separate environments).
 
-Every adapter module is an `Adapter`, the contract below: a module cannot declare that it
-implements a Protocol, so tests/test_imports.py checks that each binds every member.
+Every adapter module is an `Adapter` (contract.py): `adapter(engine)` imports the one asked for.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import cast
 
 from ..config import ENGINES
+from .contract import Adapter
 
-if TYPE_CHECKING:
-    from ..config import Config
-    from ..record import Run
+__all__ = ["Adapter", "adapter"]
 
 _MODULES = {"torch-tp": "torch_tp", "vllm": "vllm", "vllm-serve": "vllm_serve", "xinference": "xinference"}
 assert set(_MODULES) == set(ENGINES)
-
-
-class Adapter(Protocol):
-    """What an engine adapter module provides."""
-
-    def run_once(self, config: Config, parent_state: dict[str, Any]) -> Run:
-        """Start the engine's worker group once inside the fresh parent, measure it, tear it down
-        (nothing may be left running)."""
-
-    def unavailable(self) -> str | None:
-        """Why the engine cannot run in this environment, or None."""
-
-    def engine_version(self) -> str | None:
-        """The engine's version, as the record's `engine_version` carries it."""
-
-    def ray_head(self, config: Config) -> dict[str, Any]:
-        """What a local Ray head started for `config` needs (ray_cluster.cluster's env, resources);
-        `no_ray_head` for an engine that asks nothing."""
-
-
-def no_ray_head(config: Config) -> dict[str, Any]:
-    """The `ray_head` of an adapter that asks nothing of a Ray head."""
-    return {}
 
 
 def adapter(engine: str) -> Adapter:

