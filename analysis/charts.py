@@ -25,9 +25,10 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 
 from forkspawn import vocabulary as vocab
 
+from . import verdict
 from .capacity import break_even_tokens, rates_differ
 from .fmt import cause, num
-from .load import method_order
+from .verdict import method_order
 
 STYLE = {
     "text.parse_math": False,  # machine names and error texts may hold "$": never mathtext
@@ -37,7 +38,8 @@ STYLE = {
 KNOWN_METHOD_COLORS = {"fork": "#1f77b4", "spawn": "#ff7f0e", "forkserver": "#2ca02c", "forkserver-preload": "#d62728",
                        "ray": "#9467bd"}
 EXTRA_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79"]
-STATUS_COLORS = {"works": "#b7e1b0", "fails": "#f4a6a6", "hangs": "#f8d08a", "n/a": "#e6e6e6", "mixed": "#f8e7a0"}
+STATUS_COLORS = {verdict.WORKS: "#b7e1b0", verdict.FAILS: "#f4a6a6", verdict.HANGS: "#f8d08a", verdict.NA: "#e6e6e6",
+                 verdict.NOT_RUN: "#f4f4f4", verdict.MIXED: "#f8e7a0"}
 PHASE_LABELS = {
     "cluster_joined": "Ray cluster joined", "process_entry": "process created", "imports_done": "imports (torch)", "device_ready": "device set-up",
     "dist_initialized": "distributed init", "weights_loaded": "weights loaded", "first_token": "first token",
@@ -156,15 +158,14 @@ def phase_stacks(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame
 
 def _failures(df: pd.DataFrame) -> pd.DataFrame:
     """Configurations that failed or hung, with a short cause, for placeholders in the charts."""
-    st = df[(df["metric"] == "status") & df["status"].isin(["error", "timeout"])]
+    st = df[(df["metric"] == vocab.STATUS) & df["status"].map(verdict.failed)]
     st = st.assign(engine_label=_engine_label(st))
     def short(e: object) -> str:  # the exception itself, not the harness's "rank 0 failed during ..." prefix
         c = cause(e)
         m = re.search(r"\b[A-Za-z_.]*(Error|Exception|Timeout)\b.*", c)
         return textwrap.shorten(m.group(0) if m else c, 60)
 
-    return st.assign(why=[("hangs: " if s == "timeout" else "fails: ") + short(e)
-                          for s, e in zip(st["status"], st["error"])])
+    return st.assign(why=[verdict.failure(s, short(e)) for s, e in zip(st["status"], st["error"])])
 
 
 def _placeholder(ax, x: float, why: str) -> None:
@@ -556,30 +557,12 @@ def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, cros
 
 # 6 ------------------------------------------------------------------------------------------------
 def compatibility(df: pd.DataFrame) -> pd.DataFrame:
-    """Method x parent state x engine (version) -> works / fails / hangs / n/a, with the error.
-    One row per configuration cell, TP sizes folded into the verdict when they disagree."""
-    st = label_nvml(df[df["metric"] == "status"]).assign(engine_label=lambda d: _engine_label(d))
-    st = st.assign(column=st["parent_state"])
-    word = st["status"].map({"ok": "works", "error": "fails", "timeout": "hangs", "skipped": "n/a"}).fillna("fails")
-    st = st.assign(word=word)
-    cells = []
-    for (engine, method, column), g in st.groupby(["engine_label", "method", "column"], sort=False):
-        real = g[g["word"] != "n/a"]  # a configuration skipped in one environment may run in another
-        if real.empty:
-            verdict, text = "n/a", "n/a"
-        elif real["word"].nunique() == 1:
-            verdict = text = real["word"].iloc[0]
-        else:
-            verdict, text = "mixed", ", ".join(f"TP{tp} {w}" for tp, w in sorted(zip(real["tp"], real["word"])))
-        used = {u for u in g["method_used"].dropna() if u not in (method, "not-applicable")}
-        if used and verdict == "works":
-            text += f" (as {'/'.join(sorted(used))})"
-        errors = g[g["word"].isin(["fails", "hangs"])]["error"].dropna()
-        cells.append({"engine": engine, "method": method, "parent_state": column, "verdict": verdict, "text": text,
-                      "error": errors.iloc[0] if len(errors) else (g["error"].dropna().iloc[0]
-                                                                    if verdict == "n/a" and g["error"].notna().any()
-                                                                    else None)})
-    return pd.DataFrame(cells, columns=["engine", "method", "parent_state", "verdict", "text", "error"])
+    """Method asked x parent state x engine (version) -> works / fails / hangs / n/a / not run,
+    with the error (verdict.compatibility); one cell per configuration, TP sizes folded."""
+    st = label_nvml(df[df["metric"] == vocab.STATUS])
+    if "asked" in st:  # the matrix's rows are the methods asked for; a forced one says what ran
+        st = st.assign(method=st["asked"])
+    return verdict.compatibility(st.assign(engine_label=_engine_label(st)))
 
 
 def chart_compatibility(df: pd.DataFrame) -> Figure:
@@ -611,7 +594,7 @@ def chart_compatibility(df: pd.DataFrame) -> Figure:
     ax.tick_params(length=0)
     lines = [f"[{i}] " + textwrap.shorten(e, 150) for e, i in notes.items()]
     lines.append("works = every cold start reached ready; fails = an error; hangs = timed out; "
-                 "n/a = not applicable on this machine (e.g. a device state without a GPU)")
+                 "n/a = cannot exist here (e.g. a device state without a GPU); not run = not measured")
     ax.set_xlabel("\n".join(lines), loc="left", fontsize=8)
     return fig
 

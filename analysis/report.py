@@ -21,7 +21,7 @@ import pandas as pd
 
 from forkspawn import vocabulary as vocab
 
-from . import charts, fleet, summary
+from . import charts, fleet, summary, verdict
 from .capacity import Node, plan
 from .fmt import cause, interval, num
 from .load import BadInput, Results, latest, load, method_order
@@ -240,19 +240,21 @@ def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFram
 def _compatibility_table(cells: pd.DataFrame) -> str:
     """Cells that ran, with the cause of each failure (full text on hover); configurations that
     could not run here folded into one line per reason."""
-    run = cells[cells["verdict"] != "n/a"].copy()
-    run["cause"] = [cause(x) if isinstance(x, str) and v != "works" else "" for x, v in zip(run["error"], run["verdict"])]
+    unmeasured = cells["verdict"].isin([verdict.NA, verdict.NOT_RUN])
+    run = cells[~unmeasured].copy()
+    run["cause"] = [cause(x) if isinstance(x, str) and v != verdict.WORKS else ""
+                    for x, v in zip(run["error"], run["verdict"])]
     out = _html_table(run[["engine", "method", "parent_state", "text", "cause"]].rename(columns={"text": "verdict"}),
-                      row_class=run["verdict"].map({"works": "ok", "fails": "error", "hangs": "timeout",
-                                                    "mixed": "timeout"}).fillna(""))
-    na = cells[cells["verdict"] == "n/a"]
+                      row_class=run["verdict"].map({verdict.WORKS: "ok", verdict.FAILS: "error", verdict.HANGS: "timeout",
+                                                    verdict.MIXED: "timeout"}).fillna(""))
+    na = cells[unmeasured]
     if len(na):
         folded = []
-        for reason, g in na.groupby(na["error"].map(cause), sort=False):
+        for (word, reason), g in na.groupby([na["verdict"], na["error"].map(cause)], sort=False):
             where = ", ".join(f"{r.engine} {r.method} / {r.parent_state}" for r in g.itertuples())
-            folded.append(f"<li>{len(g)} not applicable: {e(reason)} <span class=\"skipped\">({e(where)})</span></li>")
+            folded.append(f"<li>{len(g)} {e(word)}: {e(reason)} <span class=\"skipped\">({e(where)})</span></li>")
         out += f"<ul>{''.join(folded)}</ul>"
-    errors = run[run["error"].notna() & (run["verdict"] != "works")].drop_duplicates("error")
+    errors = run[run["error"].notna() & (run["verdict"] != verdict.WORKS)].drop_duplicates("error")
     if len(errors):
         out += "<details><summary>Full error texts</summary>" + "".join(
             f"<p><b>{e(r.engine)} {e(r.method)} / {e(r.parent_state)}</b></p><pre>{e(r.error)}</pre>"

@@ -40,6 +40,8 @@ def plan_text(p: Plan) -> str:
         if c not in ("method", "status", "method_used", "limited_by", "reason", "recommended", "replicas"):
             t[c] = t[c].map(lambda v: num(v) if isinstance(v, (int, float)) and pd.notna(v) else "")
     t["recommended"] = t["recommended"].map({True: "yes", False: ""})
+    t["replicas"] = t["replicas"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
+    t["method_used"] = t["method_used"].fillna("")
     reasons = "\n".join(f"  {m}: {r}" for m, r in zip(t["method"], t["reason"]))
     return (f"{p.scenario}\nrecommended: {p.recommended or 'none'}\n"
             + t.drop(columns=["reason"]).to_string(index=False) + "\n\nwhy:\n" + reasons)
