@@ -12,6 +12,7 @@ import os
 import sys
 
 from .capacity import GPU_MEMORY_UTILIZATION, Node, choose, plan
+from .derive import no_small_n_intervals
 from .load import BadInput, latest, load
 
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "table":
-            df = load(args.dir).table
+            df = no_small_n_intervals(load(args.dir).table)  # n < 3: no interval (n stays)
             if args.csv:
                 print(df.to_csv(index=False), end="")
             elif args.wide:

@@ -31,6 +31,7 @@ PLAN_COLUMNS = [
     "fleet_gpu_h_per_day", "recommended", "reason",
 ]
 BUSY_HOURS = 1.0  # a replica's daily decode load: this many hours at the fastest measured rate (as chart 5)
+RESTARTS_PER_DAY = 24  # the report's plans and the summary's break-even assume an hourly restart
 GPU_MEMORY_UTILIZATION = 0.9  # vLLM's default share of a GPU it reserves (fixed part + KV cache)
 # processes whose GPU memory is not a worker's: aggregates, and the parent (counted on its own)
 _NOT_WORKERS = (vocab.GROUP, vocab.RAY, "parent")

@@ -4,7 +4,8 @@ Figures are made with `matplotlib.figure.Figure` rather than pyplot: no GUI back
 figure registry are involved (saving uses the Agg canvas), and a notebook can display them.
 
 Each `chart_*` function takes the latest rows of one machine (`load.latest`) and returns a
-Figure; `draw` adds the title and the machine/version footer and writes PNG and SVG. A chart
+Figure; `draw` adds the title and writes PNG and SVG (the machine and versions are under the
+chart on the report page: `provenance`). A chart
 with nothing to show says so instead of being left out, so a report always has all six.
 """
 
@@ -27,6 +28,7 @@ from forkspawn import vocabulary as vocab
 
 from . import verdict
 from .capacity import break_even_tokens, rates_differ
+from .derive import has_interval, prepare
 from .fmt import cause, num
 from .verdict import method_order
 
@@ -51,11 +53,23 @@ MEMORY_KINDS = {
 }
 NO_DATA = "nothing measured successfully for this chart on this machine"
 BUSY_HOURS = 1.0  # the amortisation chart's daily load: this many hours at the fastest decode rate
+DAY_S = 86_400  # the amortisation chart's axes end where a day does
 
 
 def method_colors(methods: list[str]) -> dict[str, str]:
+    """A colour per method label, by the method that ran: "fork→spawn (forced)" is spawn's colour
+    (told apart by FORCED_HATCH in bars and a dashed line in curves)."""
     extra = iter(EXTRA_COLORS * 3)
-    return {m: KNOWN_METHOD_COLORS.get(m) or next(extra) for m in method_order(methods)}
+    ran = {m: verdict.ran_as(m) for m in method_order(methods)}
+    own = {r: KNOWN_METHOD_COLORS.get(r) or next(extra) for r in dict.fromkeys(ran.values())}
+    return {m: own[r] for m, r in ran.items()}
+
+
+FORCED_HATCH = "//"  # a bar of a method the engine forced (asked one, ran another)
+
+
+def _hatch(method: str) -> str | None:
+    return FORCED_HATCH if "→" in method else None
 
 
 def _engine_label(df: pd.DataFrame) -> pd.Series:
@@ -195,6 +209,7 @@ def chart_startup(df: pd.DataFrame) -> Figure:
               if any(s in st.index.get_level_values(0) for st, _ in stacks.values())
               or s in set(fails[fails["engine_label"].isin(engines)]["parent_state"])]
     fig, axes = _grid(len(engines), len(states), w=3.6, h=4.0, sharey=False)
+    drawn = []  # panels with bars: one y-scale across them, so that bar heights compare
     for r, engine in enumerate(engines):
         sub, ends = stacks[engine]
         for c, state in enumerate(states):
@@ -233,14 +248,19 @@ def chart_startup(df: pd.DataFrame) -> Figure:
                     ax.errorbar([x], [total], yerr=[[max(total - max(lo, 0), 0)], [max(hi - total, 0)]], fmt="none",
                                 ecolor="#222", elinewidth=0.8, capsize=2, zorder=4)
                     tops.append(hi)
-                ax.annotate(num(total), (x, max(total, hi if pd.notna(hi) else total)), xytext=(0, 2),
+                label = num(total) if has_interval(row["n"]) else f"{num(total)}\nn={row['n']}: no interval"
+                ax.annotate(label, (x, max(total, hi if pd.notna(hi) else total)), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=6.5)
             _headroom(ax, np.array(list(bottom) + tops) * 1.15)
             if not bottom.any():  # only failures here: a seconds axis would claim a scale it does not have
                 ax.set_yticks([])
                 ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)  # no bar was drawn to set the x range
-            if c == 0:
-                ax.set_ylabel("seconds since start request")
+            else:
+                drawn.append(ax)
+            ax.set_ylabel("seconds since start request")
+    top = max((ax.get_ylim()[1] for ax in drawn), default=None)
+    for ax in drawn:
+        ax.set_ylim(0, top)
     shown = all_phases + [UNTIL_READY]
     handles = [Rectangle((0, 0), 1, 1, color=colors[p]) for p in shown]
     labels = [PHASE_LABELS.get(p, p.replace("_", " ")) for p in shown]
@@ -341,7 +361,9 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
     engines = sorted(ok["engine_label"].unique())
     batches = sorted(ok["batch"].dropna().unique())
     colors = method_colors(ok["method"].unique())
-    fig, axes = _grid(len(engines), len(batches), w=5.0, h=3.8)
+    most = max(len(set(zip(g["tp"], g["parent_state"]))) for _, g in ok.groupby("engine_label"))
+    panel_w = max(5.0, 1.5 * most)  # inches: room for each setting's tick label
+    fig, axes = _grid(len(engines), len(batches), w=panel_w, h=3.8)
     labelled: set[str] = set()  # every engine's methods in the legend, once each
     for r, engine in enumerate(engines):
         for c, batch in enumerate(batches):
@@ -349,7 +371,7 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
             sub = ok[(ok["engine_label"] == engine) & (ok["batch"] == batch)]
             n = sub["n"].dropna()
             span = "?" if not len(n) else f"{n.min():g}" if n.min() == n.max() else f"{n.min():g}-{n.max():g}"
-            ax.set_title(f"{engine}, batch {batch}\n(whiskers: 99% CI of the median, n={span} cold starts)")
+            ax.set_title(f"{engine}, batch {batch}\n(whiskers: 99% CI of the median, n={span} samples)")
             combos = list(dict.fromkeys(zip(sub["tp"], sub["parent_state"])))
             methods = method_order(sub["method"])
             width = 0.8 / len(methods)
@@ -359,11 +381,18 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
                 xs = np.arange(len(combos)) + (i - (len(methods) - 1) / 2) * width
                 lo = (rows["value"] - rows["ci_low"].clip(lower=0)).clip(lower=0)
                 hi = (rows["ci_high"] - rows["value"]).clip(lower=0)
-                ax.bar(xs, rows["value"], width=width, color=colors[m], label=None if m in labelled else m)
+                ax.bar(xs, rows["value"], width=width, color=colors[m], hatch=_hatch(m), edgecolor="white",
+                       label=None if m in labelled else m)
                 labelled.add(m)
-                ax.errorbar(xs, rows["value"], yerr=[lo.fillna(0), hi.fillna(0)], fmt="none", ecolor="#333",
-                            elinewidth=0.8, capsize=2)
-            ax.set_xticks(range(len(combos)), [f"TP={tp}\nparent: {s}" for tp, s in combos])
+                known = rows["ci_low"].notna() & rows["ci_high"].notna()
+                ax.errorbar(xs[known.to_numpy()], rows["value"][known], yerr=[lo[known], hi[known]], fmt="none",
+                            ecolor="#333", elinewidth=0.8, capsize=2)
+                for x, v, k in zip(xs, rows["value"], rows["n"]):
+                    if pd.notna(v) and pd.notna(k) and not has_interval(int(k)):  # say why there is no whisker
+                        ax.annotate(f"n={int(k)}: no interval", (x, v), xytext=(0, 2), textcoords="offset points",
+                                    ha="center", va="bottom", fontsize=6.5, rotation=90)
+            chars = max(8, int(panel_w * 72 / max(len(combos), 1) / 5.6))  # 9 pt text: about 5.6 pt a character
+            ax.set_xticks(range(len(combos)), [f"TP={tp}\n" + textwrap.fill(f"parent: {s}", chars) for tp, s in combos])
             ax.set_ylim(0, top * 1.6)  # n is small: a CI can be far wider than the bars; whiskers are cut here
             ax.set_ylabel("output tokens/s (whole replica)")
     fig.legend(loc="outside right center", title="start method")
@@ -382,6 +411,14 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
                                      (vocab.mem(vocab.GROUP, vocab.GPU_KIND), "GPU memory (all ranks)")) if c in wide.columns]
     fork = wide.xs("fork", level="method")
     rel = wide.sub(fork.reindex(wide.index.droplevel("method")).set_axis(wide.index), axis=0).dropna(how="all")
+    same_gpu = ""  # a GPU panel whose every point sits on the reference is a sentence, not a panel
+    gpu_col = vocab.mem(vocab.GROUP, vocab.GPU_KIND)
+    if gpu_col in rel:
+        gpu = rel[gpu_col].drop(index="fork", level="method", errors="ignore").dropna()
+        if len(gpu) and (gpu.abs() < 0.5).all():
+            same_gpu = (f"GPU memory: every method uses the same per replica as fork (within 0.5 MiB, "
+                        f"{len(gpu)} setting{'s' * (len(gpu) != 1)})")
+            resources = [r for r in resources if r[0] != gpu_col]
     states = list(dict.fromkeys(rel.index.get_level_values("parent_state")))
     markers = dict(zip(states, "osD^vP"))
     colors = method_colors(rel.index.get_level_values("method").unique())
@@ -415,7 +452,8 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         for (engine, state, tp, m), row in rel.iterrows():
             if m == "fork" or pd.isna(row.get(col)) or pd.isna(row.get(vocab.TIME_TO_READY)):
                 continue
-            ax.scatter(row[col], row[vocab.TIME_TO_READY], color=colors[m], marker=markers[state], s=45, zorder=3)
+            ax.scatter(row[col], row[vocab.TIME_TO_READY], color=colors[m], marker=markers[state], s=45, zorder=3,
+                       edgecolors="k" if "→" in m else "none")
             ax.errorbar([row[col]], [row[vocab.TIME_TO_READY]], xerr=err((engine, state, tp, m), col),
                         yerr=err((engine, state, tp, m), vocab.TIME_TO_READY), fmt="none", ecolor=colors[m],
                         alpha=0.5, elinewidth=0.8, capsize=2, zorder=2)
@@ -433,6 +471,9 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
     # Numbered points with their key (labels beside clustered points would overlap).
     handles += [Line2D([], [], ls="", label=f"{n}: {what}") for what, n in numbers.items()]
     fig.legend(handles=handles, loc="outside right center", title="method / parent state", fontsize=7.5)
+    if same_gpu:
+        axes[0, 0].text(0.98, 0.03, same_gpu, transform=axes[0, 0].transAxes, ha="right", va="bottom", fontsize=8,
+                        color="#444", bbox={"boxstyle": "round", "fc": "white", "ec": "#bbb"})
     return fig
 
 
@@ -476,15 +517,17 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
         rate = pd.Series({m: rate[m] if differs(m, fastest) else rate[fastest] for m in methods})
         colors = method_colors(methods)
         where = f"{engine}, parent {state}, TP={tp}, batch {batch}"
-        n = np.logspace(0, 8, 400)
+        # within a day: the tokens the fastest decoder serves in 86,400 s, the starts that fit in one
+        n = np.logspace(0, np.log10(DAY_S * rate[methods].max()), 400)
         _curves(axes[r, 0], n, {m: ttr[m] + n / rate[m] for m in methods}, colors,
                 lambda a, b: break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), "tokens", differs)
         _loglog(axes[r, 0])
         axes[r, 0].set(xlabel="output tokens N served after a cold start",
                        ylabel="wall seconds: start-up + N / tokens/s", title=f"Time to serve N tokens\n{where}")
         daily = BUSY_HOURS * 3600 * rate[methods].max()
-        starts = np.logspace(0, 4, 400)
-        cost = {m: starts * ttr[m] + daily / rate[m] - daily / rate[methods].max() for m in methods}
+        starts = np.logspace(0, np.log10(DAY_S / ttr[methods].min()), 400)
+        cost = {m: np.where(starts * ttr[m] <= DAY_S * (1 + 1e-9), starts * ttr[m] + daily / rate[m] - daily / rate[methods].max(),
+                            np.nan) for m in methods}
         _curves(axes[r, 1], starts, cost, colors,
                 lambda a, b: _restarts(break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), daily), "starts/day",
                 differs)
@@ -527,7 +570,7 @@ def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, cros
     between methods whose decode rates differ at 99%: a crossing made by a rate difference inside
     its interval is noise, not a break-even."""
     for m, y in curves.items():
-        ax.plot(x, y, color=colors[m], label=m, lw=1.6)
+        ax.plot(x, y, color=colors[m], label=m, lw=1.6, ls="--" if "→" in m else "-")
     names, notes, unresolved = list(curves), [], 0
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -550,8 +593,8 @@ def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, cros
     # numbered, listed in a corner: break-even points are often close together
     ax.text(0.98, 0.03, notes_text, transform=ax.transAxes, ha="right", va="bottom", multialignment="left",
             fontsize=7.5, bbox={"boxstyle": "round", "fc": "white", "ec": "#999", "alpha": 0.9})
-    best = {names[i] for i in np.argmin(np.vstack([curves[m] for m in names]), axis=0)}
-    if len(best) == 1:
+    best = {names[i] for i in np.nanargmin(np.vstack([curves[m] for m in names]), axis=0)}
+    if len(best) == 1 and len(names) > 1:
         ax.text(0.02, 0.97, f"cheapest throughout: {best.pop()}", transform=ax.transAxes, va="top", fontsize=8)
 
 
@@ -613,26 +656,30 @@ CHARTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
 }
 
 
-def footer(machine: pd.DataFrame, width: int = 200) -> str:
-    """Machine, commit and versions, for the bottom of every chart, wrapped at `width` characters."""
+def view(df: pd.DataFrame) -> pd.DataFrame:
+    """What the charts draw: the NVML check as a parent state, the method that ran, restart time
+    (derive.prepare), no interval below n=3."""
+    return prepare(label_nvml(df))
+
+
+def provenance(machine: pd.DataFrame) -> str:
+    """One line for under a chart: machine, engines with versions and commits (the rest is in the
+    report's "Machine and versions" table)."""
     m = machine.iloc[0]
-    gpu = "no GPU" if m["gpu"] in (None, "none") else f"{m['gpu_count']} x {m['gpu']} (driver {m['gpu_driver']})"
-    lines = [f"machine {m['machine']}: {m['cpu']}, {m['num_cpu']} CPUs, {m['ram_gib']} GiB RAM, {gpu}, {m['os']}"]
-    for e in machine.itertuples():
-        lines.append(f"{e.engine} {e.engine_version or ''} · commit {str(e.commit)[:8]} · {e.date:%Y-%m-%d} · {e.versions}")
-    return "\n".join(textwrap.fill(line, width, subsequent_indent="    ") for line in lines)
+    engines = ", ".join(f"{e.engine} {e.engine_version or ''}".strip() + f" @ {str(e.commit)[:8]}"
+                        for e in machine.itertuples())
+    return f"{m['machine']} · {engines} · full versions: the machine's \"Machine and versions\" table"
 
 
 def draw(df: pd.DataFrame, machine: pd.DataFrame, out_dir: Path, prefix: str = "") -> dict[str, dict[str, Path]]:
     """Draw the six charts of one machine's rows into out_dir as PNG and SVG; name -> paths."""
     out: dict[str, dict[str, Path]] = {}
-    df = label_nvml(df)
+    df = view(df)
     with matplotlib.rc_context(STYLE):
         for name, (title, make) in CHARTS.items():
             fig = make(df)
+            # provenance (machine, commits, versions) is under the chart on the report page: `provenance`
             fig.suptitle(f"{title}\n{machine['machine'].iloc[0]}", fontsize=12, fontweight="bold")
-            # inside the layout, wrapped to the figure's width (about 17 characters an inch at 7 pt)
-            fig.supxlabel(footer(machine, int(fig.get_figwidth() * 17)), fontsize=7, color="#444", x=0.0, ha="left")
             out[name] = {}
             for ext in ("png", "svg"):
                 path = out_dir / f"{prefix}{name}.{ext}"

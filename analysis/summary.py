@@ -22,6 +22,7 @@ import pandas as pd
 from forkspawn import vocabulary as vocab
 
 from . import verdict
+from .capacity import BUSY_HOURS, RESTARTS_PER_DAY, break_even_decode_gap
 from .derive import has_interval, interval_text, prepare
 from .fmt import cause, interval, num
 from .load import latest, method_order
@@ -229,6 +230,8 @@ def _pair(r: MethodRow, ref: MethodRow) -> str:
     who = f"{r.label} vs {ref.label}"
     names = {k: lbl.split(",")[0].split(" (")[0] for k, lbl, *_ in METRICS}
     open_ = f"; not resolved: {', '.join(names[k] for k in unresolved)}" if unresolved else ""
+    if "decode" in unresolved and r.deltas.get("ttr") is not None and r.deltas["ttr"].resolved:
+        open_ += _break_even(r, ref)
     if not better and not worse:
         d = r.deltas.get("ttr")
         n = d.n if d is not None and d.n else "few"
@@ -243,6 +246,17 @@ def _pair(r: MethodRow, ref: MethodRow) -> str:
     else:
         head = f"trade-off, {r.label} vs {ref.label}"
     return f"{head}: {r.method} " + "; ".join(better + worse) + f" (99% intervals){open_}"
+
+
+def _break_even(r: MethodRow, ref: MethodRow) -> str:
+    """The decision rests on start-up while decode is unresolved: the decode-rate gap that would
+    cancel the start-up saving, at the report's assumed restarts and decode duty."""
+    d = r.deltas["ttr"].value
+    faster, slower = (ref, r) if d > 0 else (r, ref)
+    gap = break_even_decode_gap(RESTARTS_PER_DAY * abs(d), BUSY_HOURS)
+    return (f" (unresolved; break-even: at {RESTARTS_PER_DAY} starts/day and {BUSY_HOURS:g} busy h/day, "
+            f"{faster.label} saves {RESTARTS_PER_DAY * abs(d):,.0f} device-s/day per device, which decoding "
+            f"{gap:.1%} slower than {slower.label} would cancel)") if gap else ""
 
 
 def markdown(groups: list[Group], skipped: list[str]) -> str:
