@@ -113,8 +113,9 @@ def _group_ticks(ax, groups: list[tuple[str, list[str]]], width: float = 1.0) ->
             pos += width
         groups_at.append((name, (start + pos - width) / 2))
         pos += width * 0.6
+    labels = [m.replace(" (", "\n(") for m in labels]  # "fork→spawn (forced)" on two lines: narrower
     ax.set_xticks(ticks, labels, rotation=35, ha="right", rotation_mode="anchor")
-    drop = 20 + 5.0 * max(map(len, labels)) * 0.57  # below the rotated tick labels (9 pt text)
+    drop = 20 + 5.0 * max(len(x) for m in labels for x in m.splitlines()) * 0.57  # below the rotated tick labels
     sizes = [len(members) for _, members in groups]
     for (name, x), size in zip(groups_at, sizes):  # wrapped to the group's width: no overprinting
         ax.annotate(textwrap.fill(name, max(7, int(size * 6.5))), xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, -drop),

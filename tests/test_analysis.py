@@ -13,6 +13,7 @@ import sys
 from itertools import product
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -646,3 +647,82 @@ def test_a_record_of_another_schema_is_one_line(tmp_path: Path, capsys: pytest.C
     sidecar.write_text("\n".join(lines) + "\n")
     line = _cli_error(capsys, "table", str(root))
     assert f"{sidecar}:1:" in line and "forkspawn.record/2" in line
+
+
+# -- the charts draw the table's numbers, and fit -------------------------------------------------
+H200 = REPO / "reports" / "h200-tp1" / "results"
+
+
+@pytest.fixture(scope="module")
+def h200_view() -> pd.DataFrame:
+    from analysis.load import latest
+
+    return charts.view(latest(load(H200).table))
+
+
+def _bars(fig) -> list:
+    return [p for ax in fig.axes for c in ax.containers if hasattr(c, "patches") for p in c.patches]
+
+
+def test_chart_3_bars_are_the_tables_tokens_per_s(h200_view: pd.DataFrame) -> None:
+    import matplotlib
+
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.chart_throughput(h200_view)
+    drawn = sorted(round(p.get_height(), 6) for p in _bars(fig) if math.isfinite(p.get_height()))
+    ok = charts._ok(h200_view, r"tokens_per_s\.b\d+")
+    assert drawn == sorted(round(v, 6) for v in ok["value"])
+    # named by the method that ran: Xinference asked fork and ran spawn
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert "fork→spawn (forced)" in labels
+    # n=2 has no whisker: it says so
+    assert any(t.get_text() == "n=2: no interval" for ax in fig.axes for t in ax.texts)
+
+
+def test_chart_1_stacks_to_time_to_ready_on_one_scale(h200_view: pd.DataFrame) -> None:
+    import matplotlib
+
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.chart_startup(h200_view)
+    totals = {}
+    for p in _bars(fig):
+        key = (id(p.axes), round(p.get_x() + p.get_width() / 2, 6))
+        totals[key] = totals.get(key, 0.0) + p.get_height()
+    ttr = charts._ok(h200_view, "time_to_ready_s")["value"]
+    assert sorted(round(v, 6) for v in totals.values()) == sorted(round(v, 6) for v in ttr)
+    assert max(totals.values()) == pytest.approx(206.65, abs=0.01)  # Xinference, its server's start included
+    tops = {ax.get_ylim()[1] for ax in fig.axes if ax.containers}
+    assert len(tops) == 1  # one y-scale across the panels with bars
+
+
+def test_chart_5_stays_within_a_day(h200_view: pd.DataFrame) -> None:
+    import matplotlib
+
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.chart_amortisation(h200_view)
+    rates = charts._ok(h200_view, r"tokens_per_s\.b\d+")["value"]
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if line.get_label().startswith("_"):
+                continue  # a break-even marker
+            x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+            if "starts" in ax.get_xlabel():  # TP=1, decode rates drawn equal: the overhead is the start-ups'
+                assert np.nanmax(y) <= 86_400 * (1 + 1e-6), line.get_label()
+            else:  # the tokens the fastest decoder serves in a day, at most
+                assert x.max() <= 86_400 * rates.max() * (1 + 1e-6), line.get_label()
+
+
+@pytest.mark.parametrize("name", list(charts.CHARTS))
+def test_tick_labels_never_overprint(h200_view: pd.DataFrame, name: str) -> None:
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.CHARTS[name][1](h200_view)
+        FigureCanvasAgg(fig).draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+            for i, a in enumerate(boxes):
+                for b in boxes[i + 1:]:
+                    assert not a.overlaps(b), (name, ax.get_title())
