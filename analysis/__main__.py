@@ -11,7 +11,8 @@ import math
 import os
 import sys
 
-from .capacity import Node, choose, plan
+from .capacity import GPU_MEMORY_UTILIZATION, Node, choose, plan
+from .derive import no_small_n_intervals
 from .load import BadInput, latest, load
 
 
@@ -57,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--restarts-per-day", type=NONNEG, default=24, help="worker-group starts a day on the node")
     p.add_argument("--busy-hours", type=NONNEG, default=1.0,
                    help="a replica's daily decode load, hours at the fastest rate (default 1)")
+    p.add_argument("--nodes", type=POSITIVE_INT, default=1, help="nodes in the fleet, for its GPU-hours a day")
+    p.add_argument("--gpu-memory-utilization", type=_number(float, 0, "a number", strict=True),
+                   default=GPU_MEMORY_UTILIZATION,
+                   help="share of a GPU the engine reserves; the KV cache gets it less the fixed part (default 0.9)")
     p.add_argument("--gpus", type=COUNT, help="GPUs of the node (default: the measured machine's)")
     p.add_argument("--gpu-mem-gib", type=POSITIVE, help="memory of one GPU, GiB")
     p.add_argument("--ram-gib", type=POSITIVE, help="host RAM, GiB")
@@ -69,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "table":
-            df = load(args.dir).table
+            df = no_small_n_intervals(load(args.dir).table)  # n < 3: no interval (n stays)
             if args.csv:
                 print(df.to_csv(index=False), end="")
             elif args.wide:
@@ -99,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             if node.gpus and node.gpu_mem_gib is None:
                 raise BadInput(f"{machine}: GPU memory not recorded: pass --gpu-mem-gib")
             result = plan(df, node, args.tp, args.restarts_per_day, machine=machine, engine=args.engine,
-                          parent_state=args.parent_state, batch=args.batch, busy_hours=args.busy_hours)
+                          parent_state=args.parent_state, batch=args.batch, busy_hours=args.busy_hours,
+                          nodes=args.nodes, gpu_memory_utilization=args.gpu_memory_utilization)
             if args.csv:
                 print(result.table.to_csv(index=False), end="")
             else:

@@ -4,7 +4,8 @@ Figures are made with `matplotlib.figure.Figure` rather than pyplot: no GUI back
 figure registry are involved (saving uses the Agg canvas), and a notebook can display them.
 
 Each `chart_*` function takes the latest rows of one machine (`load.latest`) and returns a
-Figure; `draw` adds the title and the machine/version footer and writes PNG and SVG. A chart
+Figure; `draw` adds the title and writes PNG and SVG (the machine and versions are under the
+chart on the report page: `provenance`). A chart
 with nothing to show says so instead of being left out, so a report always has all six.
 """
 
@@ -25,9 +26,11 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 
 from forkspawn import vocabulary as vocab
 
+from . import verdict
 from .capacity import break_even_tokens, rates_differ
+from .derive import has_interval, prepare
 from .fmt import cause, num
-from .load import method_order
+from .verdict import method_order
 
 STYLE = {
     "text.parse_math": False,  # machine names and error texts may hold "$": never mathtext
@@ -37,7 +40,8 @@ STYLE = {
 KNOWN_METHOD_COLORS = {"fork": "#1f77b4", "spawn": "#ff7f0e", "forkserver": "#2ca02c", "forkserver-preload": "#d62728",
                        "ray": "#9467bd"}
 EXTRA_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79"]
-STATUS_COLORS = {"works": "#b7e1b0", "fails": "#f4a6a6", "hangs": "#f8d08a", "n/a": "#e6e6e6", "mixed": "#f8e7a0"}
+STATUS_COLORS = {verdict.WORKS: "#b7e1b0", verdict.FAILS: "#f4a6a6", verdict.HANGS: "#f8d08a", verdict.NA: "#e6e6e6",
+                 verdict.NOT_RUN: "#f4f4f4", verdict.MIXED: "#f8e7a0"}
 PHASE_LABELS = {
     "cluster_joined": "Ray cluster joined", "process_entry": "process created", "imports_done": "imports (torch)", "device_ready": "device set-up",
     "dist_initialized": "distributed init", "weights_loaded": "weights loaded", "first_token": "first token",
@@ -49,11 +53,23 @@ MEMORY_KINDS = {
 }
 NO_DATA = "nothing measured successfully for this chart on this machine"
 BUSY_HOURS = 1.0  # the amortisation chart's daily load: this many hours at the fastest decode rate
+DAY_S = 86_400  # the amortisation chart's axes end where a day does
 
 
 def method_colors(methods: list[str]) -> dict[str, str]:
+    """A colour per method label, by the method that ran: "fork→spawn (forced)" is spawn's colour
+    (told apart by FORCED_HATCH in bars and a dashed line in curves)."""
     extra = iter(EXTRA_COLORS * 3)
-    return {m: KNOWN_METHOD_COLORS.get(m) or next(extra) for m in method_order(methods)}
+    ran = {m: verdict.ran_as(m) for m in method_order(methods)}
+    own = {r: KNOWN_METHOD_COLORS.get(r) or next(extra) for r in dict.fromkeys(ran.values())}
+    return {m: own[r] for m, r in ran.items()}
+
+
+FORCED_HATCH = "//"  # a bar of a method the engine forced (asked one, ran another)
+
+
+def _hatch(method: str) -> str | None:
+    return FORCED_HATCH if "→" in method else None
 
 
 def _engine_label(df: pd.DataFrame) -> pd.Series:
@@ -97,8 +113,9 @@ def _group_ticks(ax, groups: list[tuple[str, list[str]]], width: float = 1.0) ->
             pos += width
         groups_at.append((name, (start + pos - width) / 2))
         pos += width * 0.6
+    labels = [m.replace(" (", "\n(") for m in labels]  # "fork→spawn (forced)" on two lines: narrower
     ax.set_xticks(ticks, labels, rotation=35, ha="right", rotation_mode="anchor")
-    drop = 20 + 5.0 * max(map(len, labels)) * 0.57  # below the rotated tick labels (9 pt text)
+    drop = 20 + 5.0 * max(len(x) for m in labels for x in m.splitlines()) * 0.57  # below the rotated tick labels
     sizes = [len(members) for _, members in groups]
     for (name, x), size in zip(groups_at, sizes):  # wrapped to the group's width: no overprinting
         ax.annotate(textwrap.fill(name, max(7, int(size * 6.5))), xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, -drop),
@@ -156,15 +173,14 @@ def phase_stacks(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame
 
 def _failures(df: pd.DataFrame) -> pd.DataFrame:
     """Configurations that failed or hung, with a short cause, for placeholders in the charts."""
-    st = df[(df["metric"] == "status") & df["status"].isin(["error", "timeout"])]
+    st = df[(df["metric"] == vocab.STATUS) & df["status"].map(verdict.failed)]
     st = st.assign(engine_label=_engine_label(st))
     def short(e: object) -> str:  # the exception itself, not the harness's "rank 0 failed during ..." prefix
         c = cause(e)
         m = re.search(r"\b[A-Za-z_.]*(Error|Exception|Timeout)\b.*", c)
         return textwrap.shorten(m.group(0) if m else c, 60)
 
-    return st.assign(why=[("hangs: " if s == "timeout" else "fails: ") + short(e)
-                          for s, e in zip(st["status"], st["error"])])
+    return st.assign(why=[verdict.failure(s, short(e)) for s, e in zip(st["status"], st["error"])])
 
 
 def _placeholder(ax, x: float, why: str) -> None:
@@ -194,6 +210,7 @@ def chart_startup(df: pd.DataFrame) -> Figure:
               if any(s in st.index.get_level_values(0) for st, _ in stacks.values())
               or s in set(fails[fails["engine_label"].isin(engines)]["parent_state"])]
     fig, axes = _grid(len(engines), len(states), w=3.6, h=4.0, sharey=False)
+    drawn = []  # panels with bars: one y-scale across them, so that bar heights compare
     for r, engine in enumerate(engines):
         sub, ends = stacks[engine]
         for c, state in enumerate(states):
@@ -232,14 +249,19 @@ def chart_startup(df: pd.DataFrame) -> Figure:
                     ax.errorbar([x], [total], yerr=[[max(total - max(lo, 0), 0)], [max(hi - total, 0)]], fmt="none",
                                 ecolor="#222", elinewidth=0.8, capsize=2, zorder=4)
                     tops.append(hi)
-                ax.annotate(num(total), (x, max(total, hi if pd.notna(hi) else total)), xytext=(0, 2),
+                label = num(total) if has_interval(row["n"]) else f"{num(total)}\nn={row['n']}: no interval"
+                ax.annotate(label, (x, max(total, hi if pd.notna(hi) else total)), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=6.5)
             _headroom(ax, np.array(list(bottom) + tops) * 1.15)
             if not bottom.any():  # only failures here: a seconds axis would claim a scale it does not have
                 ax.set_yticks([])
                 ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)  # no bar was drawn to set the x range
-            if c == 0:
-                ax.set_ylabel("seconds since start request")
+            else:
+                drawn.append(ax)
+            ax.set_ylabel("seconds since start request")
+    top = max((ax.get_ylim()[1] for ax in drawn), default=None)
+    for ax in drawn:
+        ax.set_ylim(0, top)
     shown = all_phases + [UNTIL_READY]
     handles = [Rectangle((0, 0), 1, 1, color=colors[p]) for p in shown]
     labels = [PHASE_LABELS.get(p, p.replace("_", " ")) for p in shown]
@@ -340,7 +362,9 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
     engines = sorted(ok["engine_label"].unique())
     batches = sorted(ok["batch"].dropna().unique())
     colors = method_colors(ok["method"].unique())
-    fig, axes = _grid(len(engines), len(batches), w=5.0, h=3.8)
+    most = max(len(set(zip(g["tp"], g["parent_state"]))) for _, g in ok.groupby("engine_label"))
+    panel_w = max(5.0, 1.5 * most)  # inches: room for each setting's tick label
+    fig, axes = _grid(len(engines), len(batches), w=panel_w, h=3.8)
     labelled: set[str] = set()  # every engine's methods in the legend, once each
     for r, engine in enumerate(engines):
         for c, batch in enumerate(batches):
@@ -348,7 +372,7 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
             sub = ok[(ok["engine_label"] == engine) & (ok["batch"] == batch)]
             n = sub["n"].dropna()
             span = "?" if not len(n) else f"{n.min():g}" if n.min() == n.max() else f"{n.min():g}-{n.max():g}"
-            ax.set_title(f"{engine}, batch {batch}\n(whiskers: 99% CI of the median, n={span} cold starts)")
+            ax.set_title(f"{engine}, batch {batch}\n(whiskers: 99% CI of the median, n={span} samples)")
             combos = list(dict.fromkeys(zip(sub["tp"], sub["parent_state"])))
             methods = method_order(sub["method"])
             width = 0.8 / len(methods)
@@ -358,11 +382,18 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
                 xs = np.arange(len(combos)) + (i - (len(methods) - 1) / 2) * width
                 lo = (rows["value"] - rows["ci_low"].clip(lower=0)).clip(lower=0)
                 hi = (rows["ci_high"] - rows["value"]).clip(lower=0)
-                ax.bar(xs, rows["value"], width=width, color=colors[m], label=None if m in labelled else m)
+                ax.bar(xs, rows["value"], width=width, color=colors[m], hatch=_hatch(m), edgecolor="white",
+                       label=None if m in labelled else m)
                 labelled.add(m)
-                ax.errorbar(xs, rows["value"], yerr=[lo.fillna(0), hi.fillna(0)], fmt="none", ecolor="#333",
-                            elinewidth=0.8, capsize=2)
-            ax.set_xticks(range(len(combos)), [f"TP={tp}\nparent: {s}" for tp, s in combos])
+                known = rows["ci_low"].notna() & rows["ci_high"].notna()
+                ax.errorbar(xs[known.to_numpy()], rows["value"][known], yerr=[lo[known], hi[known]], fmt="none",
+                            ecolor="#333", elinewidth=0.8, capsize=2)
+                for x, v, k in zip(xs, rows["value"], rows["n"]):
+                    if pd.notna(v) and pd.notna(k) and not has_interval(int(k)):  # say why there is no whisker
+                        ax.annotate(f"n={int(k)}: no interval", (x, v), xytext=(0, 2), textcoords="offset points",
+                                    ha="center", va="bottom", fontsize=6.5, rotation=90)
+            chars = max(8, int(panel_w * 72 / max(len(combos), 1) / 5.6))  # 9 pt text: about 5.6 pt a character
+            ax.set_xticks(range(len(combos)), [f"TP={tp}\n" + textwrap.fill(f"parent: {s}", chars) for tp, s in combos])
             ax.set_ylim(0, top * 1.6)  # n is small: a CI can be far wider than the bars; whiskers are cut here
             ax.set_ylabel("output tokens/s (whole replica)")
     fig.legend(loc="outside right center", title="start method")
@@ -381,6 +412,14 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
                                      (vocab.mem(vocab.GROUP, vocab.GPU_KIND), "GPU memory (all ranks)")) if c in wide.columns]
     fork = wide.xs("fork", level="method")
     rel = wide.sub(fork.reindex(wide.index.droplevel("method")).set_axis(wide.index), axis=0).dropna(how="all")
+    same_gpu = ""  # a GPU panel whose every point sits on the reference is a sentence, not a panel
+    gpu_col = vocab.mem(vocab.GROUP, vocab.GPU_KIND)
+    if gpu_col in rel:
+        gpu = rel[gpu_col].drop(index="fork", level="method", errors="ignore").dropna()
+        if len(gpu) and (gpu.abs() < 0.5).all():
+            same_gpu = (f"GPU memory: every method uses the same per replica as fork (within 0.5 MiB, "
+                        f"{len(gpu)} setting{'s' * (len(gpu) != 1)})")
+            resources = [r for r in resources if r[0] != gpu_col]
     states = list(dict.fromkeys(rel.index.get_level_values("parent_state")))
     markers = dict(zip(states, "osD^vP"))
     colors = method_colors(rel.index.get_level_values("method").unique())
@@ -414,7 +453,8 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         for (engine, state, tp, m), row in rel.iterrows():
             if m == "fork" or pd.isna(row.get(col)) or pd.isna(row.get(vocab.TIME_TO_READY)):
                 continue
-            ax.scatter(row[col], row[vocab.TIME_TO_READY], color=colors[m], marker=markers[state], s=45, zorder=3)
+            ax.scatter(row[col], row[vocab.TIME_TO_READY], color=colors[m], marker=markers[state], s=45, zorder=3,
+                       edgecolors="k" if "→" in m else "none")
             ax.errorbar([row[col]], [row[vocab.TIME_TO_READY]], xerr=err((engine, state, tp, m), col),
                         yerr=err((engine, state, tp, m), vocab.TIME_TO_READY), fmt="none", ecolor=colors[m],
                         alpha=0.5, elinewidth=0.8, capsize=2, zorder=2)
@@ -432,6 +472,9 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
     # Numbered points with their key (labels beside clustered points would overlap).
     handles += [Line2D([], [], ls="", label=f"{n}: {what}") for what, n in numbers.items()]
     fig.legend(handles=handles, loc="outside right center", title="method / parent state", fontsize=7.5)
+    if same_gpu:
+        axes[0, 0].text(0.98, 0.03, same_gpu, transform=axes[0, 0].transAxes, ha="right", va="bottom", fontsize=8,
+                        color="#444", bbox={"boxstyle": "round", "fc": "white", "ec": "#bbb"})
     return fig
 
 
@@ -475,15 +518,17 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
         rate = pd.Series({m: rate[m] if differs(m, fastest) else rate[fastest] for m in methods})
         colors = method_colors(methods)
         where = f"{engine}, parent {state}, TP={tp}, batch {batch}"
-        n = np.logspace(0, 8, 400)
+        # within a day: the tokens the fastest decoder serves in 86,400 s, the starts that fit in one
+        n = np.logspace(0, np.log10(DAY_S * rate[methods].max()), 400)
         _curves(axes[r, 0], n, {m: ttr[m] + n / rate[m] for m in methods}, colors,
                 lambda a, b: break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), "tokens", differs)
         _loglog(axes[r, 0])
         axes[r, 0].set(xlabel="output tokens N served after a cold start",
                        ylabel="wall seconds: start-up + N / tokens/s", title=f"Time to serve N tokens\n{where}")
         daily = BUSY_HOURS * 3600 * rate[methods].max()
-        starts = np.logspace(0, 4, 400)
-        cost = {m: starts * ttr[m] + daily / rate[m] - daily / rate[methods].max() for m in methods}
+        starts = np.logspace(0, np.log10(DAY_S / ttr[methods].min()), 400)
+        cost = {m: np.where(starts * ttr[m] <= DAY_S * (1 + 1e-9), starts * ttr[m] + daily / rate[m] - daily / rate[methods].max(),
+                            np.nan) for m in methods}
         _curves(axes[r, 1], starts, cost, colors,
                 lambda a, b: _restarts(break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), daily), "starts/day",
                 differs)
@@ -526,7 +571,7 @@ def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, cros
     between methods whose decode rates differ at 99%: a crossing made by a rate difference inside
     its interval is noise, not a break-even."""
     for m, y in curves.items():
-        ax.plot(x, y, color=colors[m], label=m, lw=1.6)
+        ax.plot(x, y, color=colors[m], label=m, lw=1.6, ls="--" if "→" in m else "-")
     names, notes, unresolved = list(curves), [], 0
     for i, a in enumerate(names):
         for b in names[i + 1:]:
@@ -549,37 +594,19 @@ def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, cros
     # numbered, listed in a corner: break-even points are often close together
     ax.text(0.98, 0.03, notes_text, transform=ax.transAxes, ha="right", va="bottom", multialignment="left",
             fontsize=7.5, bbox={"boxstyle": "round", "fc": "white", "ec": "#999", "alpha": 0.9})
-    best = {names[i] for i in np.argmin(np.vstack([curves[m] for m in names]), axis=0)}
-    if len(best) == 1:
+    best = {names[i] for i in np.nanargmin(np.vstack([curves[m] for m in names]), axis=0)}
+    if len(best) == 1 and len(names) > 1:
         ax.text(0.02, 0.97, f"cheapest throughout: {best.pop()}", transform=ax.transAxes, va="top", fontsize=8)
 
 
 # 6 ------------------------------------------------------------------------------------------------
 def compatibility(df: pd.DataFrame) -> pd.DataFrame:
-    """Method x parent state x engine (version) -> works / fails / hangs / n/a, with the error.
-    One row per configuration cell, TP sizes folded into the verdict when they disagree."""
-    st = label_nvml(df[df["metric"] == "status"]).assign(engine_label=lambda d: _engine_label(d))
-    st = st.assign(column=st["parent_state"])
-    word = st["status"].map({"ok": "works", "error": "fails", "timeout": "hangs", "skipped": "n/a"}).fillna("fails")
-    st = st.assign(word=word)
-    cells = []
-    for (engine, method, column), g in st.groupby(["engine_label", "method", "column"], sort=False):
-        real = g[g["word"] != "n/a"]  # a configuration skipped in one environment may run in another
-        if real.empty:
-            verdict, text = "n/a", "n/a"
-        elif real["word"].nunique() == 1:
-            verdict = text = real["word"].iloc[0]
-        else:
-            verdict, text = "mixed", ", ".join(f"TP{tp} {w}" for tp, w in sorted(zip(real["tp"], real["word"])))
-        used = {u for u in g["method_used"].dropna() if u not in (method, "not-applicable")}
-        if used and verdict == "works":
-            text += f" (as {'/'.join(sorted(used))})"
-        errors = g[g["word"].isin(["fails", "hangs"])]["error"].dropna()
-        cells.append({"engine": engine, "method": method, "parent_state": column, "verdict": verdict, "text": text,
-                      "error": errors.iloc[0] if len(errors) else (g["error"].dropna().iloc[0]
-                                                                    if verdict == "n/a" and g["error"].notna().any()
-                                                                    else None)})
-    return pd.DataFrame(cells, columns=["engine", "method", "parent_state", "verdict", "text", "error"])
+    """Method asked x parent state x engine (version) -> works / fails / hangs / n/a / not run,
+    with the error (verdict.compatibility); one cell per configuration, TP sizes folded."""
+    st = label_nvml(df[df["metric"] == vocab.STATUS])
+    if "asked" in st:  # the matrix's rows are the methods asked for; a forced one says what ran
+        st = st.assign(method=st["asked"])
+    return verdict.compatibility(st.assign(engine_label=_engine_label(st)))
 
 
 def chart_compatibility(df: pd.DataFrame) -> Figure:
@@ -611,7 +638,7 @@ def chart_compatibility(df: pd.DataFrame) -> Figure:
     ax.tick_params(length=0)
     lines = [f"[{i}] " + textwrap.shorten(e, 150) for e, i in notes.items()]
     lines.append("works = every cold start reached ready; fails = an error; hangs = timed out; "
-                 "n/a = not applicable on this machine (e.g. a device state without a GPU)")
+                 "n/a = cannot exist here (e.g. a device state without a GPU); not run = not measured")
     ax.set_xlabel("\n".join(lines), loc="left", fontsize=8)
     return fig
 
@@ -630,26 +657,30 @@ CHARTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
 }
 
 
-def footer(machine: pd.DataFrame, width: int = 200) -> str:
-    """Machine, commit and versions, for the bottom of every chart, wrapped at `width` characters."""
+def view(df: pd.DataFrame) -> pd.DataFrame:
+    """What the charts draw: the NVML check as a parent state, the method that ran, restart time
+    (derive.prepare), no interval below n=3."""
+    return prepare(label_nvml(df))
+
+
+def provenance(machine: pd.DataFrame) -> str:
+    """One line for under a chart: machine, engines with versions and commits (the rest is in the
+    report's "Machine and versions" table)."""
     m = machine.iloc[0]
-    gpu = "no GPU" if m["gpu"] in (None, "none") else f"{m['gpu_count']} x {m['gpu']} (driver {m['gpu_driver']})"
-    lines = [f"machine {m['machine']}: {m['cpu']}, {m['num_cpu']} CPUs, {m['ram_gib']} GiB RAM, {gpu}, {m['os']}"]
-    for e in machine.itertuples():
-        lines.append(f"{e.engine} {e.engine_version or ''} · commit {str(e.commit)[:8]} · {e.date:%Y-%m-%d} · {e.versions}")
-    return "\n".join(textwrap.fill(line, width, subsequent_indent="    ") for line in lines)
+    engines = ", ".join(f"{e.engine} {e.engine_version or ''}".strip() + f" @ {str(e.commit)[:8]}"
+                        for e in machine.itertuples())
+    return f"{m['machine']} · {engines} · full versions: the machine's \"Machine and versions\" table"
 
 
 def draw(df: pd.DataFrame, machine: pd.DataFrame, out_dir: Path, prefix: str = "") -> dict[str, dict[str, Path]]:
     """Draw the six charts of one machine's rows into out_dir as PNG and SVG; name -> paths."""
     out: dict[str, dict[str, Path]] = {}
-    df = label_nvml(df)
+    df = view(df)
     with matplotlib.rc_context(STYLE):
         for name, (title, make) in CHARTS.items():
             fig = make(df)
+            # provenance (machine, commits, versions) is under the chart on the report page: `provenance`
             fig.suptitle(f"{title}\n{machine['machine'].iloc[0]}", fontsize=12, fontweight="bold")
-            # inside the layout, wrapped to the figure's width (about 17 characters an inch at 7 pt)
-            fig.supxlabel(footer(machine, int(fig.get_figwidth() * 17)), fontsize=7, color="#444", x=0.0, ha="left")
             out[name] = {}
             for ext in ("png", "svg"):
                 path = out_dir / f"{prefix}{name}.{ext}"

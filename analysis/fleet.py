@@ -7,8 +7,9 @@ from html import escape
 
 import pandas as pd
 
-from .load import method_order
+from . import verdict
 from .summary import Group
+from .verdict import method_order
 
 
 def section(groups: list[Group]) -> str:
@@ -23,7 +24,7 @@ def section(groups: list[Group]) -> str:
             base = {"engine": g.key["engine"], "parent state": g.key["parent_state"]
                     + ("" if g.key["cuda_check"] == "runtime" else f" ({g.key['cuda_check']})"),
                     "method": r.label, "where": f"{g.key['machine']} · TP={g.key['tp']}", "tp": g.key["tp"],
-                    "status": r.status, "value": r.values, "delta": r.deltas, "ref": g.reference}
+                    "status": r.status, "cause": r.cause, "value": r.values, "delta": r.deltas, "ref": g.reference}
             rows.append(base)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -33,7 +34,7 @@ def section(groups: list[Group]) -> str:
 
     def cell(x: pd.Series, what: str) -> str:
         if x["status"] != "ok":
-            return {"error": "fails", "timeout": "hangs"}.get(x["status"], "n/a")
+            return verdict.word(x["status"], x["cause"])
         if what == "cost":
             d, h = x["delta"].get("ttr"), x["delta"].get("replica_mib")
             if d is None:

@@ -40,6 +40,7 @@ COLUMNS = [
     "machine", "gpu", "commit", "env", "date", "engine", "engine_version", "method", "method_used",
     "parent_state", "cuda_check", "tp", "batch", "phase", "process", "kind", "metric", "value", "unit",
     "ci_low", "ci_high", "q25", "q75", "n", "status", "error", "benchmark", "gpu_count", "num_cpu", "asv_machine",
+    "engine_metrics",
 ]
 MACHINE_COLUMNS = [
     "machine", "commit", "env", "date", "engine", "engine_version", "gpu", "gpu_count", "gpu_memory_mib",
@@ -241,6 +242,9 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
                     "status": status, "error": error, "benchmark": name,
                     "gpu_count": _int(params.get("gpu_count")) or 0, "num_cpu": _int(params.get("num_cpu")),
                     "asv_machine": machine,
+                    # the record's engine sizes (vLLM: KV cache MiB and tokens, CUDA graphs), as JSON text
+                    "engine_metrics": json.dumps(rec["engine_metrics"], sort_keys=True)
+                    if rec and rec.get("engine_metrics") else None,
                 })
                 if rec and (rec.engine_version or p.get("engine") not in seen):
                     seen[p.get("engine")] = rec  # prefer a record that knows the engine's version

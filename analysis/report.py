@@ -21,12 +21,12 @@ import pandas as pd
 
 from forkspawn import vocabulary as vocab
 
-from . import charts, fleet, summary
-from .capacity import Node, plan
-from .fmt import cause, interval, num
-from .load import BadInput, Results, latest, load, method_order
-
-RESTARTS_PER_DAY = 24  # the report's capacity tables assume an hourly restart or scale-up
+from . import charts, fleet, summary, verdict
+from .capacity import RESTARTS_PER_DAY, Node, plan
+from .derive import INCLUDES, interval_text, no_small_n_intervals, prepare
+from .fmt import cause, num
+from .load import BadInput, Results, latest, load
+from .verdict import method_order
 
 CAPTIONS = {
     "startup_phases": "When each start-up phase ended for the slowest rank, stacked in time order, one row per "
@@ -99,7 +99,7 @@ table{border-collapse:collapse;margin:0.8em 0;font-size:0.85em}
 th,td{border:1px solid #ddd;padding:0.25em 0.6em;text-align:left;vertical-align:top}
 th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
 figure{margin:1.5em 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
-figcaption{font-size:0.9em;color:#444;max-width:70em}
+figcaption{font-size:0.9em;color:#444;max-width:70em} .prov{font-size:0.85em;color:#666}
 .ok{background:#e4f4e0} .error{background:#fbe1e1} .timeout{background:#fdf0d5} .skipped{color:#777}
 .rec{font-weight:bold;background:#e4f4e0} code{background:#f5f5f5;padding:0 0.2em}
 dt{font-weight:bold;margin-top:0.6em}
@@ -124,7 +124,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path) -> Path:
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would stay on the published folder
     try:
         _copy_results(results, tmp / "results")
-        results.table.to_csv(tmp / "table.csv", index=False)
+        no_small_n_intervals(results.table).to_csv(tmp / "table.csv", index=False)  # no interval below n=3
         (tmp / "index.html").write_text(render(results, tmp), encoding="utf-8")
         _replace(tmp, out)
     except BaseException:
@@ -204,11 +204,13 @@ def _at_a_glance(groups: list) -> str:
 
 def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFrame, files: dict,
                      summary_html: str = "", older: pd.DataFrame | None = None) -> str:
+    raw, rows = rows, prepare(rows)  # the method that ran, restart time, no interval below n=3
     parts = [f"<h2 id=\"m{i}\">Machine {e(machine)}</h2>",
              f"<h3 id=\"m{i}-summary\">Executive summary</h3>{summary_html}", "<h3>Machine and versions</h3>",
              _html_table(info[["engine", "engine_version", "commit", "env", "date", "gpu", "gpu_count", "gpu_driver",
                                "cpu", "num_cpu", "ram_gib", "os", "versions"]])]
-    parts.append("<h3>Time to ready (median [99% CI], seconds)</h3>" + _median_table(rows, vocab.TIME_TO_READY))
+    parts.append("<h3>Time to ready (median [99% CI], seconds)</h3>" + _median_table(rows, vocab.TIME_TO_READY)
+                 + _includes(rows))
     parts.append("<h3>Steady-state decoding (output tokens/s, median [99% CI])</h3>"
                  + _median_table(rows, r"tokens_per_s\.b\d+"))
     parts.append("<h3>Teardown (seconds from the stop request until every process exited, median [99% CI])</h3>"
@@ -226,12 +228,12 @@ def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFram
         data = base64.b64encode(png.read_bytes()).decode()
         parts.append(f"<figure data-chart=\"{e(name)}\"><img src=\"data:image/png;base64,{data}\" "
                      f"alt=\"{e(title)} ({e(machine)})\"><figcaption><b>{e(title)}.</b> {e(CAPTIONS[name])} "
-                     f"Files: <a href=\"{e(png.name)}\">PNG</a>, <a href=\"{e(svg.name)}\">SVG</a>.</figcaption>"
-                     "</figure>")
+                     f"Files: <a href=\"{e(png.name)}\">PNG</a>, <a href=\"{e(svg.name)}\">SVG</a>."
+                     f"<br><span class=\"prov\">{e(charts.provenance(info))}</span></figcaption></figure>")
         if name == "compatibility":
-            cells = charts.compatibility(rows)
+            cells = charts.compatibility(raw)
             parts.append("<h3>Compatibility, with the errors</h3>" + _compatibility_table(cells))
-    parts.append(_capacity_section(rows, info))
+    parts.append(_capacity_section(raw, info))
     if older is not None and len(older):
         parts.append(_history(older))
     return "".join(parts)
@@ -240,19 +242,21 @@ def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFram
 def _compatibility_table(cells: pd.DataFrame) -> str:
     """Cells that ran, with the cause of each failure (full text on hover); configurations that
     could not run here folded into one line per reason."""
-    run = cells[cells["verdict"] != "n/a"].copy()
-    run["cause"] = [cause(x) if isinstance(x, str) and v != "works" else "" for x, v in zip(run["error"], run["verdict"])]
+    unmeasured = cells["verdict"].isin([verdict.NA, verdict.NOT_RUN])
+    run = cells[~unmeasured].copy()
+    run["cause"] = [cause(x) if isinstance(x, str) and v != verdict.WORKS else ""
+                    for x, v in zip(run["error"], run["verdict"])]
     out = _html_table(run[["engine", "method", "parent_state", "text", "cause"]].rename(columns={"text": "verdict"}),
-                      row_class=run["verdict"].map({"works": "ok", "fails": "error", "hangs": "timeout",
-                                                    "mixed": "timeout"}).fillna(""))
-    na = cells[cells["verdict"] == "n/a"]
+                      row_class=run["verdict"].map({verdict.WORKS: "ok", verdict.FAILS: "error", verdict.HANGS: "timeout",
+                                                    verdict.MIXED: "timeout"}).fillna(""))
+    na = cells[unmeasured]
     if len(na):
         folded = []
-        for reason, g in na.groupby(na["error"].map(cause), sort=False):
+        for (word, reason), g in na.groupby([na["verdict"], na["error"].map(cause)], sort=False):
             where = ", ".join(f"{r.engine} {r.method} / {r.parent_state}" for r in g.itertuples())
-            folded.append(f"<li>{len(g)} not applicable: {e(reason)} <span class=\"skipped\">({e(where)})</span></li>")
+            folded.append(f"<li>{len(g)} {e(word)}: {e(reason)} <span class=\"skipped\">({e(where)})</span></li>")
         out += f"<ul>{''.join(folded)}</ul>"
-    errors = run[run["error"].notna() & (run["verdict"] != "works")].drop_duplicates("error")
+    errors = run[run["error"].notna() & (run["verdict"] != verdict.WORKS)].drop_duplicates("error")
     if len(errors):
         out += "<details><summary>Full error texts</summary>" + "".join(
             f"<p><b>{e(r.engine)} {e(r.method)} / {e(r.parent_state)}</b></p><pre>{e(r.error)}</pre>"
@@ -301,10 +305,21 @@ def _median_table(rows: pd.DataFrame, metric: str) -> str:
     return _html_table(wide)
 
 
+def _includes(rows: pd.DataFrame) -> str:
+    """What a time to ready covers where it is more than start request to ready (Xinference's server)."""
+    ttr = rows[(rows["metric"] == vocab.TIME_TO_READY) & (rows["status"] == "ok")]
+    other = ttr[ttr[INCLUDES].str.startswith("server", na=False)]
+    items = "".join(f"<li>{e(r.engine)} {e(r.method)}, parent {e(r.parent_state)}: {e(r.includes)}</li>"
+                    for r in other.itertuples())
+    return (f"<p class=\"note\">Time to ready as a restart pays it; where that includes a server's start:</p>"
+            f"<ul>{items}</ul>") if items else ""
+
+
 def _ci_text(x: Any) -> str:
     lo = max(x.ci_low, 0) if pd.notna(x.ci_low) else None  # a time or a rate is never negative
-    ci = interval(lo, x.ci_high if pd.notna(x.ci_high) else None)
-    return f"{num(x.value)} {ci} n={x.n}".replace("  ", " ")
+    n = x.n if pd.notna(x.n) else None
+    ci = interval_text(lo, x.ci_high if pd.notna(x.ci_high) else None, n)
+    return (f"{num(x.value)} {ci}" + ("" if ci.startswith("n=") or n is None else f" n={n}")).strip()
 
 
 def _capacity_section(rows: pd.DataFrame, info: pd.DataFrame) -> str:

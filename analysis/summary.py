@@ -21,11 +21,14 @@ import pandas as pd
 
 from forkspawn import vocabulary as vocab
 
+from . import verdict
+from .capacity import BUSY_HOURS, RESTARTS_PER_DAY, break_even_decode_gap
+from .derive import has_interval, interval_text, prepare
 from .fmt import cause, interval, num
 from .load import latest, method_order
 
 GROUP = ["machine", "engine", "tp", "parent_state", "cuda_check"]
-CUDA_STATES = ("device-queried", "device-initialized")  # the parent touched CUDA before the workers
+CUDA_STATES = verdict.CUDA_STATES
 MAX_RUNS = 200  # beyond this the estimate says "more"
 
 
@@ -37,13 +40,15 @@ class Estimate:
     n: int | None
 
     def text(self, signed: bool = False) -> str:
-        ci = interval(self.lo, self.hi, signed)
-        return f"{num(self.value, signed)} {ci}".strip()
+        """'value [lo, hi]'; a value that cannot be negative (signed=False) never gets a negative bound."""
+        lo = self.lo if signed or self.lo is None else max(self.lo, 0.0)
+        return f"{num(self.value, signed)} {interval_text(lo, self.hi, self.n, signed)}".strip()
 
     @property
     def resolved(self) -> bool:
-        """The 99% interval excludes 0."""
-        return self.lo is not None and self.hi is not None and (self.lo > 0 or self.hi < 0)
+        """The 99% interval excludes 0 (no interval below n=3)."""
+        return (self.lo is not None and self.hi is not None and (self.n is None or has_interval(self.n))
+                and (self.lo > 0 or self.hi < 0))
 
 
 # (key, label, metric regex, the better direction); the decode metric is the largest batch's
@@ -51,7 +56,8 @@ METRICS = [
     ("ttr", "time to ready, s", vocab.TIME_TO_READY, -1),
     ("rank_mib", "host MiB per rank (PSS, rank 0)", re.escape(vocab.mem(vocab.rank_label(0), "pss")), -1),
     ("replica_mib", "host MiB per replica (PSS, group)", re.escape(vocab.mem(vocab.GROUP, "pss")), -1),
-    ("gpu_mib", "GPU MiB per rank (rank 0)", re.escape(vocab.mem(vocab.rank_label(0), vocab.GPU_KIND)), -1),
+    ("gpu_mib", "GPU MiB per GPU process (the largest)", vocab.mem_re(r"(?!group\.|parent\.|ray\.)[^.]+",
+                                                                    vocab.GPU_KIND), -1),
     ("decode", "decode tokens/s", vocab.TOKENS_RE, 1),
 ]
 WORDS = {"ttr": ("starts {d} s faster", "starts {d} s slower"),
@@ -89,13 +95,9 @@ class MethodRow:
 
     @property
     def label(self) -> str:
-        """Asked vs used where they differ; a labelled variant says it is a non-default override."""
-        text = self.method
-        if self.method.endswith("-override"):
-            text += " (non-default override)"
-        if self.status == "ok" and self.method_used and self.method_used != self.method.removesuffix("-override"):
-            text += f" → ran as {self.method_used}"
-        return text
+        """The method that ran ("fork→spawn (forced)"); a labelled variant says it is a non-default override."""
+        text = verdict.method_label(self.method, self.method_used, self.status)
+        return text + " (non-default override)" if self.method.endswith("-override") else text
 
 
 @dataclass
@@ -116,11 +118,11 @@ class Group:
 def summarize(df: pd.DataFrame) -> tuple[list[Group], list[str]]:
     """Groups with a verdict each (the newest measurement of every configuration: load.latest), and one line per set of
     configurations that could not run at all (folded by reason)."""
-    df = latest(df)
+    df = prepare(latest(df), relabel=False)
     status = df[df["metric"] == "status"]
     groups, skipped = [], {}
     for key, st in status.groupby(GROUP, sort=False, dropna=False):
-        if (st["status"] == "skipped").all():
+        if (st["status"] == "skipped").all():  # "not run" or "n/a", by the reason
             reason = cause(st["error"].dropna().iloc[0]) if st["error"].notna().any() else "skipped"
             skipped.setdefault((key[0], key[1], reason), []).append(f"TP={key[2]} parent {key[3]}"
                                                                      + ("" if key[4] == "runtime" else f" ({key[4]})"))
@@ -128,7 +130,8 @@ def summarize(df: pd.DataFrame) -> tuple[list[Group], list[str]]:
         rows = df[(df[GROUP[0]] == key[0]) & (df["engine"] == key[1]) & (df["tp"] == key[2])
                   & (df["parent_state"] == key[3]) & (df["cuda_check"] == key[4])]
         groups.append(_group(dict(zip(GROUP, key)), rows, st, df))
-    lines = [f"{m} · {e}: not run ({len(where)} setting{'s' * (len(where) > 1)}: {', '.join(where)}): {reason}"
+    lines = [f"{m} · {e}: {verdict.word('skipped', reason)} ({len(where)} setting{'s' * (len(where) > 1)}: "
+             f"{', '.join(where)}): {reason}"
              for (m, e, reason), where in skipped.items()]
     return groups, lines
 
@@ -137,7 +140,7 @@ def _estimate(rows: pd.DataFrame, pattern: str) -> Estimate | None:
     r = rows[(rows["status"] == "ok") & rows["value"].notna() & rows["metric"].str.fullmatch(pattern)]
     if r.empty:
         return None
-    x = r.iloc[-1]
+    x = r.loc[r["value"].idxmax()] if r["metric"].nunique() > 1 else r.iloc[-1]  # several processes: the largest
     f = lambda v: float(v) if pd.notna(v) else None  # noqa: E731
     return Estimate(float(x["value"]), f(x["ci_low"]), f(x["ci_high"]), int(x["n"]) if pd.notna(x["n"]) else None)
 
@@ -178,14 +181,14 @@ def _reference(rows: list[MethodRow]) -> MethodRow | None:
 
 def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.DataFrame) -> list[str]:
     works = [r for r in rows if r.status == "ok"]
-    failed = [r for r in rows if r.status in ("error", "timeout")]
+    failed = [r for r in rows if verdict.failed(r.status)]
     lines = []
     if not works:
-        unmeasured = [r.label for r in rows if r.status not in ("ok", "error", "timeout")]
+        unmeasured = [r.label for r in rows if r.status == "skipped"]
         lines.append(("nothing works here: " if not unmeasured else "no measured method works here: ")
                      + "; ".join(f"{r.label} {_failed(r)}" for r in failed)
-                     + (f" ({', '.join(unmeasured)}: not measured)" if unmeasured else ""))
-    elif ref is None or ref.status not in ("ok", "error", "timeout"):  # fork not measured (e.g. skipped)
+                     + (f" ({', '.join(unmeasured)}: {verdict.NOT_RUN})" if unmeasured else ""))
+    elif ref is None or ref.status not in ("ok", *verdict.FAILED):  # fork not run (skipped)
         lines.append(f"only {', '.join(r.label for r in works)} measured here: no comparison with fork")
     elif ref.status != "ok":
         alt = next((r for r in works if r.method == "spawn"), works[0])
@@ -201,13 +204,13 @@ def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.Da
                 lines.append(f"{r.label} {_failed(r)}")
     for r in rows:
         if r.status == "ok" and r.method_used and r.method_used != r.method.removesuffix("-override"):
-            lines.append(f"{r.method}: the engine replaced the asked method, it ran as {r.method_used}")
-    lines.append(_fork_caveat(key, df))
+            lines.append(f"{r.label}: the engine replaced the asked method {r.method}, it ran as {r.method_used}")
+    lines.append(verdict.fork_caveat(key["machine"], key["engine"], df))
     return lines
 
 
 def _failed(r: MethodRow) -> str:
-    return f"{'hangs' if r.status == 'timeout' else 'fails'}: {r.cause}"
+    return verdict.failure(r.status, r.cause)
 
 
 def _pair(r: MethodRow, ref: MethodRow) -> str:
@@ -227,6 +230,8 @@ def _pair(r: MethodRow, ref: MethodRow) -> str:
     who = f"{r.label} vs {ref.label}"
     names = {k: lbl.split(",")[0].split(" (")[0] for k, lbl, *_ in METRICS}
     open_ = f"; not resolved: {', '.join(names[k] for k in unresolved)}" if unresolved else ""
+    if "decode" in unresolved and r.deltas.get("ttr") is not None and r.deltas["ttr"].resolved:
+        open_ += _break_even(r, ref)
     if not better and not worse:
         d = r.deltas.get("ttr")
         n = d.n if d is not None and d.n else "few"
@@ -243,19 +248,15 @@ def _pair(r: MethodRow, ref: MethodRow) -> str:
     return f"{head}: {r.method} " + "; ".join(better + worse) + f" (99% intervals){open_}"
 
 
-def _fork_caveat(key: dict, df: pd.DataFrame) -> str:
-    """When fork becomes wrong, from this machine's own records where they show it."""
-    st = df[(df["metric"] == "status") & (df["machine"] == key["machine"]) & (df["engine"] == key["engine"])
-            & (df["method"] == "fork") & df["parent_state"].isin(CUDA_STATES)]
-    bad = st[st["status"].isin(["error", "timeout"])]
-    if len(bad):
-        states = ", ".join(dict.fromkeys(bad["parent_state"]))
-        short = cause(bad["error"].iloc[0]).split(". ")[0]  # the full line is in the fork row
-        return f"fork is wrong once the parent touched CUDA: it fails from parent {states} here ({short})"
-    if len(st) and (st["status"] == "ok").all():
-        return "fork worked from every CUDA parent state measured here; other engines or versions may not"
-    return ("fork is wrong once the parent queries CUDA or creates a CUDA context (not measured on this "
-            "machine)")
+def _break_even(r: MethodRow, ref: MethodRow) -> str:
+    """The decision rests on start-up while decode is unresolved: the decode-rate gap that would
+    cancel the start-up saving, at the report's assumed restarts and decode duty."""
+    d = r.deltas["ttr"].value
+    faster, slower = (ref, r) if d > 0 else (r, ref)
+    gap = break_even_decode_gap(RESTARTS_PER_DAY * abs(d), BUSY_HOURS)
+    return (f" (unresolved; break-even: at {RESTARTS_PER_DAY} starts/day and {BUSY_HOURS:g} busy h/day, "
+            f"{faster.label} saves {RESTARTS_PER_DAY * abs(d):,.0f} device-s/day per device, which decoding "
+            f"{gap:.1%} slower than {slower.label} would cancel)") if gap else ""
 
 
 def markdown(groups: list[Group], skipped: list[str]) -> str:
@@ -283,8 +284,7 @@ def label_of(key: str, g: Group) -> str:
 def cells(r: MethodRow) -> list[str]:
     """method, works, n, then each metric as 'value [ci]' and, against fork, 'Δ +d [lo, hi]'."""
     short = r.cause if r.cause is None or len(r.cause) <= 110 else r.cause[:109] + "…"
-    works = {"ok": "works", "error": f"fails: {short}", "timeout": f"hangs: {short}",
-             "skipped": "n/a"}.get(r.status, r.status)
+    works = verdict.failure(r.status, short) if verdict.failed(r.status) else verdict.word(r.status, r.cause)
     ns = [v.n for v in r.values.values() if v.n]
     out = [r.label, works, str(min(ns)) if ns else ""]
     for k, *_ in METRICS:

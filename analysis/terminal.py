@@ -5,7 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from .capacity import Plan
-from .fmt import cause, interval, num
+from .derive import interval_text
+from .fmt import cause, num
+from .verdict import method_label
 
 COMPACT = ["machine", "engine", "method", "parent_state", "tp", "metric", "value", "99% CI", "n", "status"]
 
@@ -16,12 +18,11 @@ def compact(df: pd.DataFrame) -> str:
     shown = df[df["status"] != "skipped"]
     rows = pd.DataFrame({
         "machine": shown["machine"], "engine": shown["engine"],
-        "method": [m if u in (None, m) or not isinstance(u, str) else f"{m} (ran {u})"
-                   for m, u in zip(shown["method"], shown["method_used"])],
+        "method": [method_label(m, u, s) for m, u, s in zip(shown["method"], shown["method_used"], shown["status"])],
         "parent_state": shown["parent_state"] + shown["cuda_check"].map(lambda c: "" if c == "runtime" else f" ({c})"),
         "tp": shown["tp"].astype("string"), "metric": shown["metric"],
         "value": [num(v) if s == "ok" else "" for v, s in zip(shown["value"], shown["status"])],
-        "99% CI": [interval(a, b) for a, b in zip(shown["ci_low"], shown["ci_high"])],
+        "99% CI": [interval_text(a, b, n) for a, b, n in zip(shown["ci_low"], shown["ci_high"], shown["n"])],
         "n": shown["n"].astype("string").fillna(""),
         "status": [s if s == "ok" else f"{s}: {cause(e, 90)}" for s, e in zip(shown["status"], shown["error"])],
     })
@@ -40,6 +41,8 @@ def plan_text(p: Plan) -> str:
         if c not in ("method", "status", "method_used", "limited_by", "reason", "recommended", "replicas"):
             t[c] = t[c].map(lambda v: num(v) if isinstance(v, (int, float)) and pd.notna(v) else "")
     t["recommended"] = t["recommended"].map({True: "yes", False: ""})
+    t["replicas"] = t["replicas"].map(lambda v: "" if pd.isna(v) else f"{int(v)}")
+    t["method_used"] = t["method_used"].fillna("")
     reasons = "\n".join(f"  {m}: {r}" for m, r in zip(t["method"], t["reason"]))
     return (f"{p.scenario}\nrecommended: {p.recommended or 'none'}\n"
             + t.drop(columns=["reason"]).to_string(index=False) + "\n\nwhy:\n" + reasons)

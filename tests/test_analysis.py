@@ -13,12 +13,13 @@ import sys
 from itertools import product
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from analysis import __main__ as cli
 from analysis import charts, load, report
-from analysis.capacity import Node, break_even_restarts, break_even_tokens, plan, rates_differ
+from analysis.capacity import Node, break_even_decode_gap, break_even_restarts, break_even_tokens, plan, rates_differ
 from analysis.load import COLUMNS, method_order
 
 REPO = Path(__file__).resolve().parents[1]
@@ -397,7 +398,7 @@ def _measured(method: str, ttr: float, pss: float, gpu: float | None, rate: floa
                                          "error": None if status == "ok" else "boom"}
     rows = [base | {"metric": "status", "value": 0 if status == "ok" else 1}]
     if status == "ok":
-        rows += [base | {"metric": "time_to_ready_s", "value": ttr},
+        rows += [base | {"metric": "time_to_ready_s", "value": ttr, "ci_low": ttr * 0.95, "ci_high": ttr * 1.05, "n": 5},
                  base | {"metric": "mem.group.pss_mib", "value": pss},
                  base | {"metric": "tokens_per_s.b4", "value": rate, "batch": 4, "ci_low": rate * 0.95,
                          "ci_high": rate * 1.05}]
@@ -429,7 +430,7 @@ def test_capacity_plan_on_hand_made_numbers() -> None:
     assert "100 less than fork" in t.at["forkserver-preload", "reason"]
     assert "decodes slower than fork, spawn" in t.at["forkserver-preload", "reason"]
     assert t.at["spawn", "reason"].startswith("fits 3 replicas, 4 with forkserver-preload")
-    assert t.at["forkserver", "reason"] == "does not fit: GPU memory"
+    assert t.at["forkserver", "reason"].startswith("does not fit: GPU memory; GPU: fixed 90,001 MiB")
     assert t.at["ray", "reason"] == "fails: boom" and not t.at["ray", "recommended"]
     # an hour of decoding a day: forkserver-preload's slower decode (800 vs 1000 tokens/s, resolved)
     # costs 2 x 900 GPU-s a day, more than it saves at start-up: fork wins, with the CUDA caveat
@@ -442,6 +443,56 @@ def test_capacity_plan_on_hand_made_numbers() -> None:
     cpu = plan(df, Node(gpus=0, gpu_mem_gib=None, ram_gib=64, cpus=4), tp=2, restarts_per_day=1).table.set_index("method")
     assert cpu.at["fork", "replicas"] == 2 and cpu.at["fork", "limited_by"] == "CPU cores"
     assert cpu["gpu_headroom_gib"].isna().all()
+
+
+def test_capacity_costs_per_node_and_fleet_and_an_unresolved_start_up() -> None:
+    df = pd.DataFrame(_measured("fork", 1.0, 10 * 1024, 20_000, 1000)
+                      + _measured("spawn", 10.0, 20 * 1024, 20_000, 1000), columns=COLUMNS)
+    node = Node(gpus=8, gpu_mem_gib=80, ram_gib=1024, cpus=64)
+    t = plan(df, node, tp=2, restarts_per_day=100, nodes=10).table.set_index("method")
+    # 4 replicas a node (8 GPUs / TP 2), each losing 100 x 1 s x 2 GPUs a day
+    assert t.at["fork", "node_gpu_h_per_day"] == pytest.approx(4 * 200 / 3600)
+    assert t.at["fork", "fleet_gpu_h_per_day"] == pytest.approx(10 * 4 * 200 / 3600)
+    # decode rates inside each other's intervals: the decision rests on start-up, and says the break-even
+    # saving 100 x 9 s x 2 GPUs = 1800 GPU-s/day against 1 h x 2 GPUs: x = 0.25, g = 0.25 / 1.25 = 20%
+    assert "decode tokens/s unresolved at 99%" in t.at["fork", "reason"]
+    assert "decoding 20.0% slower than spawn would cancel" in t.at["fork", "reason"]
+    assert break_even_decode_gap(1800, 1, tp=2) == pytest.approx(0.2)
+    assert break_even_decode_gap(1800, 0) is None
+    # start-up times inside each other's 99% intervals: no recommendation
+    close = df.copy()
+    ttr = close["metric"] == "time_to_ready_s"
+    close.loc[ttr, ["ci_low", "ci_high"]] = [[0.5, 20.0]] * int(ttr.sum())
+    p = plan(close, node, tp=2, restarts_per_day=100)
+    assert p.recommended is None
+    assert p.table.set_index("method").at["fork", "reason"].startswith("unresolved: fork vs spawn start-up")
+
+
+def test_gpu_need_is_a_fixed_part_plus_the_kv_cache() -> None:
+    """vLLM's GPU figure is mostly the KV cache it sized from gpu_memory_utilization: on a smaller
+    GPU the cache shrinks, only the fixed part must fit (reports/h200-tp1: a 1B model on 40 GiB)."""
+    res = load(REPO / "reports" / "h200-tp1")
+    node = Node(gpus=8, gpu_mem_gib=40, ram_gib=1024, cpus=64)
+    t = plan(res.table, node, tp=1, restarts_per_day=24, engine="vllm").table.set_index("method")
+    fork = t.loc["fork"]
+    assert fork["gpu_mib_measured"] == pytest.approx(72_866, abs=1)
+    assert fork["gpu_fixed_mib"] == pytest.approx(72_866 - 67_993.6, abs=1)  # less the records' kv_cache_mib
+    assert fork["kv_cache_mib"] == pytest.approx(0.9 * 40 * 1024 - fork["gpu_fixed_mib"])
+    assert fork["kv_cache_tokens"] == pytest.approx(fork["kv_cache_mib"] * 2_175_920 / 67_993.6)
+    assert fork["replicas"] == 8 and fork["limited_by"] == "GPUs"
+    assert "KV cache shrunk to" in fork["reason"] and "32.0 tokens/MiB" in fork["reason"]
+    # the parent's own CUDA context counts in the fixed part where the parent created one
+    forced = plan(res.table, node, tp=1, restarts_per_day=24, engine="vllm",
+                  parent_state="device-initialized").table.set_index("method")
+    assert forced.index[0] == "fork→spawn (forced)"
+    assert forced.iloc[0]["gpu_fixed_mib"] == pytest.approx(fork["gpu_fixed_mib"] + 612, abs=1)
+    # Xinference's GPU process is its engine core; no KV size recorded: all of it is fixed, and does not fit
+    xi = plan(res.table, node, tp=1, restarts_per_day=24, engine="xinference").table.iloc[0]
+    assert xi["method"] == "fork→spawn (forced)" and xi["gpu_mib_measured"] == pytest.approx(72_366, abs=1)
+    assert xi["replicas"] == 0 and xi["limited_by"] == "GPU memory"
+    # its time to ready is the whole restart, server start included (phase.ready, not the launch's 132 s)
+    assert xi["time_to_ready_s"] == pytest.approx(206.6, abs=0.1)
+    assert "server start request to ready" in xi["reason"]
 
 
 def test_capacity_plan_takes_the_newest_of_two_environments() -> None:
@@ -596,3 +647,82 @@ def test_a_record_of_another_schema_is_one_line(tmp_path: Path, capsys: pytest.C
     sidecar.write_text("\n".join(lines) + "\n")
     line = _cli_error(capsys, "table", str(root))
     assert f"{sidecar}:1:" in line and "forkspawn.record/2" in line
+
+
+# -- the charts draw the table's numbers, and fit -------------------------------------------------
+H200 = REPO / "reports" / "h200-tp1" / "results"
+
+
+@pytest.fixture(scope="module")
+def h200_view() -> pd.DataFrame:
+    from analysis.load import latest
+
+    return charts.view(latest(load(H200).table))
+
+
+def _bars(fig) -> list:
+    return [p for ax in fig.axes for c in ax.containers if hasattr(c, "patches") for p in c.patches]
+
+
+def test_chart_3_bars_are_the_tables_tokens_per_s(h200_view: pd.DataFrame) -> None:
+    import matplotlib
+
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.chart_throughput(h200_view)
+    drawn = sorted(round(p.get_height(), 6) for p in _bars(fig) if math.isfinite(p.get_height()))
+    ok = charts._ok(h200_view, r"tokens_per_s\.b\d+")
+    assert drawn == sorted(round(v, 6) for v in ok["value"])
+    # named by the method that ran: Xinference asked fork and ran spawn
+    labels = {t.get_text() for t in fig.legends[0].get_texts()}
+    assert "fork→spawn (forced)" in labels
+    # n=2 has no whisker: it says so
+    assert any(t.get_text() == "n=2: no interval" for ax in fig.axes for t in ax.texts)
+
+
+def test_chart_1_stacks_to_time_to_ready_on_one_scale(h200_view: pd.DataFrame) -> None:
+    import matplotlib
+
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.chart_startup(h200_view)
+    totals = {}
+    for p in _bars(fig):
+        key = (id(p.axes), round(p.get_x() + p.get_width() / 2, 6))
+        totals[key] = totals.get(key, 0.0) + p.get_height()
+    ttr = charts._ok(h200_view, "time_to_ready_s")["value"]
+    assert sorted(round(v, 6) for v in totals.values()) == sorted(round(v, 6) for v in ttr)
+    assert max(totals.values()) == pytest.approx(206.65, abs=0.01)  # Xinference, its server's start included
+    tops = {ax.get_ylim()[1] for ax in fig.axes if ax.containers}
+    assert len(tops) == 1  # one y-scale across the panels with bars
+
+
+def test_chart_5_stays_within_a_day(h200_view: pd.DataFrame) -> None:
+    import matplotlib
+
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.chart_amortisation(h200_view)
+    rates = charts._ok(h200_view, r"tokens_per_s\.b\d+")["value"]
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if line.get_label().startswith("_"):
+                continue  # a break-even marker
+            x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+            if "starts" in ax.get_xlabel():  # TP=1, decode rates drawn equal: the overhead is the start-ups'
+                assert np.nanmax(y) <= 86_400 * (1 + 1e-6), line.get_label()
+            else:  # the tokens the fastest decoder serves in a day, at most
+                assert x.max() <= 86_400 * rates.max() * (1 + 1e-6), line.get_label()
+
+
+@pytest.mark.parametrize("name", list(charts.CHARTS))
+def test_tick_labels_never_overprint(h200_view: pd.DataFrame, name: str) -> None:
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.CHARTS[name][1](h200_view)
+        FigureCanvasAgg(fig).draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+            for i, a in enumerate(boxes):
+                for b in boxes[i + 1:]:
+                    assert not a.overlaps(b), (name, ax.get_title())
