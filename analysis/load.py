@@ -243,8 +243,8 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
                     "gpu_count": _int(params.get("gpu_count")) or 0, "num_cpu": _int(params.get("num_cpu")),
                     "asv_machine": machine,
                     # the record's engine sizes (vLLM: KV cache MiB and tokens, CUDA graphs), as JSON text
-                    "engine_metrics": json.dumps(rec["engine_metrics"], sort_keys=True)
-                    if rec and rec.get("engine_metrics") else None,
+                    "engine_metrics": json.dumps(rec.engine_metrics, sort_keys=True)
+                    if rec and rec.engine_metrics else None,
                 })
                 if rec and (rec.engine_version or p.get("engine") not in seen):
                     seen[p.get("engine")] = rec  # prefer a record that knows the engine's version
