@@ -10,7 +10,8 @@ import re
 from typing import Any
 
 from forkspawn import vocabulary as vocab
-from forkspawn.record import read_records
+from forkspawn.record import Record
+from forkspawn.sidecar import records as read_records
 
 
 def _ci(samples: list[float]) -> tuple[float, float, float]:
@@ -67,9 +68,9 @@ def repeats_needed(a: list[float], b: list[float], power: float = 0.95, draws: i
     return None
 
 
-def config_key(rec: dict[str, Any]) -> tuple:
-    extra = json.dumps(rec.get("config", {}).get("extra") or {}, sort_keys=True)
-    return (rec["engine"], rec["method"], rec["config"]["parent_state"], rec.get("cuda_check", "runtime"), rec["tp"], extra)
+def config_key(rec: Record) -> tuple:
+    extra = json.dumps((rec.config or {}).get("extra") or {}, sort_keys=True)
+    return (rec.engine, rec.method, (rec.config or {})["parent_state"], rec.cuda_check or "runtime", rec.tp, extra)
 
 
 # (method A, parent state A) vs (method B, parent state B): the headline comparisons
@@ -89,15 +90,15 @@ def precision(path: str | os.PathLike, power: float = 0.95) -> dict[str, Any]:
     """
     from forkspawn.stats import summarize
 
-    latest: dict[tuple, dict] = {}
+    latest: dict[tuple, Record] = {}
     for rec in read_records(path):
-        if rec.get("status") == "ok" and rec.get("samples"):
+        if rec.status == "ok" and rec.samples:
             latest[config_key(rec)] = rec
     configs = []
     for key, rec in sorted(latest.items()):
-        metrics = [m for m in rec["samples"] if m in HEADLINE_METRICS or re.fullmatch(vocab.mem_re(r"rank[^.]*", "uss"), m)]
+        metrics = [m for m in rec.samples if m in HEADLINE_METRICS or re.fullmatch(vocab.mem_re(r"rank[^.]*", "uss"), m)]
         configs.append({"engine": key[0], "method": key[1], "parent_state": key[2], "tp": key[4],
-                        "stats": {m: summarize(rec["samples"][m]) for m in sorted(metrics)}})
+                        "stats": {m: summarize(rec.samples[m]) for m in sorted(metrics)}})
     comparisons = []
     for key, rec in latest.items():
         engine, method, state, check, tp, extra = key
@@ -108,7 +109,7 @@ def precision(path: str | os.PathLike, power: float = 0.95) -> dict[str, Any]:
             if other is None:
                 continue
             for metric in HEADLINE_METRICS:
-                a, b = rec["samples"].get(metric), other["samples"].get(metric)
+                a, b = rec.samples.get(metric), other.samples.get(metric)
                 if not a or not b:
                     continue
                 comparisons.append({

@@ -105,7 +105,7 @@ def fork_caveat(machine: str, engine: str, df: pd.DataFrame) -> str:
     st = df[(df["metric"] == vocab.STATUS) & (df["machine"] == machine) & (df["engine"] == engine)
             & (df["method"] == "fork") & df["parent_state"].isin(CUDA_STATES)]
     bad = st[st["status"].map(failed)]
-    forced = st[(st["status"] == "ok") & st["method_used"].map(lambda u: isinstance(u, str) and u != "fork")]
+    forced = st[(st["status"] == "ok") & st["method_used"].map(lambda u: isinstance(u, str) and u != "fork").astype(bool)]
     also = ""
     if len(forced):
         states = ", ".join(dict.fromkeys(forced["parent_state"]))

@@ -12,12 +12,18 @@ from forkspawn import asvsuite as suite
 from forkspawn.engines import vllm, vllm_serve, xinference
 
 
+def _grid_methods(adapter_methods: tuple[str, ...]) -> tuple[str, ...]:
+    """An engine adapter's METHODS, less fork on a CPU: vLLM's CPU platform forces spawn (inside
+    Xinference and `vllm serve` too), so an asked-for fork would measure spawn again."""
+    return tuple(m for m in adapter_methods if suite.ON_GPU or m != "fork")
+
+
 class _Vllm:
     engine = "vllm"
     # vLLM has no forkserver. On CPU it always forces spawn, so an asked-for fork measures spawn
     # again (the tests show it): there the grid has spawn and the explicit fork override instead.
     # ray: vLLM's Ray executor (workers as actors of a local head, or of RAY_ADDRESS's cluster)
-    methods = ("fork", "spawn", "ray") if suite.ON_GPU else ("spawn", "ray")
+    methods = _grid_methods(vllm.METHODS)
     # On GPUs the main series is vLLM's default (torch.compile and CUDA graphs); eager mode is a
     # labelled variant (the profiles measure it from a torch parent).
     _eager = {vllm.KWARGS_KEY: {"enforce_eager": True}}
@@ -36,7 +42,7 @@ class _VllmServe:
     """`vllm serve`: the same grid, but the server runs in its own interpreter, where no override
     can reach vLLM's CPU platform: spawn only on CPU; no Ray path here."""
     engine = "vllm-serve"
-    methods = tuple(m for m in _Vllm.methods if m != "ray")
+    methods = _grid_methods(vllm_serve.METHODS)
     states = ["bare"]  # the server is exec'd: our parent's state never reaches it
 
 
@@ -44,7 +50,7 @@ class _Xinference:
     """The server and its model processes are exec'd: our parent's state and start method never
     reach them (/proc shows Xinference's own choice), so one state and, on CPU, one method suffice."""
     engine = "xinference"
-    methods = ("fork", "spawn") if suite.ON_GPU else ("spawn",)
+    methods = _grid_methods(xinference.METHODS)
     states = ["bare"]
     tps = suite.tp_sizes() if suite.ON_GPU else [1]  # its CPU path (Transformers) has no tensor parallelism
 

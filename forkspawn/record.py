@@ -9,10 +9,8 @@ once, here, with asv's own estimator (`stats.summarize`). The README documents e
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from . import vocabulary as vocab
@@ -209,24 +207,6 @@ def check_schema(d: Any) -> dict[str, Any]:
     if d["schema"] != SCHEMA:
         raise SchemaError(f"record schema {d['schema']!r}; this reads {SCHEMA!r}")
     return d
-
-
-def parse_record(line: str) -> dict[str, Any]:
-    """One JSON line as a record's dict; SchemaError for another schema, ValueError or TypeError
-    for a line that is no JSON object."""
-    return check_schema(json.loads(line))
-
-
-def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record of a JSON Lines file (blank lines skipped); SchemaError names the line."""
-    out = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(parse_record(line))
-            except SchemaError as e:
-                raise SchemaError(f"{path}:{n}: {e}") from None
-    return out
 
 
 def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,

@@ -129,6 +129,21 @@ def runs(journal: Path, token: str, key: str) -> list[dict[str, Any]]:
     return out
 
 
+def records(path: str | os.PathLike) -> list[Record]:
+    """The records of a JSON Lines file, a sidecar's (their asv tags set aside) or `forkspawn
+    measure` records one a line; SchemaError names the line of a record of another schema."""
+    out = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            out.append(Entry.from_dict(d).record if isinstance(d, dict) and "asv_key" in d else Record.from_dict(d))
+        except SchemaError as e:
+            raise SchemaError(f"{path}:{n}: {e}") from None
+    return out
+
+
 def read(sidecar: Path) -> Iterator[Entry]:
     """The entries of a sidecar, in order (blank lines skipped); BadLine names a bad line."""
     if not sidecar.exists():

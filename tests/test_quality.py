@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from forkspawn import quality
+from forkspawn.record import SCHEMA
 
 
 def test_psutil_and_direct_smaps_rollup_agree_for_a_live_child():
@@ -38,7 +39,7 @@ def test_overhead_is_measured_for_each_method(method):
 
 
 def _record(method: str, state: str, ttr: list[float], uss: list[float], tp: int = 1) -> dict:
-    return {"status": "ok", "engine": "torch-tp", "method": method, "parent_state": state, "tp": tp,
+    return {"schema": SCHEMA, "status": "ok", "engine": "torch-tp", "method": method, "parent_state": state, "tp": tp,
             "cuda_check": "runtime", "config": {"parent_state": state, "extra": {}},
             "samples": {"time_to_ready_s": ttr, "mem.rank0.uss_mib": uss}}
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from forkspawn import sidecar
-from forkspawn.record import SCHEMA, Record, SchemaError, read_records
+from forkspawn.record import SCHEMA, Record, SchemaError
+from forkspawn.sidecar import records as read_records
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 STORED = sorted(REPORTS.rglob("records/*.jsonl"))

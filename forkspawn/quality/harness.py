@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import vocabulary as vocab
-from ..record import read_records
+from ..sidecar import records as read_records
 
 METHODS = ("fork", "spawn", "forkserver", "forkserver-preload")
 CHEAP_METHODS = ("fork", "spawn", "forkserver")  # preload imports torch into the server: seconds per start
@@ -176,9 +176,9 @@ def import_validity(repeat: int = 5, records: str | None = None) -> dict[str, An
                               "samples": {"torch_s": torch_s, "phase_set_s": phase_set_s}}
     if records:
         for rec in read_records(records):
-            s = rec.get("samples", {})
-            if rec.get("method") == "spawn" and rec.get("parent_state") == "bare" and vocab.phase("imports_done", 0) in s:
+            s = rec.samples
+            if rec.method == "spawn" and rec.parent_state == "bare" and vocab.phase("imports_done", 0) in s:
                 spans = [i - e for i, e in zip(s[vocab.phase("imports_done", 0)], s[vocab.phase("process_entry", 0)])]
-                result[f"phase_imports_tp{rec['tp']}_s"] = summarize(spans)
-                result[f"phase_process_entry_tp{rec['tp']}_s"] = summarize(s[vocab.phase("process_entry", 0)])
+                result[f"phase_imports_tp{rec.tp}_s"] = summarize(spans)
+                result[f"phase_process_entry_tp{rec.tp}_s"] = summarize(s[vocab.phase("process_entry", 0)])
     return result
