@@ -138,7 +138,7 @@ def measured(engine: str = "torch-tp") -> dict[str, Any]:
     table = {**PROFILE.cold_starts, **(PROFILE.gpu_cold_starts if ON_GPU else {})}
     least, most = cold_starts_override(engine) or table.get(engine) or table["engines"]
     # engines measure decoding as differences of timed requests (engines.decode): windows of
-    # enough steps, more on a GPU, where 32 steps of a 1B model take under 0.1 s; 5 windows of 256
+    # enough steps, more on a GPU, where 32 steps of a 1B model take under 0.1 s; 5 windows of 192
     # steps a cold start (the long request, 16 + 25 + 192 tokens, must fit vLLM's max_model_len of 256)
     fields = {"repeat": most, "least": least, "precision": PROFILE.precision, "decode_steps": PROFILE.decode_steps,
               "batches": PROFILE.batches, "model": model}
