@@ -147,7 +147,10 @@ def _replace(new: Path, target: Path) -> None:
 def _copy_results(results: Results, dest: Path) -> None:
     """The asv files the report was made from, so that it can be rebuilt and re-analysed."""
     for f in results.files:
-        target = dest / f.relative_to(results.root)
+        rel = f.relative_to(results.root)
+        if rel.parts[0] == dest.name:  # read from a report folder (its results/): rebuilding it must not nest them
+            rel = rel.relative_to(dest.name)
+        target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(f, target)
 

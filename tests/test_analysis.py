@@ -537,8 +537,11 @@ def test_report_is_self_contained_and_reproducible(built_report: Path, results_d
                   "Machine and versions", "torch 2.13.0+cpu"):
         assert words in page, words
     assert (built_report / "table.csv").exists()
-    # the report carries the results it was made from: it can be rebuilt from itself
+    # the report carries the results it was made from: it can be rebuilt from itself, in place
     assert load(built_report).table.equals(load(results_dir).table)
+    before = sorted(p.relative_to(built_report) for p in (built_report / "results").rglob("*"))
+    report.write_report(built_report, built_report)
+    assert sorted(p.relative_to(built_report) for p in (built_report / "results").rglob("*")) == before
 
 
 def test_everything_reaching_the_page_is_escaped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
