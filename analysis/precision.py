@@ -9,9 +9,9 @@ import os
 import re
 from typing import Any
 
+from forkspawn import sidecar
 from forkspawn import vocabulary as vocab
 from forkspawn.record import Record
-from forkspawn.sidecar import records as read_records
 
 
 def _ci(samples: list[float]) -> tuple[float, float, float]:
@@ -91,7 +91,7 @@ def precision(path: str | os.PathLike, power: float = 0.95) -> dict[str, Any]:
     from forkspawn.stats import summarize
 
     latest: dict[tuple, Record] = {}
-    for rec in read_records(path):
+    for rec in sidecar.records(path):
         if rec.status == "ok" and rec.samples:
             latest[config_key(rec)] = rec
     configs = []

@@ -12,7 +12,6 @@ import pytest
 
 from forkspawn import sidecar
 from forkspawn.record import SCHEMA, Record, SchemaError
-from forkspawn.sidecar import records as read_records
 
 REPORTS = Path(__file__).resolve().parents[1] / "reports"
 STORED = sorted(REPORTS.rglob("records/*.jsonl"))
@@ -55,7 +54,7 @@ def test_another_schema_is_refused(tmp_path: Path) -> None:
     path.write_text(json.dumps({"schema": SCHEMA, "status": "ok"}) + "\n"
                     + json.dumps({"schema": "other/1", "status": "ok"}) + "\n")
     with pytest.raises(SchemaError, match=f"{path}:2:"):
-        read_records(path)
+        sidecar.records(path)
     out = subprocess.run([sys.executable, "-m", "forkspawn.quality", "precision", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "other/1" in out.stderr

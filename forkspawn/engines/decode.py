@@ -32,10 +32,15 @@ def decode_rates(run: Run, timed: Callable[[int, int], float], config: Config) -
     """Fill run.decode_windows, run.tokens_per_s and run.step_latency_s per batch size of `config`."""
     steps = config.decode_steps
     short = 1 + steps // 8
+
+    def window(batch: int) -> float:
+        before = timed(batch, short)  # the short request first, then the long one
+        return timed(batch, short + steps) - before
+
     for batch in config.batches:
         try:
             timed(batch, max(1, config.warmup_steps))
-            diffs = [-timed(batch, short) + timed(batch, short + steps) for _ in range(config.decode_windows)]
+            diffs = [window(batch) for _ in range(config.decode_windows)]
         except ValueError as exc:
             run.notes.append(f"tokens/s at batch {batch} not measured: {exc}")
             continue

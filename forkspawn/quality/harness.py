@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .. import sidecar
 from .. import vocabulary as vocab
-from ..sidecar import records as read_records
 
 METHODS = ("fork", "spawn", "forkserver", "forkserver-preload")
 CHEAP_METHODS = ("fork", "spawn", "forkserver")  # preload imports torch into the server: seconds per start
@@ -175,7 +175,7 @@ def import_validity(repeat: int = 5, records: str | None = None) -> dict[str, An
     result: dict[str, Any] = {"importtime_torch_s": summarize(torch_s), "importtime_phase_set_s": summarize(phase_set_s),
                               "samples": {"torch_s": torch_s, "phase_set_s": phase_set_s}}
     if records:
-        for rec in read_records(records):
+        for rec in sidecar.records(records):
             s = rec.samples
             if rec.method == "spawn" and rec.parent_state == "bare" and vocab.phase("imports_done", 0) in s:
                 spans = [i - e for i, e in zip(s[vocab.phase("imports_done", 0)], s[vocab.phase("process_entry", 0)])]
