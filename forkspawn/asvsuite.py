@@ -141,7 +141,7 @@ def measured(engine: str = "torch-tp") -> dict[str, Any]:
     # enough steps, more on a GPU, where 32 steps of a 1B model take under 0.1 s; 5 windows of 192
     # steps a cold start (the long request, 16 + 25 + 192 tokens, must fit vLLM's max_model_len of 256)
     fields = {"repeat": most, "least": least, "precision": PROFILE.precision, "decode_steps": PROFILE.decode_steps,
-              "batches": PROFILE.batches, "model": model}
+              "batches": PROFILE.batches, "model": model, "limit_s": start_limit()}
     if engine != "torch-tp":
         fields["decode_steps"], fields["decode_windows"] = (192, 5) if ON_GPU else (max(32, PROFILE.decode_steps), 3)
     return fields
@@ -169,6 +169,19 @@ def cold_starts_override(engine: str) -> tuple[int, int] | None:
         if name in ("", engine):
             found = least, most
     return found
+
+
+def start_limit() -> float:
+    """FORKSPAWN_START_LIMIT_S: the hard limit of one cold start, seconds (Config.limit_s; a lease
+    that must not lose minutes to a hang sets it); unset, the harness's default."""
+    text = os.environ.get("FORKSPAWN_START_LIMIT_S", "").strip()
+    try:
+        limit = float(text or 0)
+    except ValueError:
+        raise ValueError(f"FORKSPAWN_START_LIMIT_S={text!r} is not a number of seconds") from None
+    if limit < 0:
+        raise ValueError(f"FORKSPAWN_START_LIMIT_S={text!r} must be positive")
+    return limit
 
 
 def soak_cycles() -> int:
@@ -248,13 +261,18 @@ class Grid:
 
     setup_cache.timeout = 60
 
-    def setup(self, token: str, engine: str, method: str, parent_state: str, tp: str, *extra: str) -> None:
+    def point(self, engine: str, method: str, parent_state: str, tp: str) -> Config:
+        """The configuration measured at this point of the grid; NotImplementedError where this
+        environment or profile does not measure it."""
         wanted = os.environ.get("FORKSPAWN_ENGINES")  # set per asv environment: the engines it measures
         if wanted and engine not in wanted.split(","):
             raise NotImplementedError(f"{engine} is measured in another environment (FORKSPAWN_ENGINES={wanted})")
         if reason := PROFILE.leaves_out(engine, method, parent_state, int(tp), self.tps):
             raise NotImplementedError(reason)
-        config = config_of(engine, method, parent_state, tp, self.variants, self.options)
+        return config_of(engine, method, parent_state, tp, self.variants, self.options)
+
+    def setup(self, token: str, engine: str, method: str, parent_state: str, tp: str, *extra: str) -> None:
+        config = self.point(engine, method, parent_state, tp)
         self.record = cached_record(token, config, _conf_dir(self), vocab.asv_params(engine, method, parent_state, tp))
         if self.record.status == "skipped":
             raise NotImplementedError(self.record.error)
@@ -274,12 +292,15 @@ class Grid:
         return {"samples": self.record.samples[metric], "number": 1}
 
 
-def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -> Record:
+def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str, until: int | None = None) -> Record | None:
     """The record of `config` in the current asv run, measured now if no benchmark did yet.
 
     `asv_params` (asv's own parameter values, joined with "|") is stored with it, so that the
-    analysis joins asv's values to their record without knowing how labels map to configurations."""
-    from .measure import label, measure
+    analysis joins asv's values to their record without knowing how labels map to configurations.
+    With `until` (an alternating queue, `measure_first(alternate=True)`), only the cold starts up to
+    that count are measured, into the journal, and None is returned unless the configuration
+    has ended (its cap reached, or a failure that stops it): then its record is written."""
+    from .measure import cold_starts, label, measure, not_applicable, resolve
 
     path = records_path(conf_dir)
     key = config_key(config)
@@ -291,8 +312,16 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str) -
     reference = ref.record.samples.get(vocab.TIME_TO_READY) if ref and ref.record.status == "ok" else None
     journal = sidecar.journal(path)  # cold starts of this point taken before an interruption
     done = [Run.from_dict(r) for r in sidecar.runs(journal, token, key)]
-    rec = measure(config, progress=progress, reference=reference, done=done,
-                  on_run=lambda run: sidecar.append_run(journal, token, key, run.to_dict()))
+
+    def journalled(run: Run) -> None:
+        sidecar.append_run(journal, token, key, run.to_dict())
+
+    if until is not None:  # an alternating queue's turn: fixed counts
+        config = config.replace(least=0)
+        if until < config.repeat and not not_applicable(resolved := resolve(config)):
+            if not cold_starts(resolved, done, progress, on_run=journalled, until=until):
+                return None  # more rounds to come
+    rec = measure(config, progress=progress, reference=reference, done=done, on_run=journalled)
     sidecar.append(path, sidecar.Entry(rec, asv_token=token, asv_key=key, asv_params=asv_params,
                                        asv_commit=_commit(conf_dir), asv_env=_env_name()))
     progress(f"{label(config)}: {rec.status}")
@@ -308,12 +337,16 @@ RECORDED_ONLY_ENV = "FORKSPAWN_RECORDED_ONLY"
 STATE_PRIORITY = ("torch", "device-initialized", "device-queried", "bare", NVML_QUERIED)
 
 
-def measure_first(pattern: str, token: str, states: list[str] | None = None, methods: list[str] | None = None) -> int:
+def measure_first(pattern: str, token: str, states: list[str] | None = None, methods: list[str] | None = None,
+                  alternate: bool = False) -> int:
     """Measure the grid points of the `Startup` classes in `benchmarks/` whose `module.Class` name
     matches `pattern` (asv's --bench regex) in `STATE_PRIORITY` order, under asv's run token, so
     that a run cut short has the most useful answers; `asv run` with the same FORKSPAWN_RUN_ID then
-    reads them back. `states` and `methods` (asv's labels) keep only those points. The number of
-    points measured or found."""
+    reads them back. `states` and `methods` (asv's labels) keep only those points. With
+    `alternate`, the points take turns, one cold start each a round, to their caps (fixed counts:
+    no stopping rule), so that a drift of the machine over the run falls on every point alike and
+    a run cut short leaves every point with nearly as many cold starts. The number of points
+    measured or found."""
     bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
     sys.path.insert(0, str(bench_dir.parent))
     points = []
@@ -330,8 +363,19 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
                             STATE_PRIORITY.index(state) if state in STATE_PRIORITY else len(STATE_PRIORITY),
                             grid_methods.index(method), grid_states.index(state))
                     points.append((rank, cls, (engine, method, state, tp)))
-    done = 0
+    measured = []
     for _, cls, params in sorted(points, key=lambda p: p[0]):
+        try:
+            config = cls().point(*params)
+        except NotImplementedError:
+            continue
+        measured.append((cls, params, config))
+    rounds = max((c.repeat for _, _, c in measured), default=0) if alternate else 0
+    for until in range(1, rounds + 1):
+        for cls, params, config in measured:
+            cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), until=until)
+    done = 0
+    for cls, params, _ in measured:
         try:
             cls().setup(token, *params)
         except NotImplementedError:

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--precision", type=float, default=0.05,
                    help="relative half-width of time to ready's 99%% interval that settles a configuration")
     m.add_argument("--timeout", type=float, default=300.0, help="seconds a cold start may take to ready")
+    m.add_argument("--limit", type=float, default=0.0,
+                   help="seconds one cold start's fresh parent may take in all (start, decode, teardown) before it "
+                        "is killed and recorded as a timeout (default: 2 x --timeout + 300)")
     m.add_argument("--cuda-check", default="runtime", choices=CUDA_CHECKS)
     m.add_argument("--forkserver", default="fresh", choices=FORKSERVER_STATES)
     m.add_argument("--override-cpu-spawn", action="store_true",
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("regex", help="asv's --bench regex, e.g. '^engines\\.Vllm'")
     pre.add_argument("--states", help="only these parent states (asv labels, comma-separated)")
     pre.add_argument("--methods", help="only these methods (asv labels, comma-separated)")
+    pre.add_argument("--alternate", action="store_true",
+                     help="the points take turns, one cold start each a round, to their caps (no stopping rule)")
 
     spent = sub.add_parser("spent", help="how the cold starts of run FORKSPAWN_RUN_ID ended (stop reasons, counts)")
     spent.add_argument("results", type=Path, help="asv's results folder (.asv/results)")
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("prefill needs FORKSPAWN_RUN_ID: the asv run that will read the records back")
             n = asvsuite.measure_first(args.regex, os.environ["FORKSPAWN_RUN_ID"],
                                        args.states.split(",") if args.states else None,
-                                       args.methods.split(",") if args.methods else None)
+                                       args.methods.split(",") if args.methods else None, args.alternate)
             print(f"prefill {args.regex}: {n} configuration(s) recorded under run {os.environ['FORKSPAWN_RUN_ID']}")
             return 0
         if args.command == "spent":
@@ -141,7 +146,7 @@ def _measure(args: argparse.Namespace) -> int:
                     model=args.model, device=args.device, batches=tuple(args.batch),
                     decode_steps=args.decode_steps, decode_windows=args.decode_windows, warmup_steps=args.warmup_steps, repeat=args.repeat,
                     least=args.least, precision=args.precision if args.least else 0.0,
-                    timeout_s=args.timeout, cuda_check=args.cuda_check, forkserver=args.forkserver,
+                    timeout_s=args.timeout, limit_s=args.limit, cuda_check=args.cuda_check, forkserver=args.forkserver,
                     extra={**({"vllm_override": True} if args.override_cpu_spawn else {}),
                            **({"vllm_ray_override": True} if args.override_cpu_ray else {})})
     if args.override_cpu_spawn and args.engine != "vllm":

@@ -41,6 +41,9 @@ class Config:
     least: int = 0  # cold starts at least before the stopping rule may end a configuration (0: repeat, fixed)
     precision: float = 0.0  # relative half-width of time to ready's 99% interval that settles it (0: never)
     timeout_s: float = 300.0  # bound on one cold start, start request to ready
+    # hard bound on one cold start's whole fresh parent (start, decode, teardown), after which its
+    # process group is killed and the start is a timeout; 0: 2 x timeout_s + 300
+    limit_s: float = 0.0
     cuda_check: str = "runtime"
     forkserver: str = "fresh"
     cache_dir: str = ""  # where generated checkpoints live; "" = the default cache
@@ -66,6 +69,8 @@ class Config:
             raise ConfigError(f"batch sizes must be positive integers, got {list(self.batches)}")
         if self.timeout_s <= 0:
             raise ConfigError(f"timeout must be positive, got {self.timeout_s}")
+        if self.limit_s < 0:
+            raise ConfigError(f"limit must be positive (or 0: the default), got {self.limit_s}")
         if self.forkserver == "warm" and not self.method.startswith("forkserver"):
             raise ConfigError(f"--forkserver warm applies to forkserver methods only, not {self.method!r}")
         object.__setattr__(self, "batches", tuple(int(b) for b in self.batches))
@@ -79,6 +84,10 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
+
+    def parent_limit_s(self) -> float:
+        """Seconds after which one cold start's fresh parent is killed (`limit_s`)."""
+        return self.limit_s or 2 * self.timeout_s + 300
 
     def cache_path(self) -> Path:
         from .checkpoint import default_cache_dir

@@ -61,40 +61,47 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
 
     With `config.least` below `config.repeat`, cold starts stop early once `stats.settled` says
     so, against `reference` (the times to ready of the configuration this one is compared with).
-    `done` are cold starts of this configuration measured before (a resumed run): the count and
-    the stopping rule go on from them. `on_run` is given each new cold start as soon as it ended.
+    `done` are cold starts of this configuration measured before (a resumed run, or an
+    alternating queue's earlier rounds): the count and the stopping rule go on from them.
+    `on_run` is given each new cold start as soon as it ended.
     """
     config = resolve(config)
-    say = progress or (lambda line: None)
-    runs: list[Run] = []
-    stop = None
     gpu_used: dict[str, float | None] = {"before": None, "after": None}
-    reason = not_applicable(config)
-    if reason:
-        runs.append(Run(status="skipped", error=reason, parent_state={"verified": "not-applicable"}))
-        stop = "repeat"
+    if reason := not_applicable(config):
+        runs, stop = [Run(status="skipped", error=reason, parent_state={"verified": "not-applicable"})], "repeat"
     else:
-        checkpoint = resolve_checkpoint(config.model, config.cache_path())  # generated once, outside any timed region
-        ensure_bytecode()
         gpu_used["before"] = machine.gpu_used_mib()
-        runs += done
-        if runs:
-            say(f"{label(config)}: resumed after {len(runs)} cold start(s)")
-            stop = _stop_after(runs, config, reference)
-        while not stop and len(runs) < config.repeat:
-            # Cold weight loading dominates start-up on real boxes: say what the cache held.
-            cache = pagecache.page_cache_state(pagecache.files_of(checkpoint))
-            run = run_in_fresh_parent(config)
-            run.checkpoint_resident = cache["resident_fraction"]
-            runs.append(run)
-            if on_run:
-                on_run(run)
-            ready = f"{run.time_to_ready_s:.2f} s to ready" if run.time_to_ready_s is not None else run.error
-            say(f"{label(config)} run {len(runs)}/{config.repeat}: {run.status}, {ready}")
-            stop = _stop_after(runs, config, reference)
+        runs = list(done)
+        stop = cold_starts(config, runs, progress, reference, on_run)
         stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
         gpu_used["after"] = machine.gpu_used_mib()
     return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used)
+
+
+def cold_starts(config: Config, runs: list[Run], progress: Progress | None = None,
+                reference: list[float] | None = None, on_run: Callable[[Run], None] | None = None,
+                until: int | None = None) -> str | None:
+    """Add cold starts of `config` (resolved and applicable) to `runs`, each in a fresh parent,
+    until the stopping rule ends it (its reason is returned), or `config.repeat` cold starts,
+    or `until` of them (None is returned for a cap reached)."""
+    say = progress or (lambda line: None)
+    checkpoint = resolve_checkpoint(config.model, config.cache_path())  # generated once, outside any timed region
+    ensure_bytecode()
+    stop = _stop_after(runs, config, reference) if runs else None
+    if runs:
+        say(f"{label(config)}: resumed after {len(runs)} cold start(s)")
+    while not stop and len(runs) < min(config.repeat, until or config.repeat):
+        # Cold weight loading dominates start-up on real boxes: say what the cache held.
+        cache = pagecache.page_cache_state(pagecache.files_of(checkpoint))
+        run = run_in_fresh_parent(config)
+        run.checkpoint_resident = cache["resident_fraction"]
+        runs.append(run)
+        if on_run:
+            on_run(run)
+        ready = f"{run.time_to_ready_s:.2f} s to ready" if run.time_to_ready_s is not None else run.error
+        say(f"{label(config)} run {len(runs)}/{config.repeat}: {run.status}, {ready}")
+        stop = _stop_after(runs, config, reference)
+    return stop
 
 
 def _stop_after(runs: list[Run], config: Config, reference: list[float] | None) -> str | None:
@@ -131,7 +138,7 @@ def label(config: Config) -> str:
 
 def run_in_fresh_parent(config: Config) -> Run:
     bundle_env, bundle_notes = bundled.runtime_env()  # what an offline bundle's left-outs need
-    backstop = 2 * config.timeout_s + 300  # the parent enforces timeout_s itself; this catches a hung parent
+    limit = config.parent_limit_s()  # an engine may hang past timeout_s (in start-up, decode or shutdown)
     with tempfile.TemporaryDirectory(prefix="forkspawn-") as tmp:
         cfg, result, log = Path(tmp, "config.json"), Path(tmp, "run.json"), Path(tmp, "parent.log")
         cfg.write_text(config.to_json())
@@ -142,9 +149,11 @@ def run_in_fresh_parent(config: Config) -> Run:
         with open(log, "wb") as out:
             proc = lifecycle.start_group([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)], env, out)
         try:
-            proc.wait(backstop)
+            proc.wait(limit)
         except subprocess.TimeoutExpired:
-            return Run(status="timeout", error=f"the parent interpreter did not finish within {backstop:g} s")
+            tail = log.read_text(errors="replace")[-4000:].strip()
+            return Run(status="timeout", error=f"the cold start did not finish within its limit of {limit:g} s "
+                                               "(the fresh parent was killed)", traceback=tail or None)
         finally:
             left = lifecycle.reap(proc.pid, tag)
             if proc.poll() is None:

@@ -13,6 +13,10 @@ import sys
 import traceback
 from pathlib import Path
 
+from .gcwatch import install_from_env
+
+install_from_env()  # a spawned child of a watched engine (gcwatch.py): count its collections too
+
 
 def main(config_path: str, result_path: str) -> int:
     # Imported here, not at module level: spawned and forkserver ranks re-import this module as

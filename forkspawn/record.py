@@ -18,7 +18,10 @@ from .config import Config
 from .stats import summarize
 from .vocabulary import GROUP_KINDS, MEMORY_KINDS
 
-SCHEMA = "forkspawn.record/1"
+SCHEMA = "forkspawn.record/2"
+# /1 lacks `cold_starts`; its engines' tokens/s samples were every decode window, pooled (no
+# committed record has them); both are read.
+READABLE = ("forkspawn.record/1", SCHEMA)
 
 
 @dataclass
@@ -65,6 +68,9 @@ class Run:
     step_latency_s: dict[int, float] = field(default_factory=dict)  # median decode step
     # an engine's decode windows (engines/decode.py): the tokens/s of each; tokens_per_s is their median
     decode_windows: dict[int, list[float]] = field(default_factory=dict)
+    window_step_ms: dict[int, list[list[float]]] = field(default_factory=dict)  # per window: p10, p50, p90 step
+    # per process label: what it did while the decode windows ran (activity.during)
+    decode_diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)
     engine_version: str | None = None
     output_digest: str | None = None  # hash of the greedy tokens generated during warm-up
     bandwidth_gb_s: float | None = None  # device memory bandwidth measured in the same run (GPU)
@@ -113,7 +119,22 @@ class Run:
         if self.bandwidth_gb_s is not None:
             out[vocab.BANDWIDTH] = self.bandwidth_gb_s
         out.update({vocab.engine(name): x for name, x in self.engine_metrics.items()})
+        for label, seen in self.decode_diagnostics.items():
+            for name, x in (seen or {}).items():
+                if name == "gc_collections" and x is not None:
+                    x = sum(x)
+                if isinstance(x, (int, float)) and not isinstance(x, bool):
+                    out[vocab.decode_activity(label, name)] = x
         return out
+
+    def cold_start(self) -> dict[str, Any]:
+        """What the record keeps of this cold start on its own (`Record.cold_starts`)."""
+        return {"status": self.status, "error": self.error, "method_used": self.method_used,
+                "time_to_ready_s": self.time_to_ready_s,
+                "tokens_per_s": {str(b): x for b, x in self.tokens_per_s.items()},
+                "decode_windows": {str(b): x for b, x in self.decode_windows.items()},
+                "window_step_ms": {str(b): x for b, x in self.window_step_ms.items()},
+                "decode_diagnostics": self.decode_diagnostics}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,7 +144,7 @@ class Run:
         d = dict(d)  # runs written before a field existed get its default (e.g. `traceback`)
         d["phases"] = [Phase(**p) for p in d.get("phases", [])]
         d["processes"] = [ProcessMemory(**p) for p in d.get("processes", [])]
-        for key in ("tokens_per_s", "step_latency_s", "roofline_tokens_per_s", "decode_windows"):
+        for key in ("tokens_per_s", "step_latency_s", "roofline_tokens_per_s", "decode_windows", "window_step_ms"):
             d[key] = {int(k): v for k, v in d.get(key, {}).items()}
         return cls(**d)
 
@@ -172,6 +193,7 @@ class Record:
     roofline: dict[str, Any] | None = None
     stats: dict[str, dict[str, Any]] | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)  # per cold start: what asv stores
+    cold_starts: list[dict[str, Any]] | None = None  # each cold start on its own (Run.cold_start), in order
     notes: list[str] | None = None
     config: dict[str, Any] | None = None
     machine: dict[str, Any] | None = None
@@ -204,8 +226,8 @@ def check_schema(d: Any) -> dict[str, Any]:
         raise TypeError("a record is a JSON object")
     if "schema" not in d:
         raise SchemaError(f"a record without a schema; this reads {SCHEMA!r}")
-    if d["schema"] != SCHEMA:
-        raise SchemaError(f"record schema {d['schema']!r}; this reads {SCHEMA!r}")
+    if d["schema"] not in READABLE:
+        raise SchemaError(f"record schema {d['schema']!r}; this reads {' and '.join(map(repr, READABLE))}")
     return d
 
 
@@ -275,6 +297,7 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
         },
         stats={k: summarize(v) for k, v in samples.items()},
         samples=samples,
+        cold_starts=[r.cold_start() for r in runs],
         notes=sorted({n for r in runs for n in r.notes}),
         config=json.loads(config.to_json()),
         machine=machine,
@@ -283,13 +306,11 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
 
 
 def _pool_decode_windows(samples: dict[str, list[float]], ok_runs: list[Run]) -> None:
-    """Where the runs timed decode windows, tokens/s and step latency are sampled per window,
-    pooled over the cold starts; each cold start's median moves to `start_tokens_per_s`."""
+    """Where the runs timed decode windows, every window of every cold start, pooled, beside the
+    cold starts' own rates (`tokens_per_s`, the median of each start's windows): the spread of the
+    pool is mostly within a cold start, so it is no interval of the rate across cold starts."""
     for b in sorted({b for r in ok_runs for b in r.decode_windows}):
-        pooled = [x for r in ok_runs for x in r.decode_windows.get(b, [])]
-        samples[vocab.start_tokens_per_s(b)] = samples.pop(vocab.tokens_per_s(b), [])
-        samples[vocab.tokens_per_s(b)] = pooled
-        samples[vocab.step_latency_s(b)] = [b / x for x in pooled]
+        samples[vocab.window_tokens_per_s(b)] = [x for r in ok_runs for x in r.decode_windows.get(b, [])]
 
 
 def _page_cache(runs: list[Run]) -> dict[str, Any]:

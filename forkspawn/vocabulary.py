@@ -11,10 +11,14 @@ dependencies.
                                     (without a rank: the slowest rank)
     mem.<process>.<kind>_mib        MiB of one process (`parent`, `rank<r>`, a role) or of an
                                     aggregate (`group`: every process, `ray`: Ray's own)
-    tokens_per_s.b<batch>           steady-state greedy decoding at a batch size
+    tokens_per_s.b<batch>           steady-state greedy decoding at a batch size (an engine's:
+                                    the median of a cold start's decode windows)
+    window_tokens_per_s.b<batch>    an engine's decode windows, each one a sample
     step_latency_s.b<batch>         median decode step
     roofline_fraction.b<batch>      tokens/s over the memory-bound ceiling
     engine.<name>                   an engine's own sizes (vLLM: KV cache, CUDA graphs)
+    decode.<process>.<name>         what a process did while an engine decoded (activity.py):
+                                    threads, switches, faults, CPU and GC seconds, ...
     bandwidth_gb_s                  device memory bandwidth measured in the same run
 """
 
@@ -91,9 +95,14 @@ def tokens_per_s(batch: int | str) -> str:
     return f"tokens_per_s.b{batch}"
 
 
-def start_tokens_per_s(batch: int | str) -> str:
-    """One cold start's median tokens/s over its decode windows (engines/decode.py)."""
-    return f"start_tokens_per_s.b{batch}"
+def window_tokens_per_s(batch: int | str) -> str:
+    """Every decode window's tokens/s, pooled over the cold starts (engines/decode.py)."""
+    return f"window_tokens_per_s.b{batch}"
+
+
+def decode_activity(process: str, name: str) -> str:
+    """decode.<process>.<name>: one process's activity while an engine decoded (activity.py)."""
+    return f"decode.{process}.{name}"
 
 
 def step_latency_s(batch: int | str) -> str:
@@ -116,8 +125,9 @@ def engine_name(metric: str) -> str | None:
 _PARSERS = (
     (re.compile(r"phase\.(?P<phase>[^.]+)(?:\.rank(?P<rank>\d+))?"), "phase"),
     (re.compile(r"mem\.(?P<process>[^.]+)\.(?P<kind>[a-z_]+)_mib"), "mem"),
-    (re.compile(r"(?P<family>tokens_per_s|start_tokens_per_s|step_latency_s|roofline_fraction)\.b(?P<batch>\d+)"), None),
+    (re.compile(r"(?P<family>tokens_per_s|window_tokens_per_s|step_latency_s|roofline_fraction)\.b(?P<batch>\d+)"), None),
     (re.compile(r"engine\.(?P<name>.+)"), "engine"),
+    (re.compile(r"decode\.(?P<process>[^.]+)\.(?P<name>.+)"), "decode"),
 )
 
 

@@ -32,10 +32,27 @@ def test_windows_cancel_the_request_overhead_and_pool_across_cold_starts() -> No
         assert run.step_latency_s[1] == pytest.approx(step) and len(run.decode_windows[1]) == 5
         runs.append(run)
     rec = build_record(config, runs, machine={}, versions={})
-    assert len(rec.samples[vocab.tokens_per_s(1)]) == 10, "every window of every cold start"
-    assert rec.samples[vocab.start_tokens_per_s(1)] == pytest.approx([100, 1 / 0.011])
-    assert rec.samples[vocab.step_latency_s(4)] == pytest.approx([0.010] * 5 + [0.011] * 5)
-    assert rec.stats[vocab.tokens_per_s(1)]["n"] == 10
+    # one sample per cold start, as for every other metric: the interval that asv and the record
+    # give is across cold starts; the windows are kept apart, pooled and per cold start
+    assert rec.samples[vocab.tokens_per_s(1)] == pytest.approx([100, 1 / 0.011])
+    assert rec.stats[vocab.tokens_per_s(1)]["n"] == 2
+    assert rec.samples[vocab.step_latency_s(4)] == pytest.approx([0.010, 0.011])
+    assert len(rec.samples[vocab.window_tokens_per_s(1)]) == 10, "every window of every cold start"
+    assert [len(c["decode_windows"]["1"]) for c in rec.cold_starts] == [5, 5]
+    assert rec.cold_starts[1]["tokens_per_s"]["4"] == pytest.approx(4 / 0.011)
+
+
+def test_step_gaps_give_each_window_its_step_time_percentiles() -> None:
+    """A long request whose steps alternate between 8 and 17 ms: the window's 10th and 90th
+    percentiles show both speeds, its median one of them."""
+    config = Config(engine="vllm", batches=(1,), decode_steps=40, decode_windows=2)
+    gaps = [0.008, 0.017] * 20
+    run = Run()
+    decode_rates(run, engine(0.01, 0.1, jitter=[0.0]), config, step_gaps=lambda: gaps)
+    assert len(run.window_step_ms[1]) == 2
+    p10, p50, p90 = run.window_step_ms[1][0]
+    assert p10 == pytest.approx(8.0) and p90 == pytest.approx(17.0) and p50 == pytest.approx(12.5)
+    assert build_record(config, [run], machine={}, versions={}).cold_starts[0]["window_step_ms"]["1"][1] == [p10, p50, p90]
 
 
 def test_a_window_that_measured_no_time_is_dropped_and_too_few_leave_the_rate_unresolved() -> None:

@@ -15,6 +15,11 @@ them), and keeps each cold start's median too (`start_tokens_per_s`). A window w
 is not positive (a scheduler tick or, on a loaded CPU, another process delayed its short
 request) measured nothing and is dropped, with a note; a batch with fewer than two windows left
 has no rate, and the notes say why (the engine worked: it is not a failure).
+
+Where the adapter can see the engine's steps (`step_gaps`: the seconds between the engine's
+outputs during the last request, as the calling process received them), each window's long
+request also leaves its step times, as the 10th, 50th and 90th percentiles in milliseconds
+(`Run.window_step_ms`): a start whose steps jump between two speeds shows it there.
 """
 
 from __future__ import annotations
@@ -28,14 +33,21 @@ from ..record import Run
 MIN_WINDOWS = 2  # windows that must remain for a rate
 
 
-def decode_rates(run: Run, timed: Callable[[int, int], float], config: Config) -> None:
-    """Fill run.decode_windows, run.tokens_per_s and run.step_latency_s per batch size of `config`."""
+def decode_rates(run: Run, timed: Callable[[int, int], float], config: Config,
+                 step_gaps: Callable[[], list[float]] | None = None) -> None:
+    """Fill run.decode_windows, run.tokens_per_s and run.step_latency_s (and with `step_gaps`,
+    run.window_step_ms) per batch size of `config`."""
     steps = config.decode_steps
     short = 1 + steps // 8
 
     def window(batch: int) -> float:
         before = timed(batch, short)  # the short request first, then the long one
-        return timed(batch, short + steps) - before
+        took = timed(batch, short + steps)
+        if step_gaps and len(gaps := step_gaps()) >= 2:
+            tenths = statistics.quantiles(gaps, n=10, method="inclusive")
+            run.window_step_ms.setdefault(batch, []).append(
+                [round(1000 * x, 4) for x in (tenths[0], statistics.median(gaps), tenths[-1])])
+        return took - before
 
     for batch in config.batches:
         try:

@@ -20,7 +20,10 @@ Phases (rank 0 stands for the whole engine; seconds since the `LLM(...)` call):
   memory, KV-cache tokens) and the reason vLLM gives when it forces spawn.
 
 Throughput: greedy requests of fixed output length (`ignore_eos`) through `llm.generate`, by
-the difference method of decode.decode_rates.
+the difference method of decode.decode_rates, with the step times the parent sees (the gaps
+between `llm_engine.step()` returns, one per engine-core output) and what the parent, the engine
+core and every worker did meanwhile (activity.py; their garbage collections through gcwatch,
+installed here before `LLM(...)` so that forked and spawned processes alike carry it).
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .. import lifecycle, memory, methods, ray_cluster
+from .. import activity, gcwatch, lifecycle, memory, methods, ray_cluster
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
 from ..record import ProcessMemory, Run
+from ..vocabulary import RAY_ROLE_PREFIX
 from ..worker import exception_line
 from .decode import decode_rates
 from .vllm_common import (
@@ -93,6 +98,10 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     hook = _MethodHook(mp_method(config), override)
     tap = LogTap()
     llm = None
+    gc_dir = Path(tempfile.gettempdir(), "gcwatch")  # the measurement's own temp dir
+    gc_dir.mkdir(exist_ok=True)
+    os.environ[gcwatch.ENV] = str(gc_dir)  # spawned processes install the hook from it
+    gcwatch.install(gc_dir)  # forked ones inherit it
     t0 = now()
     try:
         hook.install()
@@ -131,7 +140,10 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         run.method_used = methods.method_used(([core] if core and backend == "mp" else []) + list(workers.values()))
         memory.probe(run.processes, on_gpu=not on_cpu)
         run.notes += thread_notes(run.processes, llm)
+        before = {p.label: activity.snapshot(p.pid, gc_dir) for p in run.processes if not p.role.startswith(RAY_ROLE_PREFIX)}
         _throughput(run, llm, SamplingParams, config)
+        run.decode_diagnostics = {p.label: activity.during(before[p.label], activity.snapshot(p.pid, gc_dir))
+                                  for p in run.processes if p.label in before}
         run.notes += cpu_notes(run.processes)
     except Exception as exc:  # an engine failure is a result, not a crash of the harness
         # vLLM's own message only points at its children's logs ("see root cause above"): the
@@ -209,9 +221,18 @@ def _throughput(run: Run, llm: Any, sampling: Any, config: Config) -> None:
     seed = 0
 
     longest = llm.llm_engine.model_config.max_model_len
+    # One step() return per engine-core output: the gaps between them are decode steps as the
+    # parent receives them. An attribute of the instance, found before the class's method.
+    engine, stamps = llm.llm_engine, []
+
+    def stamped_step(*args: Any, **kwargs: Any) -> Any:
+        out = type(engine).step(engine, *args, **kwargs)
+        stamps.append(now())
+        return out
 
     def timed(batch: int, tokens: int) -> float:
         nonlocal seed
+        stamps.clear()
         if PROMPT_LEN + tokens > longest:  # vLLM would wait forever for a request that cannot finish
             raise ValueError(f"a request of {PROMPT_LEN} + {tokens} tokens exceeds max_model_len {longest}")
         prompts = [{"prompt_token_ids": [4 + (seed * 7919 + i * 104729 + j * 31) % (vocab - 4) for j in range(PROMPT_LEN)]}
@@ -225,7 +246,11 @@ def _throughput(run: Run, llm: Any, sampling: Any, config: Config) -> None:
             raise ValueError(f"vLLM returned fewer than {tokens} tokens despite ignore_eos")
         return took
 
-    decode_rates(run, timed, config)
+    engine.step = stamped_step
+    try:
+        decode_rates(run, timed, config, step_gaps=lambda: [b - a for a, b in zip(stamps, stamps[1:])])
+    finally:
+        del engine.step
 
 
 def _shutdown(llm: Any) -> tuple[float, list[str]]:
