@@ -84,9 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 
                 print(compact(df))
         elif args.command == "summary":
+            from . import parity
             from .summary import markdown, summarize
 
-            print(markdown(*summarize(load(args.dir).table)))
+            res = load(args.dir)
+            print(markdown(*summarize(res.table)))
+            print(parity.markdown(parity.table(res.records)))
         elif args.command == "report":
             from .report import write_report
 

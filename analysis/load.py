@@ -42,6 +42,10 @@ COLUMNS = [
     "ci_low", "ci_high", "q25", "q75", "n", "status", "error", "benchmark", "gpu_count", "num_cpu", "asv_machine",
     "engine_metrics",
 ]
+# One row per measured configuration, with its whole record (per-cold-start samples the table's
+# medians come from): what needs more than asv's median and interval reads these (analysis.parity).
+RECORD_COLUMNS = ["machine", "commit", "env", "date", "engine", "method", "method_used", "parent_state", "cuda_check",
+                  "tp", "status", "record"]
 MACHINE_COLUMNS = [
     "machine", "commit", "env", "date", "engine", "engine_version", "gpu", "gpu_count", "gpu_memory_mib",
     "gpu_driver", "cpu", "num_cpu", "ram_gib", "os", "versions",
@@ -56,6 +60,7 @@ class BadInput(ValueError):
 class Results:
     table: pd.DataFrame  # one row per measured value (COLUMNS)
     machines: pd.DataFrame  # one row per machine, commit, environment and engine (MACHINE_COLUMNS)
+    records: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=RECORD_COLUMNS))  # RECORD_COLUMNS
     files: list[Path] = field(default_factory=list)  # every file read, for copying next to a report
     root: Path = Path(".")
 
@@ -68,6 +73,7 @@ def load(directory: str | Path) -> Results:
     machine_dirs = sorted(p.parent for p in root.rglob("machine.json"))
     rows: list[dict[str, Any]] = []
     machines: list[dict[str, Any]] = []
+    measured: list[dict[str, Any]] = []
     files: list[Path] = []
     for mdir in machine_dirs:
         files.append(mdir / "machine.json")
@@ -80,9 +86,10 @@ def load(directory: str | Path) -> Results:
             if path.name == "machine.json":
                 continue
             files.append(path)
-            new_rows, new_machines = _read_result_file(path, bench_meta, records)
+            new_rows, new_machines, new_records = _read_result_file(path, bench_meta, records)
             rows += new_rows
             machines += new_machines
+            measured += new_records
     if not files:
         raise BadInput(f"{root}: no asv results below it (expected <machine>/machine.json and result files)")
     if not rows:
@@ -102,7 +109,12 @@ def load(directory: str | Path) -> Results:
     mtable["machine"] = [names.get((m, g, c), m) for m, g, c in
                          zip(mtable["machine"], mtable["gpu_count"], mtable["num_cpu"])]
     mtable = mtable.drop_duplicates(["machine", "commit", "env", "engine"], keep="last").reset_index(drop=True)
-    return Results(table=table, machines=mtable, files=list(dict.fromkeys(files)), root=root)
+    rtable = pd.DataFrame(measured, columns=RECORD_COLUMNS + ["gpu_count", "num_cpu"]).astype({"tp": "Int64"})
+    rtable["machine"] = [names.get((m, g, c), m) for m, g, c in zip(rtable["machine"], rtable.pop("gpu_count"),
+                                                                    rtable.pop("num_cpu"))] if len(rtable) else []
+    rtable = rtable.drop_duplicates(["machine", "commit", "env", "engine", "method", "parent_state", "cuda_check", "tp"],
+                                    keep="last").reset_index(drop=True)
+    return Results(table=table, machines=mtable, records=rtable, files=list(dict.fromkeys(files)), root=root)
 
 
 def _distinct_machine_names(table: pd.DataFrame) -> dict[tuple, str]:
@@ -185,7 +197,7 @@ def _record_for(records: dict, commit: str, env: str, key: str) -> Record | None
     return next((r for e, r in reversed(by_env.items()) if env.startswith(e + "-") or not e), None)
 
 
-def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list[dict], list[dict]]:
+def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list[dict], list[dict], list[dict]]:
     data = _read_json(path)
     if not isinstance(data, dict) or "results" not in data:
         raise BadInput(f"{path}: not an asv result file (no 'results' key)")
@@ -196,7 +208,7 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
         params, columns = data["params"], data["result_columns"]
         machine = str(params.get("machine") or path.parent.name)
         commit, env, date = data["commit_hash"], data["env_name"], pd.to_datetime(data["date"], unit="ms")
-        rows, seen = [], {}
+        rows, seen, configs = [], {}, {}
         for name, entry in data["results"].items():
             shape = _shape(name)
             if shape is None:
@@ -248,10 +260,18 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
                 })
                 if rec and (rec.engine_version or p.get("engine") not in seen):
                     seen[p.get("engine")] = rec  # prefer a record that knows the engine's version
+                if rec and rec.status != "skipped":
+                    configs[label] = {"machine": machine, "commit": commit, "env": env, "date": date,
+                                       "engine": p.get("engine"), "method": p.get("method"),
+                                       "method_used": rec.method_used, "parent_state": p.get("parent_state"),
+                                       "cuda_check": p.get("cuda_check"), "tp": _int(p.get("tp")),
+                                       "status": rec.status, "record": rec,
+                                       "gpu_count": _int(params.get("gpu_count")) or 0,
+                                       "num_cpu": _int(params.get("num_cpu"))}
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise BadInput(f"{path}: unexpected asv result layout ({type(e).__name__}: {e})") from None
     machines = [_machine_row(machine, commit, env, date, engine, params, rec) for engine, rec in seen.items()]
-    return rows, machines
+    return rows, machines, list(configs.values())
 
 
 def _status(value: Any, rec: Record | None, metric: str) -> tuple[str, str | None]:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from forkspawn import vocabulary as vocab
 
-from . import charts, fleet, summary, verdict
+from . import charts, fleet, parity, summary, verdict
 from .capacity import RESTARTS_PER_DAY, Node, plan
 from .derive import INCLUDES, interval_text, no_small_n_intervals, prepare
 from .fmt import cause, num
@@ -165,6 +165,7 @@ def render(results: Results, out_dir: Path) -> str:
             f"<a href=\"table.csv\">table.csv</a>.</p>"]
     machines = list(dict.fromkeys(table["machine"]))
     groups, not_run = summary.summarize(results.table)
+    decode_parity = parity.table(results.records)
     body.append(_at_a_glance(groups))
     body.append(fleet.section(groups))
     toc = [f"<li><a href=\"#m{i}\">{e(m)}</a> (<a href=\"#m{i}-summary\">executive summary</a>)</li>"
@@ -187,8 +188,11 @@ def render(results: Results, out_dir: Path) -> str:
         mine = [g for g in groups if g.key["machine"] == machine]
         lines = [x for x in not_run if x.startswith(f"{machine} · ")]
         older = results.table[(results.table["machine"] == machine) & ~results.table.index.isin(rows.index)]
+        parity_html = parity.html(decode_parity[decode_parity["machine"] == machine])
+        summary_html = summary.html(mine, lines) + (f"<h4>Decode parity across cold starts</h4>{parity_html}"
+                                                    if parity_html else "")
         body.append(_machine_section(i, machine, rows, info, charts.draw(rows, info, out_dir, prefix=f"{slug}-"),
-                                     summary.html(mine, lines), older))
+                                     summary_html, older))
     body.append(METHODOLOGY)
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"

@@ -646,10 +646,10 @@ def test_a_record_of_another_schema_is_one_line(tmp_path: Path, capsys: pytest.C
     root = write_results(tmp_path)
     sidecar = next((root / "box" / "records").glob("*.jsonl"))
     lines = sidecar.read_text().splitlines()
-    lines[0] = json.dumps({**json.loads(lines[0]), "schema": "forkspawn.record/2"})
+    lines[0] = json.dumps({**json.loads(lines[0]), "schema": "forkspawn.record/9"})
     sidecar.write_text("\n".join(lines) + "\n")
     line = _cli_error(capsys, "table", str(root))
-    assert f"{sidecar}:1:" in line and "forkspawn.record/2" in line
+    assert f"{sidecar}:1:" in line and "forkspawn.record/9" in line
 
 
 # -- the charts draw the table's numbers, and fit -------------------------------------------------
