@@ -259,14 +259,16 @@ def _status(value: Any, rec: Record | None, metric: str) -> tuple[str, str | Non
     asv stores NaN for a skipped benchmark and null for a failed one."""
     if rec is not None and rec.status != "ok":
         return rec.status, rec.error
+    # a metric an ok record lacks: its notes may say why (a batch whose tokens/s was not measured)
+    note = vocab.why_absent(metric, rec.notes) if rec is not None and metric not in rec.samples else None
     if value is None:
         if rec is not None and metric != vocab.STATUS and metric not in rec.samples:
-            return "skipped", f"{metric} does not exist in this configuration"
+            return "skipped", note or f"{metric} does not exist in this configuration"
         return "error", "asv recorded this benchmark as failed; its output is in asv's log"
     if _nan(value):
         # no record: asv skipped it before measuring (a profile's choice, a point that cannot exist
         # here, or one a run cut short never reached, FORKSPAWN_RECORDED_ONLY)
-        return "skipped", (rec.error if rec else None) or "not measured in this run (left out, not applicable here, or not reached)"
+        return "skipped", note or (rec.error if rec else None) or "not measured in this run (left out, not applicable here, or not reached)"
     return "ok", None
 
 
