@@ -129,6 +129,17 @@ def table(directory: str | Path) -> pd.DataFrame:
 
 # A configuration of one machine and environment: `latest` picks one commit per such key.
 CONFIG_KEY = ["machine", "env", "engine", "method", "parent_state", "cuda_check", "tp"]
+# asv named an `existing` environment after its interpreter's absolute path; `make bench` names it
+# after the path in the project (forkspawn/asvenv.py): the venv's folder is what both share
+_ENV_PATH = re.compile(r"(existing-py)_(?:.*_)?([^_]+_bin_python[\d.]*)")
+
+
+def env_key(env: str) -> str:
+    """An asv environment's name without the machine's path of its interpreter, so that results of
+    one environment from any checkout, old or new, are one environment:
+    existing-py_work_main_.venv_bin_python -> existing-py_.venv_bin_python (unchanged)."""
+    m = _ENV_PATH.fullmatch(str(env))
+    return f"{m.group(1)}_{m.group(2)}" if m else env
 
 
 def latest(df: pd.DataFrame, key: list[str] = CONFIG_KEY) -> pd.DataFrame:
@@ -136,9 +147,12 @@ def latest(df: pd.DataFrame, key: list[str] = CONFIG_KEY) -> pd.DataFrame:
     newest commit if none did (what charts and summaries show).
 
     A GPU lease measures a grid in parts, so a newer commit that skipped a point (not measured in
-    that run) does not hide the older measurement of it; each row keeps its `commit`.
+    that run) does not hide the older measurement of it; each row keeps its `commit` and `env`.
+    Environments are told apart by `env_key`: the same venv in another checkout is the same one.
     """
     keys = df[key].astype(str)  # missing cuda_check / tp are keys too
+    if "env" in key:
+        keys["env"] = keys["env"].map(env_key)
     measured = df["date"].where(df["status"] != "skipped")
     best = measured.groupby([keys[c] for c in key]).transform("max")
     best = best.fillna(df["date"].groupby([keys[c] for c in key]).transform("max"))

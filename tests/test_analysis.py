@@ -776,3 +776,20 @@ def test_a_metric_an_ok_record_lacks_has_the_records_note_as_its_reason() -> Non
     assert _status(None, rec, "step_latency_s.b16") == ("skipped", note)
     assert _status(math.nan, rec, "tokens_per_s.b4")[1].startswith("not measured in this run")
     assert verdict.word("skipped", note) == verdict.NOT_RUN  # it could exist: it was not measured
+
+
+def test_an_environment_named_by_a_machines_path_is_the_same_environment() -> None:
+    """asv named an `existing` environment by its interpreter's absolute path; `make bench` names it
+    by the path in the project. Results of both, for one configuration, are one configuration:
+    `latest` keeps the newer, whichever way each is named."""
+    from analysis.load import env_key, latest
+
+    old = _measured("fork", 2.0, 10 * 1024, 20_000, 1000)
+    new = _measured("fork", 1.0, 10 * 1024, 20_000, 1000)
+    df = pd.DataFrame([r | {"env": "existing-py_work_main_.venv-vllm_bin_python", "commit": "old"} for r in old]
+                      + [r | {"env": "existing-py_.venv-vllm_bin_python", "commit": "new", "date": pd.Timestamp(1)}
+                         for r in new], columns=COLUMNS)
+    assert env_key("existing-py_root_tree_.venv_bin_python") == env_key("existing-py_.venv_bin_python")
+    assert env_key("existing-py_.venv-vllm_bin_python") == "existing-py_.venv-vllm_bin_python"
+    assert env_key("virtualenv-py3.11-torch2.13.0") == "virtualenv-py3.11-torch2.13.0"
+    assert set(latest(df)["commit"]) == {"new"}
