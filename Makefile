@@ -11,7 +11,8 @@ BIN := $(VENV)/bin
 RESULTS := .asv/results
 PROGRESS := .asv/progress.log
 # asv runs as `ENV_PYTHON:BENCHMARK_REGEX` pairs (the shell unescapes \( \| \)); mk/engines.mk
-# adds the engine environments.
+# adds the engine environments. asv runs each ENV_PYTHON as an `existing` environment named by its
+# path in the project, not the machine's (`-E repo:`, forkspawn/asvenv.py).
 # asv exits 2 when a benchmark failed: failed configurations are results here, so that is fine.
 # asv's forkserver launch: every configuration is measured in a fresh parent interpreter of its
 # own (forkspawn.parent), so asv's launch method touches no measurement, and forking asv's
@@ -70,7 +71,7 @@ bench: $(BIN)/.done engines
 	  for job in $(ASV_JOBS); do \
 	    $${job%%:*} -m forkspawn prefill "$${job#*:}" || exit $$?; \
 	    $(BIN)/asv run --machine $$machine --launch-method forkserver \
-	      --set-commit-hash $$commit -E existing:$${job%%:*} --bench "$${job#*:}"; \
+	      --set-commit-hash $$commit -E repo:$${job%%:*} --bench "$${job#*:}"; \
 	    rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 2 ] || exit $$rc; \
 	  done; \
 	  $(BIN)/forkspawn spent $(RESULTS) > .asv/spent.txt

@@ -218,6 +218,9 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     tokens = ok[ok["metric"] == vocab.tokens_per_s(batch)].set_index("method")
     ttrs = ok[ok["metric"] == vocab.TIME_TO_READY].set_index("method")
     status = df[df["metric"] == vocab.STATUS].set_index("method")
+    if status.empty:  # every method's start-up status is missing: nothing to plan with
+        raise BadInput(f"{engine} on {machine}, parent state {parent_state}, TP={tp}: no start-up status recorded "
+                       f"({verdict.why_not(df[df['metric'] == vocab.STATUS])})")
     sizes = status["engine_metrics"] if "engine_metrics" in status else pd.Series(dtype=object)
     gpu_mib = node.gpu_mem_gib * 1024 if node.gpus and node.gpu_mem_gib else None
 

@@ -11,6 +11,7 @@ with nothing to show says so instead of being left out, so a report always has a
 
 from __future__ import annotations
 
+import itertools
 import re
 import textwrap
 from pathlib import Path
@@ -90,9 +91,33 @@ def label_nvml(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(parent_state=df["parent_state"].where(~nvml, df["parent_state"] + NVML_LABEL))
 
 
+def _rows(df: pd.DataFrame, pattern: str) -> pd.DataFrame:
+    """Every row of the metrics matching `pattern`, whatever its status, with `engine_label`: what
+    a chart or panel would draw, and why it cannot (`_why`)."""
+    rows = df[df["metric"].str.fullmatch(pattern)]
+    return rows.assign(engine_label=_engine_label(rows))
+
+
+def _why(what: str, rows: pd.DataFrame) -> str:
+    """'<what>: <why>' for a chart or panel with nothing to draw: the reasons are the table's own for
+    its rows (verdict.why_not: a failure's cause, a record's note such as "tokens/s at batch 16 not
+    measured: ...")."""
+    why = verdict.why_not(rows)
+    return f"{what}: {why}" if why else what
+
+
 def _empty(fig: Figure, why: str = NO_DATA) -> Figure:
-    fig.text(0.5, 0.5, why, ha="center", va="center", fontsize=11, color="#555")
+    """A chart with nothing to draw at all: one sentence saying so and why, instead of axes."""
+    fig.text(0.5, 0.5, textwrap.fill(why, 100), ha="center", va="center", fontsize=11, color="#555")
     return fig
+
+
+def _nothing(ax, why: str) -> None:
+    """A panel with nothing to draw: the sentence saying why in its place, no axes that would claim
+    a scale (and never a bar of nothing)."""
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, textwrap.fill(why, 50), transform=ax.transAxes, ha="center", va="center", fontsize=8,
+            color="#555")
 
 
 def _grid(rows: int, cols: int, w: float = 4.2, h: float = 3.2, sharey: bool = False) -> tuple[Figure, np.ndarray]:
@@ -154,9 +179,12 @@ def phase_stacks(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame
     for engine, sub in ok.groupby("engine_label", sort=True):
         ttr = sub[sub["metric"] == vocab.TIME_TO_READY].set_index(["parent_state", "tp", "method"])["value"]
         ph = sub[sub["metric"] != vocab.TIME_TO_READY]
-        if ph.empty or ttr.empty:
+        if ttr.empty:
             continue
-        ends = ph.pivot_table(index=["parent_state", "tp", "method"], columns="phase", values="value")
+        index = ["parent_state", "tp", "method"]
+        # no phase recorded: the bar is time to ready alone ("until ready")
+        ends = (ph.pivot_table(index=index, columns="phase", values="value") if len(ph)
+                else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=index)))
         order = phase_order(ends)
         rows, at = {}, {}
         for key, total in ttr.items():
@@ -166,7 +194,6 @@ def phase_stacks(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame
             spans = done.diff().fillna(done).clip(lower=0).reindex(order, fill_value=0.0)
             spans[UNTIL_READY] = max(total - (done.iloc[-1] if len(done) else 0.0), 0.0)
             rows[key], at[key] = spans, pd.concat([done.reindex(order).fillna(-1.0), pd.Series({UNTIL_READY: total})])
-        index = ["parent_state", "tp", "method"]
         out[engine] = (pd.DataFrame(rows).T.rename_axis(index), pd.DataFrame(at).T.rename_axis(index))
     return out
 
@@ -198,7 +225,7 @@ def chart_startup(df: pd.DataFrame) -> Figure:
     stacks = phase_stacks(df)
     fails = _failures(df)
     if not stacks:
-        return _empty(Figure(figsize=(8, 3)))
+        return _empty(Figure(figsize=(8, 3)), _why(NO_DATA, _rows(df, vocab.TIME_TO_READY)))
     ttr = _ok(df, vocab.TIME_TO_READY).set_index(["engine_label", "parent_state", "tp", "method"])
     all_phases = list(dict.fromkeys(p for s, _ in stacks.values() for p in s.columns if p != UNTIL_READY))
     palette = [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i % 2 == 0] + \
@@ -242,7 +269,7 @@ def chart_startup(df: pd.DataFrame) -> Figure:
                 row = ttr.loc[(engine, state) + k] if (engine, state) + k in ttr.index else None
                 if row is None:
                     why = failed[(failed["tp"] == k[0]) & (failed["method"] == k[1])]["why"]
-                    _placeholder(ax, x, why.iloc[0] if len(why) else "not measured")
+                    _placeholder(ax, x, why.iloc[0] if len(why) else verdict.NOT_RUN)
                     continue
                 lo, hi = row["ci_low"], row["ci_high"]
                 if pd.notna(lo) and pd.notna(hi):
@@ -276,11 +303,13 @@ def chart_memory(df: pd.DataFrame) -> Figure:
     """Memory at ready, stacked by process (the stack is the worker group), per method and kind;
     whiskers: the group's 99% CI; failed configurations hatched. Panels wrap so that every bar
     keeps room for its total."""
-    ok = _ok(df, vocab.mem_re(kinds="(uss|pss|rss|gpu)"))
+    pattern = vocab.mem_re(kinds="(uss|pss|rss|gpu)")
+    ok = _ok(df, pattern)
     group = ok[ok["process"] == "group"].set_index(["engine_label", "tp", "parent_state", "method", "kind"])
     ok = ok[ok["process"] != "group"]
     if ok.empty:
-        return _empty(Figure(figsize=(8, 3)))
+        return _empty(Figure(figsize=(8, 3)), _why(NO_DATA, _rows(df, pattern)))
+    every = _rows(df, pattern)
     fails = _failures(df)
     kinds = [k for k in MEMORY_KINDS if k in set(ok["kind"])]
     procs = sorted(ok["process"].unique(), key=lambda p: ({"parent": 0, "forkserver": 1}.get(p, 2), _natural(p)))
@@ -309,19 +338,24 @@ def chart_memory(df: pd.DataFrame) -> Figure:
         groups = states_of[(engine, tp)]
         xs = _group_ticks(ax, groups)
         keys = [(s, m) for s, ms in groups for m in ms]
-        bottom = np.zeros(len(keys))
+        bottom, drawn = np.zeros(len(keys)), np.zeros(len(keys), dtype=bool)
         for p in procs:
             if (kind, p) not in sub.columns:
                 continue
-            h = np.nan_to_num(np.array([sub.at[k, (kind, p)] if k in sub.index else np.nan for k in keys]))
-            ax.bar(xs, h, bottom=bottom, color=pcolors[p], width=0.8, label=p)
-            bottom += h
+            h = np.array([sub.at[k, (kind, p)] if k in sub.index else np.nan for k in keys], dtype=float)
+            has = np.isfinite(h)  # a process without this kind's value: no bar of nothing
+            if has.any():
+                ax.bar(np.asarray(xs)[has], h[has], bottom=bottom[has], color=pcolors[p], width=0.8, label=p)
+            bottom[has] += h[has]
+            drawn |= has
         tops = []
-        for x, k, total in zip(xs, keys, bottom):
-            if k not in sub.index:
+        for x, k, total, seen in zip(xs, keys, bottom, drawn):
+            if not seen:
                 why = fails[(fails["engine_label"] == engine) & (fails["tp"] == tp) & (fails["parent_state"] == k[0])
                             & (fails["method"] == k[1])]["why"]
-                _placeholder(ax, x, why.iloc[0] if len(why) else "not measured")
+                here = every[(every["engine_label"] == engine) & (every["tp"] == tp)
+                             & (every["parent_state"] == k[0]) & (every["method"] == k[1]) & (every["kind"] == kind)]
+                _placeholder(ax, x, why.iloc[0] if len(why) else verdict.why_not(here) or verdict.NOT_RUN)
                 continue
             g = group.loc[(engine, tp) + k + (kind,)] if (engine, tp) + k + (kind,) in group.index else None
             top = total
@@ -357,8 +391,9 @@ def _natural(s: str) -> list:
 def chart_throughput(df: pd.DataFrame) -> Figure:
     """Steady-state tokens/s per method and TP size, medians with asv's 99% CI."""
     ok = _ok(df, vocab.TOKENS_RE)
+    rates = _rows(df, vocab.TOKENS_RE)
     if ok.empty:
-        return _empty(Figure(figsize=(8, 3)))
+        return _empty(Figure(figsize=(8, 3)), _why(NO_DATA, rates))
     engines = sorted(ok["engine_label"].unique())
     batches = sorted(ok["batch"].dropna().unique())
     colors = method_colors(ok["method"].unique())
@@ -370,6 +405,11 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
         for c, batch in enumerate(batches):
             ax = axes[r, c]
             sub = ok[(ok["engine_label"] == engine) & (ok["batch"] == batch)]
+            if sub.empty:  # e.g. an engine whose batch-16 rate was not measured: the record's note says why
+                ax.set_title(f"{engine}, batch {batch}")
+                _nothing(ax, _why(f"no tokens/s at batch {batch}", rates[(rates["engine_label"] == engine)
+                                                                          & (rates["batch"] == batch)]))
+                continue
             n = sub["n"].dropna()
             span = "?" if not len(n) else f"{n.min():g}" if n.min() == n.max() else f"{n.min():g}-{n.max():g}"
             ax.set_title(f"{engine}, batch {batch}\n(whiskers: 99% CI of the median, n={span} samples)")
@@ -382,7 +422,8 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
                 xs = np.arange(len(combos)) + (i - (len(methods) - 1) / 2) * width
                 lo = (rows["value"] - rows["ci_low"].clip(lower=0)).clip(lower=0)
                 hi = (rows["ci_high"] - rows["value"]).clip(lower=0)
-                ax.bar(xs, rows["value"], width=width, color=colors[m], hatch=_hatch(m), edgecolor="white",
+                has = rows["value"].notna().to_numpy()  # a setting this method was not measured in: no bar
+                ax.bar(xs[has], rows["value"][has], width=width, color=colors[m], hatch=_hatch(m), edgecolor="white",
                        label=None if m in labelled else m)
                 labelled.add(m)
                 known = rows["ci_low"].notna() & rows["ci_high"].notna()
@@ -403,13 +444,19 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
 # 4 ------------------------------------------------------------------------------------------------
 def chart_tradeoff(df: pd.DataFrame) -> Figure:
     """Extra time-to-ready against extra memory per replica, relative to fork in the same setting."""
-    ok = _ok(df, f"{vocab.TIME_TO_READY}|{vocab.mem_re(vocab.GROUP, '(pss|gpu)')}")
+    pattern = f"{vocab.TIME_TO_READY}|{vocab.mem_re(vocab.GROUP, '(pss|gpu)')}"
+    ok = _ok(df, pattern)
+    if ok.empty:
+        return _empty(Figure(figsize=(8, 3)), _why(NO_DATA, _rows(df, pattern)))
     wide = ok.pivot_table(index=["engine_label", "parent_state", "tp", "method"], columns="metric", values="value")
     if "fork" not in wide.index.get_level_values("method"):
         return _empty(Figure(figsize=(8, 3)), "fork did not run successfully anywhere on this machine: "
                                                     "no reference for the trade-off map")
     resources = [(c, t) for c, t in ((vocab.mem(vocab.GROUP, "pss"), "host memory (PSS of the group)"),
                                      (vocab.mem(vocab.GROUP, vocab.GPU_KIND), "GPU memory (all ranks)")) if c in wide.columns]
+    if not resources or vocab.TIME_TO_READY not in wide.columns:
+        return _empty(Figure(figsize=(8, 3)), _why("no time to ready and memory per replica of one configuration",
+                                                   _rows(df, pattern)))
     fork = wide.xs("fork", level="method")
     rel = wide.sub(fork.reindex(wide.index.droplevel("method")).set_axis(wide.index), axis=0).dropna(how="all")
     same_gpu = ""  # a GPU panel whose every point sits on the reference is a sentence, not a panel
@@ -421,7 +468,7 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
                         f"{len(gpu)} setting{'s' * (len(gpu) != 1)})")
             resources = [r for r in resources if r[0] != gpu_col]
     states = list(dict.fromkeys(rel.index.get_level_values("parent_state")))
-    markers = dict(zip(states, "osD^vP"))
+    markers = dict(zip(states, itertools.cycle("osD^vP")))
     colors = method_colors(rel.index.get_level_values("method").unique())
     multi = rel.index.get_level_values("engine_label").nunique() > 1
     several_tp = rel.index.get_level_values("tp").nunique() > 1
@@ -448,11 +495,17 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
                     va="center", fontsize=10, color="#444")
             ax.set_title(f"extra start-up time vs extra {title}")
             continue
+        points = [(k, row) for k, row in rel.iterrows()
+                  if k[3] != "fork" and pd.notna(row.get(col)) and pd.notna(row.get(vocab.TIME_TO_READY))]
+        if not points:  # only fork here, or the others lack a number: a reference alone is no map
+            ax.set_title(f"extra start-up time vs extra {title}")
+            others = _rows(df, f"{vocab.TIME_TO_READY}|{re.escape(col)}")
+            _nothing(ax, _why(f"no method besides fork has a time to ready and {title} in a setting where fork ran",
+                              others[others["method"] != "fork"]))
+            continue
         ax.axhline(0, color="#888", lw=0.8)
         ax.axvline(0, color="#888", lw=0.8)
-        for (engine, state, tp, m), row in rel.iterrows():
-            if m == "fork" or pd.isna(row.get(col)) or pd.isna(row.get(vocab.TIME_TO_READY)):
-                continue
+        for (engine, state, tp, m), row in points:
             ax.scatter(row[col], row[vocab.TIME_TO_READY], color=colors[m], marker=markers[state], s=45, zorder=3,
                        edgecolors="k" if "→" in m else "none")
             ax.errorbar([row[col]], [row[vocab.TIME_TO_READY]], xerr=err((engine, state, tp, m), col),
@@ -481,27 +534,40 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
 # 5 ------------------------------------------------------------------------------------------------
 def scenario(df: pd.DataFrame, engine: str) -> tuple[str, int, int] | None:
     """The configuration the amortisation chart shows for an engine: parent state `torch` if it
-    ran, the largest TP and batch with throughput measured."""
+    ran, the largest TP and then batch with throughput measured, among methods whose time to ready
+    was measured too (a curve needs both); None if no method has both."""
     ok = _ok(df, f"{vocab.TOKENS_RE}|{vocab.TIME_TO_READY}")
     ok = ok[ok["engine_label"] == engine]
+    ready = ok[ok["metric"] == vocab.TIME_TO_READY].set_index(["parent_state", "tp", "method"]).index
     tput = ok[ok["metric"].str.fullmatch(vocab.TOKENS_RE)]
+    tput = tput[tput.set_index(["parent_state", "tp", "method"]).index.isin(ready)]
     if tput.empty:
         return None
     states = list(tput["parent_state"].unique())
     state = "torch" if "torch" in states else states[0]
     tput = tput[tput["parent_state"] == state]
-    return state, int(tput["tp"].max()), int(tput["batch"].max())
+    tp = int(tput["tp"].max())
+    return state, tp, int(tput[tput["tp"] == tp]["batch"].max())
 
 
 def chart_amortisation(df: pd.DataFrame) -> Figure:
     """Cold start plus N tokens against N, and daily overhead against starts a day, per method."""
-    ok = _ok(df, f"{vocab.TOKENS_RE}|{vocab.TIME_TO_READY}")
-    engines = [e for e in sorted(ok["engine_label"].unique()) if scenario(df, e)]
-    if not engines:
-        return _empty(Figure(figsize=(8, 3)))
-    fig, axes = _grid(len(engines), 2, w=5.6, h=4.4)
-    for r, engine in enumerate(engines):
-        state, tp, batch = scenario(df, engine)
+    pattern = f"{vocab.TOKENS_RE}|{vocab.TIME_TO_READY}"
+    ok = _ok(df, pattern)
+    scenarios = {e: scenario(df, e) for e in sorted(ok["engine_label"].unique())}
+    if not any(scenarios.values()):
+        return _empty(Figure(figsize=(8, 3)), _why(f"{NO_DATA} (a time to ready and a decode rate of one "
+                                                   "configuration)", _rows(df, pattern)))
+    fig, axes = _grid(len(scenarios), 2, w=5.6, h=4.4)
+    for r, (engine, chosen) in enumerate(scenarios.items()):
+        if chosen is None:  # an engine with start-ups or rates, never both in one configuration
+            rows = _rows(df, pattern)
+            for ax in axes[r]:
+                ax.set_title(engine)
+                _nothing(ax, _why("no configuration with both a time to ready and a decode rate",
+                                  rows[rows["engine_label"] == engine]))
+            continue
+        state, tp, batch = chosen
         sub = ok[(ok["engine_label"] == engine) & (ok["parent_state"] == state) & (ok["tp"] == tp)]
         ttr = sub[sub["metric"] == vocab.TIME_TO_READY].set_index("method")["value"]
         rates = sub[sub["metric"] == vocab.tokens_per_s(batch)].set_index("method")

@@ -55,7 +55,8 @@ def with_restart_time(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     df[INCLUDES] = np.where(df["metric"] == vocab.TIME_TO_READY, "start request to ready", None)
     ok = df[df["status"] == "ok"]
-    keys = ok[CONFIG].astype(str).agg("|".join, axis=1)
+    keys = pd.Series(["|".join(k) for k in ok[CONFIG].astype(str).itertuples(index=False)], index=ok.index,
+                     dtype=object)
     at = {}
     for m in (LAUNCH_PHASE, SERVER_PHASE, "ready"):
         rows = ok[ok["metric"] == vocab.phase(m)]

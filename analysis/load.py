@@ -141,6 +141,17 @@ def table(directory: str | Path) -> pd.DataFrame:
 
 # A configuration of one machine and environment: `latest` picks one commit per such key.
 CONFIG_KEY = ["machine", "env", "engine", "method", "parent_state", "cuda_check", "tp"]
+# asv named an `existing` environment after its interpreter's absolute path; `make bench` names it
+# after the path in the project (forkspawn/asvenv.py): the venv's folder is what both share
+_ENV_PATH = re.compile(r"(existing-py)_(?:.*_)?([^_]+_bin_python[\d.]*)")
+
+
+def env_key(env: str) -> str:
+    """An asv environment's name without the machine's path of its interpreter, so that results of
+    one environment from any checkout, old or new, are one environment:
+    existing-py_work_main_.venv_bin_python -> existing-py_.venv_bin_python (unchanged)."""
+    m = _ENV_PATH.fullmatch(str(env))
+    return f"{m.group(1)}_{m.group(2)}" if m else env
 
 
 def latest(df: pd.DataFrame, key: list[str] = CONFIG_KEY) -> pd.DataFrame:
@@ -148,9 +159,12 @@ def latest(df: pd.DataFrame, key: list[str] = CONFIG_KEY) -> pd.DataFrame:
     newest commit if none did (what charts and summaries show).
 
     A GPU lease measures a grid in parts, so a newer commit that skipped a point (not measured in
-    that run) does not hide the older measurement of it; each row keeps its `commit`.
+    that run) does not hide the older measurement of it; each row keeps its `commit` and `env`.
+    Environments are told apart by `env_key`: the same venv in another checkout is the same one.
     """
     keys = df[key].astype(str)  # missing cuda_check / tp are keys too
+    if "env" in key:
+        keys["env"] = keys["env"].map(env_key)
     measured = df["date"].where(df["status"] != "skipped")
     best = measured.groupby([keys[c] for c in key]).transform("max")
     best = best.fillna(df["date"].groupby([keys[c] for c in key]).transform("max"))
@@ -279,14 +293,16 @@ def _status(value: Any, rec: Record | None, metric: str) -> tuple[str, str | Non
     asv stores NaN for a skipped benchmark and null for a failed one."""
     if rec is not None and rec.status != "ok":
         return rec.status, rec.error
+    # a metric an ok record lacks: its notes may say why (a batch whose tokens/s was not measured)
+    note = vocab.why_absent(metric, rec.notes) if rec is not None and metric not in rec.samples else None
     if value is None:
         if rec is not None and metric != vocab.STATUS and metric not in rec.samples:
-            return "skipped", f"{metric} does not exist in this configuration"
+            return "skipped", note or f"{metric} does not exist in this configuration"
         return "error", "asv recorded this benchmark as failed; its output is in asv's log"
     if _nan(value):
         # no record: asv skipped it before measuring (a profile's choice, a point that cannot exist
         # here, or one a run cut short never reached, FORKSPAWN_RECORDED_ONLY)
-        return "skipped", (rec.error if rec else None) or "not measured in this run (left out, not applicable here, or not reached)"
+        return "skipped", note or (rec.error if rec else None) or "not measured in this run (left out, not applicable here, or not reached)"
     return "ok", None
 
 

@@ -275,7 +275,7 @@ def _memory_table(rows: pd.DataFrame) -> str:
     """One row per configuration and process, columns USS / PSS / RSS / peak RSS / GPU."""
     m = rows[rows["metric"].str.fullmatch(vocab.MEM_RE) & (rows["status"] == "ok")]
     if m.empty:
-        return "<p>No memory measured.</p>"
+        return _none_measured(rows[rows["metric"].str.fullmatch(vocab.MEM_RE)], "memory")
     kind = m["metric"].str.extract(vocab.mem_re(kinds="([a-z_]+)"))[0]
     wide = m.assign(k=kind).pivot_table(index=["engine", "tp", "parent_state", "method", "process"], columns="k",
                                         values="value", aggfunc="first", sort=False)
@@ -305,11 +305,18 @@ def _history(older: pd.DataFrame) -> str:
 def _median_table(rows: pd.DataFrame, metric: str) -> str:
     """One metric (a regex over metric names) as a method-wide table of medians with their CI."""
     r = rows[rows["metric"].str.fullmatch(metric)].copy()
+    if r.empty or r["value"].isna().all():  # the statuses alone would say less than the reasons
+        return _none_measured(r)
     r["cell"] = [_ci_text(x) if s == "ok" else s for x, s in zip(r.itertuples(), r["status"])]
     index = ["engine", "parent_state", "cuda_check", "tp"] + (["batch"] if r["batch"].notna().any() else [])
     wide = r.pivot_table(index=index, columns="method", values="cell", aggfunc="first", sort=False)
     wide = wide[method_order(wide.columns)].reset_index()
     return _html_table(wide)
+
+
+def _none_measured(rows: pd.DataFrame, what: str = "value") -> str:
+    """A table with nothing to show: one line saying why (verdict.why_not), in its place."""
+    return f"<p class=\"note\">No {e(what)} measured on this machine: {e(verdict.why_not(rows))}.</p>"
 
 
 def _includes(rows: pd.DataFrame) -> str:

@@ -26,8 +26,9 @@ from .load import method_order as _base_order
 WORKS, FAILS, HANGS, NA, NOT_RUN, MIXED = "works", "fails", "hangs", "n/a", "not run", "mixed"
 FAILED = ("error", "timeout")  # statuses of a configuration that ran and did not reach ready
 CUDA_STATES = ("device-queried", "device-initialized")  # the parent touched CUDA before the workers
-# load.py's reason for a point asv never measured; any other reason for a skip says it cannot exist
-_NOT_MEASURED = re.compile(r"^not measured\b")
+# load.py's reason for a point asv never measured, or a record's note on a metric it could not
+# measure ("tokens/s at batch 16 not measured: ..."); any other reason for a skip says it cannot exist
+_NOT_MEASURED = re.compile(r"\bnot measured\b")
 FORCED = "forced"  # the engine replaced the asked method
 
 
@@ -38,8 +39,23 @@ def word(status: Any, error: Any = None) -> str:
     if status == "timeout":
         return HANGS
     if status == "skipped":
-        return NOT_RUN if not isinstance(error, str) or _NOT_MEASURED.match(error) else NA
+        return NOT_RUN if not isinstance(error, str) or _NOT_MEASURED.search(error) else NA
     return FAILS
+
+
+def why_not(rows: pd.DataFrame, limit: int = 2) -> str:
+    """Why the table's rows for a panel or a table hold no value to show: each reason once, as its
+    word and cause ("not run: tokens/s at batch 16 not measured: ...", "fails: RuntimeError: ..."),
+    the most frequent first; "nothing recorded" where there are no rows at all, "" where every row
+    has its value (what is missing is a combination of them, which the caller names)."""
+    missing = rows[(rows["status"] != "ok") | rows["value"].isna()]
+    if missing.empty:
+        return "" if len(rows) else "nothing recorded"
+    reasons = pd.Series([f"{word(s, e)}: {cause(e, 200)}" if s != "ok" else "no value recorded"
+                         for s, e in zip(missing["status"], missing["error"])])
+    counts = reasons.value_counts(sort=False).sort_values(ascending=False, kind="stable")
+    more = len(counts) - limit
+    return "; ".join(counts.index[:limit]) + (f"; and {more} other reason{'s' * (more > 1)}" if more > 0 else "")
 
 
 def failed(status: Any) -> bool:

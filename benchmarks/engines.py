@@ -2,7 +2,7 @@
 labelled fork override).
 
 Each engine lives in an environment of its own (mk/engines.mk, mk/ASV-MATRIX.md): run these
-classes with that environment's Python (`asv run -E existing:.venv-vllm/bin/python --bench
+classes with that environment's Python (`asv run -E repo:.venv-vllm/bin/python --bench
 '^engines\\.VllmServe'`; `^engines\\.Vllm(Startup|Phases|Memory|Throughput)` for the offline engine),
 or let FORKSPAWN_ENGINES pick them in asv-built environments. Elsewhere their configurations are
 skipped (the adapter reports the engine unavailable).

@@ -1,4 +1,5 @@
-"""asv's published HTML without the internet: local copies of the scripts and styles it loads from CDNs.
+"""asv's published HTML without the internet: local copies of the scripts and styles it loads from CDNs;
+and its first view drawn where a run has one commit.
 
 asv's `index.html` loads jQuery, flot, bootstrap and a few plugins from CDNs; without the internet
 (an air-gapped GPU box, this project's VM) the page shows only "external (JavaScript) dependencies
@@ -11,6 +12,10 @@ Every file is pinned in `vendor/asv-html/lock.json` (npm package@version, path i
 sha256) and checked against it, both when fetched and when published; a mismatch is refused.
 The files are committed, not fetched at build time: `make bench OFFLINE=1` gets the working tree
 and nothing else, and they are small (about 400 KB) and MIT-licensed (licences alongside).
+
+asv 0.6 draws its small graphs (the summary grid of the first page, the list's hover graphs) as
+lines only, so the results of one commit, those of every first `make bench`, are points that no
+line shows: the published scripts draw a graph of one commit as its point (`show_single_commits`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ WEB_MODE = 0o644  # mkstemp's 0600 would hide a file from a web server run by so
 # attributes that pin the CDN's bytes or ask for CORS: gone for a local copy (whose bytes the
 # lock pins; a CORS request of a page opened from file:// would fail)
 CDN_ATTRS = re.compile(r'\s(?:integrity|crossorigin|referrerpolicy)="[^"]*"')
+# asv's small graphs, and the same with a point where there is one commit, inside a margin that
+# the point fits in (asv's is 0: a point at the top would be cut in half) (asv 0.6's www/*.js)
+SMALL_GRAPH = "[{data: data}], options)"
+SMALL_GRAPH_POINT = ("[{data: data, points: {show: data.length === 1, fill: 1, fillColor: false}}], data.length === 1 "
+                     "? $.extend(true, {}, options, {grid: {minBorderMargin: null}}) : options)")
+SMALL_GRAPH_SCRIPTS = ("summarygrid.js", "asv_ui.js")
 EXTERNAL = re.compile(r'<(?:script|link)\b[^>]*?\b(?:src|href)="((?:https?:)?//[^"]+)"[^>]*>', re.I)  # the whole tag
 
 
@@ -93,6 +104,19 @@ def make_offline(html: Path, vendor: Path = VENDOR) -> int:
     return rewritten
 
 
+def show_single_commits(html: Path) -> int:
+    """Make asv's small graphs in `html` draw a graph of one commit as its point; how many graphs
+    were changed (0 once done, or where a newer asv draws them otherwise: they are left as they are)."""
+    changed = 0
+    for name in SMALL_GRAPH_SCRIPTS:
+        path = html / name
+        text = path.read_text() if path.is_file() else ""
+        if SMALL_GRAPH in text:
+            changed += text.count(SMALL_GRAPH)
+            write_text_atomic(path, text.replace(SMALL_GRAPH, SMALL_GRAPH_POINT), WEB_MODE)
+    return changed
+
+
 def fetch(vendor: Path = VENDOR) -> None:
     """Download the locked packages from the npm registry and write their files into `vendor`, each checked first."""
     entries = load_lock(vendor / LOCK.name)
@@ -131,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.html is not None:
             n = make_offline(args.html)
             print(f"asv HTML works offline: {n} CDN reference(s) now load from {args.html / PUBLISHED}")
+            print(f"asv's small graphs draw a single commit as a point: {show_single_commits(args.html)} changed")
     except (VendorError, OSError) as exc:
         print(f"forkspawn asvhtml: {exc}", file=sys.stderr)
         return 2

@@ -105,6 +105,21 @@ def decode_activity(process: str, name: str) -> str:
     return f"decode.{process}.{name}"
 
 
+def decode_not_measured(batch: int | str) -> str:
+    """How a record's note starts where a batch has no tokens/s (engines/decode.py): the analysis
+    finds the reason for the batch's missing metrics by it (`why_absent`)."""
+    return f"tokens/s at batch {batch} not measured"
+
+
+def why_absent(metric: str, notes: Any) -> str | None:
+    """The record's note that says why `metric` has no samples, where it has one: a batch's decode
+    metrics (tokens/s, step latency, roofline fraction) by `decode_not_measured`."""
+    batch = parse(metric).get("batch")
+    if batch is None:
+        return None
+    return next((n for n in notes or () if n.startswith(decode_not_measured(batch))), None)
+
+
 def step_latency_s(batch: int | str) -> str:
     return f"step_latency_s.b{batch}"
 

@@ -667,14 +667,50 @@ def _bars(fig) -> list:
     return [p for ax in fig.axes for c in ax.containers if hasattr(c, "patches") for p in c.patches]
 
 
+def _rounded(values) -> list[float]:
+    return sorted(round(float(v), 6) for v in values)
+
+
+def no_bar_of_nothing(fig) -> None:
+    """Every bar has a height, and every panel left on the figure draws something or says why not."""
+    assert all(math.isfinite(p.get_height()) and math.isfinite(p.get_y()) for p in _bars(fig))
+    for ax in fig.axes:
+        drawn = ax.containers or ax.collections or [ln for ln in ax.get_lines() if len(ln.get_xdata())]
+        assert drawn or any(t.get_text().strip() for t in ax.texts), ax.get_title()
+
+
+def throughput_bars_are_the_tables(view: pd.DataFrame, fig) -> None:
+    """Chart 3: one bar per tokens/s median of the table, and no other bar."""
+    no_bar_of_nothing(fig)
+    ok = charts._ok(view, r"tokens_per_s\.b\d+")
+    assert _rounded(p.get_height() for p in _bars(fig)) == _rounded(ok["value"])
+
+
+def startup_stacks_are_time_to_ready(view: pd.DataFrame, fig) -> dict:
+    """Chart 1: each configuration's stack of phases is its time to ready (as a restart pays it)."""
+    no_bar_of_nothing(fig)
+    totals: dict = {}
+    for p in _bars(fig):
+        key = (id(p.axes), round(p.get_x() + p.get_width() / 2, 6))
+        totals[key] = totals.get(key, 0.0) + p.get_height()
+    assert _rounded(totals.values()) == _rounded(charts._ok(view, "time_to_ready_s")["value"])
+    return totals
+
+
+def memory_segments_are_the_tables(view: pd.DataFrame, fig) -> None:
+    """Chart 2: every segment of a stack is one process's value in the table."""
+    no_bar_of_nothing(fig)
+    ok = charts._ok(view, r"mem\.[^.]+\.(uss|pss|rss|gpu)_mib")
+    values = set(_rounded(ok[ok["process"] != "group"]["value"]))
+    assert set(_rounded(p.get_height() for p in _bars(fig))) <= values
+
+
 def test_chart_3_bars_are_the_tables_tokens_per_s(h200_view: pd.DataFrame) -> None:
     import matplotlib
 
     with matplotlib.rc_context(charts.STYLE):
         fig = charts.chart_throughput(h200_view)
-    drawn = sorted(round(p.get_height(), 6) for p in _bars(fig) if math.isfinite(p.get_height()))
-    ok = charts._ok(h200_view, r"tokens_per_s\.b\d+")
-    assert drawn == sorted(round(v, 6) for v in ok["value"])
+    throughput_bars_are_the_tables(h200_view, fig)
     # named by the method that ran: Xinference asked fork and ran spawn
     labels = {t.get_text() for t in fig.legends[0].get_texts()}
     assert "fork→spawn (forced)" in labels
@@ -687,12 +723,7 @@ def test_chart_1_stacks_to_time_to_ready_on_one_scale(h200_view: pd.DataFrame) -
 
     with matplotlib.rc_context(charts.STYLE):
         fig = charts.chart_startup(h200_view)
-    totals = {}
-    for p in _bars(fig):
-        key = (id(p.axes), round(p.get_x() + p.get_width() / 2, 6))
-        totals[key] = totals.get(key, 0.0) + p.get_height()
-    ttr = charts._ok(h200_view, "time_to_ready_s")["value"]
-    assert sorted(round(v, 6) for v in totals.values()) == sorted(round(v, 6) for v in ttr)
+    totals = startup_stacks_are_time_to_ready(h200_view, fig)
     assert max(totals.values()) == pytest.approx(206.65, abs=0.01)  # Xinference, its server's start included
     tops = {ax.get_ylim()[1] for ax in fig.axes if ax.containers}
     assert len(tops) == 1  # one y-scale across the panels with bars
@@ -729,3 +760,36 @@ def test_tick_labels_never_overprint(h200_view: pd.DataFrame, name: str) -> None
             for i, a in enumerate(boxes):
                 for b in boxes[i + 1:]:
                     assert not a.overlaps(b), (name, ax.get_title())
+
+
+
+def test_a_metric_an_ok_record_lacks_has_the_records_note_as_its_reason() -> None:
+    """Issue #32: Xinference's batch-16 rate was null, the reason in the record's notes; the table's
+    `error` says it (asv stored NaN: the benchmark's setup skipped it), and it reads "not run"."""
+    from analysis import verdict
+    from analysis.load import _status
+    from forkspawn.record import Record
+
+    note = "tokens/s at batch 16 not measured: asked for 5 output tokens, got [1, 5]: fixed lengths not honoured"
+    rec = Record(status="ok", samples={"tokens_per_s.b1": [1.0]}, notes=["role supervisor: ...", note])
+    assert _status(math.nan, rec, "tokens_per_s.b16") == ("skipped", note)
+    assert _status(None, rec, "step_latency_s.b16") == ("skipped", note)
+    assert _status(math.nan, rec, "tokens_per_s.b4")[1].startswith("not measured in this run")
+    assert verdict.word("skipped", note) == verdict.NOT_RUN  # it could exist: it was not measured
+
+
+def test_an_environment_named_by_a_machines_path_is_the_same_environment() -> None:
+    """asv named an `existing` environment by its interpreter's absolute path; `make bench` names it
+    by the path in the project. Results of both, for one configuration, are one configuration:
+    `latest` keeps the newer, whichever way each is named."""
+    from analysis.load import env_key, latest
+
+    old = _measured("fork", 2.0, 10 * 1024, 20_000, 1000)
+    new = _measured("fork", 1.0, 10 * 1024, 20_000, 1000)
+    df = pd.DataFrame([r | {"env": "existing-py_work_main_.venv-vllm_bin_python", "commit": "old"} for r in old]
+                      + [r | {"env": "existing-py_.venv-vllm_bin_python", "commit": "new", "date": pd.Timestamp(1)}
+                         for r in new], columns=COLUMNS)
+    assert env_key("existing-py_root_tree_.venv_bin_python") == env_key("existing-py_.venv_bin_python")
+    assert env_key("existing-py_.venv-vllm_bin_python") == "existing-py_.venv-vllm_bin_python"
+    assert env_key("virtualenv-py3.11-torch2.13.0") == "virtualenv-py3.11-torch2.13.0"
+    assert set(latest(df)["commit"]) == {"new"}

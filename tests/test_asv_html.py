@@ -22,17 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "reports" / "cpu-default" / "results"  # a real run: our workload, default profile
 BENCHMARK = "torch_tp.TorchTPStartup.track_time_to_ready"
 GRAPH = f"#{BENCHMARK}?p-tp='2'&p-parent_state='torch'"  # measured in that run (TP 1 is not)
-# Appended to a copy of the page: every 250 ms, record whether the graph's canvas holds coloured
-# pixels (the series' points; grid, axes and labels are grey).
-PROBE = """<script>setInterval(() => {
+# The coloured pixels of a canvas: the series' points (grid, axes and labels are grey).
+COLOURED = """function coloured(c) {
+  const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < px.length; i += 4)
+    if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) n++;
+  return n;
+}"""
+# Appended to a copy of the page: every 250 ms, record whether the graph's canvas holds coloured pixels.
+PROBE = """<script>""" + COLOURED + """ setInterval(() => {
   const c = document.querySelector("#main-graph canvas.flot-base");
-  let coloured = 0;
-  if (c) {
-    const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
-    for (let i = 0; i < px.length; i += 4)
-      if (px[i + 3] > 0 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) coloured++;
-  }
-  document.body.setAttribute("data-probe", JSON.stringify({canvas: !!c, coloured: coloured, jquery: !!window.jQuery,
+  const n = c ? coloured(c) : 0;
+  document.body.setAttribute("data-probe", JSON.stringify({canvas: !!c, coloured: n, jquery: !!window.jQuery,
     plot: !!(window.jQuery && jQuery.plot), legend: [...document.querySelectorAll("#main-graph .legendLabel")].map(e => e.textContent)}));
 }, 250);</script>"""
 
@@ -43,8 +45,9 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True, env=env).stdout
 
 
-def publish(tmp: Path) -> Path:
-    """asv's HTML of our workload's results of `RESULTS`, re-attributed to the one commit of a fresh repository."""
+def publish(tmp: Path, envs: str = "*-existing-py_work_main_.venv_bin_python.json") -> Path:
+    """asv's HTML of `RESULTS` (by default our workload's environment; `envs` is a glob of its
+    result files), re-attributed to the one commit of a fresh repository."""
     repo, results = tmp / "repo", tmp / "results"
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")
@@ -53,9 +56,10 @@ def publish(tmp: Path) -> Path:
     (results / "vm-cpu").mkdir(parents=True)
     shutil.copy(RESULTS / "benchmarks.json", results)
     shutil.copy(RESULTS / "vm-cpu" / "machine.json", results / "vm-cpu")
-    run = json.loads(next((RESULTS / "vm-cpu").glob("*-existing-py_work_main_.venv_bin_python.json")).read_text())
-    run["commit_hash"] = commit
-    (results / "vm-cpu" / f"{commit[:8]}-{run['env_name']}.json").write_text(json.dumps(run))
+    for path in (RESULTS / "vm-cpu").glob(envs):
+        run = json.loads(path.read_text())
+        run["commit_hash"] = commit
+        (results / "vm-cpu" / f"{commit[:8]}-{run['env_name']}.json").write_text(json.dumps(run))
     conf = tmp / "asv.conf.json"
     conf.write_text(json.dumps({"version": 1, "project": "forkspawn-bench", "repo": str(repo), "branches": ["main"],
                                 "dvcs": "git", "environment_type": "virtualenv", "results_dir": str(results),
@@ -144,3 +148,33 @@ def test_the_command_line_says_one_line_and_exits_2(tmp_path: Path) -> None:
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [f"forkspawn asvhtml: {tmp_path} holds no published HTML pages "
                                                "(run `asv publish` first)"]
+
+
+# Appended to a copy of the first page: how many of the summary grid's graphs hold coloured pixels.
+FIRST_VIEW_PROBE = """<script>""" + COLOURED + """ setInterval(() => {
+  const graphs = [...document.querySelectorAll("#summarygrid-display canvas.flot-base")];
+  const drawn = graphs.filter(c => coloured(c) > 0);
+  document.body.setAttribute("data-probe", JSON.stringify({graphs: graphs.length, drawn: drawn.length}));
+}, 250);</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium: run `make browser`")
+def test_the_first_view_draws_the_one_commit_of_a_run(tmp_path: Path) -> None:
+    """asv's summary grid draws lines only: the one commit of a first `make bench` showed nothing
+    until `show_single_commits` made a lone commit a point."""
+    site = publish(tmp_path, envs="*-existing-py_*.json")  # every environment: the engines' graphs come first
+    asvhtml.make_offline(site)
+    (site / "probe.html").write_text((site / "index.html").read_text().replace("</body>", FIRST_VIEW_PROBE + "</body>"))
+
+    def first_view() -> dict:
+        with Served(site, tmp_path / "http.log") as url:
+            dom = _chromium("--virtual-time-budget=10000", "--window-size=1280,900", "--dump-dom", f"{url}/probe.html")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        return json.loads(html.unescape(re.search(r'data-probe="([^"]*)"', dom.stdout).group(1)))
+
+    before = first_view()
+    assert before["graphs"] > 0 and before["drawn"] == 0, before  # asv's lines: nothing of one commit
+    assert asvhtml.show_single_commits(site) == 3  # the grid's graphs and the list's two hover graphs
+    assert asvhtml.show_single_commits(site) == 0  # idempotent
+    after = first_view()
+    assert after["graphs"] == before["graphs"] and after["drawn"] == after["graphs"], after

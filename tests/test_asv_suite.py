@@ -31,7 +31,7 @@ def test_cpu_grid_has_every_method_and_no_device_state_but_in_startup() -> None:
     if not asvsuite.ON_GPU:
         assert TorchTPMemory.params[2] == ["bare", "torch"]
         assert "device-initialized" in TorchTPStartup.params[2]  # shown as skipped, not hidden
-        assert TorchTPMemory.params[3] == ["1", "2"][: len(asvsuite.tp_sizes())]
+        assert TorchTPMemory.params[3] == ["2", "1"][-len(asvsuite.tp_sizes()):]  # asv preselects the first: measured
 
 
 GRID_OF_PROFILE = """
@@ -174,3 +174,26 @@ def test_a_resumed_run_goes_on_from_the_cold_starts_it_had(tmp_path: Path, monke
     assert spent == ["torch-tp|fork|bare|1: ok, repeat after 3 cold start(s)".replace("|", " "),
                      "open at the cap (neither resolved against the reference nor within the precision): none",
                      "run tok: 1 configuration(s), 3 cold starts (1 repeat)"]
+
+
+def test_an_environment_is_named_by_its_path_in_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make bench` runs `asv run -E repo:PYTHON` (forkspawn/asvenv.py): the name holds the
+    interpreter's path in the project, the same in every checkout, where `existing` puts the
+    machine's; asv's requirement matrix (FORKSPAWN_ENGINES=torch-tp) stays with the environments it builds."""
+    from asv.config import Config
+    from asv.environment import get_environments, is_existing_only
+    from asv.plugin_manager import plugin_manager
+
+    monkeypatch.chdir(ROOT)  # asv runs in the folder of asv.conf.json
+    conf = Config.load(str(ROOT / "asv.conf.json"))
+    for plugin in conf.plugins:
+        plugin_manager.import_plugin(plugin)
+    venv = Path(sys.executable)
+    assert venv.is_relative_to(ROOT), "run the tests with the project's .venv"
+    outside = os.path.realpath(sys.executable)  # the venv's interpreter links to the system's
+    repo, elsewhere, existing = get_environments(conf, [f"repo:{venv}", f"repo:{outside}", f"existing:{outside}"])
+    assert repo.name == "existing-py_" + str(venv.relative_to(ROOT)).replace(os.sep, "_")
+    assert repo.python == str(venv.relative_to(ROOT))  # the results' `python` parameter, shown in asv's HTML
+    assert str(ROOT).replace(os.sep, "_") not in repo.name
+    assert elsewhere.name == existing.name  # outside the project: named as asv names it
+    assert repo.env_vars == {} and is_existing_only([repo, elsewhere])

@@ -27,6 +27,7 @@ from __future__ import annotations
 import statistics
 from typing import Callable
 
+from .. import vocabulary as vocab
 from ..config import Config
 from ..record import Run
 
@@ -54,14 +55,14 @@ def decode_rates(run: Run, timed: Callable[[int, int], float], config: Config,
             timed(batch, max(1, config.warmup_steps))
             diffs = [window(batch) for _ in range(config.decode_windows)]
         except ValueError as exc:
-            run.notes.append(f"tokens/s at batch {batch} not measured: {exc}")
+            run.notes.append(f"{vocab.decode_not_measured(batch)}: {exc}")
             continue
         rates = [batch * steps / d for d in diffs if d > 0]
         if len(rates) < len(diffs):
             run.notes.append(f"tokens/s at batch {batch}: {len(diffs) - len(rates)} of {len(diffs)} windows "
                              "measured no time (the short request took as long as the long one) and were dropped")
         if len(rates) < min(MIN_WINDOWS, config.decode_windows):
-            run.notes.append(f"tokens/s at batch {batch} not measured: {len(rates)} of {len(diffs)} windows "
+            run.notes.append(f"{vocab.decode_not_measured(batch)}: {len(rates)} of {len(diffs)} windows "
                              f"measured time; raise --decode-steps")
             continue
         run.decode_windows[batch] = rates
