@@ -16,8 +16,10 @@ for a busier fleet: `analysis plan` prints the break-even per deployment):
 - "equal within ±3%": the interval lies inside ±3% of the reference;
 - "differs": the interval excludes 0 and reaches beyond ±3% ("differs by less than 3%" where it
   excludes 0 inside it);
-- otherwise "unresolved", with the cold starts a side that ±3% would take, the interval's
-  half-width shrinking as 1/sqrt(n) (`stats.samples_for`);
+- otherwise "unresolved", with the cold starts a side that would decide it at the spread
+  measured (the interval's half-width shrinking as 1/sqrt(n), `stats.samples_for`): the fewer of
+  those that would exclude 0 if the shift is as estimated, and those that would fit the interval
+  inside ±3%;
 - "no interval": fewer than 5 cold starts a side cannot give a 99% interval by this method.
 """
 
@@ -79,12 +81,15 @@ def compare(a: list[float], b: list[float], tolerance: float = TOLERANCE) -> dic
     if lo is None or hi is None:
         verdict = "no interval"
     elif -tol <= lo and hi <= tol:
-        verdict = "equal within ±{:g}%".format(tol) if lo <= 0 <= hi else f"differs by less than {tol:g}%"
+        verdict = f"equal within ±{tol:g}%" if lo <= 0 <= hi else f"differs by less than {tol:g}%"
     elif lo > 0 or hi < 0:
         verdict = "differs"
     else:
-        verdict = "unresolved"
-        needed = samples_for((hi - lo) / 2, n, tol)
+        # what would decide it at this spread: an interval that excludes 0 (a real gap the size of
+        # the estimate), or one that fits inside ±tolerance (a gap smaller than the estimate's room)
+        verdict, half, gap = "unresolved", (hi - lo) / 2, abs(pct(s["estimate"]) or 0)
+        needed = min(filter(None, (samples_for(half, n, gap), samples_for(half, n, tol - gap) if gap < tol else None)),
+                     default=None)
     return {"rate": statistics.median(a), "reference_rate": base, "n": len(a), "reference_n": len(b),
             "diff_pct": pct(s["estimate"]), "ci_low_pct": lo, "ci_high_pct": hi, "verdict": verdict,
             "cold_starts_needed": needed}
@@ -134,7 +139,7 @@ def html(parity: pd.DataFrame) -> str:
 
 def verdict_text(r: Any) -> str:
     if r.verdict == "unresolved" and pd.notna(r.cold_starts_needed):
-        return f"unresolved: about {int(r.cold_starts_needed)} cold starts a side for ±{100 * TOLERANCE:g}%"
+        return f"unresolved: about {int(r.cold_starts_needed)} cold starts a side would decide it"
     if r.verdict == "no interval":
         return f"no interval with {min(r.n, r.reference_n)} cold starts a side (5 needed)"
     return r.verdict

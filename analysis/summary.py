@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from forkspawn import vocabulary as vocab
+from forkspawn.config import base_method
 
 from . import verdict
 from .capacity import BUSY_HOURS, RESTARTS_PER_DAY, break_even_decode_gap
@@ -203,7 +204,7 @@ def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.Da
             if r is not ref:
                 lines.append(f"{r.label} {_failed(r)}")
     for r in rows:
-        if r.status == "ok" and r.method_used and r.method_used != r.method.removesuffix("-override"):
+        if r.status == "ok" and r.method_used and r.method_used != base_method(r.method):
             lines.append(f"{r.label}: the engine replaced the asked method {r.method}, it ran as {r.method_used}")
     lines.append(verdict.fork_caveat(key["machine"], key["engine"], df))
     return lines

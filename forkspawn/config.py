@@ -21,6 +21,12 @@ DEVICES = ("auto", "cpu", "cuda")
 STATUSES = ("ok", "error", "timeout", "skipped")
 
 
+def base_method(label: str) -> str:
+    """The start method behind an asv method label: the label itself, or a labelled variant's
+    (`fork-eager`, `fork-gcfreeze`, `fork-override` -> fork; `ray-override` -> ray)."""
+    return label if label in METHODS else label.split("-")[0]
+
+
 class ConfigError(ValueError):
     """Bad input: the message is one line naming the culprit and the valid choices."""
 

@@ -56,4 +56,4 @@ def test_too_few_cold_starts_give_no_interval_and_the_committed_reports_load() -
     assert "5 needed" in parity.markdown(t)
     h200 = parity.table(load(ROOT / "reports" / "h200-tp1").records)
     # the 5 + 5 cold starts of the old two-request decode method: far from ±3%
-    assert set(h200["verdict"]) == {"unresolved"} and (h200["cold_starts_needed"] > 100).all()
+    assert set(h200["verdict"]) == {"unresolved"} and (h200["cold_starts_needed"] > 30).all()
