@@ -15,6 +15,11 @@ them), and keeps each cold start's median too (`start_tokens_per_s`). A window w
 is not positive (a scheduler tick or, on a loaded CPU, another process delayed its short
 request) measured nothing and is dropped, with a note; a batch with fewer than two windows left
 has no rate, and the notes say why (the engine worked: it is not a failure).
+
+An engine that decodes the whole batch in blocks of `block` steps and answers a request only at
+the end of a block (Xinference's Transformers engine: 16) makes a window span whole blocks: it
+times decode_steps steps only where decode_steps is a multiple of `block`. Otherwise nothing is
+timed and the notes say why.
 """
 
 from __future__ import annotations
@@ -28,10 +33,15 @@ from ..record import Run
 MIN_WINDOWS = 2  # windows that must remain for a rate
 
 
-def decode_rates(run: Run, timed: Callable[[int, int], float], config: Config) -> None:
+def decode_rates(run: Run, timed: Callable[[int, int], float], config: Config, block: int = 1) -> None:
     """Fill run.decode_windows, run.tokens_per_s and run.step_latency_s per batch size of `config`."""
     steps = config.decode_steps
     short = 1 + steps // 8
+    if steps % block:
+        run.notes += [f"tokens/s at batch {batch} not measured: the engine decodes in blocks of {block} steps "
+                      f"and answers at a block's end; --decode-steps must be a multiple of {block}, got {steps}"
+                      for batch in config.batches]
+        return
 
     def window(batch: int) -> float:
         before = timed(batch, short)  # the short request first, then the long one

@@ -109,7 +109,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
                                                if p.role in ("model", "engine-core", "rank")])
         memory.probe(run.processes, on_gpu=on_gpu)
         completion_throughput(run, lambda prompt, tokens: server.complete(uid, prompt, tokens, on_gpu),
-                              ModelSpec.from_hf(checkpoint).vocab_size, config)
+                              ModelSpec.from_hf(checkpoint).vocab_size, config, 1 if on_gpu else TRANSFORMERS_BLOCK)
         t_stop = now()
         server.terminate(uid)
         run.teardown_s = now() - t_stop  # model terminate; the server stop below is not timed
@@ -124,6 +124,11 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         run.teardown_s = None
     return run
 
+
+# Xinference's Transformers engine (4.1.0) decodes the whole batch 16 rounds per scheduler step and
+# answers a request at the end of its step (model/llm/transformers/utils.py,
+# _batch_inference_one_step_internal's decode_round; model/scheduler/batch.py, step).
+TRANSFORMERS_BLOCK = 16
 
 # Where Xinference's Transformers engine (4.1.0) takes its stop tokens from, and which key declares EOS there.
 EOS_KEYS = {"tokenizer_config.json": "eos_token", "special_tokens_map.json": "eos_token",
