@@ -64,3 +64,22 @@ def test_a_window_that_measured_no_time_is_dropped_and_too_few_leave_the_rate_un
     noisy = Run()
     decode_rates(noisy, engine(0.01, 0.1, jitter=[0.0, 0.5, 0.0, 0.5, 0.0, 0.0, 0.0]), config)
     assert 1 not in noisy.tokens_per_s and any("tokens/s at batch 1 not measured" in n for n in noisy.notes)
+
+
+def test_an_engine_that_decodes_in_blocks_is_timed_in_whole_blocks_only() -> None:
+    """Xinference's Transformers engine runs 16 decode rounds per scheduler step and answers at a
+    step's end (the first token comes with the prefill): only a multiple of 16 steps is timed."""
+    step, block = 0.01, 16
+
+    def timed(batch: int, tokens: int) -> float:
+        return 0.2 + block * max(1, -(-(tokens - 1) // block)) * step
+
+    for steps in (16, 32, 192):
+        run = Run()
+        decode_rates(run, timed, Config(engine="xinference", batches=(1,), decode_steps=steps), block)
+        assert run.tokens_per_s[1] == pytest.approx(1 / step), steps
+    run = Run()
+    decode_rates(run, timed, Config(engine="xinference", batches=(1, 16), decode_steps=8), block)
+    assert run.tokens_per_s == {} and run.decode_windows == {}
+    assert [n.split(":")[0] for n in run.notes] == ["tokens/s at batch 1 not measured", "tokens/s at batch 16 not measured"]
+    assert "--decode-steps must be a multiple of 16, got 8" in run.notes[0]

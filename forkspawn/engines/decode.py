@@ -10,8 +10,8 @@ of decode_steps more, timed back to back: their difference is decode_steps decod
 prefill, the first steps and the request overhead cancelled. A cold start times
 `decode_windows` windows per batch size (after one warm-up request), so a configuration's rate
 rests on decode_windows x cold starts windows of decode_steps steps each (thousands of steps on
-a GPU): the record pools every window's rate (its spread is within a cold start and across
-them), and keeps each cold start's median too (`start_tokens_per_s`). A window whose difference
+a GPU): a cold start's rate is the median of its windows (the record's `tokens_per_s`, one
+sample per cold start), and the record pools every window too (`window_tokens_per_s`). A window whose difference
 is not positive (a scheduler tick or, on a loaded CPU, another process delayed its short
 request) measured nothing and is dropped, with a note; a batch with fewer than two windows left
 has no rate, and the notes say why (the engine worked: it is not a failure).
@@ -20,6 +20,11 @@ Where the adapter can see the engine's steps (`step_gaps`: the seconds between t
 outputs during the last request, as the calling process received them), each window's long
 request also leaves its step times, as the 10th, 50th and 90th percentiles in milliseconds
 (`Run.window_step_ms`): a start whose steps jump between two speeds shows it there.
+
+An engine that decodes the whole batch in blocks of `block` steps and answers a request only at
+the end of a block (Xinference's Transformers engine: 16) makes a window span whole blocks: it
+times decode_steps steps only where decode_steps is a multiple of `block`. Otherwise nothing is
+timed and the notes say why.
 """
 
 from __future__ import annotations
@@ -34,12 +39,17 @@ from ..record import Run
 MIN_WINDOWS = 2  # windows that must remain for a rate
 
 
-def decode_rates(run: Run, timed: Callable[[int, int], float], config: Config,
+def decode_rates(run: Run, timed: Callable[[int, int], float], config: Config, block: int = 1,
                  step_gaps: Callable[[], list[float]] | None = None) -> None:
     """Fill run.decode_windows, run.tokens_per_s and run.step_latency_s (and with `step_gaps`,
     run.window_step_ms) per batch size of `config`."""
     steps = config.decode_steps
     short = 1 + steps // 8
+    if steps % block:
+        run.notes += [f"tokens/s at batch {batch} not measured: the engine decodes in blocks of {block} steps "
+                      f"and answers at a block's end; --decode-steps must be a multiple of {block}, got {steps}"
+                      for batch in config.batches]
+        return
 
     def window(batch: int) -> float:
         before = timed(batch, short)  # the short request first, then the long one

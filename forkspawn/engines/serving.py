@@ -52,9 +52,10 @@ def wait_answering(proc: subprocess.Popen, url: str, timeout: float, what: str) 
     raise TimeoutError(f"{what} did not answer within {timeout:g} s")
 
 
-def completion_throughput(run: Run, complete: Callable[[str, int], int], vocab: int, config: Config) -> None:
-    """tokens/s per batch size (decode.decode_rates): `batch` concurrent completions of fixed
-    length; `complete(prompt, tokens)` returns the output tokens the server produced."""
+def completion_throughput(run: Run, complete: Callable[[str, int], int], vocab: int, config: Config,
+                          block: int = 1) -> None:
+    """tokens/s per batch size (decode.decode_rates, `block` too): `batch` concurrent completions of
+    fixed length; `complete(prompt, tokens)` returns the output tokens the server produced."""
     seed = 0
 
     def timed(batch: int, tokens: int) -> float:
@@ -69,7 +70,7 @@ def completion_throughput(run: Run, complete: Callable[[str, int], int], vocab: 
             raise ValueError(f"asked for {tokens} output tokens, got {sorted(set(got))}: fixed lengths not honoured")
         return took
 
-    decode_rates(run, timed, config)
+    decode_rates(run, timed, config, block)
 
 
 def one_line(exc: object) -> str:

@@ -14,9 +14,10 @@ launch_requested, model_started / engine_core_started / workers_started (kernel 
 Xinference's model process and of vLLM's processes under it, on GPU boxes), ready (launch
 returned: the model answers). `time_to_ready_s` is the launch
 time (launch request to model ready), which is what the issue measures; the server start is a
-phase. Throughput: fixed-length greedy completions (`ignore_eos` for vLLM, `min_tokens` where
-honoured), timed in windows of a short and a long request (engines/decode.py); concurrent
-requests make the batch.
+phase. Throughput: fixed-length greedy completions, timed in windows of a short and a long request
+(engines/decode.py); concurrent requests make the batch. The vLLM engine honours `ignore_eos` and
+`min_tokens`; the Transformers engine reads neither and always stops at the checkpoint's declared
+EOS, so it is served a copy of the checkpoint that declares none (`without_eos`).
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         server.wait_ready(SERVER_START_TIMEOUT_S)
         run.phases.append(Phase(0, "server_ready", now() - t0))
         server.login()
+        if not on_gpu:
+            checkpoint = without_eos(checkpoint, home / "served")
+            run.notes.append(EOS_NOTE)
         name = server.register(checkpoint)
         engine = "vLLM" if on_gpu else "Transformers"
         t_launch = now()
@@ -105,7 +109,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
                                                if p.role in ("model", "engine-core", "rank")])
         memory.probe(run.processes, on_gpu=on_gpu)
         completion_throughput(run, lambda prompt, tokens: server.complete(uid, prompt, tokens, on_gpu),
-                              ModelSpec.from_hf(checkpoint).vocab_size, config)
+                              ModelSpec.from_hf(checkpoint).vocab_size, config, 1 if on_gpu else TRANSFORMERS_BLOCK)
         t_stop = now()
         server.terminate(uid)
         run.teardown_s = now() - t_stop  # model terminate; the server stop below is not timed
@@ -119,6 +123,43 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     if run.status != "ok":
         run.teardown_s = None
     return run
+
+
+# Xinference's Transformers engine (4.1.0) decodes the whole batch 16 rounds per scheduler step and
+# answers a request at the end of its step (model/llm/transformers/utils.py,
+# _batch_inference_one_step_internal's decode_round; model/scheduler/batch.py, step).
+TRANSFORMERS_BLOCK = 16
+
+# Where Xinference's Transformers engine (4.1.0) takes its stop tokens from, and which key declares EOS there.
+EOS_KEYS = {"tokenizer_config.json": "eos_token", "special_tokens_map.json": "eos_token",
+            "generation_config.json": "eos_token_id", "config.json": "eos_token_id"}
+EOS_NOTE = ("Transformers engine: served the checkpoint with no EOS declared (null in "
+            f"{', '.join(EOS_KEYS)}; weights and tokenizer linked), since it reads no ignore_eos or min_tokens "
+            "and stops at a declared EOS: requests end at max_tokens, as with vLLM's ignore_eos")
+
+
+def without_eos(checkpoint: Path, into: Path) -> Path:
+    """A copy of `checkpoint` under `into` (same name) that declares no EOS; every other file is a link.
+
+    Xinference's Transformers engine stops a request at the tokenizer's EOS and at
+    generation_config.json's eos_token_id, whatever the request says: scheduler/request.py
+    (`InferenceRequest.get_generate_configs`: `stop_token_ids.add(eos_token_id)`) and
+    llm/transformers/core.py (`get_builtin_stop_token_ids`); `ignore_eos`, `min_tokens` and
+    `min_new_tokens` are read nowhere on that path, and `logit_bias` is refused (HTTP 501). A
+    random-weights model emits EOS for some prompts (greedy, from the first token on), so only a
+    checkpoint that declares none gets fixed-length requests. The weights are the same.
+    """
+    view = into / checkpoint.name
+    view.mkdir(parents=True)
+    for f in checkpoint.iterdir():
+        if f.name in EOS_KEYS and f.is_file():
+            cfg = json.loads(f.read_text())
+            if EOS_KEYS[f.name] in cfg:
+                cfg[EOS_KEYS[f.name]] = None  # explicit: a tokenizer class's default EOS must not apply
+            (view / f.name).write_text(json.dumps(cfg, indent=1))
+        else:
+            (view / f.name).symlink_to(f.resolve())
+    return view
 
 
 class Server:
@@ -214,7 +255,8 @@ class Server:
     def complete(self, uid: str, prompt: str, tokens: int, vllm: bool) -> int:
         body: dict[str, Any] = {"model": uid, "prompt": prompt, "max_tokens": tokens, "temperature": 0.0,
                                 "stream": False}
-        body.update({"ignore_eos": True, "min_tokens": tokens} if vllm else {"min_new_tokens": tokens})
+        if vllm:  # the Transformers engine reads neither (see without_eos)
+            body.update(ignore_eos=True, min_tokens=tokens)
         out = self._request("POST", "/v1/completions", body)
         return int(out.get("usage", {}).get("completion_tokens", 0))
 
