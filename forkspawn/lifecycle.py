@@ -59,21 +59,26 @@ def terminate(procs: list[psutil.Process], grace_s: float, gone_s: float,
     psutil.wait_procs(killed, timeout=gone_s)
 
 
-def reap(sid: int, tag: str, grace_s: float = 1.0) -> list[str]:
-    """SIGKILL what is left of session `sid`, or carries `tag`, after `grace_s`; the names killed.
+def reap(sid: int, tag: str, grace_s: float = 1.0, gone_s: float = 30.0) -> list[str]:
+    """SIGKILL what is left of session `sid`, or carries `tag`, after `grace_s`, and wait up to
+    `gone_s` until those are gone; the names killed.
 
     The grace lets helpers that end with the parent (forkserver, resource tracker) go by themselves.
     """
     deadline = time.monotonic() + grace_s
     while leftovers.tagged_processes(value=tag, session=sid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    left = []
+    left, killed = [], []
     for p in leftovers.tagged_processes(value=tag, session=sid):
         try:
             left.append(f"{p.name()}[{p.pid}]")
             p.send_signal(signal.SIGKILL)
+            killed.append(p)
         except psutil.Error:
             pass
+    # a big process (an engine's server) takes seconds to give its memory back after SIGKILL:
+    # the next cold start, and `forkspawn leftovers`, must not find it still there
+    psutil.wait_procs(killed, timeout=gone_s)
     return left
 
 
