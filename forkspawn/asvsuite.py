@@ -366,19 +366,18 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
                             STATE_PRIORITY.index(state) if state in STATE_PRIORITY else len(STATE_PRIORITY),
                             grid_methods.index(method), grid_states.index(state))
                     points.append((rank, cls, (engine, method, state, tp)))
-    measured = []
+    chosen = []  # the points this environment and profile measure
     for _, cls, params in sorted(points, key=lambda p: p[0]):
         try:
-            config = cls().point(*params)
+            chosen.append((cls, params, cls().point(*params)))
         except NotImplementedError:
             continue
-        measured.append((cls, params, config))
-    rounds = max((c.repeat for _, _, c in measured), default=0) if alternate else 0
+    rounds = max((c.repeat for _, _, c in chosen), default=0) if alternate else 0
     for until in range(1, rounds + 1):
-        for cls, params, config in measured:
+        for cls, params, config in chosen:
             cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), until=until)
     done = 0
-    for cls, params, _ in measured:
+    for cls, params, _ in chosen:
         try:
             cls().setup(token, *params)
         except NotImplementedError:
