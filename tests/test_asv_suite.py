@@ -197,3 +197,26 @@ def test_an_environment_is_named_by_its_path_in_the_project(monkeypatch: pytest.
     assert str(ROOT).replace(os.sep, "_") not in repo.name
     assert elsewhere.name == existing.name  # outside the project: named as asv names it
     assert repo.env_vars == {} and is_existing_only([repo, elsewhere])
+
+
+def test_alternating_points_take_turns_and_end_with_their_records(tmp_path: Path, monkeypatch) -> None:
+    """`prefill --alternate`'s turns on real cold starts: fork, spawn, fork, spawn in the journal;
+    no record before a point's last turn, then one with every cold start and no stopping rule."""
+    from forkspawn import asvsuite, sidecar
+    from forkspawn.config import Config
+
+    (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "results"}))
+    monkeypatch.setenv("ASV_COMMIT", "0" * 40)
+    monkeypatch.setenv("FORKSPAWN_ASV_MACHINE", "test-machine")
+    configs = {m: Config(method=m, parent_state="torch", repeat=2, least=2, decode_steps=2, batches=(1,), model="tiny")
+               for m in ("fork", "spawn")}
+    for until in (1, 2):
+        for method, config in configs.items():
+            rec = asvsuite.cached_record("tok", config, tmp_path, f"torch-tp|{method}|torch|1", until=until)
+            assert (rec is None) == (until == 1)
+    path = asvsuite.records_path(tmp_path)
+    journal = [json.loads(line)["asv_key"].split("|")[1] for line in sidecar.journal(path).read_text().splitlines()]
+    assert journal == ["fork", "spawn", "fork", "spawn"]
+    for config in configs.values():
+        rec = sidecar.find(path, "tok", asvsuite.config_key(config)).record
+        assert rec.status == "ok" and rec.runs == 2 and rec.config["least"] == 0 and len(rec.cold_starts) == 2
