@@ -1,4 +1,4 @@
-"""Command line: `python -m analysis table|summary|report|plan ...` (see README, "Analysis").
+"""Command line: `python -m analysis table|summary|report|headline|plan ...` (docs/analysis.md).
 
 Bad input (a missing or empty folder, a corrupt or foreign result file, an unknown option)
 gives one line on stderr naming the culprit and exit status 2.
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("report", help="write the HTML report of the results below RESULTS_DIR")
     r.add_argument("dir", metavar="RESULTS_DIR")
     r.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="report folder, e.g. reports/NAME/")
+    h = sub.add_parser("headline", help="print the decisions of the results below DIR as Markdown (the README's)")
+    h.add_argument("dir", nargs="+")
+    h.add_argument("--brief", action="store_true", help="one table row per setting of every DIR, linked to its report")
     p = sub.add_parser("plan", help="capacity planning per start method, from the measurements below DIR")
     p.add_argument("dir")
     p.add_argument("--tp", type=TP, required=True, help="the model's tensor-parallel size (must be measured)")
@@ -118,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
             res = load(args.dir)
             print(markdown(*summarize(res.table)))
             print(parity.markdown(parity.table(res.records)))
+        elif args.command == "headline":
+            from . import screen
+
+            if args.brief:
+                rows = [(f"[{os.path.basename(os.path.normpath(d))}]({os.path.normpath(d)}/index.html)",
+                         screen.decisions(load(d))) for d in args.dir]
+                print(screen.brief(rows), end="")
+            else:
+                for d in args.dir:
+                    res = load(d)
+                    print(screen.markdown(screen.decisions(res), res), end="")
         elif args.command == "report":
             from .report import write_report
 

@@ -258,9 +258,10 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     tp = choose(df[df["status"] != "skipped"], "tp", tp)
     df = df[df["tp"] == tp]
     asked_labels = set(df["asked"].dropna())
-    modes = df["asked"].map(lambda m: mode_of(m, asked_labels) if isinstance(m, str) else "")
-    mode = choose(df.assign(mode=modes), "mode", mode, prefer="")
+    modes = df["asked"].map(lambda m: (mode_of(m, asked_labels) if isinstance(m, str) else "") or "default")
+    mode = choose(df.assign(mode=modes), "mode", mode or None, prefer="default")
     df = df[modes == mode]
+    mode = "" if mode == "default" else mode
     ok = df[df["status"] == "ok"]
     batches = sorted(int(b) for b in ok[ok["metric"].str.fullmatch(vocab.TOKENS_RE)]["batch"].dropna().unique())
     if batch is not None and batch not in batches:

@@ -218,8 +218,9 @@ def _open(out: Outcome, dep: Deployment) -> None:
             why.append("start-up not measured for both")
         elif not s.resolved:
             m = runs_needed(s)
+            bounds = interval_text(s.lo, s.hi, s.n, signed=True)
             why.append(f"start-up {o.method} - {b.method} {num(s.value, signed=True)} s "
-                       f"{interval_text(s.lo, s.hi, s.n, signed=True)}, not resolved at 99%")
+                       f"{f'({bounds})' if bounds.startswith('n=') else bounds}, not resolved at 99%")
             needs.append(f"about {m} cold starts a side would resolve the start-up" if m else
                          "more cold starts would resolve the start-up")
         else:

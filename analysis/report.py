@@ -174,9 +174,10 @@ def render(results: Results, out_dir: Path) -> str:
     decisions = screen.decisions(results)
     decode_parity = parity.table(results.records)
     where = machines[0] if len(machines) == 1 else f"{len(machines)} machines"
-    caveats = "".join(f"<li>{e(c)}</li>" for c in dict.fromkeys(g.verdicts[-1] for g in groups if g.verdicts))
+    caveats = dict.fromkeys(f"{g.key['engine']}: {g.verdicts[-1]}" if len(machines) == 1 else
+                            f"{g.key['machine']} · {g.key['engine']}: {g.verdicts[-1]}" for g in groups if g.verdicts)
     body = [f"<h1>Start method verdicts: {e(where)}</h1>", screen.html(decisions),
-            f"<p class=\"note\"><b>When fork becomes wrong</b>:</p><ul class=\"note\">{caveats}</ul>" if caveats else "",
+            f"<p class=\"note\"><b>When fork becomes wrong</b>: {e(' · '.join(caveats))}</p>" if caveats else "",
             f"<p class=\"note\">What the multiprocessing start method of tensor-parallel workers costs, measured with "
             f"asv: {len(results.files)} result files from <code>{e(results.root)}</code> (copied to "
             f"<a href=\"results/\">results/</a>); every measured value is in <a href=\"table.csv\">table.csv</a>. "

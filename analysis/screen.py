@@ -129,15 +129,17 @@ def _diff(e: Estimate, unit: str) -> str:
 
 
 def _open_text(o: decide.Outcome) -> str:
-    """Why a comparison is open, in one sentence, and what would decide it; '' where it is decided."""
+    """Why a comparison is open, in a sentence, and what would decide it; for a decided one, what
+    decided it."""
     if o.winner is not None:
-        return ""
-    why = ""
+        return f"Decided: {o.winner} {o.why}, at every point of the 99% intervals."
     if o.gap is not None and o.decode is not None and o.decode.bounded:
-        worst = f"; the interval allows {pct(-o.decode.lo, signed=False)}" if o.decode.lo < 0 else ""
+        worst = f"; its 99% interval allows up to {pct(-o.decode.lo, signed=False)} slower" if o.decode.lo < 0 else ""
         why = f"{o.b.method} decoding {pct(o.gap, signed=False)} slower cancels its start-up saving{worst}. "
-    elif o.why:
-        why = o.why[0].upper() + o.why[1:] + ". "
+    else:
+        open_ = ([] if o.startup is not None and o.startup.resolved else ["start-up"]) + \
+            ([] if o.decode is not None and o.decode.bounded else ["decode (no interval)"])
+        why = f"Not resolved at 99%: {', '.join(open_)}. " if open_ else (o.why[0].upper() + o.why[1:] + ". ")
     return why + (f"Would decide it: {o.decide}." if o.decide else "")
 
 
@@ -159,9 +161,10 @@ def html(ds: list[Decision], restarts_per_day: float = RESTARTS_PER_DAY, busy_ho
             turns = f"<b>{escape(o.b.method)}</b> vs {escape(o.o.method)}<ul>{figs}</ul>"
         else:
             turns = escape(d.verdict.split(": ", 1)[-1])
-        decide_ = escape(_open_text(o)) if o is not None else ""
+        decide_ = escape(_open_text(o)) if o is not None else ""  # decided: what decided it
         cls = "rec" if d.plan is not None and d.plan.recommended else "open"
-        body.append(f"<tr class=\"{cls}\"><td>{escape(d.setting)}</td><td class=\"verdict\">"
+        where = f"<b>{escape(d.machine)}</b><br>" if len({x.machine for x in ds}) > 1 else ""
+        body.append(f"<tr class=\"{cls}\"><td>{where}{escape(d.setting)}</td><td class=\"verdict\">"
                     f"{escape(_verdict_word(d))}</td><td>{turns}</td><td>{decide_}</td></tr>")
     be = next((d for d in ds if d.plan is not None and d.plan.break_even is not None and not d.plan.recommended), None)
     extra = ""
@@ -188,17 +191,71 @@ def _small_table(t: pd.DataFrame) -> str:
     return f"<table class=\"breakeven\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def markdown(ds: list[Decision]) -> str:
-    """The README's headline: per decision, its figures as a table, the verdict and what would decide it."""
+def provenance(results: Results, machine: str) -> str:
+    """One line: the engine, the machine, the software and the runs behind a machine's figures."""
+    info = results.machines[results.machines["machine"] == machine]
+    recs = results.records[(results.records["machine"] == machine) & (results.records["status"] == "ok")]
+    if info.empty:
+        return machine
+    m = info.iloc[-1]
+    versions = dict(v.split(" ", 1) for v in str(m["versions"]).split(", ") if " " in v)
+    gpu = f"{int(m['gpu_count'])}x {m['gpu']} (driver {m['gpu_driver']}), " if m["gpu_count"] else ""
+    runs = sorted({int(r.runs_ok) for r in recs["record"] if r.runs_ok}) if len(recs) else []
+    starts = f"{'-'.join(map(str, dict.fromkeys((runs[0], runs[-1]))))} cold starts a configuration; " if runs else ""
+    commits = ", ".join(sorted({str(c)[:7] for c in info["commit"]}))
+    return (f"{engine_label(m['engine'], m['engine_version'])} on {gpu}{m['num_cpu']} CPUs, torch "
+            f"{versions.get('torch', '?')}, Python {versions.get('python', '?')}; {starts}commit {commits}")
+
+
+def markdown(ds: list[Decision], results: Results | None = None) -> str:
+    """The README's headline: per machine and setting, where it was measured, one table of the
+    figures each mode's verdict turns on, and each mode's verdict with what would decide it."""
     out = []
-    for d in ds:
-        o = d.main
-        out.append(f"**{d.setting}** ({d.machine}): **{_verdict_word(d)}**")
-        out.append("")
-        if o is not None:
-            out += [f"| | {o.b.method} | {o.o.method} | {o.b.method} − {o.o.method} [99%] |", "|---|---|---|---|"]
-            out += [f"| {w} | {a} | {b} | {x} |" for w, a, b, x in figures(d)]
+    for (machine, setting), group in _by_setting(ds).items():
+        if results is not None:
+            out += [f"Measured: {provenance(results, machine)}.", ""]
+        first = next((d.main for d in group if d.main is not None), None)
+        if first is not None:
+            out += [f"| {setting} | {first.b.method} | {first.o.method} | difference [99%] |", "|---|---|---|---|"]
+            for d in group:
+                o = d.main
+                if o is None:
+                    continue
+                if len(group) > 1:
+                    out.append(f"| *{d.mode or 'default'} mode: {o.b.method} vs {o.o.method}* | | | |")
+                out += [f"| {w} | {a} | {b} | {x} |" for w, a, b, x in figures(d)]
             out.append("")
-        out.append(f"- verdict: {d.verdict}")
+        for d in group:
+            text = _open_text(d.main) if d.main is not None and d.main.winner is None else d.verdict
+            out.append(f"- {d.mode or 'default'} mode, busy all day at {RESTARTS_PER_DAY:g} starts a day: "
+                       f"**{_verdict_word(d)}**. {text}")
         out.append("")
-    return "\n".join(out)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _by_setting(ds: list[Decision]) -> dict[tuple[str, str], list[Decision]]:
+    """Decisions of one machine and setting (engine, model, TP, parent state) together, modes in order."""
+    out: dict[tuple[str, str], list[Decision]] = {}
+    for d in ds:
+        setting = f"{d.engine} · {d.model} · TP={d.tp} · parent {d.parent_state}"
+        out.setdefault((d.machine, setting), []).append(d)
+    return out
+
+
+def brief(reports: list[tuple[str, list[Decision]]]) -> str:
+    """One Markdown table over several reports: each setting's verdict busy all day, and why in a
+    sentence (`python -m analysis headline --brief DIR...`, the README's list of reports)."""
+    out = [f"| report | setting | verdict at {RESTARTS_PER_DAY:g} starts a day, busy all day |", "|---|---|---|"]
+    for link, ds in reports:
+        for d in ds:
+            o = d.main
+            why = (_lower(_open_text(o).split(". ")[0]) if o is not None and o.winner is None
+                   else d.verdict.split(": ", 1)[-1].split("; ")[0])
+            mode = f" · {d.mode} mode" if d.mode else ""
+            out.append(f"| {link} | {d.engine} · {d.model} · TP={d.tp}{mode} · parent {d.parent_state} | "
+                       f"**{_verdict_word(d)}**{': ' + why if why else ''} |")
+    return "\n".join(out) + "\n"
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]

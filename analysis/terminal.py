@@ -56,8 +56,16 @@ def plan_text(p: Plan) -> str:
         out += ["", f"break-even decode gap: how much slower {o.b.method} may decode than {o.o.method} before its "
                     f"start-up saving is gone, by (re)starts a day of a replica (rows) x busy hours a day (columns); "
                     f"then who holds at every point of the 99% intervals ('?': no verdict){worst}",
-                p.break_even.to_string()]
+                _grid(p.break_even)]
     return "\n".join(out + ["", t.drop(columns=["reason"]).to_string(index=False), "", "why:", reasons])
+
+
+def _grid(t: pd.DataFrame) -> str:
+    """The break-even table with its axes named in its corner: 'starts/day \\ busy'."""
+    rows = [[f"{t.index.name} \\ busy"] + list(t.columns)] + [[str(i)] + list(r) for i, r in t.iterrows()]
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return "\n".join("  ".join(v.ljust(w) if c == 0 else v.rjust(w) for c, (v, w) in enumerate(zip(r, widths)))
+                     for r in rows)
 
 
 # the columns models.py's rule scales (host memory and replicas by host RAM are held)

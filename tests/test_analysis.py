@@ -464,7 +464,7 @@ def test_capacity_costs_per_node_and_fleet_and_an_unresolved_start_up() -> None:
     allday = plan(df, node, tp=2, restarts_per_day=100)
     assert allday.recommended is None
     assert allday.verdict.startswith("no verdict: fork vs spawn: fork starts 9 s sooner [8.45, 9.55]; "
-                                     "decode fork +0.0% [-9.5, +10.5] of spawn's (asv's intervals of the medians); "
+                                     "decode fork 0% [-9.5%, +10.5%] of spawn's (asv's intervals of the medians); "
                                      "fork decoding 1% slower cancels its saving at 100 starts and 24 busy h a day")
     assert allday.break_even.loc["100", "1 h"] == "20.0% fork" and allday.break_even.loc["100", "24 h"] == "1% ?"
     # start-up times inside each other's 99% intervals: no recommendation, and what would resolve them
@@ -566,7 +566,7 @@ def test_everything_reaching_the_page_is_escaped(tmp_path: Path, monkeypatch: py
     root = write_results(tmp_path / "r", machine=hostile, error='<img src=x onerror="alert(2)">',
                          env_suffix="<svg onload=alert(3)>")
 
-    def placeholder(df, machine, out_dir, prefix=""):  # the page is under test here, not the charts
+    def placeholder(df, machine, out_dir, prefix="", **_):  # the page is under test here, not the charts
         paths = {}
         for name in charts.CHARTS:
             paths[name] = {ext: out_dir / f"{prefix}{name}.{ext}" for ext in ("png", "svg")}
