@@ -482,16 +482,19 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
 
 
 def _unresolved(sub: pd.DataFrame, combos: list) -> list[str]:
-    """The panel's rates that are not resolved from fork's (or what ran as fork's) at 99%, in each
-    setting: one line saying so, so that no bar difference reads as a result."""
+    """The panel's rates that are not resolved at 99% from their fork of the same mode (fork-eager
+    for spawn-eager; fork, or what ran as fork, for the rest), in each setting: one line saying so,
+    so that no bar difference reads as a result."""
     pairs = []
     for tp, state in combos:
         here = sub[(sub["tp"] == tp) & (sub["parent_state"] == state)].set_index("method")
-        ref = next((m for m in here.index if verdict.ran_as(m) == "fork" or m == "fork-override"), None)
-        if ref is None:
-            continue
+        fork = next((m for m in here.index if verdict.ran_as(m) == "fork" or m == "fork-override"), None)
         ci = lambda m: (here.at[m, "ci_low"], here.at[m, "ci_high"])  # noqa: E731
-        pairs += [f"{m} vs {ref}" for m in here.index if m != ref and not rates_differ(ci(m), ci(ref))]
+        for m in here.index:
+            suffix = m[len(base_method(m)):] if "→" not in m else ""
+            ref = f"fork{suffix}" if f"fork{suffix}" in here.index else fork
+            if ref is not None and m != ref and base_method(m) != "fork" and not rates_differ(ci(m), ci(ref)):
+                pairs.append(f"{m} vs {ref}")
     if not pairs:
         return []
     shown = ", ".join(dict.fromkeys(pairs)) if len(pairs) <= 3 else f"{len(pairs)} pairs"
@@ -659,7 +662,7 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
             held = decide.hours_max(difference(o.ttr, f.ttr), dec, decide.Deployment(24, 24, tp))
             if held is not None:
                 ax.axvline(held, color="#444", lw=1, ls=":",
-                           label=f"{f.method} holds up to {held:.2g} h/day at 24 starts/day")
+                           label=f"{f.method} holds up to {decide.hours_text(held)}/day at 24 starts/day")
         note = (f"decode {dec.text(f.method, o.method)}" if dec is not None else "decode rates not both measured")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -718,7 +721,7 @@ def chart_compatibility(df: pd.DataFrame) -> Figure:
         y, x = rows.index((c.engine, c.method)), columns.index(c.parent_state)
         label = c.text
         if isinstance(c.error, str) and c.error.strip():
-            key = _first_line(c.error)
+            key = cause(c.error, 150)  # the exception line, not "Traceback (most recent call last):"
             label += f" [{notes.setdefault(key, len(notes) + 1)}]"
         ax.add_patch(Rectangle((x + 0.02, y + 0.05), 0.96, 0.9, color=STATUS_COLORS[c.verdict]))
         ax.text(x + 0.5, y + 0.5, label, ha="center", va="center", fontsize=8)
@@ -742,10 +745,6 @@ def chart_compatibility(df: pd.DataFrame) -> Figure:
     chars = int(fig.get_figwidth() * 72 / 4.9)  # 8 pt text: about 4.9 pt a character; the notes fit the figure
     fig.supxlabel("\n".join(textwrap.fill(ln, chars) for ln in lines), x=0.01, ha="left", fontsize=8)
     return fig
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
 
 
 CHARTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
@@ -785,6 +784,8 @@ def draw(df: pd.DataFrame, machine: pd.DataFrame, out_dir: Path, prefix: str = "
             fig = make(df)
             # provenance (machine, commits, versions) is under the chart on the report page: `provenance`
             fig.suptitle(f"{title}\n{machine['machine'].iloc[0]}", fontsize=12, fontweight="bold")
+            longest = max(len(title), len(str(machine["machine"].iloc[0])))
+            fig.set_figwidth(max(fig.get_figwidth(), 0.105 * longest + 0.6))  # the title fits the figure
             out[name] = {}
             for ext in ("png", "svg"):
                 path = out_dir / f"{prefix}{name}.{ext}"
