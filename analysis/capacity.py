@@ -340,7 +340,7 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     result.scenario = (
         f"{what} on {machine}, parent state {parent_state}, TP={tp}{f', batch {batch}' if batch else ''}"
         f"{'; EXTRAPOLATED: ' + result.extrapolated if scale else ''}; node: {node.gpus} GPUs"
-        f"{f' x {node.gpu_mem_gib:g} GiB' if node.gpu_mem_gib and node.gpus else ''}, {node.ram_gib:g} GiB RAM, "
+        f"{f' x {num(node.gpu_mem_gib)} GiB' if node.gpu_mem_gib and node.gpus else ''}, {node.ram_gib:g} GiB RAM, "
         f"{node.cpus} CPU cores; {restarts_per_day:g} starts/day and {busy_hours:g} busy h/day per replica; fleet: "
         f"{f'{fleet} replicas' if fleet else 'one node'}; *_gpu_s_per_day in {device}-seconds a day per replica "
         f"(TP x seconds), *_gpu_h_per_day in {device}-hours a day per node and fleet; GPU memory = a fixed part "
@@ -420,7 +420,8 @@ def _scaled_need(need: GpuNeed | None, scale: float | None, model: models.Model 
     if need is None or not scale or model is None or not model.weight_bytes(tp):
         return need
     grow = (scale - 1) * model.weight_bytes(tp) / 2**20
-    return GpuNeed(need.measured + grow, need.kv, need.kv_tokens, need.parent, need.reserves, need.measured_on)
+    # KV tokens per MiB depend on the other model's layers and KV heads, which a size does not give
+    return GpuNeed(need.measured + grow, need.kv, None, need.parent, need.reserves, need.measured_on)
 
 
 def _includes(ok: pd.DataFrame, method: str) -> Any:

@@ -11,7 +11,8 @@ rank holds (bytes / TP) scales with them, everything else is held at the measure
 - the time spent loading weights (the span that ends at `weights_loaded`): its share of time to ready;
 - the GPU memory of the weights inside a rank's fixed part (weights, activations, CUDA graphs, context);
 - the decode rate, inversely (a decode step reads every weight once: memory-bound at small batch).
-Imports, process start, compile, CUDA graphs, KV-cache profiling and host memory are held.
+Imports, process start, compile, CUDA graphs, KV-cache profiling and host memory are held; the
+KV cache's tokens per MiB are not known for another model's layers and heads (left empty).
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ class Model:
     @property
     def label(self) -> str:
         """'1b (1.24e9 params)', or the name alone where the size is unknown."""
-        return f"{self.name} ({params_text(self.params)} params)" if self.params else self.name
+        if not self.params:
+            return self.name
+        size = params_text(self.params)
+        return f"{size} params" if self.name == size else f"{self.name} ({size} params)"
 
     def weight_bytes(self, tp: int) -> float | None:
         """Bytes of weights each of `tp` ranks holds."""

@@ -31,7 +31,8 @@ from .verdict import method_order
 CAPTIONS = {
     "startup_phases": "When each start-up phase ended for the slowest rank, stacked in time order, one row per "
                       "engine with its own phases: each segment is the time from the previous phase's end to this "
-                      "one's (clamped at 0), so the bar's height is the time to ready; whiskers are its 99% CI; "
+                      "one's (clamped at 0), so the bar's height is the time to ready; one scale per engine (row); "
+                      "whiskers are its 99% CI; a bar too short to see is marked (▼); "
                       "hatched slots are configurations that failed, labelled with the exception. "
                       "Under fork the child skips the imports its parent already did; forkserver-preload moves "
                       "them into the forkserver, which starts before the first rank.",
@@ -40,8 +41,10 @@ CAPTIONS = {
               "stack counts each shared page once per process, so it overstates what copy-on-write shares. "
               "GPU memory (NVML, per process, CUDA context included) appears on GPU machines.",
     "throughput": "Steady-state decode rate after warm-up (all ranks of a replica together), median of the cold "
-                  "starts; whiskers are asv's 99% confidence interval of the median, clipped to the chart. With "
-                  "few cold starts the interval is wide: compare bars whose whiskers do not overlap.",
+                  "starts; whiskers are asv's 99% confidence interval of the median; one cut at the axis is marked "
+                  "(▲) and its end listed in the panel, which also names the rates not resolved from fork's at 99%. "
+                  "With few cold starts the interval is wide: compare bars whose whiskers do not overlap; the "
+                  "decision above weighs decode across cold starts where a fork/spawn pair has it.",
     "tradeoff": "Each point is one start method in one setting (engine, parent state, TP size) compared with "
                 "fork in the same setting: to the right it needs more memory per replica, upwards it takes "
                 "longer to become ready. Settings where fork failed have no reference and are left out.",

@@ -311,8 +311,3 @@ def html(groups: list[Group], skipped: list[str]) -> str:
     if skipped:
         parts.append("<p>Not run:</p><ul>" + "".join(f"<li>{escape(s)}</li>" for s in skipped) + "</ul>")
     return "".join(parts)
-
-
-def headline(g: Group) -> str:
-    """The first verdict of a group, for the report's at-a-glance list."""
-    return f"{g.title}: {g.verdicts[0]}" if g.verdicts else g.title
