@@ -662,7 +662,7 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
             held = decide.hours_max(difference(o.ttr, f.ttr), dec, decide.Deployment(24, 24, tp))
             if held is not None:
                 ax.axvline(held, color="#444", lw=1, ls=":",
-                           label=f"{f.method} holds up to {decide.hours_text(held)}/day at 24 starts/day")
+                           label=f"{f.method} holds up to {decide.hours_text(held)} a day at 24 starts/day")
         note = (f"decode {dec.text(f.method, o.method)}" if dec is not None else "decode rates not both measured")
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -246,7 +246,7 @@ def _open(out: Outcome, dep: Deployment) -> None:
                     needs.append(f"about {n} cold starts a side ({side}, if the shift stays at its estimate)")
                 out.hours_max = hours_max(s, d, dep)
                 if out.hours_max is not None:
-                    needs.append(f"{b.method} holds for a fleet decoding at most {hours_text(out.hours_max)}/day at "
+                    needs.append(f"{b.method} holds for a fleet decoding at most {hours_text(out.hours_max)} a day at "
                                  f"{dep.restarts_per_day:g} starts/day (the intervals' worst case)")
     out.why = "; ".join(why) or "the intervals overlap"
     out.decide = "; ".join(needs)
@@ -288,6 +288,6 @@ def _pct(g: float | None) -> str:
 def hours_text(h: float) -> str:
     """Busy time a day: '2.4 h', '9 min', '24 h' (never more than a day)."""
     if h * 60 < 1:
-        return "less than a minute"
+        return "a minute"
     return f"{h * 60:.0f} min" if h < 1 else f"{min(h, DAY_H):.2g} h"
 

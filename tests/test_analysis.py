@@ -777,7 +777,7 @@ def test_chart_5_is_the_planners_break_even() -> None:
             assert y == pytest.approx([100 * decide.break_even_gap(saving, r, h) for h in x], rel=1e-3)
     labels = [t.get_text() for t in compiled.get_legend().get_texts()]
     assert "99% interval: fork up to 4.2% slower" in labels
-    assert "fork holds up to 2.4 h/day at 24 starts/day" in labels  # the planner's own statement
+    assert "fork holds up to 2.4 h a day at 24 starts/day" in labels  # the planner's own statement
 
 
 @pytest.mark.parametrize("name", list(charts.CHARTS))

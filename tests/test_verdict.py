@@ -83,7 +83,7 @@ def test_the_newest_gpu_report_gives_no_verdict_busy_all_day_and_fork_for_a_ligh
     assert busy.verdict.startswith("no verdict: fork vs spawn: fork starts 27.5 s sooner")
     assert "fork -1.1% [-4.2%, +0.15%] of spawn's (across cold starts, n=6 a side)" in busy.verdict
     assert "fork decoding 0.76% slower cancels its saving at 24 starts and 24 busy h a day" in busy.verdict
-    assert "fork holds for a fleet decoding at most 2.4 h/day" in busy.verdict
+    assert "fork holds for a fleet decoding at most 2.4 h a day" in busy.verdict
     assert "not measured: ray, fork-gcfreeze" in busy.verdict  # never recommended against
     assert busy.break_even.loc["24", "24 h"] == "0.76% ?" and busy.break_even.loc["24", "1 h"] == "15.5% fork"
     assert _plan("h100-vllm-tp1", 1, busy_hours=2).recommended == "fork"
