@@ -2,7 +2,7 @@
 
     from analysis import load
     res = load("reports/sample-cpu")      # or .asv/results
-    res.table                             # one row per measured value (see README)
+    res.table                             # one row per measured value (docs/formats.md)
 """
 
 try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import re
 import textwrap
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -26,11 +27,13 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, NullLocator
 
 from forkspawn import vocabulary as vocab
+from forkspawn.config import base_method
 
-from . import verdict
-from .capacity import break_even_tokens, rates_differ
-from .derive import has_interval, prepare
-from .fmt import cause, num
+from . import decide, verdict
+from .capacity import mode_of, rates_differ
+from .capacity import sides as capacity_sides
+from .derive import difference, has_interval, prepare
+from .fmt import cause, engine_label, num, pct
 from .verdict import method_order
 
 STYLE = {
@@ -53,8 +56,6 @@ MEMORY_KINDS = {
     "rss": "RSS: shared pages counted in each process", "gpu": "GPU memory (NVML, incl. CUDA context)",
 }
 NO_DATA = "nothing measured successfully for this chart on this machine"
-BUSY_HOURS = 1.0  # the amortisation chart's daily load: this many hours at the fastest decode rate
-DAY_S = 86_400  # the amortisation chart's axes end where a day does
 
 
 def method_colors(methods: list[str]) -> dict[str, str]:
@@ -74,7 +75,10 @@ def _hatch(method: str) -> str | None:
 
 
 def _engine_label(df: pd.DataFrame) -> pd.Series:
-    return df["engine"] + df["engine_version"].map(lambda v: f" {v}" if isinstance(v, str) else "")
+    """'vllm 0.26.0 · 1b': the engine with its version, and the model (two sizes never share a panel)."""
+    model = df["model"] if "model" in df else pd.Series(None, index=df.index, dtype=object)
+    return pd.Series([engine_label(e, v) + (f" · {m}" if isinstance(m, str) else "")
+                      for e, v, m in zip(df["engine"], df["engine_version"], model)], index=df.index, dtype=object)
 
 
 def _ok(df: pd.DataFrame, pattern: str) -> pd.DataFrame:
@@ -156,6 +160,22 @@ def _headroom(ax, tops: np.ndarray) -> None:
 
 # 1 ------------------------------------------------------------------------------------------------
 UNTIL_READY = "until ready"  # time to ready left after the last recorded phase
+# One colour per phase in every report, whatever else was measured (a phase several engines share, such
+# as weights_loaded, looks the same in each); a phase not listed gets one from its name, as stable.
+PHASE_COLORS = {
+    "cluster_joined": "#ff7f0e", "process_entry": "#1f77b4", "imports_done": "#2ca02c", "device_ready": "#d62728",
+    "dist_initialized": "#9467bd", "first_token": "#e377c2", "ready": "#7f7f7f",
+    "server_ready": "#ffbb78", "launch_requested": "#98df8a", "model_started": "#c5b0d5",
+    "engine_core_started": "#bcbd22", "workers_started": "#17becf", "weights_loaded": "#8c564b",
+    "torch_compiled": "#ff9896", "kv_cache_profiled": "#c49c94", "cuda_graphs_captured": "#393b79",
+    "kv_cache_ready": "#aec7e8", UNTIL_READY: "#d9d9d9",
+}
+_MORE_PHASE_COLORS = ["#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1"]
+
+
+def phase_color(phase: str) -> str:
+    """The colour of a phase in every chart of every report."""
+    return PHASE_COLORS.get(phase) or _MORE_PHASE_COLORS[zlib.crc32(phase.encode()) % len(_MORE_PHASE_COLORS)]
 
 
 def phase_order(ends: pd.DataFrame) -> list[str]:
@@ -216,7 +236,8 @@ def _placeholder(ax, x: float, why: str) -> None:
                            ec="#c44", lw=0.8))
     # short enough to fit the slot's height: matplotlib drops a clipped text that overflows it
     ax.text(x, 0.03, why if len(why) <= 60 else why[:59] + "…", transform=ax.get_xaxis_transform(), rotation=90,
-            ha="center", va="bottom", fontsize=6.5, color="#a00", clip_on=True)
+            ha="center", va="bottom", fontsize=6.5, color="#a00", clip_on=True,
+            bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none"})  # readable over the hatching
 
 
 def chart_startup(df: pd.DataFrame) -> Figure:
@@ -228,16 +249,15 @@ def chart_startup(df: pd.DataFrame) -> Figure:
         return _empty(Figure(figsize=(8, 3)), _why(NO_DATA, _rows(df, vocab.TIME_TO_READY)))
     ttr = _ok(df, vocab.TIME_TO_READY).set_index(["engine_label", "parent_state", "tp", "method"])
     all_phases = list(dict.fromkeys(p for s, _ in stacks.values() for p in s.columns if p != UNTIL_READY))
-    palette = [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i % 2 == 0] + \
-        [c for i, c in enumerate(matplotlib.colormaps["tab20"].colors) if i % 2 == 1]
-    colors = dict(zip(all_phases, palette * 3))  # distinct colours: engines have phases of their own
-    colors[UNTIL_READY] = "#d9d9d9"
+    colors = {p: phase_color(p) for p in all_phases} | {UNTIL_READY: phase_color(UNTIL_READY)}
     engines = list(stacks)
     states = [s for s in df["parent_state"].drop_duplicates()
               if any(s in st.index.get_level_values(0) for st, _ in stacks.values())
               or s in set(fails[fails["engine_label"].isin(engines)]["parent_state"])]
     fig, axes = _grid(len(engines), len(states), w=3.6, h=4.0, sharey=False)
-    drawn = []  # panels with bars: one y-scale across them, so that bar heights compare
+    drawn: dict[int, list] = {}  # panels with bars, per engine row: one y-scale across a row, so that bars
+    # compare within an engine and no engine's scale flattens another's (Xinference's 200 s, vLLM's 20 vs 61)
+    totals: dict[int, list[tuple[float, float]]] = {}
     for r, engine in enumerate(engines):
         sub, ends = stacks[engine]
         for c, state in enumerate(states):
@@ -277,18 +297,21 @@ def chart_startup(df: pd.DataFrame) -> Figure:
                                 ecolor="#222", elinewidth=0.8, capsize=2, zorder=4)
                     tops.append(hi)
                 label = num(total) if has_interval(row["n"]) else f"{num(total)}\nn={row['n']}: no interval"
-                ax.annotate(label, (x, max(total, hi if pd.notna(hi) else total)), xytext=(0, 2),
+                ax.annotate(label, (x, max(total, hi if pd.notna(hi) else total)), xytext=(0, 4),
                             textcoords="offset points", ha="center", va="bottom", fontsize=6.5)
             _headroom(ax, np.array(list(bottom) + tops) * 1.15)
             if not bottom.any():  # only failures here: a seconds axis would claim a scale it does not have
                 ax.set_yticks([])
                 ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)  # no bar was drawn to set the x range
             else:
-                drawn.append(ax)
+                drawn.setdefault(r, []).append(ax)
+                totals[id(ax)] = list(zip(xs, bottom))
             ax.set_ylabel("seconds since start request")
-    top = max((ax.get_ylim()[1] for ax in drawn), default=None)
-    for ax in drawn:
-        ax.set_ylim(0, top)
+    for row in drawn.values():
+        top = max(ax.get_ylim()[1] for ax in row)
+        for ax in row:
+            ax.set_ylim(0, top)
+            _mark_short_bars(ax, top, totals[id(ax)])
     shown = all_phases + [UNTIL_READY]
     handles = [Rectangle((0, 0), 1, 1, color=colors[p]) for p in shown]
     labels = [PHASE_LABELS.get(p, p.replace("_", " ")) for p in shown]
@@ -296,6 +319,14 @@ def chart_startup(df: pd.DataFrame) -> Figure:
     labels.append("fails / hangs (cause in the bar)")
     fig.legend(handles[::-1], labels[::-1], loc="outside right center", title="phase ended (top = last)")
     return fig
+
+
+def _mark_short_bars(ax, top: float, bars: list[tuple[float, float]]) -> None:
+    """A bar too short to see at this scale (under 2% of it: cpu-default's 0.2 s fork) gets a marker
+    over it, so its value label does not float over nothing."""
+    for x, total in bars:
+        if 0 < total < 0.02 * top:
+            ax.plot([x], [total], marker="v", ms=5, color="#222", zorder=5)
 
 
 # 2 ------------------------------------------------------------------------------------------------
@@ -364,8 +395,8 @@ def chart_memory(df: pd.DataFrame) -> Figure:
                             fmt="none", ecolor="#222", elinewidth=0.8, capsize=2, zorder=4)
                 top = max(total, g["ci_high"])
             tops.append(top)
-            ax.annotate(num(total), (x, top), xytext=(0, 2), textcoords="offset points", ha="center", va="bottom",
-                        fontsize=6, rotation=90)
+            ax.annotate(num(total), (x, top), xytext=(0, 5), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=6, rotation=90)  # clear of the whisker's cap
         _headroom(ax, np.array(tops + [0.0]) * 1.2)
         ax.set_ylabel("MiB at ready (stack = worker group)")
     handles = [Rectangle((0, 0), 1, 1, color=pcolors[p]) for p in procs]
@@ -416,12 +447,13 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
             combos = list(dict.fromkeys(zip(sub["tp"], sub["parent_state"])))
             methods = method_order(sub["method"])
             width = 0.8 / len(methods)
-            top = sub["value"].max()
+            top = sub["value"].max() * 1.6  # n is small: a CI can be far wider than the bars; cut here, marked
+            clipped = []
             for i, m in enumerate(methods):
                 rows = sub[sub["method"] == m].set_index(["tp", "parent_state"]).reindex(combos)
                 xs = np.arange(len(combos)) + (i - (len(methods) - 1) / 2) * width
                 lo = (rows["value"] - rows["ci_low"].clip(lower=0)).clip(lower=0)
-                hi = (rows["ci_high"] - rows["value"]).clip(lower=0)
+                hi = (rows["ci_high"].clip(upper=top) - rows["value"]).clip(lower=0)
                 has = rows["value"].notna().to_numpy()  # a setting this method was not measured in: no bar
                 ax.bar(xs[has], rows["value"][has], width=width, color=colors[m], hatch=_hatch(m), edgecolor="white",
                        label=None if m in labelled else m)
@@ -429,16 +461,44 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
                 known = rows["ci_low"].notna() & rows["ci_high"].notna()
                 ax.errorbar(xs[known.to_numpy()], rows["value"][known], yerr=[lo[known], hi[known]], fmt="none",
                             ecolor="#333", elinewidth=0.8, capsize=2)
-                for x, v, k in zip(xs, rows["value"], rows["n"]):
+                for x, v, k, h in zip(xs, rows["value"], rows["n"], rows["ci_high"]):
                     if pd.notna(v) and pd.notna(k) and not has_interval(int(k)):  # say why there is no whisker
                         ax.annotate(f"n={int(k)}: no interval", (x, v), xytext=(0, 2), textcoords="offset points",
                                     ha="center", va="bottom", fontsize=6.5, rotation=90)
+                    elif pd.notna(h) and h > top:  # a whisker cut at the axis: an arrow and where it ends
+                        ax.plot([x], [top], marker="^", ms=5, color="#333", clip_on=False, zorder=5)
+                        clipped.append(f"{m} {num(h)}")
             chars = max(8, int(panel_w * 72 / max(len(combos), 1) / 5.6))  # 9 pt text: about 5.6 pt a character
             ax.set_xticks(range(len(combos)), [f"TP={tp}\n" + textwrap.fill(f"parent: {s}", chars) for tp, s in combos])
-            ax.set_ylim(0, top * 1.6)  # n is small: a CI can be far wider than the bars; whiskers are cut here
+            ax.set_ylim(0, top)
+            notes = ([f"▲ whisker cut at the axis, ends at: {', '.join(clipped)}"] if clipped else []) + \
+                _unresolved(sub, combos)
+            if notes:
+                ax.text(0.01, 0.99, "\n".join(notes), transform=ax.transAxes, va="top", ha="left", fontsize=7,
+                        color="#a40", bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#dca", "alpha": 0.95})
             ax.set_ylabel("output tokens/s (whole replica)")
     fig.legend(loc="outside right center", title="start method")
     return fig
+
+
+def _unresolved(sub: pd.DataFrame, combos: list) -> list[str]:
+    """The panel's rates that are not resolved at 99% from their fork of the same mode (fork-eager
+    for spawn-eager; fork, or what ran as fork, for the rest), in each setting: one line saying so,
+    so that no bar difference reads as a result."""
+    pairs = []
+    for tp, state in combos:
+        here = sub[(sub["tp"] == tp) & (sub["parent_state"] == state)].set_index("method")
+        fork = next((m for m in here.index if verdict.ran_as(m) == "fork" or m == "fork-override"), None)
+        ci = lambda m: (here.at[m, "ci_low"], here.at[m, "ci_high"])  # noqa: E731
+        for m in here.index:
+            suffix = m[len(base_method(m)):] if "→" not in m else ""
+            ref = f"fork{suffix}" if f"fork{suffix}" in here.index else fork
+            if ref is not None and m != ref and base_method(m) != "fork" and not rates_differ(ci(m), ci(ref)):
+                pairs.append(f"{m} vs {ref}")
+    if not pairs:
+        return []
+    shown = ", ".join(dict.fromkeys(pairs)) if len(pairs) <= 3 else f"{len(pairs)} pairs"
+    return [f"≈ not resolved at 99%: {shown}"]
 
 
 # 4 ------------------------------------------------------------------------------------------------
@@ -551,118 +611,75 @@ def scenario(df: pd.DataFrame, engine: str) -> tuple[str, int, int] | None:
 
 
 def chart_amortisation(df: pd.DataFrame) -> Figure:
-    """Cold start plus N tokens against N, and daily overhead against starts a day, per method."""
+    """Does the faster start pay for a slower decode? Per engine and mode, the fastest starter F
+    against its spawn twin (or the next fastest): the break-even decode gap (how much slower F may
+    decode before its start-up saving is gone, `decide.break_even_gap`) against busy hours a day,
+    one line per restarts a day, over the 99% interval of how much slower F decodes (decode parity
+    across cold starts where `df.attrs["parity"]` has the pair, else asv's intervals). Where a line
+    runs above the band F's saving holds at every point; inside or under it, no verdict."""
     pattern = f"{vocab.TOKENS_RE}|{vocab.TIME_TO_READY}"
     ok = _ok(df, pattern)
-    scenarios = {e: scenario(df, e) for e in sorted(ok["engine_label"].unique())}
-    if not any(scenarios.values()):
-        return _empty(Figure(figsize=(8, 3)), _why(f"{NO_DATA} (a time to ready and a decode rate of one "
-                                                   "configuration)", _rows(df, pattern)))
-    fig, axes = _grid(len(scenarios), 2, w=5.6, h=4.4)
-    for r, (engine, chosen) in enumerate(scenarios.items()):
-        if chosen is None:  # an engine with start-ups or rates, never both in one configuration
-            rows = _rows(df, pattern)
-            for ax in axes[r]:
-                ax.set_title(engine)
-                _nothing(ax, _why("no configuration with both a time to ready and a decode rate",
-                                  rows[rows["engine_label"] == engine]))
+    panels = []
+    for engine in sorted(ok["engine_label"].unique()):
+        chosen = scenario(df, engine)
+        if chosen is None:
             continue
         state, tp, batch = chosen
         sub = ok[(ok["engine_label"] == engine) & (ok["parent_state"] == state) & (ok["tp"] == tp)]
-        ttr = sub[sub["metric"] == vocab.TIME_TO_READY].set_index("method")["value"]
-        rates = sub[sub["metric"] == vocab.tokens_per_s(batch)].set_index("method")
-        rate = rates["value"]
-
-        def differs(a: str, b: str, r: pd.DataFrame = rates) -> bool:
-            return rates_differ((r.at[a, "ci_low"], r.at[a, "ci_high"]), (r.at[b, "ci_low"], r.at[b, "ci_high"]))
-
-        methods = [m for m in method_order(rate.index) if m in ttr.index]
-        # A decode rate not resolved from the fastest at 99% is drawn at the fastest's: a median
-        # difference inside its interval would otherwise bend the curves into crossings that the
-        # chart says are no break-even.
-        fastest = max(methods, key=lambda m: rate[m])
-        rate = pd.Series({m: rate[m] if differs(m, fastest) else rate[fastest] for m in methods})
-        colors = method_colors(methods)
-        where = f"{engine}, parent {state}, TP={tp}, batch {batch}"
-        # within a day: the tokens the fastest decoder serves in 86,400 s, the starts that fit in one
-        n = np.logspace(0, np.log10(DAY_S * rate[methods].max()), 400)
-        _curves(axes[r, 0], n, {m: ttr[m] + n / rate[m] for m in methods}, colors,
-                lambda a, b: break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), "tokens", differs)
-        _loglog(axes[r, 0])
-        axes[r, 0].set(xlabel="output tokens N served after a cold start",
-                       ylabel="wall seconds: start-up + N / tokens/s", title=f"Time to serve N tokens\n{where}")
-        daily = BUSY_HOURS * 3600 * rate[methods].max()
-        starts = np.logspace(0, np.log10(DAY_S / ttr[methods].min()), 400)
-        cost = {m: np.where(starts * ttr[m] <= DAY_S * (1 + 1e-9), starts * ttr[m] + daily / rate[m] - daily / rate[methods].max(),
-                            np.nan) for m in methods}
-        _curves(axes[r, 1], starts, cost, colors,
-                lambda a, b: _restarts(break_even_tokens(ttr[a], rate[a], ttr[b], rate[b]), daily), "starts/day",
-                differs)
-        _loglog(axes[r, 1])
-        axes[r, 1].set(xlabel="worker-group (re)starts per day",
-                       ylabel="overhead, seconds per day per replica",
-                       title=f"Daily overhead: start-ups + slower decoding\nload {daily:,.0f} tokens/day "
-                             f"(= {BUSY_HOURS:g} h at the fastest rate)")
-    seen = {}
-    for ax in axes[:, 0]:  # every engine's methods (vLLM's labelled overrides too), once each
-        for h, lbl in zip(*ax.get_legend_handles_labels()):
-            seen.setdefault(lbl, h)
-    fig.legend(list(seen.values()), list(seen), loc="outside right center", title="start method")
+        asked = dict(zip(sub["method"], sub["asked"] if "asked" in sub else sub["method"]))
+        labels = set(asked.values())
+        for mode in sorted({mode_of(a, labels) for a in labels}):
+            mine = sub[sub["method"].map(lambda m: mode_of(asked[m], labels) == mode)]
+            sides = {m: s for m, s in capacity_sides(mine, batch).items() if s.ttr and s.rate}
+            if len(sides) < 2:
+                continue
+            order = sorted(sides, key=lambda m: sides[m].ttr.value)
+            f = order[0]
+            twin = "spawn" + asked[f][len(base_method(asked[f])):]
+            o = next((m for m in order[1:] if asked[m] == twin), order[1])
+            dec = decide.decode_of(sides[f], sides[o], df.attrs.get("parity"), batch, asked)
+            panels.append((f"{engine}{f' ({mode} mode)' if mode else ''}, parent {state}, TP={tp}, batch {batch}",
+                           sides[f], sides[o], dec, tp))
+    if not panels:
+        return _empty(Figure(figsize=(8, 3)), _why(f"{NO_DATA} (two methods with a time to ready and a decode rate in "
+                                                   "one setting)", _rows(df, pattern)))
+    fig, axes = _grid(1, len(panels), w=5.6, h=4.4)
+    hours = np.logspace(np.log10(0.1), np.log10(24), 200)
+    for ax, (where, f, o, dec, tp) in zip(axes[0], panels):
+        saving = o.ttr.value - f.ttr.value
+        floor = []
+        for i, r in enumerate(decide.RESTARTS):
+            gap = [100 * g if (g := decide.break_even_gap(saving, r, h)) else np.nan for h in hours]
+            ax.plot(hours, gap, color=RESTART_COLORS[i], lw=1.6, label=f"{r:g} start{'s' * (r != 1)}/day")
+            floor.append(np.nanmin(gap) if np.isfinite(gap).any() else np.nan)
+        bottom = np.nanmin(floor) / 3 if np.isfinite(floor).any() else 1e-3
+        if dec is not None and dec.bounded:
+            slow_lo, slow_hi = max(-dec.hi, 0.0), max(-dec.lo, 0.0)
+            if slow_hi > 0:
+                ax.axhspan(max(100 * slow_lo, bottom), 100 * slow_hi, color="#d62728", alpha=0.15, lw=0,
+                           label=f"99% interval: {f.method} up to {pct(slow_hi, signed=False)} slower")
+                ax.axhline(100 * slow_hi, color="#d62728", lw=1, ls="--")
+            held = decide.hours_max(difference(o.ttr, f.ttr), dec, decide.Deployment(24, 24, tp))
+            if held is not None:
+                ax.axvline(held, color="#444", lw=1, ls=":",
+                           label=f"{f.method} holds up to {decide.hours_text(held)} a day at 24 starts/day")
+        note = (f"decode {dec.text(f.method, o.method)}" if dec is not None else "decode rates not both measured")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}"))
+            axis.set_minor_locator(NullLocator())
+        ax.set_xticks([0.1, 0.25, 0.5, 1, 2, 4, 8, 24])
+        ax.set_xlim(0.1, 24)
+        ax.set_ylim(bottom=bottom)
+        ax.set(title=f"{f.method} starts {num(saving)} s sooner than {o.method}\n{where}",
+               xlabel="busy hours a day (decode load at the faster rate)\n" + textwrap.fill(note, 80),
+               ylabel=f"break-even: {f.method} decoding this % slower")
+        ax.legend(fontsize=7, loc="lower left")
     return fig
 
 
-def _loglog(ax) -> None:
-    """Log axes labelled 1, 10, 100, 1k, 10k, 1M (the default labels are mathtext, which is off)."""
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(FuncFormatter(_si))
-        axis.set_minor_locator(NullLocator())  # decades are enough, and minor log ticks are slow to lay out
-
-
-def _si(v: float, _pos: object = None) -> str:
-    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= div:
-            return f"{v / div:g}{suffix}"
-    return f"{v:g}"
-
-
-def _restarts(tokens: float | None, daily: float) -> float | None:
-    return daily / tokens if tokens else None
-
-
-def _curves(ax, x: np.ndarray, curves: dict[str, np.ndarray], colors: dict, crossing: Callable, unit: str,
-            differs: Callable[[str, str], bool] = lambda a, b: True) -> None:
-    """Draw the curves and mark every break-even point (two methods cost the same) in range, only
-    between methods whose decode rates differ at 99%: a crossing made by a rate difference inside
-    its interval is noise, not a break-even."""
-    for m, y in curves.items():
-        ax.plot(x, y, color=colors[m], label=m, lw=1.6, ls="--" if "→" in m else "-")
-    names, notes, unresolved = list(curves), [], 0
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            if not differs(a, b):
-                unresolved += 1
-                continue
-            at = crossing(a, b)
-            if at is None or not x[0] <= at <= x[-1]:
-                continue
-            y = float(np.interp(at, x, curves[a]))
-            notes.append(f"{len(notes) + 1}: {a} = {b} at {_si(float(f'{at:.2g}'))} {unit}")
-            ax.plot([at], [y], "o", mfc="white", mec="k", ms=11, zorder=5)
-            ax.text(at, y, str(len(notes)), ha="center", va="center", fontsize=7, zorder=6)
-    if not notes and unresolved:
-        notes_text = "no break-even: decode rates equal within their 99% intervals (drawn equal)"
-    elif notes:
-        notes_text = "break-even points\n" + "\n".join(notes)
-    else:
-        notes_text = "no break-even in range"
-    # numbered, listed in a corner: break-even points are often close together
-    ax.text(0.98, 0.03, notes_text, transform=ax.transAxes, ha="right", va="bottom", multialignment="left",
-            fontsize=7.5, bbox={"boxstyle": "round", "fc": "white", "ec": "#999", "alpha": 0.9})
-    best = {names[i] for i in np.nanargmin(np.vstack([curves[m] for m in names]), axis=0)}
-    if len(best) == 1 and len(names) > 1:
-        ax.text(0.02, 0.97, f"cheapest throughout: {best.pop()}", transform=ax.transAxes, va="top", fontsize=8)
+RESTART_COLORS = ["#9ecae1", "#4292c6", "#08519c", "#08306b"]  # restarts a day, light to dark: few to many
 
 
 # 6 ------------------------------------------------------------------------------------------------
@@ -676,10 +693,22 @@ def compatibility(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def chart_compatibility(df: pd.DataFrame) -> Figure:
-    cells = compatibility(df)
-    if cells.empty:
+    """What ran from which parent state, and whether it worked: only rows and columns with something
+    run; what was not run (or cannot exist here) is summarised once, under the matrix."""
+    every = compatibility(df)
+    if every.empty:
         return _empty(Figure(figsize=(8, 3)), "no start-up status recorded")
-    columns = list(dict.fromkeys(cells["parent_state"]))
+    ran = ~every["verdict"].isin([verdict.NOT_RUN, verdict.NA])
+    if not ran.any():
+        return _empty(Figure(figsize=(8, 3)), _why("nothing was run here", every.assign(
+            status="skipped", value=np.nan)))
+    keep_rows = set(zip(every.loc[ran, "engine"], every.loc[ran, "method"]))
+    keep_cols = set(every.loc[ran, "parent_state"])
+    inside = [(e, m) in keep_rows and c in keep_cols for e, m, c in zip(every["engine"], every["method"],
+                                                                        every["parent_state"])]
+    cells = every[pd.Series(inside, index=every.index) & ran]
+    left = every[~ran]
+    columns = [c for c in dict.fromkeys(every["parent_state"]) if c in keep_cols]
     rows = [(e, m) for e in sorted(cells["engine"].unique())
             for m in method_order(cells[cells["engine"] == e]["method"])]
     notes: dict[str, int] = {}
@@ -692,7 +721,7 @@ def chart_compatibility(df: pd.DataFrame) -> Figure:
         y, x = rows.index((c.engine, c.method)), columns.index(c.parent_state)
         label = c.text
         if isinstance(c.error, str) and c.error.strip():
-            key = _first_line(c.error)
+            key = cause(c.error, 150)  # the exception line, not "Traceback (most recent call last):"
             label += f" [{notes.setdefault(key, len(notes) + 1)}]"
         ax.add_patch(Rectangle((x + 0.02, y + 0.05), 0.96, 0.9, color=STATUS_COLORS[c.verdict]))
         ax.text(x + 0.5, y + 0.5, label, ha="center", va="center", fontsize=8)
@@ -703,14 +732,19 @@ def chart_compatibility(df: pd.DataFrame) -> Figure:
         ax.spines[side].set_visible(False)
     ax.tick_params(length=0)
     lines = [f"[{i}] " + textwrap.shorten(e, 150) for e, i in notes.items()]
+    for word in (verdict.NOT_RUN, verdict.NA):
+        here = left[left["verdict"] == word]
+        if len(here):
+            states = len(every["parent_state"].unique())
+            where = "; ".join(f"{e} · {m}: " + ("every parent state" if len(g) == states else
+                                                ", ".join(g["parent_state"]))
+                              for (e, m), g in here.groupby(["engine", "method"], sort=False))
+            lines.append(textwrap.shorten(f"{word} ({len(here)}): {where}", 400))
     lines.append("works = every cold start reached ready; fails = an error; hangs = timed out; "
-                 "n/a = cannot exist here (e.g. a device state without a GPU); not run = not measured")
-    ax.set_xlabel("\n".join(lines), loc="left", fontsize=8)
+                 "n/a = cannot exist here (e.g. a device state without a GPU); blank = not run")
+    chars = int(fig.get_figwidth() * 72 / 4.9)  # 8 pt text: about 4.9 pt a character; the notes fit the figure
+    fig.supxlabel("\n".join(textwrap.fill(ln, chars) for ln in lines), x=0.01, ha="left", fontsize=8)
     return fig
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else text
 
 
 CHARTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
@@ -718,7 +752,7 @@ CHARTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
     "memory": ("2. Memory per process and worker group at ready", chart_memory),
     "throughput": ("3. Steady-state decode throughput", chart_throughput),
     "tradeoff": ("4. Trade-off map: extra start-up vs extra memory per replica, relative to fork", chart_tradeoff),
-    "amortisation": ("5. Amortisation: when does a faster start pay for a slower decode?", chart_amortisation),
+    "amortisation": ("5. Break-even: when does a faster start pay for a slower decode?", chart_amortisation),
     "compatibility": ("6. Compatibility: does each start method work from each parent state?", chart_compatibility),
 }
 
@@ -738,15 +772,20 @@ def provenance(machine: pd.DataFrame) -> str:
     return f"{m['machine']} · {engines} · full versions: the machine's \"Machine and versions\" table"
 
 
-def draw(df: pd.DataFrame, machine: pd.DataFrame, out_dir: Path, prefix: str = "") -> dict[str, dict[str, Path]]:
-    """Draw the six charts of one machine's rows into out_dir as PNG and SVG; name -> paths."""
+def draw(df: pd.DataFrame, machine: pd.DataFrame, out_dir: Path, prefix: str = "",
+         parity_rows: pd.DataFrame | None = None) -> dict[str, dict[str, Path]]:
+    """Draw the six charts of one machine's rows into out_dir as PNG and SVG; name -> paths.
+    `parity_rows` (parity.table): chart 5's decode differences across cold starts."""
     out: dict[str, dict[str, Path]] = {}
     df = view(df)
+    df.attrs["parity"] = parity_rows
     with matplotlib.rc_context(STYLE):
         for name, (title, make) in CHARTS.items():
             fig = make(df)
             # provenance (machine, commits, versions) is under the chart on the report page: `provenance`
             fig.suptitle(f"{title}\n{machine['machine'].iloc[0]}", fontsize=12, fontweight="bold")
+            longest = max(len(title), len(str(machine["machine"].iloc[0])))
+            fig.set_figwidth(max(fig.get_figwidth(), 0.105 * longest + 0.6))  # the title fits the figure
             out[name] = {}
             for ext in ("png", "svg"):
                 path = out_dir / f"{prefix}{name}.{ext}"

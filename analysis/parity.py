@@ -37,7 +37,7 @@ from .load import CONFIG_KEY, latest
 
 TOLERANCE = 0.03
 CONFIDENCE = 0.99
-COLUMNS = ["machine", "engine", "tp", "parent_state", "cuda_check", "method", "reference", "batch", "rate",
+COLUMNS = ["machine", "engine", "model", "tp", "parent_state", "cuda_check", "method", "reference", "batch", "rate",
            "reference_rate", "n", "reference_n", "diff_pct", "ci_low_pct", "ci_high_pct", "verdict", "cold_starts_needed"]
 
 
@@ -155,7 +155,7 @@ def _pct(r: Any) -> str:
 # What the diagnostics table shows of each process, in this order (the record's decode.<process>.<name>)
 DIAGNOSTICS = ("threads", "torch_threads", "cpus", "cpu_user_s", "cpu_system_s", "voluntary_switches",
                "involuntary_switches", "minor_faults", "major_faults", "gc_collections", "gc_s")
-DIAGNOSTIC_COLUMNS = ["machine", "engine", "tp", "parent_state", "cuda_check", "method", "reference", "process", "name",
+DIAGNOSTIC_COLUMNS = ["machine", "engine", "model", "tp", "parent_state", "cuda_check", "method", "reference", "process", "name",
                       "value", "reference_value"]
 
 
@@ -192,7 +192,7 @@ def _settings(records: pd.DataFrame):
     ok = records[records["status"] == "ok"]
     if ok.empty:
         return
-    setting = ["machine", "engine", "tp", "parent_state", "cuda_check"]
+    setting = ["machine", "engine", "model", "tp", "parent_state", "cuda_check"]
     for key, group in latest(ok, CONFIG_KEY).groupby(setting, sort=False, dropna=False):
         yield dict(zip(setting, key)), dict(zip(group["method"], group["record"]))
 

@@ -21,8 +21,8 @@ import pandas as pd
 
 from forkspawn import vocabulary as vocab
 
-from . import charts, fleet, parity, summary, verdict
-from .capacity import RESTARTS_PER_DAY, Node, plan
+from . import charts, fleet, parity, screen, summary, verdict
+from .capacity import BUSY_HOURS, RESTARTS_PER_DAY
 from .derive import INCLUDES, interval_text, no_small_n_intervals, prepare
 from .fmt import cause, num
 from .load import BadInput, Results, latest, load
@@ -31,7 +31,8 @@ from .verdict import method_order
 CAPTIONS = {
     "startup_phases": "When each start-up phase ended for the slowest rank, stacked in time order, one row per "
                       "engine with its own phases: each segment is the time from the previous phase's end to this "
-                      "one's (clamped at 0), so the bar's height is the time to ready; whiskers are its 99% CI; "
+                      "one's (clamped at 0), so the bar's height is the time to ready; one scale per engine (row); "
+                      "whiskers are its 99% CI; a bar too short to see is marked (▼); "
                       "hatched slots are configurations that failed, labelled with the exception. "
                       "Under fork the child skips the imports its parent already did; forkserver-preload moves "
                       "them into the forkserver, which starts before the first rank.",
@@ -40,24 +41,26 @@ CAPTIONS = {
               "stack counts each shared page once per process, so it overstates what copy-on-write shares. "
               "GPU memory (NVML, per process, CUDA context included) appears on GPU machines.",
     "throughput": "Steady-state decode rate after warm-up (all ranks of a replica together), median of the cold "
-                  "starts; whiskers are asv's 99% confidence interval of the median, clipped to the chart. With "
-                  "few cold starts the interval is wide: compare bars whose whiskers do not overlap.",
+                  "starts; whiskers are asv's 99% confidence interval of the median; one cut at the axis is marked "
+                  "(▲) and its end listed in the panel, which also names the rates not resolved from fork's at 99%. "
+                  "With few cold starts the interval is wide: compare bars whose whiskers do not overlap; the "
+                  "decision above weighs decode across cold starts where a fork/spawn pair has it.",
     "tradeoff": "Each point is one start method in one setting (engine, parent state, TP size) compared with "
                 "fork in the same setting: to the right it needs more memory per replica, upwards it takes "
                 "longer to become ready. Settings where fork failed have no reference and are left out.",
-    "amortisation": "Left: the wall time to serve N output tokens from a cold start (time to ready + N / "
-                    "tokens/s). Right: the overhead a day of one replica against its (re)starts a day — the "
-                    "start-ups plus the extra decode time against the fastest decoder at the stated load. "
-                    "Circles mark break-even points where two methods cost the same, only between methods whose decode "
-                    "rates differ at 99%; a decode rate not resolved from the fastest at 99% is drawn at the fastest's, "
-                    "so those methods differ by their start-up alone.",
+    "amortisation": "For each engine and mode, the method that starts fastest against its spawn twin (or the next "
+                    "fastest): how much slower it may decode before its start-up saving is gone (the break-even "
+                    "decode gap), against the busy hours a day, one line per number of (re)starts a day. The red band "
+                    "is the 99% interval of how much slower it decodes (across cold starts where measured so, else "
+                    "asv's intervals): where a line runs above the band, the faster start pays at every point of the "
+                    "interval; inside or below it there is no verdict. The dotted line is where the planner's verdict "
+                    "holds up to at 24 starts a day (the start-up interval's low end against the decode's worst case).",
     "compatibility": "Whether a worker group reached ready under each start method from each parent state "
                      "(torch imported, CUDA queried or initialised in the parent). The errors are listed in "
                      "full in the table below the chart.",
 }
 
 METHODOLOGY = """
-<h2 id="methodology">Methodology</h2>
 <dl>
 <dt>Clock</dt><dd>Every rank stamps its phases with <code>time.monotonic</code> (CLOCK_MONOTONIC), which is
 system-wide, so stamps of different processes compare directly. A phase's time is seconds since the group's
@@ -78,12 +81,15 @@ the warm-up steps, timed with <code>time.perf_counter</code> in rank 0.</dd>
 <dt>Status</dt><dd><b>works</b>: every cold start reached ready; <b>fails</b>: an error (the first failure is kept);
 <b>hangs</b>: the start did not reach ready before the timeout; <b>n/a</b>: skipped, the configuration cannot
 exist on this machine (e.g. a CUDA parent state without a GPU).</dd>
-<dt>Capacity planning</dt><dd>Replicas per node = the smallest of GPUs / TP, CPU cores / TP (one core per rank),
-host RAM / the group's PSS, and (when measured) whether a rank's GPU memory fits a GPU. Start-up loss = starts a
-day &times; time to ready &times; TP devices held; the replica-day's cost adds the longer decode of a rate below
-the fastest at 99% (one busy hour a day). The recommendation prefers methods that work, then more replicas, then
-the least replica-day cost, then more RAM headroom; it flags a decode rate below another method's when their
-99% intervals are disjoint, says when fork becomes wrong, and marks labelled overrides as non-default.</dd>
+<dt>Capacity planning and verdicts</dt><dd>Replicas per node = the smallest of GPUs / TP, CPU cores / TP (one
+core per rank), host RAM / the group's PSS, and whether a rank's GPU memory fits a GPU (unknown where an engine's
+KV-cache reservation was not recorded). A replica-day costs its start-ups (starts a day &times; time to ready
+&times; TP devices) and its decode load (busy hours at the faster rate; busy all day by default). A method is
+the verdict only where it costs less than every other that works at every point of the 99% intervals of the
+differences (time to ready; decode rate across cold starts where a fork/spawn pair has it, else asv's intervals
+of the medians), and the difference it rests on is at least 3% of the other's (the decode parity tolerance);
+otherwise "no verdict", with the break-even decode gap over restarts and busy hours and the cold starts that
+would decide it.</dd>
 <dt>Executive summary</dt><dd>Differences of two medians carry the conservative interval
 [lo<sub>a</sub> &minus; hi<sub>b</sub>, hi<sub>a</sub> &minus; lo<sub>b</sub>] from asv's 99% intervals; a verdict rests only on
 differences whose interval excludes 0. Cold starts needed: n &times; (half-width / |difference|)<sup>2</sup>, a
@@ -105,9 +111,16 @@ figcaption{font-size:0.9em;color:#444;max-width:70em} .prov{font-size:0.85em;col
 dt{font-weight:bold;margin-top:0.6em}
 .scroll{overflow-x:auto;max-width:100%} .scroll table{margin:0.4em 0}
 .resolved{font-weight:bold} .unresolved,.same{color:#888} .note{font-size:0.9em;color:#444;max-width:70em}
-.glance{background:#f7f7fb;border:1px solid #dde;padding:0.4em 1em;margin:1em 0}
 ul.verdicts li{margin:0.15em 0} h4{margin:1.2em 0 0.2em}
 pre{white-space:pre-wrap;font-size:0.8em;background:#f8f8f8;padding:0.5em}
+td{overflow-wrap:anywhere;max-width:60em} table.decision{font-size:0.9em;width:100%}
+table.decision td{padding:0.3em 0.6em} table.decision ul{margin:0.2em 0;padding-left:1.1em}
+td.verdict{font-weight:bold;font-size:1.1em;white-space:nowrap} tr.open td.verdict{color:#a40}
+table.breakeven{font-size:0.8em} table.breakeven th{font-weight:normal}
+.deploy{font-size:0.95em;margin:0.3em 0} h1{font-size:1.6em;margin:0.3em 0}
+details{margin:0.6em 0} summary{cursor:pointer;font-weight:bold;color:#335}
+ul.toc{font-size:0.9em} figure img{max-height:90vh;width:auto}
+@media print{details{display:none} figure{break-inside:avoid} body{max-width:none}}
 """
 
 
@@ -156,22 +169,26 @@ def _copy_results(results: Results, dest: Path) -> None:
 
 
 def render(results: Results, out_dir: Path) -> str:
-    """index.html for the results; chart files are written into out_dir."""
+    """index.html for the results; chart files are written into out_dir. The first screen is the
+    decision (screen.py); then each machine's charts; every table is folded below them."""
     table = latest(results.table)
-    body = [f"<h1>forkspawn-bench report</h1><p>What the multiprocessing start method of tensor-parallel "
-            f"workers costs: start-up, memory, throughput and compatibility, measured with asv. "
-            f"{len(results.files)} result files from <code>{e(results.root)}</code> "
-            f"(copied to <a href=\"results/\">results/</a>); every measured value is in "
-            f"<a href=\"table.csv\">table.csv</a>.</p>"]
     machines = list(dict.fromkeys(table["machine"]))
     groups, not_run = summary.summarize(results.table)
+    decisions = screen.decisions(results)
     decode_parity = parity.table(results.records)
-    body.append(_at_a_glance(groups))
-    body.append(fleet.section(groups))
-    toc = [f"<li><a href=\"#m{i}\">{e(m)}</a> (<a href=\"#m{i}-summary\">executive summary</a>)</li>"
-           for i, m in enumerate(machines)]
-    toc.insert(0, "<li><a href=\"#fleet\">Fleet comparison</a></li>" if len(machines) > 1 else "")
-    body.append(f"<ul>{''.join(toc)}<li><a href=\"#methodology\">Methodology</a></li></ul>")
+    where = machines[0] if len(machines) == 1 else f"{len(machines)} machines"
+    caveats = dict.fromkeys(f"{g.key['engine']}: {g.verdicts[-1]}" if len(machines) == 1 else
+                            f"{g.key['machine']} · {g.key['engine']}: {g.verdicts[-1]}" for g in groups if g.verdicts)
+    body = [f"<h1>Start method verdicts: {e(where)}</h1>", screen.html(decisions),
+            f"<p class=\"note\"><b>When fork becomes wrong</b>: {e(' · '.join(caveats))}</p>" if caveats else "",
+            f"<p class=\"note\">What the multiprocessing start method of tensor-parallel workers costs, measured with "
+            f"asv: {len(results.files)} result files from <code>{e(results.root)}</code> (copied to "
+            f"<a href=\"results/\">results/</a>); every measured value is in <a href=\"table.csv\">table.csv</a>. "
+            f"Below: each machine's charts, then its tables (folded).</p>"]
+    toc = [f"<li><a href=\"#m{i}\">{e(m)}</a></li>" for i, m in enumerate(machines)]
+    body.append(f"<ul class=\"toc\">{''.join(toc)}<li><a href=\"#methodology\">Methodology</a></li></ul>")
+    if len(machines) > 1:
+        body.append(_fold("Fleet: each method against fork on every machine and TP size", fleet.section(groups)))
     slugs: set[str] = set()
     for i, machine in enumerate(machines):
         rows = table[table["machine"] == machine]
@@ -191,58 +208,61 @@ def render(results: Results, out_dir: Path) -> str:
         parity_html = parity.html(decode_parity[decode_parity["machine"] == machine])
         summary_html = summary.html(mine, lines) + (f"<h4>Decode parity across cold starts</h4>{parity_html}"
                                                     if parity_html else "")
-        body.append(_machine_section(i, machine, rows, info, charts.draw(rows, info, out_dir, prefix=f"{slug}-"),
-                                     summary_html, older))
-    body.append(METHODOLOGY)
+        plans = [d for d in decisions if d.machine == machine]
+        files = charts.draw(rows, info, out_dir, prefix=f"{slug}-",
+                            parity_rows=decode_parity[decode_parity["machine"] == machine])
+        body.append(_machine_section(i, machine, rows, info, files, summary_html, older, plans))
+    body.append(_fold("Methodology", METHODOLOGY, "methodology"))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>forkspawn-bench report: {e(', '.join(machines))}</title><style>{STYLE}</style></head>"
             f"<body>{''.join(body)}</body></html>\n")
 
 
-def _at_a_glance(groups: list) -> str:
-    """The first verdict of every setting, and when fork becomes wrong, before anything else."""
-    items = "".join(f"<li>{e(summary.headline(g))}</li>" for g in groups)
-    caveats = "".join(f"<li>{e(c)}</li>" for c in dict.fromkeys(g.verdicts[-1] for g in groups if g.verdicts))
-    return (f"<div class=\"glance\"><p><b>At a glance</b> (details in each machine's executive summary; "
-            f"verdicts rest only on differences resolved at 99%):</p><ul>{items}</ul>"
-            f"<p><b>When fork becomes wrong</b>:</p><ul>{caveats}</ul></div>")
+def _fold(summary_text: str, content: str, anchor: str = "") -> str:
+    """A folded section (closed: on screen one line, in print nothing)."""
+    if not content:
+        return ""
+    where = f" id=\"{e(anchor)}\"" if anchor else ""
+    return f"<details{where}><summary>{e(summary_text)}</summary>{content}</details>"
 
 
 def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFrame, files: dict,
-                     summary_html: str = "", older: pd.DataFrame | None = None) -> str:
+                     summary_html: str = "", older: pd.DataFrame | None = None,
+                     plans: list | None = None) -> str:
     raw, rows = rows, prepare(rows)  # the method that ran, restart time, no interval below n=3
-    parts = [f"<h2 id=\"m{i}\">Machine {e(machine)}</h2>",
-             f"<h3 id=\"m{i}-summary\">Executive summary</h3>{summary_html}", "<h3>Machine and versions</h3>",
-             _html_table(info[["engine", "engine_version", "commit", "env", "date", "gpu", "gpu_count", "gpu_driver",
-                               "cpu", "num_cpu", "ram_gib", "os", "versions"]])]
-    parts.append("<h3>Time to ready (median [99% CI], seconds)</h3>" + _median_table(rows, vocab.TIME_TO_READY)
-                 + _includes(rows))
-    parts.append("<h3>Steady-state decoding (output tokens/s, median [99% CI])</h3>"
-                 + _median_table(rows, r"tokens_per_s\.b\d+"))
-    parts.append("<h3>Teardown (seconds from the stop request until every process exited, median [99% CI])</h3>"
-                 + _median_table(rows, vocab.TEARDOWN))
-    parts.append("<h3>Memory at ready, per process and per replica (MiB, median of the cold starts)</h3>"
-                 "<p class=\"note\">The <code>group</code> row is the replica: parent, forkserver (if any) and "
-                 "every rank. USS and PSS sum to the real footprint; RSS counts shared pages in each process; "
-                 "GPU is NVML's per-process figure. Intervals are in the executive summary and table.csv.</p>"
-                 + _memory_table(rows))
-    if rows["metric"].str.startswith("roofline_fraction").any():
-        parts.append("<h3>Fraction of the decode roofline (tokens/s over batch &times; measured memory bandwidth "
-                     "/ weight bytes per rank)</h3>" + _median_table(rows, r"roofline_fraction\.b\d+"))
+    parts = [f"<h2 id=\"m{i}\">Machine {e(machine)}</h2><p class=\"prov\">{e(charts.provenance(info))}</p>"]
     for name, (title, _) in charts.CHARTS.items():
         png, svg = files[name]["png"], files[name]["svg"]
         data = base64.b64encode(png.read_bytes()).decode()
         parts.append(f"<figure data-chart=\"{e(name)}\"><img src=\"data:image/png;base64,{data}\" "
                      f"alt=\"{e(title)} ({e(machine)})\"><figcaption><b>{e(title)}.</b> {e(CAPTIONS[name])} "
-                     f"Files: <a href=\"{e(png.name)}\">PNG</a>, <a href=\"{e(svg.name)}\">SVG</a>."
-                     f"<br><span class=\"prov\">{e(charts.provenance(info))}</span></figcaption></figure>")
-        if name == "compatibility":
-            cells = charts.compatibility(raw)
-            parts.append("<h3>Compatibility, with the errors</h3>" + _compatibility_table(cells))
-    parts.append(_capacity_section(raw, info))
+                     f"Files: <a href=\"{e(png.name)}\">PNG</a>, <a href=\"{e(svg.name)}\">SVG</a>.</figcaption></figure>")
+    parts.append(_fold("Executive summary: every setting, each method against fork, with 99% intervals",
+                       summary_html, f"m{i}-summary"))
+    tables = ("<h3>Time to ready (median [99% CI], seconds)</h3>" + _median_table(rows, vocab.TIME_TO_READY)
+              + _includes(rows)
+              + "<h3>Steady-state decoding (output tokens/s, median [99% CI])</h3>"
+              + _median_table(rows, r"tokens_per_s\.b\d+")
+              + "<h3>Teardown (seconds from the stop request until every process exited, median [99% CI])</h3>"
+              + _median_table(rows, vocab.TEARDOWN)
+              + "<h3>Memory at ready, per process and per replica (MiB, median of the cold starts)</h3>"
+              "<p class=\"note\">The <code>group</code> row is the replica: parent, forkserver (if any) and "
+              "every rank. USS and PSS sum to the real footprint; RSS counts shared pages in each process; "
+              "GPU is NVML's per-process figure. Intervals are in the executive summary and table.csv.</p>"
+              + _memory_table(rows))
+    if rows["metric"].str.startswith("roofline_fraction").any():
+        tables += ("<h3>Fraction of the decode roofline (tokens/s over batch &times; measured memory bandwidth "
+                   "/ weight bytes per rank)</h3>" + _median_table(rows, r"roofline_fraction\.b\d+"))
+    parts.append(_fold("Tables: time to ready, decoding, teardown, memory", tables))
+    parts.append(_fold("Compatibility, with the errors", _compatibility_table(charts.compatibility(raw))))
+    parts.append(_fold(f"Capacity plans for this machine ({RESTARTS_PER_DAY} starts and {BUSY_HOURS:g} busy hours "
+                       f"a day)", _capacity_section(plans or [])))
     if older is not None and len(older):
-        parts.append(_history(older))
+        parts.append(_fold("History: older commits", _history(older)))
+    parts.append(_fold("Machine and versions", _html_table(
+        info[["engine", "engine_version", "commit", "env", "date", "gpu", "gpu_count", "gpu_driver", "cpu", "num_cpu",
+              "ram_gib", "os", "versions"]])))
     return "".join(parts)
 
 
@@ -336,24 +356,18 @@ def _ci_text(x: Any) -> str:
     return (f"{num(x.value)} {ci}" + ("" if ci.startswith("n=") or n is None else f" n={n}")).strip()
 
 
-def _capacity_section(rows: pd.DataFrame, info: pd.DataFrame) -> str:
-    node = Node.of_machine(info.iloc[0]) if pd.notna(info.iloc[0]["num_cpu"]) else None
-    if node is None:
-        return ""
-    parts = [f"<h3>Capacity planning for this machine ({RESTARTS_PER_DAY} starts a day)</h3>",
-             "<p>Run <code>python -m analysis plan DIR --tp N --restarts-per-day R --gpus G --gpu-mem-gib M "
-             "--ram-gib R --cpus C</code> for another node.</p>"]
-    ok = rows[rows["status"] == "ok"]
-    for engine in sorted(ok["engine"].unique()):
-        for tp in sorted(ok[ok["engine"] == engine]["tp"].dropna().unique()):
-            try:
-                p = plan(rows, node, int(tp), RESTARTS_PER_DAY, engine=engine)
-            except BadInput as err:
-                parts.append(f"<p>{e(engine)} TP={int(tp)}: {e(err)}</p>")
-                continue
-            t = p.table.drop(columns=["recommended"])
-            parts.append(f"<p>{e(p.scenario)}</p>" + _html_table(
-                t, row_class=p.table["recommended"].map({True: "rec", False: ""})))
+def _capacity_section(decisions: list) -> str:
+    """Each decision's plan on the measured machine (screen.decisions made them)."""
+    parts = ["<p>Run <code>python -m analysis plan DIR --tp N --restarts-per-day R --busy-hours H --gpus G "
+             "--gpu-mem-gib M --ram-gib R --cpus C</code> for another deployment or node.</p>"]
+    for d in decisions:
+        if d.plan is None:
+            parts.append(f"<p>{e(d.setting)}: {e(d.error)}</p>")
+            continue
+        p = d.plan
+        parts.append(f"<h4>{e(d.setting)}</h4><p class=\"note\">{e(p.scenario)}</p><p><b>verdict</b>: {e(p.verdict)}</p>"
+                     + _html_table(p.table.drop(columns=["recommended"]),
+                                   row_class=p.table["recommended"].map({True: "rec", False: ""})))
     return "".join(parts)
 
 

@@ -12,7 +12,6 @@ small n asv widens its intervals more than that, so M is a lower bound ("about")
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,34 +21,15 @@ import pandas as pd
 from forkspawn import vocabulary as vocab
 from forkspawn.config import base_method
 
-from . import verdict
-from .capacity import BUSY_HOURS, RESTARTS_PER_DAY, break_even_decode_gap
-from .derive import has_interval, interval_text, prepare
-from .fmt import cause, interval, num
+from . import models, verdict
+from .capacity import BUSY_HOURS, RESTARTS_PER_DAY
+from .decide import THRESHOLD, break_even_gap
+from .derive import Estimate, difference, prepare, runs_needed  # noqa: F401 (Estimate, difference: the API)
+from .fmt import cause, engine_label, interval, num
 from .load import latest, method_order
 
-GROUP = ["machine", "engine", "tp", "parent_state", "cuda_check"]
+GROUP = ["machine", "engine", "tp", "parent_state", "cuda_check", "model"]  # two model sizes never mix
 CUDA_STATES = verdict.CUDA_STATES
-MAX_RUNS = 200  # beyond this the estimate says "more"
-
-
-@dataclass(frozen=True)
-class Estimate:
-    value: float
-    lo: float | None
-    hi: float | None
-    n: int | None
-
-    def text(self, signed: bool = False) -> str:
-        """'value [lo, hi]'; a value that cannot be negative (signed=False) never gets a negative bound."""
-        lo = self.lo if signed or self.lo is None else max(self.lo, 0.0)
-        return f"{num(self.value, signed)} {interval_text(lo, self.hi, self.n, signed)}".strip()
-
-    @property
-    def resolved(self) -> bool:
-        """The 99% interval excludes 0 (no interval below n=3)."""
-        return (self.lo is not None and self.hi is not None and (self.n is None or has_interval(self.n))
-                and (self.lo > 0 or self.hi < 0))
 
 
 # (key, label, metric regex, the better direction); the decode metric is the largest batch's
@@ -66,23 +46,6 @@ WORDS = {"ttr": ("starts {d} s faster", "starts {d} s slower"),
          "replica_mib": ("needs {d} MiB less host memory per replica", "needs {d} MiB more host memory per replica"),
          "gpu_mib": ("needs {d} MiB less GPU memory per rank", "needs {d} MiB more GPU memory per rank"),
          "decode": ("decodes {d} tokens/s faster", "decodes {d} tokens/s slower")}
-
-
-def difference(a: Estimate, b: Estimate) -> Estimate:
-    """a - b with the conservative interval [lo_a - hi_b, hi_a - lo_b] (module docstring)."""
-    known = None not in (a.lo, a.hi, b.lo, b.hi)
-    return Estimate(a.value - b.value, a.lo - b.hi if known else None, a.hi - b.lo if known else None,
-                    min(a.n or 0, b.n or 0) or None)
-
-
-def runs_needed(d: Estimate) -> int | None:
-    """Cold starts per method to resolve `d`, if its interval shrinks as 1/sqrt(n); None: more
-    than MAX_RUNS, or no estimate (no difference at all, or an unbounded interval)."""
-    if d.lo is None or d.hi is None or not d.n or d.value == 0:
-        return None
-    half = (d.hi - d.lo) / 2
-    m = math.ceil(d.n * (half / abs(d.value)) ** 2)
-    return max(m, d.n + 1) if m <= MAX_RUNS else None
 
 
 @dataclass
@@ -112,8 +75,9 @@ class Group:
     def title(self) -> str:
         k = self.key
         check = "" if k["cuda_check"] in (None, "runtime") else f" ({k['cuda_check']} check)"
-        version = f" {k['engine_version']}" if isinstance(k.get("engine_version"), str) else ""
-        return f"{k['machine']} · {k['engine']}{version} · TP={k['tp']} · parent {k['parent_state']}{check}"
+        size = models.of(k.get("model"))
+        return (f"{k['machine']} · {engine_label(k['engine'], k.get('engine_version'))}"
+                f"{f' · {size.label}' if size else ''} · TP={k['tp']} · parent {k['parent_state']}{check}")
 
 
 def summarize(df: pd.DataFrame) -> tuple[list[Group], list[str]]:
@@ -129,7 +93,8 @@ def summarize(df: pd.DataFrame) -> tuple[list[Group], list[str]]:
                                                                      + ("" if key[4] == "runtime" else f" ({key[4]})"))
             continue
         rows = df[(df[GROUP[0]] == key[0]) & (df["engine"] == key[1]) & (df["tp"] == key[2])
-                  & (df["parent_state"] == key[3]) & (df["cuda_check"] == key[4])]
+                  & (df["parent_state"] == key[3]) & (df["cuda_check"] == key[4])
+                  & ((df["model"] == key[5]) | (df["model"].isna() & pd.isna(key[5])))]
         groups.append(_group(dict(zip(GROUP, key)), rows, st, df))
     lines = [f"{m} · {e}: {verdict.word('skipped', reason)} ({len(where)} setting{'s' * (len(where) > 1)}: "
              f"{', '.join(where)}): {reason}"
@@ -215,8 +180,11 @@ def _failed(r: MethodRow) -> str:
 
 
 def _pair(r: MethodRow, ref: MethodRow) -> str:
-    """One method against fork: a conclusion only from resolved differences."""
-    better, worse, unresolved = [], [], []
+    """One method against fork: a conclusion ("use", "trade-off") only where every difference is
+    resolved at 99%, and each that counts at least THRESHOLD of fork's value; otherwise what is
+    resolved, what is not, and no verdict (`analysis plan` weighs the open ones for a deployment)."""
+    better, worse, unresolved, small = [], [], [], []
+    names = {k: lbl.split(",")[0].split(" (")[0] for k, lbl, *_ in METRICS}
     for k, _, _, sign in METRICS:
         d = r.deltas.get(k)
         if d is None:
@@ -226,13 +194,20 @@ def _pair(r: MethodRow, ref: MethodRow) -> str:
         if not d.resolved:
             unresolved.append(k)
             continue
+        base = abs(ref.values[k].value) if k in ref.values else 0
+        if base and abs(d.value) < THRESHOLD * base:  # resolved, but practically nothing
+            small.append(f"{names[k]} {num(d.value, signed=True)} ({100 * abs(d.value) / base:.1f}%)")
+            continue
         words = WORDS[k][0 if d.value * sign > 0 else 1].format(d=num(abs(d.value)))
         (better if d.value * sign > 0 else worse).append(f"{words} {interval(d.lo, d.hi, signed=True)}")
     who = f"{r.label} vs {ref.label}"
-    names = {k: lbl.split(",")[0].split(" (")[0] for k, lbl, *_ in METRICS}
     open_ = f"; not resolved: {', '.join(names[k] for k in unresolved)}" if unresolved else ""
     if "decode" in unresolved and r.deltas.get("ttr") is not None and r.deltas["ttr"].resolved:
         open_ += _break_even(r, ref)
+    if small:
+        open_ += f"; below the practical threshold of {100 * THRESHOLD:g}%: {', '.join(small)}"
+    if not better and not worse and small:
+        return f"{who}: no verdict: every resolved difference is below {100 * THRESHOLD:g}% of fork's{open_}"
     if not better and not worse:
         d = r.deltas.get("ttr")
         n = d.n if d is not None and d.n else "few"
@@ -240,7 +215,9 @@ def _pair(r: MethodRow, ref: MethodRow) -> str:
         why = ("no interval from so few" if d is None or d.lo is None else "no difference excludes 0 at 99%")
         return (f"{who}: not resolved with {n} cold start{'s' * (n != 1)}: run "
                 f"{f'about {m}' if m else 'more'} ({why})")
-    if better and not worse:
+    if unresolved:
+        head = f"no verdict yet, {who}"
+    elif better and not worse:
         head = f"use {r.label} over {ref.method}"
     elif worse and not better:
         head = f"use {ref.label} over {r.method}"
@@ -251,13 +228,12 @@ def _pair(r: MethodRow, ref: MethodRow) -> str:
 
 def _break_even(r: MethodRow, ref: MethodRow) -> str:
     """The decision rests on start-up while decode is unresolved: the decode-rate gap that would
-    cancel the start-up saving, at the report's assumed restarts and decode duty."""
+    cancel the start-up saving, at the report's deployment (`analysis plan` weighs the interval)."""
     d = r.deltas["ttr"].value
     faster, slower = (ref, r) if d > 0 else (r, ref)
-    gap = break_even_decode_gap(RESTARTS_PER_DAY * abs(d), BUSY_HOURS)
-    return (f" (unresolved; break-even: at {RESTARTS_PER_DAY} starts/day and {BUSY_HOURS:g} busy h/day, "
-            f"{faster.label} saves {RESTARTS_PER_DAY * abs(d):,.0f} device-s/day per device, which decoding "
-            f"{gap:.1%} slower than {slower.label} would cancel)") if gap else ""
+    gap = break_even_gap(abs(d), RESTARTS_PER_DAY, BUSY_HOURS)
+    return (f" (break-even: at {RESTARTS_PER_DAY} starts and {BUSY_HOURS:g} busy hours a day, {faster.label} "
+            f"decoding {100 * gap:.2g}% slower than {slower.label} cancels its start-up saving)") if gap else ""
 
 
 def markdown(groups: list[Group], skipped: list[str]) -> str:
@@ -335,8 +311,3 @@ def html(groups: list[Group], skipped: list[str]) -> str:
     if skipped:
         parts.append("<p>Not run:</p><ul>" + "".join(f"<li>{escape(s)}</li>" for s in skipped) + "</ul>")
     return "".join(parts)
-
-
-def headline(g: Group) -> str:
-    """The first verdict of a group, for the report's at-a-glance list."""
-    return f"{g.title}: {g.verdicts[0]}" if g.verdicts else g.title

@@ -1,4 +1,4 @@
-"""Self-benchmarks of the harness (issue 9, README "Measurement quality"): cheap, each class
+"""Self-benchmarks of the harness (issue 9, docs/measurement-quality.md): cheap, each class
 measured once per asv run in `setup_cache`, every track returning its samples so that asv stores
 a median and a 99% CI.
 

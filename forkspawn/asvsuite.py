@@ -90,7 +90,7 @@ class Profile:
         return None
 
 
-# Sized by the precision analysis (README, "Measurement quality"): on a noisy 2-core box spawn vs
+# Sized by the precision analysis (docs/measurement-quality.md): on a noisy 2-core box spawn vs
 # fork is resolved at 99% after 3 to 5 cold starts per side, vLLM's spawn vs fork override after
 # 3; a point stops as soon as its comparison is resolved or its interval is narrow (the stopping
 # rule), else at its cap. `default` fits 15 minutes there with the engines, by leaving out TP=1, vLLM's

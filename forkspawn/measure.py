@@ -57,7 +57,7 @@ def not_applicable(config: Config) -> str | None:
 
 def measure(config: Config, progress: Progress | None = None, reference: list[float] | None = None,
             done: Sequence[Run] = (), on_run: Callable[[Run], None] | None = None) -> Record:
-    """The `forkspawn measure --json` record of `config` (see README, "The measure record").
+    """The `forkspawn measure --json` record of `config` (see docs/formats.md, "The record").
 
     With `config.least` below `config.repeat`, cold starts stop early once `stats.settled` says
     so, against `reference` (the times to ready of the configuration this one is compared with).

@@ -3,7 +3,7 @@
 A `Run` is what a fresh parent interpreter observed starting one worker group once. A
 `Record` aggregates `repeat` runs of one configuration; its summary fields (medians) are
 derived from `samples`, the per-run values of every metric, so each statistic is computed
-once, here, with asv's own estimator (`stats.summarize`). The README documents every field.
+once, here, with asv's own estimator (`stats.summarize`). docs/formats.md documents every field.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class SchemaError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """What `forkspawn measure --json` prints for one configuration (README, "The record").
+    """What `forkspawn measure --json` prints for one configuration (docs/formats.md, "The record").
 
     The fields are the JSON's keys, in its order; `to_dict` is the JSON object and `from_dict`
     reads it back unchanged. Frozen: a record is a measurement, read and passed on, never edited

@@ -35,8 +35,8 @@ def settled(samples: list[float], reference: list[float] | None, least: int, pre
     After `least` samples a configuration is settled once its interval is disjoint from its
     reference's (`resolved`: the question it serves, e.g. spawn against fork, is answered) or
     narrower than `precision` (`precise`: more samples would not move the answer). The error rate
-    of this repeated look is checked by tests/test_stopping.py's simulation (README,
-    "Measurement quality").
+    of this repeated look is checked by tests/test_stopping.py's simulation
+    (docs/measurement-quality.md).
     """
     if len(samples) < max(least, 1):
         return None

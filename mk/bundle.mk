@@ -1,4 +1,4 @@
-# The offline engine bundle (README "Offline engine bundle"): on a connected machine
+# The offline engine bundle (docs/offline-bundle.md): on a connected machine
 # `make bundle` writes vLLM, Xinference and asv, resolved together for the GPU box's Python and
 # platform, as xz parts of PART_MB MiB plus manifest.json into BUNDLE_DIR; on the box
 # `make bench OFFLINE=1` (or `make offline-env OFFLINE=1`) installs them. Included from the Makefile.

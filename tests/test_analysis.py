@@ -19,8 +19,9 @@ import pytest
 
 from analysis import __main__ as cli
 from analysis import charts, load, report
-from analysis.capacity import Node, break_even_decode_gap, break_even_restarts, break_even_tokens, plan, rates_differ
-from analysis.load import COLUMNS, method_order
+from analysis.capacity import Node, break_even_restarts, break_even_tokens, plan, rates_differ
+from analysis.decide import break_even_gap
+from analysis.load import COLUMNS, BadInput, method_order
 
 REPO = Path(__file__).resolve().parents[1]
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -341,8 +342,8 @@ def test_bad_options_are_one_line(results_dir: Path, capsys: pytest.CaptureFixtu
         cli.main(["plan", str(results_dir)])  # --tp missing
     assert exc.value.code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
     assert "measured: 1, 2" in _cli_error(capsys, "plan", str(results_dir), "--tp", "4")
-    assert "'warm'" in _cli_error(capsys, "plan", str(results_dir), "--tp", "1", "--engine", "torch-tp",
-                                  "--parent-state", "warm")
+    assert "--parent-state warm: not measured" in _cli_error(capsys, "plan", str(results_dir), "--tp", "1",
+                                                             "--engine", "torch-tp", "--parent-state", "warm")
 
 
 def test_a_failed_report_never_replaces_a_good_one(results_dir: Path, built_report: Path, tmp_path: Path,
@@ -391,17 +392,18 @@ def test_compatibility_cells(tidy: pd.DataFrame) -> None:
 
 # -- capacity planning ---------------------------------------------------------------------------
 def _measured(method: str, ttr: float, pss: float, gpu: float | None, rate: float, status: str = "ok") -> list[dict]:
-    """Hand-made tidy rows of one TP=2 configuration."""
+    """Hand-made tidy rows of one TP=2 configuration of our workload on an 8-GPU machine."""
     base = {c: None for c in COLUMNS} | {"machine": "node", "commit": "c", "env": "e", "date": pd.Timestamp(0),
-                                         "engine": "eng", "method": method, "method_used": method, "tp": 2,
+                                         "engine": "torch-tp", "method": method, "method_used": method, "tp": 2,
                                          "parent_state": "torch", "cuda_check": "runtime", "status": status,
-                                         "error": None if status == "ok" else "boom"}
+                                         "error": None if status == "ok" else "boom", "gpu_count": 8}
     rows = [base | {"metric": "status", "value": 0 if status == "ok" else 1}]
     if status == "ok":
         rows += [base | {"metric": "time_to_ready_s", "value": ttr, "ci_low": ttr * 0.95, "ci_high": ttr * 1.05, "n": 5},
-                 base | {"metric": "mem.group.pss_mib", "value": pss},
+                 base | {"metric": "mem.group.pss_mib", "value": pss, "ci_low": pss * 0.99, "ci_high": pss * 1.01,
+                         "n": 5},
                  base | {"metric": "tokens_per_s.b4", "value": rate, "batch": 4, "ci_low": rate * 0.95,
-                         "ci_high": rate * 1.05}]
+                         "ci_high": rate * 1.05, "n": 5}]
         if gpu is not None:
             rows += [base | {"metric": f"mem.rank{r}.gpu_mib", "value": gpu + r} for r in range(2)]
     return rows
@@ -421,51 +423,59 @@ def test_capacity_plan_on_hand_made_numbers() -> None:
     assert t.at["fork", "replicas"] == 4 and t.at["fork", "limited_by"] == "GPUs"
     assert t.at["spawn", "replicas"] == 3 and t.at["spawn", "limited_by"] == "host RAM"
     assert t.at["forkserver", "replicas"] == 0 and t.at["forkserver", "limited_by"] == "GPU memory"
+    assert t.at["forkserver", "gpu_fit"] == "does not fit"  # our workload reserves nothing: all of it is fixed
     assert t.at["fork", "ram_headroom_gib"] == pytest.approx(64 - 4 * 10)
     assert t.at["fork", "gpu_headroom_gib"] == pytest.approx(80 - 20_001 / 1024)
     assert t.at["fork", "startup_gpu_s_per_day"] == pytest.approx(100 * 1.0 * 2)
     assert t.at["forkserver-preload", "startup_gpu_s_per_day"] == pytest.approx(100 * 0.5 * 2)
-    # same replicas as fork, less start-up loss: recommended, even though it decodes slower
+    # same replicas as fork, half its start-up (resolved, 50% of fork's): recommended, though it decodes slower
     assert p.recommended == "forkserver-preload"
-    assert "100 less than fork" in t.at["forkserver-preload", "reason"]
-    assert "decodes slower than fork, spawn" in t.at["forkserver-preload", "reason"]
-    assert t.at["spawn", "reason"].startswith("fits 3 replicas, 4 with forkserver-preload")
+    assert p.verdict.startswith("forkserver-preload: against fork: starts 0.5 s faster (50% of fork's")
+    assert t.at["spawn", "reason"].startswith("spawn loses to forkserver-preload: 4 replicas a node against 3")
     assert t.at["forkserver", "reason"].startswith("does not fit: GPU memory; GPU: fixed 90,001 MiB")
     assert t.at["ray", "reason"] == "fails: boom" and not t.at["ray", "recommended"]
-    # an hour of decoding a day: forkserver-preload's slower decode (800 vs 1000 tokens/s, resolved)
-    # costs 2 x 900 GPU-s a day, more than it saves at start-up: fork wins, with the CUDA caveat
-    busy = plan(df, node, tp=2, restarts_per_day=100).table.set_index("method")
-    assert busy.at["forkserver-preload", "decode_gpu_s_per_day"] == pytest.approx(2 * (3600 * 1000 / 800 - 3600))
-    assert busy.at["spawn", "decode_gpu_s_per_day"] == 0  # same rate as fork within the intervals
-    assert busy["recommended"].idxmax() == "fork"
-    assert "fork is wrong once the parent queries CUDA" in busy.at["fork", "reason"]
-    # a CPU-only node: cores bound the replicas, GPU headroom is not applicable
-    cpu = plan(df, Node(gpus=0, gpu_mem_gib=None, ram_gib=64, cpus=4), tp=2, restarts_per_day=1).table.set_index("method")
-    assert cpu.at["fork", "replicas"] == 2 and cpu.at["fork", "limited_by"] == "CPU cores"
-    assert cpu["gpu_headroom_gib"].isna().all()
+    # an hour of decoding a day: forkserver-preload's slower decode (800 vs 1000 tokens/s, resolved, 20%)
+    # costs 2 x 900 GPU-s a day, more than it saves at start-up at every point: fork wins, with the CUDA caveat
+    busy = plan(df, node, tp=2, restarts_per_day=100, busy_hours=1)
+    t = busy.table.set_index("method")
+    assert t.at["forkserver-preload", "decode_gpu_s_per_day"] == pytest.approx(2 * (3600 * 1000 / 800 - 3600))
+    assert t.at["spawn", "decode_gpu_s_per_day"] == 0
+    assert busy.recommended == "fork" and "decodes 25.0% faster" in busy.verdict
+    assert "fork is wrong once the parent queries CUDA" in t.at["fork", "reason"]
+    # a GPU machine's measurements do not plan a node without GPUs
+    with pytest.raises(BadInput, match="^--gpus 0: node measured on GPUs"):
+        plan(df, Node(gpus=0, gpu_mem_gib=None, ram_gib=64, cpus=4), tp=2, restarts_per_day=1)
 
 
 def test_capacity_costs_per_node_and_fleet_and_an_unresolved_start_up() -> None:
     df = pd.DataFrame(_measured("fork", 1.0, 10 * 1024, 20_000, 1000)
                       + _measured("spawn", 10.0, 20 * 1024, 20_000, 1000), columns=COLUMNS)
     node = Node(gpus=8, gpu_mem_gib=80, ram_gib=1024, cpus=64)
-    t = plan(df, node, tp=2, restarts_per_day=100, nodes=10).table.set_index("method")
-    # 4 replicas a node (8 GPUs / TP 2), each losing 100 x 1 s x 2 GPUs a day
+    p = plan(df, node, tp=2, restarts_per_day=100, busy_hours=1, replicas=40)
+    t = p.table.set_index("method")
+    # 4 replicas a node (8 GPUs / TP 2), each losing 100 x 1 s x 2 GPUs a day; 40 replicas need 10 nodes
     assert t.at["fork", "node_gpu_h_per_day"] == pytest.approx(4 * 200 / 3600)
-    assert t.at["fork", "fleet_gpu_h_per_day"] == pytest.approx(10 * 4 * 200 / 3600)
-    # decode rates inside each other's intervals: the decision rests on start-up, and says the break-even
-    # saving 100 x 9 s x 2 GPUs = 1800 GPU-s/day against 1 h x 2 GPUs: x = 0.25, g = 0.25 / 1.25 = 20%
-    assert "decode tokens/s unresolved at 99%" in t.at["fork", "reason"]
-    assert "decoding 20.0% slower than spawn would cancel" in t.at["fork", "reason"]
-    assert break_even_decode_gap(1800, 1, tp=2) == pytest.approx(0.2)
-    assert break_even_decode_gap(1800, 0) is None
-    # start-up times inside each other's 99% intervals: no recommendation
+    assert t.at["fork", "nodes_needed"] == 10
+    assert t.at["fork", "fleet_gpu_h_per_day"] == pytest.approx(40 * 200 / 3600)
+    # decode rates equal within [-9.5%, +10.5%]: at one busy hour fork's start-up saving (100 x 9 s x 2 GPUs,
+    # at least 100 x 8.45 s) outweighs the worst decode case; busy all day it does not
+    assert p.recommended == "fork"
+    assert break_even_gap(9, 100, 1) == pytest.approx(0.2) and break_even_gap(9, 100, 0) is None
+    allday = plan(df, node, tp=2, restarts_per_day=100)
+    assert allday.recommended is None
+    assert allday.verdict.startswith("no verdict: fork vs spawn: fork starts 9 s sooner [8.45, 9.55]; "
+                                     "decode fork 0% [-9.5%, +10.5%] of spawn's (asv's intervals of the medians); "
+                                     "fork decoding 1% slower cancels its saving at 100 starts and 24 busy h a day")
+    assert allday.break_even.loc["100", "1 h"] == "20.0% fork" and allday.break_even.loc["100", "24 h"] == "1% ?"
+    # start-up times inside each other's 99% intervals: no recommendation, and what would resolve them
     close = df.copy()
     ttr = close["metric"] == "time_to_ready_s"
     close.loc[ttr, ["ci_low", "ci_high"]] = [[0.5, 20.0]] * int(ttr.sum())
-    p = plan(close, node, tp=2, restarts_per_day=100)
+    p = plan(close, node, tp=2, restarts_per_day=100, busy_hours=1)
     assert p.recommended is None
-    assert p.table.set_index("method").at["fork", "reason"].startswith("unresolved: fork vs spawn start-up")
+    assert p.verdict.startswith("no verdict: fork vs spawn: start-up spawn - fork +9 s [-19.5, +19.5], not "
+                                "resolved at 99%")
+    assert "cold starts a side would resolve the start-up" in p.verdict
 
 
 def test_gpu_need_is_a_fixed_part_plus_the_kv_cache() -> None:
@@ -486,10 +496,17 @@ def test_gpu_need_is_a_fixed_part_plus_the_kv_cache() -> None:
                   parent_state="device-initialized").table.set_index("method")
     assert forced.index[0] == "fork→spawn (forced)"
     assert forced.iloc[0]["gpu_fixed_mib"] == pytest.approx(fork["gpu_fixed_mib"] + 612, abs=1)
-    # Xinference's GPU process is its engine core; no KV size recorded: all of it is fixed, and does not fit
-    xi = plan(res.table, node, tp=1, restarts_per_day=24, engine="xinference").table.iloc[0]
+    # Xinference's GPU process is its engine core; no KV size recorded: its fit on 40 GiB is unknown (it fits
+    # the 141 GiB it was measured on), with what it would need, never a wrong "does not fit"
+    xi = plan(res.table, node, tp=1, restarts_per_day=24, engine="xinference",
+              measured_gpu_mib=143_771).table.iloc[0]
     assert xi["method"] == "fork→spawn (forced)" and xi["gpu_mib_measured"] == pytest.approx(72_366, abs=1)
-    assert xi["replicas"] == 0 and xi["limited_by"] == "GPU memory"
+    assert xi["gpu_fit"] == "unknown" and xi["replicas"] == 8 and pd.isna(xi["gpu_fixed_mib"])
+    assert "GPU fit unknown: measured 72,366 MiB on a 143,771 MiB GPU" in xi["reason"]
+    assert "below gpu_memory_utilization=0.9 x 40,960 = 36,864 MiB" in xi["reason"]
+    big = plan(res.table, Node(gpus=8, gpu_mem_gib=141, ram_gib=1024, cpus=64), tp=1, restarts_per_day=24,
+               engine="xinference", measured_gpu_mib=143_771).table.iloc[0]
+    assert big["gpu_fit"] == "fits"
     # its time to ready is the whole restart, server start included (phase.ready, not the launch's 132 s)
     assert xi["time_to_ready_s"] == pytest.approx(206.6, abs=0.1)
     assert "server start request to ready" in xi["reason"]
@@ -523,10 +540,10 @@ def test_break_even_points() -> None:
 
 
 def test_plan_cli_defaults_to_the_measured_machine(results_dir: Path, capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["plan", str(results_dir), "--tp", "2", "--engine", "torch-tp", "--csv"]) == 0
+    assert cli.main(["plan", str(results_dir), "--tp", "2", "--engine", "torch-tp", "--busy-hours", "0", "--csv"]) == 0
     t = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("method")
     assert t.at["fork", "replicas"] == 8  # 16 CPU cores / TP 2, no GPU
-    assert t["recommended"].sum() == 1
+    assert t["recommended"].sum() == 1 and t.at["fork", "recommended"]
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -549,7 +566,7 @@ def test_everything_reaching_the_page_is_escaped(tmp_path: Path, monkeypatch: py
     root = write_results(tmp_path / "r", machine=hostile, error='<img src=x onerror="alert(2)">',
                          env_suffix="<svg onload=alert(3)>")
 
-    def placeholder(df, machine, out_dir, prefix=""):  # the page is under test here, not the charts
+    def placeholder(df, machine, out_dir, prefix="", **_):  # the page is under test here, not the charts
         paths = {}
         for name in charts.CHARTS:
             paths[name] = {ext: out_dir / f"{prefix}{name}.{ext}" for ext in ("png", "svg")}
@@ -725,25 +742,42 @@ def test_chart_1_stacks_to_time_to_ready_on_one_scale(h200_view: pd.DataFrame) -
         fig = charts.chart_startup(h200_view)
     totals = startup_stacks_are_time_to_ready(h200_view, fig)
     assert max(totals.values()) == pytest.approx(206.65, abs=0.01)  # Xinference, its server's start included
-    tops = {ax.get_ylim()[1] for ax in fig.axes if ax.containers}
-    assert len(tops) == 1  # one y-scale across the panels with bars
+    # one y-scale per engine (a row of panels), so that Xinference's 207 s does not flatten vLLM's 20 vs 61 s
+    tops: dict[str, set] = {}
+    for ax in fig.axes:
+        if ax.containers:
+            tops.setdefault(ax.get_title().split("\n")[0], set()).add(ax.get_ylim()[1])
+    assert all(len(t) == 1 for t in tops.values()), tops
+    vllm = next(t for e, t in tops.items() if e.startswith("vllm 0.26.0"))
+    xinference = next(t for e, t in tops.items() if e.startswith("xinference"))
+    assert max(vllm) < 150 < min(xinference)
 
 
-def test_chart_5_stays_within_a_day(h200_view: pd.DataFrame) -> None:
+def test_chart_5_is_the_planners_break_even() -> None:
+    """Chart 5 draws, per engine and mode, the break-even decode gap of the faster starter over busy
+    hours (within a day), one line per restarts a day, against the decode interval's worst case from
+    decode parity across cold starts (reports/h100-vllm-tp1: fork up to 4.2% slower at batch 16)."""
     import matplotlib
 
+    from analysis import decide, parity
+    from analysis.load import latest
+
+    res = load(REPO / "reports" / "h100-vllm-tp1")
+    view = charts.view(latest(res.table))
+    view.attrs["parity"] = parity.table(res.records)
     with matplotlib.rc_context(charts.STYLE):
-        fig = charts.chart_amortisation(h200_view)
-    rates = charts._ok(h200_view, r"tokens_per_s\.b\d+")["value"]
-    for ax in fig.axes:
-        for line in ax.get_lines():
-            if line.get_label().startswith("_"):
-                continue  # a break-even marker
+        fig = charts.chart_amortisation(view)
+    compiled = next(ax for ax in fig.axes if ax.get_title().startswith("fork starts 27.5 s sooner than spawn"))
+    for line in compiled.get_lines():
+        if line.get_label().split()[0].isdigit():  # a restarts-a-day curve: "24 starts/day"
+            r = float(line.get_label().split()[0])
             x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
-            if "starts" in ax.get_xlabel():  # TP=1, decode rates drawn equal: the overhead is the start-ups'
-                assert np.nanmax(y) <= 86_400 * (1 + 1e-6), line.get_label()
-            else:  # the tokens the fastest decoder serves in a day, at most
-                assert x.max() <= 86_400 * rates.max() * (1 + 1e-6), line.get_label()
+            assert x.min() >= 0.1 and x.max() <= 24
+            saving = 39.364 - 11.910
+            assert y == pytest.approx([100 * decide.break_even_gap(saving, r, h) for h in x], rel=1e-3)
+    labels = [t.get_text() for t in compiled.get_legend().get_texts()]
+    assert "99% interval: fork up to 4.2% slower" in labels
+    assert "fork holds up to 2.4 h a day at 24 starts/day" in labels  # the planner's own statement
 
 
 @pytest.mark.parametrize("name", list(charts.CHARTS))

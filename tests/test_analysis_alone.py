@@ -39,7 +39,7 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return py
 
 
-@pytest.mark.parametrize("args", [["table", str(REPORT)], ["summary", str(REPORT)],
+@pytest.mark.parametrize("args", [["table", str(REPORT)], ["summary", str(REPORT)], ["headline", str(REPORT)],
                                   ["plan", str(REPORT), "--tp", "1"], ["report", str(REPORT / "results"), "-o", "{out}"]])
 def test_the_analysis_cli_runs_without_torch(bare_python: Path, args: list[str], tmp_path: Path) -> None:
     args = [a.replace("{out}", str(tmp_path / "report")) for a in args]

@@ -1,4 +1,4 @@
-"""The asv suite as asv sees it: it loads, and its grid is the one the README describes."""
+"""The asv suite as asv sees it: it loads, and its grid is the one docs/running.md describes."""
 
 from __future__ import annotations
 

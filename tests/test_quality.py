@@ -1,5 +1,5 @@
 """The self-measurements of forkspawn.quality on real processes; no timing thresholds here
-(speed goals live in benchmarks/quality.py and the README's "Measurement quality")."""
+(speed goals live in benchmarks/quality.py and docs/measurement-quality.md)."""
 
 from __future__ import annotations
 

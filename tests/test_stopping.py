@@ -1,5 +1,5 @@
 """The stopping rule (`stats.settled`) drawn against known distributions: how often it stops
-wrongly, how soon it stops rightly. The figures are in README's "Measurement quality"."""
+wrongly, how soon it stops rightly. The figures are in docs/measurement-quality.md."""
 
 from __future__ import annotations
 

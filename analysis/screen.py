@@ -1,0 +1,261 @@
+"""The decision first: one row per measured setting (machine, engine, model, TP, mode) with the
+planner's verdict for a fleet busy all day, the differences it rests on with their 99% intervals,
+and what would decide it. The report's first screen (`html`) and the README's headline table
+(`markdown`, `python -m analysis headline DIR`) are both drawn from these rows, so neither can
+drift from the planner or from the committed results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html import escape
+
+import pandas as pd
+
+from forkspawn import vocabulary as vocab
+
+from . import decide, models, parity
+from .capacity import BUSY_HOURS, RESTARTS_PER_DAY, Node, Plan, mode_of, plan
+from .derive import Estimate, difference, interval_text
+from .fmt import engine_label, num, pct
+from .load import BadInput, Results, latest
+
+STATE_PREFERENCE = ("torch", "bare")  # the parent state a setting is decided for: a server that imported torch
+
+
+@dataclass
+class Decision:
+    machine: str
+    engine: str  # with its version
+    model: str  # the model's label
+    tp: int
+    mode: str
+    parent_state: str
+    plan: Plan | None = None
+    error: str = ""  # why no plan could be made
+    by_batch: dict[int, decide.Outcome] = field(default_factory=dict)  # the compared pair at each batch
+
+    @property
+    def setting(self) -> str:
+        mode = f" · {self.mode} mode" if self.mode else ""
+        return f"{self.engine} · {self.model} · TP={self.tp}{mode} · parent {self.parent_state}"
+
+    @property
+    def main(self) -> decide.Outcome | None:
+        """The comparison the verdict turns on: the first open one, else the first."""
+        if self.plan is None or not self.plan.outcomes:
+            return None
+        return next((o for o in self.plan.outcomes if o.winner is None), self.plan.outcomes[0])
+
+    @property
+    def verdict(self) -> str:
+        if self.plan is None:
+            return f"no verdict: {self.error}"
+        return self.plan.verdict
+
+
+def decisions(results: Results, restarts_per_day: float = RESTARTS_PER_DAY,
+              busy_hours: float = BUSY_HOURS) -> list[Decision]:
+    """Every measured setting's decision, on its own machine, for the deployment given (default:
+    hourly restarts, busy all day)."""
+    table = latest(results.table)
+    ok = table[table["status"] == "ok"]
+    rows = parity.table(results.records)
+    out = []
+    for (machine, engine, model, tp), g in ok.groupby(["machine", "engine", "model", "tp"], sort=False, dropna=False):
+        states = list(dict.fromkeys(g["parent_state"]))
+        state = next((s for s in STATE_PREFERENCE if s in states), states[0])
+        labels = set(g["method"])
+        name = engine_label(engine, next((v for v in g["engine_version"] if isinstance(v, str)), None))
+        size = models.of(model) if isinstance(model, str) else None
+        info = results.machines[results.machines["machine"] == machine]
+        node = Node.of_machine(info.iloc[-1]) if len(info) and pd.notna(info.iloc[-1]["num_cpu"]) else None
+        for mode in sorted({mode_of(m, labels) for m in labels}):  # the default mode ('') first
+            d = Decision(machine, name, size.label if size else "model not recorded", int(tp), mode, state)
+            if node is None:
+                d.error = "the machine's description is not in the records"
+                out.append(d)
+                continue
+            try:
+                kw = dict(machine=machine, engine=engine, model=size, mode=mode, parent_state=state,
+                          busy_hours=busy_hours, parity_rows=rows, measured_gpu_mib=_gpu_mib(node))
+                d.plan = plan(table, node, int(tp), restarts_per_day, **kw)
+                if d.main is not None and d.main.startup is not None:
+                    for batch in _batches(g, state, mode, labels):
+                        p = plan(table, node, int(tp), restarts_per_day, batch=batch, **kw)
+                        pair = (d.main.b.method, d.main.o.method)
+                        d.by_batch.update({batch: o for o in p.outcomes if (o.b.method, o.o.method) == pair})
+            except BadInput as e:
+                d.error = str(e)
+            out.append(d)
+    return out
+
+
+def _gpu_mib(node: Node) -> float | None:
+    return node.gpu_mem_gib * 1024 if node.gpu_mem_gib else None
+
+
+def _batches(g: pd.DataFrame, state: str, mode: str, labels: set[str]) -> list[int]:
+    here = g[(g["parent_state"] == state) & g["method"].map(lambda m: mode_of(m, labels) == mode)]
+    rates = here[here["metric"].str.fullmatch(vocab.TOKENS_RE)]
+    return sorted(int(b) for b in rates["batch"].dropna().unique())
+
+
+def figures(d: Decision) -> list[tuple[str, str, str, str]]:
+    """(what, the faster starter's value, the other's, the difference with its 99% interval) of the
+    comparison the verdict turns on: time to ready, decode per batch, host memory a replica."""
+    o = d.main
+    if o is None:
+        return []
+    out = []
+    if o.b.ttr and o.o.ttr:
+        diff = difference(o.b.ttr, o.o.ttr)
+        out.append(("time to ready, s", num(o.b.ttr.value), num(o.o.ttr.value), _diff(diff, " s")))
+    for batch, x in d.by_batch.items():
+        dec = x.decode
+        if dec is None or not (x.b.rate and x.o.rate):
+            continue
+        bounds = f" [{pct(dec.lo)}, {pct(dec.hi)}]" if dec.bounded else " (no interval)"
+        out.append((f"decode tokens/s, batch {batch}", num(x.b.rate.value), num(x.o.rate.value),
+                    f"{pct(dec.est)}{bounds} ({dec.source})"))
+    if o.b.host and o.o.host:
+        out.append(("host MiB a replica (PSS)", num(o.b.host.value), num(o.o.host.value),
+                    _diff(difference(o.b.host, o.o.host), " MiB")))
+    return out
+
+
+def _diff(e: Estimate, unit: str) -> str:
+    return f"{num(e.value, signed=True)}{unit} {interval_text(e.lo, e.hi, e.n, signed=True)}".strip()
+
+
+def _open_text(o: decide.Outcome) -> str:
+    """Why a comparison is open, in a sentence, and what would decide it; for a decided one, what
+    decided it."""
+    if o.winner is not None:
+        return f"Decided: {o.winner} {o.why}, at every point of the 99% intervals."
+    if o.gap is not None and o.decode is not None and o.decode.bounded:
+        worst = f"; its 99% interval allows up to {pct(-o.decode.lo, signed=False)} slower" if o.decode.lo < 0 else ""
+        why = f"{o.b.method} decoding {pct(o.gap, signed=False)} slower cancels its start-up saving{worst}. "
+    else:
+        open_ = ([] if o.startup is not None and o.startup.resolved else ["start-up"]) + \
+            ([] if o.decode is not None and o.decode.bounded else ["decode (no interval)"])
+        why = f"Not resolved at 99%: {', '.join(open_)}. " if open_ else (o.why[0].upper() + o.why[1:] + ". ")
+    return why + (f"Would decide it: {o.decide}." if o.decide else "")
+
+
+def _verdict_word(d: Decision) -> str:
+    return d.plan.recommended if d.plan is not None and d.plan.recommended else "no verdict"
+
+
+def html(ds: list[Decision], restarts_per_day: float = RESTARTS_PER_DAY, busy_hours: float = BUSY_HOURS) -> str:
+    """The first screen: one table of decisions, and the break-even table of the first open one."""
+    if not ds:
+        return "<p class=\"note\">Nothing measured successfully: no decision to show.</p>"
+    head = "".join(f"<th>{h}</th>" for h in ("setting", "verdict", "the comparison it turns on", "what would decide it"))
+    body = []
+    for d in ds:
+        o = d.main
+        if o is not None:
+            figs = "".join(f"<li>{escape(w)}: {escape(f'{a} vs {b}: ' if a else '')}{escape(x)}</li>"
+                           for w, a, b, x in figures(d))
+            turns = f"<b>{escape(o.b.method)}</b> vs {escape(o.o.method)}<ul>{figs}</ul>"
+        else:
+            turns = escape(d.verdict.split(": ", 1)[-1])
+        decide_ = escape(_open_text(o)) if o is not None else ""  # decided: what decided it
+        cls = "rec" if d.plan is not None and d.plan.recommended else "open"
+        where = f"<b>{escape(d.machine)}</b><br>" if len({x.machine for x in ds}) > 1 else ""
+        body.append(f"<tr class=\"{cls}\"><td>{where}{escape(d.setting)}</td><td class=\"verdict\">"
+                    f"{escape(_verdict_word(d))}</td><td>{turns}</td><td>{decide_}</td></tr>")
+    be = next((d for d in ds if d.plan is not None and d.plan.break_even is not None and not d.plan.recommended), None)
+    extra = ""
+    if be is not None:
+        o = be.main
+        worst = (f" The 99% decode interval allows {escape(o.b.method)} to decode {-100 * o.decode.lo:.1f}% slower."
+                 if o.decode and o.decode.bounded and o.decode.lo < 0 else "")
+        extra = (f"<p class=\"note\"><b>What would decide it</b> ({escape(be.setting)}): how much slower "
+                 f"{escape(o.b.method)} may decode than {escape(o.o.method)} before its start-up saving is gone, by "
+                 f"(re)starts a day (rows) and busy hours a day (columns), and who holds at every point of the 99% "
+                 f"intervals there (? = no verdict).{worst}</p>" + _small_table(be.plan.break_even))
+    return (f"<p class=\"deploy\">Verdicts for a replica restarted {restarts_per_day:g} times a day and decoding "
+            f"{busy_hours:g} hours a day (busy all day), on the measured machine: a method only where the difference "
+            f"it rests on is resolved at 99% and at least {100 * decide.THRESHOLD:g}% of the other's, and holds at every "
+            f"point of the intervals. Other deployments: <code>python -m analysis plan DIR --tp N --busy-hours H "
+            f"--restarts-per-day R</code>.</p><div class=\"scroll\"><table class=\"decision\"><thead><tr>{head}</tr>"
+            f"</thead><tbody>{''.join(body)}</tbody></table></div>{extra}")
+
+
+def _small_table(t: pd.DataFrame) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in [f"{t.index.name} \\ busy"] + list(t.columns))
+    body = "".join(f"<tr><th>{escape(str(i))}</th>" + "".join(f"<td class=\"num\">{escape(str(v))}</td>" for v in row)
+                   + "</tr>" for i, row in t.iterrows())
+    return f"<table class=\"breakeven\"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def provenance(results: Results, machine: str) -> str:
+    """One line: the engine, the machine, the software and the runs behind a machine's figures."""
+    info = results.machines[results.machines["machine"] == machine]
+    recs = results.records[(results.records["machine"] == machine) & (results.records["status"] == "ok")]
+    if info.empty:
+        return machine
+    m = info.iloc[-1]
+    versions = dict(v.split(" ", 1) for v in str(m["versions"]).split(", ") if " " in v)
+    gpu = f"{int(m['gpu_count'])}x {m['gpu']} (driver {m['gpu_driver']}), " if m["gpu_count"] else ""
+    runs = sorted({int(r.runs_ok) for r in recs["record"] if r.runs_ok}) if len(recs) else []
+    starts = f"{'-'.join(map(str, dict.fromkeys((runs[0], runs[-1]))))} cold starts a configuration; " if runs else ""
+    commits = ", ".join(sorted({str(c)[:7] for c in info["commit"]}))
+    return (f"{engine_label(m['engine'], m['engine_version'])} on {gpu}{m['num_cpu']} CPUs, torch "
+            f"{versions.get('torch', '?')}, Python {versions.get('python', '?')}; {starts}commit {commits}")
+
+
+def markdown(ds: list[Decision], results: Results | None = None) -> str:
+    """The README's headline: per machine and setting, where it was measured, one table of the
+    figures each mode's verdict turns on, and each mode's verdict with what would decide it."""
+    out = []
+    for (machine, setting), group in _by_setting(ds).items():
+        if results is not None:
+            out += [f"Measured: {provenance(results, machine)}.", ""]
+        first = next((d.main for d in group if d.main is not None), None)
+        if first is not None:
+            out += [f"| {setting} | {first.b.method} | {first.o.method} | difference [99%] |", "|---|---|---|---|"]
+            for d in group:
+                o = d.main
+                if o is None:
+                    continue
+                if len(group) > 1:
+                    out.append(f"| *{d.mode or 'default'} mode: {o.b.method} vs {o.o.method}* | | | |")
+                out += [f"| {w} | {a} | {b} | {x} |" for w, a, b, x in figures(d)]
+            out.append("")
+        for d in group:
+            text = _open_text(d.main) if d.main is not None and d.main.winner is None else d.verdict
+            out.append(f"- {d.mode or 'default'} mode, busy all day at {RESTARTS_PER_DAY:g} starts a day: "
+                       f"**{_verdict_word(d)}**. {text}")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _by_setting(ds: list[Decision]) -> dict[tuple[str, str], list[Decision]]:
+    """Decisions of one machine and setting (engine, model, TP, parent state) together, modes in order."""
+    out: dict[tuple[str, str], list[Decision]] = {}
+    for d in ds:
+        setting = f"{d.engine} · {d.model} · TP={d.tp} · parent {d.parent_state}"
+        out.setdefault((d.machine, setting), []).append(d)
+    return out
+
+
+def brief(reports: list[tuple[str, list[Decision]]]) -> str:
+    """One Markdown table over several reports: each setting's verdict busy all day, and why in a
+    sentence (`python -m analysis headline --brief DIR...`, the README's list of reports)."""
+    out = [f"| report | setting | verdict at {RESTARTS_PER_DAY:g} starts a day, busy all day |", "|---|---|---|"]
+    for link, ds in reports:
+        for d in ds:
+            o = d.main
+            why = (_lower(_open_text(o).split(". ")[0]) if o is not None and o.winner is None
+                   else d.verdict.split(": ", 1)[-1].split("; ")[0])
+            mode = f" · {d.mode} mode" if d.mode else ""
+            out.append(f"| {link} | {d.engine} · {d.model} · TP={d.tp}{mode} · parent {d.parent_state} | "
+                       f"**{_verdict_word(d)}**{': ' + why if why else ''} |")
+    return "\n".join(out) + "\n"
+
+
+def _lower(text: str) -> str:
+    return text[:1].lower() + text[1:]
