@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import bundled, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
-from .checkpoint import resolve_checkpoint
+from .checkpoint import resolve_checkpoint, spec_of
 from .config import DEVICE_STATES, Config, ConfigError
 from .record import Record, Run, build_record
 from .stats import settled
@@ -75,7 +75,9 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
         stop = cold_starts(config, runs, progress, reference, on_run)
         stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
         gpu_used["after"] = machine.gpu_used_mib()
-    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used)
+    spec = spec_of(config.model, config.cache_path())
+    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used,
+                        spec.param_count() if spec else None)
 
 
 def cold_starts(config: Config, runs: list[Run], progress: Progress | None = None,

@@ -30,6 +30,10 @@ def _bad(*args: str) -> str:
     (["--batch", "0"], "batch sizes must be positive"),
     (["--method", "spawn", "--forkserver", "warm"], "forkserver methods only"),
     (["--model", "/nonexistent/model"], "/nonexistent/model"),
+    (["--fault", "rank0:decode:kill"], "--fault applies to --engine vllm only"),
+    (["--engine", "vllm", "--fault", "rank0:weights_loaded:kill"], "PROCESS:decode:kill with PROCESS rank<N> or engine-core"),
+    (["--engine", "vllm", "--fault", "worker:decode:kill"], "bad --fault='worker:decode:kill'"),
+    (["--compile-cache", "cold"], "--compile-cache applies to --engine vllm or vllm-serve only"),
 ])
 def test_bad_option_is_one_line_naming_it(args: list[str], culprit: str) -> None:
     assert culprit in _bad(*args)
