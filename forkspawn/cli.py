@@ -170,7 +170,9 @@ def _measure(args: argparse.Namespace) -> int:
     if args.fault:
         if args.engine != "vllm":
             raise ConfigError(f"--fault applies to --engine vllm only, not {args.engine!r}")
-        engine_fault(args.fault, "--fault")
+        process = engine_fault(args.fault, "--fault")
+        if process.startswith("rank") and int(process[4:]) >= args.tp:
+            raise ConfigError(f"--fault {args.fault}: no {process} at --tp {args.tp} (ranks 0..{args.tp - 1})")
     if args.output:
         _check_writable(args.output)
     record = measure(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
