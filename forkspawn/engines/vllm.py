@@ -225,21 +225,21 @@ class _Fault:
         self.outputs += 1
         if self.pid is None or self.fired or self.outputs < FAULT_AFTER_OUTPUTS:
             return
-        main = threading.get_ident()  # stamped_step runs in the main thread: the handler's too
-        self._previous = signal.signal(signal.SIGALRM, self._waited_too_long)
-        self._watchdog = threading.Timer(FAULT_GRACE_S, signal.pthread_kill, (main, signal.SIGALRM))
-        self._watchdog.daemon = True
         self.fired = now()
         os.kill(self.pid, signal.SIGKILL)
-        self._watchdog.start()
         try:
             proc = psutil.Process(self.pid)
-            while lifecycle.status(proc) not in (psutil.STATUS_DEAD, psutil.STATUS_ZOMBIE) and now() < self.fired + 10:
+            while lifecycle.status(proc) not in (psutil.STATUS_DEAD, psutil.STATUS_ZOMBIE) and now() < self.fired + 5:
                 time.sleep(0.01)
         except psutil.Error:
             pass
         if not psutil.pid_exists(self.pid) or lifecycle.status(psutil.Process(self.pid)) == psutil.STATUS_ZOMBIE:
             self.gone = now()
+        main = threading.get_ident()  # stamped_step runs in the main thread: the handler's too
+        self._previous = signal.signal(signal.SIGALRM, self._waited_too_long)
+        self._watchdog = threading.Timer(FAULT_GRACE_S, signal.pthread_kill, (main, signal.SIGALRM))
+        self._watchdog.daemon = True
+        self._watchdog.start()
 
     def _waited_too_long(self, signum: int, frame: Any) -> None:
         # A signal to the main thread interrupts its blocking queue.get(); this handler's exception ends it
@@ -257,12 +257,13 @@ class _Fault:
         if not self.fired:
             return (f"config.extra.{FAULT_KEY}={self.spec} never fired: the decode measurement ended after "
                     f"{self.outputs} engine output(s)")
-        what = "was killed by signal 9" if self.gone else "was sent signal 9 but was still running 10 s later"
+        what = "was killed by signal 9" if self.gone else "was sent signal 9 but was still running 5 s later"
         return f"{self.label} {what} during decode (injected: config.extra.{FAULT_KEY}={self.spec}); {then}"
 
     def note(self) -> str:
         seen = f"gone after {self.gone - self.fired:.2f} s, " if self.gone else ""
-        failed = f"vLLM failed {self.raised - self.fired:.1f} s after the signal" if self.raised else "vLLM did not fail"
+        failed = (f"vLLM failed {self.raised - self.fired:.1f} s after the signal" if self.raised else
+                  f"vLLM had not failed {FAULT_GRACE_S:g} s after it")
         return (f"injected fault: SIGKILL to {self.label} after {FAULT_AFTER_OUTPUTS} engine outputs "
                 f"of the decode measurement; {seen}{failed}")
 

@@ -45,7 +45,6 @@ FORCED_SPAWN = re.compile(r"We must use the `spawn` multiprocessing start method
 # Config.extra: "cold" gives every cold start fresh, empty compile caches (asv labels `*-coldcache`);
 # absent, the caches are shared and warm after the first start (`set_environment`).
 COMPILE_CACHE_KEY = "vllm_compile_cache"
-COMPILE_CACHE_ENV = ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 # vLLM's log lines that say where a start's compiled graphs came from (vllm/compilation/)
 COMPILE_LOADED = ("Directly load the compiled graph(s)", "Directly load AOT compilation")
 COMPILE_COMPILED = ("Compiling a graph for compile range", "saved AOT compiled function")
