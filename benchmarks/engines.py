@@ -9,7 +9,7 @@ skipped (the adapter reports the engine unavailable).
 """
 
 from forkspawn import asvsuite as suite
-from forkspawn.engines import vllm, vllm_serve, xinference
+from forkspawn.engines import vllm, vllm_common, vllm_serve, xinference
 
 
 def _grid_methods(adapter_methods: tuple[str, ...]) -> tuple[str, ...]:
@@ -24,11 +24,18 @@ class _Vllm:
     # again (the tests show it): there the grid has spawn and the explicit fork override instead.
     # ray: vLLM's Ray executor (workers as actors of a local head, or of RAY_ADDRESS's cluster)
     methods = _grid_methods(vllm.METHODS)
-    # On GPUs the main series is vLLM's default (torch.compile and CUDA graphs); eager mode is a
-    # labelled variant (the profiles measure it from a torch parent).
+    # On GPUs the main series is vLLM's default (torch.compile and CUDA graphs, with a compile
+    # cache warm from earlier starts); labelled variants (the profiles measure them from a torch
+    # parent, suite.VLLM_GPU_VARIANTS): eager mode, gc.freeze() before LLM(...), fresh empty
+    # compile caches every start (`coldcache`: never mixed with warm), and a SIGKILL of the worker
+    # (`killworker`) or the engine core (`killcore`) mid-decode.
     _eager = {vllm.KWARGS_KEY: {"enforce_eager": True}}
+    _cold = {vllm_common.COMPILE_CACHE_KEY: "cold"}
+    _kill = {"killworker": {vllm.FAULT_KEY: "rank0:decode:kill"}, "killcore": {vllm.FAULT_KEY: "engine-core:decode:kill"}}
     variants = ({"fork-eager": ("fork", _eager), "spawn-eager": ("spawn", _eager),
-                 "fork-gcfreeze": ("fork", {vllm.GC_FREEZE_KEY: True})} if suite.ON_GPU else
+                 "fork-gcfreeze": ("fork", {vllm.GC_FREEZE_KEY: True}),
+                 "fork-coldcache": ("fork", _cold), "spawn-coldcache": ("spawn", _cold),
+                 **{f"{m}-{k}": (m, extra) for k, extra in _kill.items() for m in ("fork", "spawn")}} if suite.ON_GPU else
                 {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True}),
                  "ray-override": ("ray", {vllm.RAY_OVERRIDE_KEY: True})})
     # a cold start takes about a minute on 2 cores: the parent states that differ (device ones) on GPUs only

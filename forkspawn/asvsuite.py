@@ -101,12 +101,13 @@ class Profile:
 # resolve, and a cold start takes a minute with its server). `full` is every point
 # (hours with the engines on 2 cores), `brief` is for short GPU leases, `quick` a smoke run.
 # On a GPU box vLLM gets 3 to 5 cold starts a point (a failure that repeats itself stops after 2:
-# measure._stop_after), its eager variant is measured from a torch parent only,
-# as is the gc.freeze() mitigation (vllm.GC_FREEZE_KEY), and `vllm serve` with the method its CLI
-# chooses (spawn).
-_DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override", "vllm-serve fork") + tuple(
-    f"vllm {m} {s}" for m in ("fork-eager", "spawn-eager", "fork-gcfreeze")
-    for s in ("bare", "device-queried", NVML_QUERIED, "device-initialized"))
+# measure._stop_after), and its labelled variants (benchmarks/engines.py: eager, the gc.freeze()
+# mitigation, cold compile caches, a crash mid-decode) are measured from a torch parent only;
+# `vllm serve` is measured asked for fork and for spawn (it is exec'd: one parent state).
+VLLM_GPU_VARIANTS = ("fork-eager", "spawn-eager", "fork-gcfreeze", "fork-coldcache", "spawn-coldcache",
+                     "fork-killworker", "spawn-killworker", "fork-killcore", "spawn-killcore")
+_DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override") + tuple(
+    f"vllm {m} {s}" for m in VLLM_GPU_VARIANTS for s in ("bare", "device-queried", NVML_QUERIED, "device-initialized"))
 _GPU_ENGINES = {"vllm": (3, 5), "vllm-serve": (3, 3), "xinference": (2, 2)}
 PROFILES: dict[str, Profile] = {
     "full": Profile(cold_starts={"torch-tp": (3, 8), "engines": (3, 5)}, decode_steps=32, soak_cycles=20,
@@ -308,6 +309,10 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str, u
     path = records_path(conf_dir)
     key = config_key(config)
     if entry := sidecar.find(path, token, key):
+        if entry.record.model != config.model:
+            # a point's key has no model: a run holds one model (e.g. FORKSPAWN_RUN_ID=<id>-8b for another)
+            raise ValueError(f"run {token} holds {entry.record.model!r} at {asv_params}, not {config.model!r}: "
+                             "measure another model under another FORKSPAWN_RUN_ID")
         return entry.record
     if os.environ.get(RECORDED_ONLY_ENV):
         raise NotImplementedError(f"not measured in run {token} ({RECORDED_ONLY_ENV} is set: asv stores what was measured)")

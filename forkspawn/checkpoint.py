@@ -7,6 +7,7 @@ checkpoint (the outer `measure` process, asv's benchmark process) stays light.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -34,6 +35,31 @@ class ModelSpec:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    def tensors(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Every weight of a LlamaForCausalLM of this shape, name and shape, in the order
+        `write_checkpoint` draws them (norm weights are ones and draw nothing)."""
+        h, i, hd = self.hidden_size, self.intermediate_size, self.head_dim
+        q, kv = self.num_attention_heads * hd, self.num_key_value_heads * hd
+        out = [("model.embed_tokens.weight", (self.vocab_size, h)), ("model.norm.weight", (h,))]
+        for n in range(self.num_hidden_layers):
+            p = f"model.layers.{n}."
+            out += [(p + "input_layernorm.weight", (h,)), (p + "post_attention_layernorm.weight", (h,)),
+                    (p + "self_attn.q_proj.weight", (q, h)), (p + "self_attn.k_proj.weight", (kv, h)),
+                    (p + "self_attn.v_proj.weight", (kv, h)), (p + "self_attn.o_proj.weight", (h, q)),
+                    (p + "mlp.gate_proj.weight", (i, h)), (p + "mlp.up_proj.weight", (i, h)),
+                    (p + "mlp.down_proj.weight", (h, i))]
+        if not self.tie_word_embeddings:
+            out.append(("lm_head.weight", (self.vocab_size, h)))
+        return out
+
+    def param_count(self) -> int:
+        """Parameters of the model, from its config (tied embeddings counted once)."""
+        return sum(math.prod(shape) for _, shape in self.tensors())
+
+    @property
+    def itemsize(self) -> int:
+        return {"float32": 4, "bfloat16": 2, "float16": 2}[self.torch_dtype]
+
     @classmethod
     def from_hf(cls, path: Path) -> "ModelSpec":
         cfg = json.loads((path / "config.json").read_text())
@@ -51,8 +77,14 @@ PRESETS = {
     # the shape of Llama-3.2-1B (1.24B parameters)
     "1b": ModelSpec(128256, 2048, 8192, 16, 32, 8, 2048, rope_theta=500000.0,
                     tie_word_embeddings=True, torch_dtype="bfloat16"),
+    # the shape of Llama-3.1-8B (8.03B parameters, 16 GB in bf16: written in shards, see SHARD_BYTES)
+    "8b": ModelSpec(128256, 4096, 14336, 32, 32, 8, 2048, rope_theta=500000.0, torch_dtype="bfloat16"),
 }
 SEED = 20261125
+# Weights are generated and written a shard at a time, so generation holds one shard (and
+# safetensors' serialized copy of it) in memory, never the model: the presets up to `1b` fit
+# one file, as before; `8b` takes four.
+SHARD_BYTES = 4 * 2**30
 
 
 def default_cache_dir() -> Path:
@@ -114,46 +146,82 @@ def ensure_preset(name: str, cache_dir: Path) -> Path:
     return final
 
 
+def shards(spec: ModelSpec) -> list[list[tuple[str, tuple[int, ...]]]]:
+    """The spec's tensors in drawing order, cut into consecutive shards of at most SHARD_BYTES
+    (a tensor larger than that gets a shard of its own)."""
+    out: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    size = 0
+    for name, shape in spec.tensors():
+        nbytes = math.prod(shape) * spec.itemsize
+        if out[-1] and size + nbytes > SHARD_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append((name, shape))
+        size += nbytes
+    return out
+
+
+def shard_names(count: int) -> list[str]:
+    """Hugging Face's file names: one `model.safetensors`, or `model-0000i-of-0000n.safetensors`."""
+    return ["model.safetensors"] if count == 1 else [f"model-{i:05d}-of-{count:05d}.safetensors"
+                                                     for i in range(1, count + 1)]
+
+
+def hf_config(spec: ModelSpec) -> dict:
+    """The checkpoint's config.json."""
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+            "bos_token_id": 1, "eos_token_id": 2, **asdict(spec)}
+
+
+def plan(preset: str) -> dict:
+    """What generating `preset` writes, without generating it: its config.json, parameter count,
+    bytes of weights, and shards (`forkspawn model PRESET --dry-run`)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    spec = PRESETS[preset]
+    cut = shards(spec)
+    sizes = [sum(math.prod(s) for _, s in shard) * spec.itemsize for shard in cut]
+    return {"preset": preset, "directory": str(default_cache_dir() / f"{preset}-seed{SEED}"), "config": hf_config(spec),
+            "params": spec.param_count(), "weight_bytes": sum(sizes),
+            "shards": [{"file": f, "tensors": len(shard), "bytes": b} for f, shard, b in zip(shard_names(len(cut)), cut, sizes)],
+            "peak_generation_bytes": max(sizes) * 2 + max(math.prod(s) for _, s in spec.tensors()) * 4}
+
+
 def write_checkpoint(path: Path, spec: ModelSpec, seed: int) -> None:
-    """A Hugging Face LlamaForCausalLM checkpoint with random weights from `seed`."""
+    """A Hugging Face LlamaForCausalLM checkpoint with random weights from `seed`, written a shard
+    at a time (with an index where there are several)."""
     import torch
     from safetensors.torch import save_file
 
     g = torch.Generator().manual_seed(seed)
     dtype = getattr(torch, spec.torch_dtype)
-    h, i, hd = spec.hidden_size, spec.intermediate_size, spec.head_dim
-    kv = spec.num_key_value_heads * hd
 
-    def rand(*shape: int) -> "torch.Tensor":
-        return (torch.randn(*shape, generator=g) * 0.02).to(dtype)
+    def make(name: str, shape: tuple[int, ...]) -> "torch.Tensor":
+        if name.endswith("norm.weight"):
+            return torch.ones(*shape, dtype=dtype)
+        return torch.randn(*shape, generator=g).mul_(0.02).to(dtype)
 
-    w = {"model.embed_tokens.weight": rand(spec.vocab_size, h), "model.norm.weight": torch.ones(h, dtype=dtype)}
-    for n in range(spec.num_hidden_layers):
-        p = f"model.layers.{n}."
-        w.update({
-            p + "input_layernorm.weight": torch.ones(h, dtype=dtype),
-            p + "post_attention_layernorm.weight": torch.ones(h, dtype=dtype),
-            p + "self_attn.q_proj.weight": rand(h, h),
-            p + "self_attn.k_proj.weight": rand(kv, h),
-            p + "self_attn.v_proj.weight": rand(kv, h),
-            p + "self_attn.o_proj.weight": rand(h, h),
-            p + "mlp.gate_proj.weight": rand(i, h),
-            p + "mlp.up_proj.weight": rand(i, h),
-            p + "mlp.down_proj.weight": rand(h, i),
-        })
-    if not spec.tie_word_embeddings:
-        w["lm_head.weight"] = rand(spec.vocab_size, h)
-    save_file(w, str(path / "model.safetensors"), metadata={"format": "pt"})
-    config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
-        "hidden_act": "silu",
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        **asdict(spec),
-    }
-    (path / "config.json").write_text(json.dumps(config, indent=1))
+    cut = shards(spec)
+    files = shard_names(len(cut))
+    for f, shard in zip(files, cut):
+        save_file({name: make(name, shape) for name, shape in shard}, str(path / f), metadata={"format": "pt"})
+    if len(files) > 1:
+        index = {"metadata": {"total_size": sum(math.prod(s) for _, s in spec.tensors()) * spec.itemsize},
+                 "weight_map": {name: f for f, shard in zip(files, cut) for name, _ in shard}}
+        (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
+    (path / "config.json").write_text(json.dumps(hf_config(spec), indent=1))
     write_tokenizer(path, spec.vocab_size)  # engines (vLLM, Xinference) need one; our own workload does not
+
+
+def spec_of(model: str, cache_dir: Path) -> ModelSpec | None:
+    """A model's shape without generating it: a preset's, or a local checkpoint's config.json
+    (None where that is unreadable)."""
+    if model in PRESETS:
+        return PRESETS[model]
+    try:
+        return ModelSpec.from_hf(Path(model).expanduser())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def ensure_tokenizer(path: Path, cache_dir: Path | None = None) -> Path:

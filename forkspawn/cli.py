@@ -64,11 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--override-cpu-ray", action="store_true",
                    help="vllm --method ray only: let vLLM's CPU platform use its Ray executor, which it refuses "
                         "(recorded as config.extra.vllm_ray_override)")
+    m.add_argument("--compile-cache", choices=("warm", "cold"), default="warm",
+                   help="vllm, vllm-serve: warm (shared, filled by the first start) or cold (fresh, empty compile "
+                        "caches for every cold start, as `vllm bench startup` defines it; recorded as "
+                        "config.extra.vllm_compile_cache)")
+    m.add_argument("--fault", metavar="PROCESS:decode:kill",
+                   help="vllm only: SIGKILL vLLM's PROCESS (rank<N> or engine-core) from the parent while it decodes "
+                        "(recorded as config.extra.vllm_fault)")
     m.add_argument("--json", action="store_true", help="print exactly one JSON record on stdout")
     m.add_argument("-o", "--output", type=Path, help="also write the record to this file (atomically)")
 
     p = sub.add_parser("model", help="generate a preset checkpoint (once) and print its directory")
     p.add_argument("preset")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the preset's config.json, parameter count, bytes and shards as JSON; generate nothing")
 
     sub.add_parser("leftovers", help="list what any forkspawn run left behind (processes, temp dirs); exit 1 if any")
 
@@ -94,9 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "measure":
             return _measure(args)
         if args.command == "model":
-            from .checkpoint import default_cache_dir, resolve_checkpoint
+            from .checkpoint import default_cache_dir, plan, resolve_checkpoint
 
-            print(resolve_checkpoint(args.preset, default_cache_dir()))
+            print(json.dumps(plan(args.preset), indent=1) if args.dry_run else resolve_checkpoint(args.preset, default_cache_dir()))
             return 0
         if args.command == "leftovers":
             from .leftovers import report
@@ -140,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _measure(args: argparse.Namespace) -> int:
     from .atomic import write_json_atomic
+    from .faults import engine_fault
     from .measure import measure
 
     config = Config(engine=args.engine, method=args.method, parent_state=args.parent_state, tp=args.tp,
@@ -148,11 +158,21 @@ def _measure(args: argparse.Namespace) -> int:
                     least=args.least, precision=args.precision if args.least else 0.0,
                     timeout_s=args.timeout, limit_s=args.limit, cuda_check=args.cuda_check, forkserver=args.forkserver,
                     extra={**({"vllm_override": True} if args.override_cpu_spawn else {}),
-                           **({"vllm_ray_override": True} if args.override_cpu_ray else {})})
+                           **({"vllm_ray_override": True} if args.override_cpu_ray else {}),
+                           **({"vllm_compile_cache": "cold"} if args.compile_cache == "cold" else {}),
+                           **({"vllm_fault": args.fault} if args.fault else {})})
     if args.override_cpu_spawn and args.engine != "vllm":
         raise ConfigError(f"--override-cpu-spawn applies to --engine vllm only, not {args.engine!r}")
     if args.override_cpu_ray and (args.engine, args.method) != ("vllm", "ray"):
         raise ConfigError(f"--override-cpu-ray applies to --engine vllm --method ray only, not {args.engine} {args.method}")
+    if args.compile_cache == "cold" and args.engine not in ("vllm", "vllm-serve"):
+        raise ConfigError(f"--compile-cache applies to --engine vllm or vllm-serve only, not {args.engine!r}")
+    if args.fault:
+        if args.engine != "vllm":
+            raise ConfigError(f"--fault applies to --engine vllm only, not {args.engine!r}")
+        process = engine_fault(args.fault, "--fault")
+        if process.startswith("rank") and int(process[4:]) >= args.tp:
+            raise ConfigError(f"--fault {args.fault}: no {process} at --tp {args.tp} (ranks 0..{args.tp - 1})")
     if args.output:
         _check_writable(args.output)
     record = measure(config, progress=lambda line: print(line, file=sys.stderr, flush=True))

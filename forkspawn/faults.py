@@ -6,11 +6,16 @@
   while workers are started; each worker takes `LOCK` at entry. A forked child inherits the
   lock as held by a thread that does not exist in it and blocks forever; a spawned child
   imports this module afresh and gets a free lock.
+
+A real engine's processes are not ours to instrument: its faults (`engine_fault`, e.g. vLLM's
+config.extra.vllm_fault) are `PROCESS:decode:kill`, the parent sending SIGKILL to the process of
+that record label (`rank0`, `engine-core`) while the engine decodes.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -20,14 +25,29 @@ ACTIONS = ("kill", "hang", "raise", "hold-lock")
 LOCK = threading.Lock()
 
 
+ENGINE_PROCESS = re.compile(r"rank\d+|engine-core")
+
+
+def parse(spec: str, what: str, who: str = "RANK", where: str = "PHASE",
+          actions: tuple[str, ...] = ACTIONS) -> tuple[str, str, str]:
+    """`WHO:WHERE:ACTION` as a triple; ValueError (one line naming `what`) if malformed."""
+    parts = spec.split(":")
+    if len(parts) != 3 or parts[2] not in actions:
+        raise ValueError(f"bad {what}={spec!r}; expected {who}:{where}:ACTION with ACTION in {', '.join(actions)}")
+    return parts[0], parts[1], parts[2]
+
+
+def engine_fault(spec: str, what: str) -> str:
+    """A real engine's fault, checked: `PROCESS:decode:kill`, PROCESS a record label; the label."""
+    process, where, _ = parse(spec, what, "PROCESS", "decode", ("kill",))
+    if not ENGINE_PROCESS.fullmatch(process) or where != "decode":
+        raise ValueError(f"bad {what}={spec!r}; expected PROCESS:decode:kill with PROCESS rank<N> or engine-core")
+    return process
+
+
 def _fault() -> tuple[str, str, str] | None:
     spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return None
-    parts = spec.split(":")
-    if len(parts) != 3 or parts[2] not in ACTIONS:
-        raise ValueError(f"bad {FAULT_ENV}={spec!r}; expected RANK:PHASE:ACTION with ACTION in {', '.join(ACTIONS)}")
-    return parts[0], parts[1], parts[2]
+    return parse(spec, FAULT_ENV) if spec else None
 
 
 def hold_lock_if_asked() -> None:

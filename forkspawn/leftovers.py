@@ -37,17 +37,28 @@ def shm_entries() -> set[str]:
 
 
 def orphaned_shm(names: set[str]) -> set[str]:
-    """Segments that no live process maps or holds open: leaked, not in use by another program."""
+    """Segments that no live process maps or holds open: leaked, not in use by another program.
+
+    Matched by inode, not name: a named semaphore (glibc's sem_open) is mapped under the temp
+    name it was created as (`sem.XXXXXX (deleted)`) before being linked to its own."""
     used = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            used.update(line.rsplit("/dev/shm/", 1)[1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+            used.update(int(line.split()[4]) for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
                         if "/dev/shm/" in line)
-            used.update(os.readlink(f"/proc/{pid}/fd/{fd}").rsplit("/dev/shm/", 1)[-1]
-                        for fd in os.listdir(f"/proc/{pid}/fd"))
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/dev/shm/"):
+                    used.add(os.stat(f"/proc/{pid}/fd/{fd}").st_ino)
         except OSError:
             pass
-    return {n for n in names if n.split(" (deleted)")[0] not in used and os.path.exists(f"/dev/shm/{n}")}
+    orphans = set()
+    for name in names:
+        try:
+            if os.stat(f"/dev/shm/{name}").st_ino not in used:
+                orphans.add(name)
+        except OSError:
+            pass  # gone already
+    return orphans
 
 
 def report() -> list[str]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import bundled, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
-from .checkpoint import resolve_checkpoint
+from .checkpoint import resolve_checkpoint, spec_of
 from .config import DEVICE_STATES, Config, ConfigError
 from .record import Record, Run, build_record
 from .stats import settled
@@ -75,7 +75,9 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
         stop = cold_starts(config, runs, progress, reference, on_run)
         stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
         gpu_used["after"] = machine.gpu_used_mib()
-    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used)
+    spec = spec_of(config.model, config.cache_path())
+    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used,
+                        spec.param_count() if spec else None)
 
 
 def cold_starts(config: Config, runs: list[Run], progress: Progress | None = None,
@@ -133,7 +135,10 @@ def ensure_bytecode() -> None:
 
 
 def label(config: Config) -> str:
-    return f"{config.engine} {config.method} {config.parent_state} tp={config.tp}"
+    """How progress lines name a configuration; a labelled variant's options too (a queue's log
+    otherwise shows `vllm fork torch tp=1` for fork, fork-coldcache and fork-killworker alike)."""
+    extra = f" {json.dumps(config.extra, sort_keys=True)}" if config.extra else ""
+    return f"{config.engine} {config.method} {config.parent_state} tp={config.tp}{extra}"
 
 
 def run_in_fresh_parent(config: Config) -> Run:

@@ -174,6 +174,7 @@ class Record:
     forkserver: dict[str, Any] | None = None
     tp: int | None = None
     model: str | None = None
+    model_params: int | None = None  # the model's parameters, from its config (checkpoint.ModelSpec.param_count)
     batches: list[int] | None = None
     repeat: int | None = None
     runs: int | None = None
@@ -232,7 +233,8 @@ def check_schema(d: Any) -> dict[str, Any]:
 
 
 def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
-                 stop_reason: str = "repeat", gpu_used_mib: dict | None = None) -> "Record":
+                 stop_reason: str = "repeat", gpu_used_mib: dict | None = None,
+                 model_params: int | None = None) -> "Record":
     """Aggregate the runs of one configuration into its `forkspawn measure --json` record."""
     failed = next((r for r in runs if r.status != "ok"), None)
     last = runs[-1] if runs else Run(status="error", error="no run was made")
@@ -259,6 +261,7 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
         forkserver=last.forkserver,
         tp=config.tp,
         model=config.model,
+        model_params=model_params,
         batches=list(config.batches),
         repeat=config.repeat,
         runs=len(runs),

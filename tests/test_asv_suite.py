@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,7 @@ import json, os, sys
 sys.path.insert(0, {root!r})
 from types import SimpleNamespace
 from forkspawn import asvsuite as suite
+from benchmarks.engines import VllmStartup
 seen, turns = [], []
 def cached_record(token, config, conf_dir, asv_params, until=None):
     seen.append(asv_params.replace("|", " "))
@@ -88,7 +90,10 @@ print(json.dumps({{"n": suite.measure_first("^engines\\\\.VllmStartup$", "t"), "
                   "alternate": [turns.clear(), suite.measure_first("^engines\\\\.VllmStartup$", "t", ["torch"],
                                                                   ["fork", "spawn"], alternate=True), turns][1:],
                   "repeat": suite.measured("vllm")["repeat"], "model": suite.measured("vllm")["model"],
-                  "eager": [m for m in suite.PROFILES["default"].left_out if "eager" in m]}}))
+                  "eager": [m for m in suite.PROFILES["default"].left_out if "eager" in m],
+                  "serve": [suite.PROFILE.leaves_out("vllm-serve", m, "bare", 1, [1]) for m in ("fork", "spawn")],
+                  "extra": {{m: suite.config_of("vllm", m, "torch", "1", VllmStartup.variants).extra
+                            for m in ("fork-coldcache", "spawn-killworker", "fork-killcore")}}}}))
 """
 
 
@@ -103,8 +108,11 @@ def test_prefill_takes_every_method_of_a_state_before_the_next_state_on_a_gpu_gr
     # the points the profile measures (Ray and the labelled variants of other states are left out)
     assert got["seen"][:4] == ["vllm fork torch 1", "vllm spawn torch 1", "vllm fork device-initialized 1",
                                "vllm spawn device-initialized 1"]
-    assert got["seen"][10:13] == ["vllm fork-eager torch 1", "vllm spawn-eager torch 1", "vllm fork-gcfreeze torch 1"]
-    assert got["n"] == 13
+    # the labelled variants last, from a torch parent only: cold compile caches, then the crashes
+    assert got["seen"][10:19] == [f"vllm {m} torch 1" for m in (
+        "fork-eager", "spawn-eager", "fork-gcfreeze", "fork-coldcache", "spawn-coldcache",
+        "fork-killworker", "spawn-killworker", "fork-killcore", "spawn-killcore")]
+    assert got["n"] == 19
     assert got["filtered"] == [1, "vllm spawn bare 1"]  # --states and --methods keep only those points
     # --alternate: fork and spawn take turns, one cold start each a round, to the cap (5); then
     # asv's setup reads each record back
@@ -113,6 +121,10 @@ def test_prefill_takes_every_method_of_a_state_before_the_next_state_on_a_gpu_gr
     assert turns == [[m, r] for r in range(1, 6) for m in ("fork", "spawn")] + [["fork", None], ["spawn", None]]
     assert got["repeat"] == 5 and got["model"] == "1b"
     assert "vllm fork-eager torch" not in got["eager"] and "vllm fork-eager bare" in got["eager"]
+    assert got["serve"] == [None, None], "`vllm serve` asked for fork is measured on a GPU, beside spawn"
+    assert got["extra"] == {"fork-coldcache": {"vllm_compile_cache": "cold"},
+                            "spawn-killworker": {"vllm_fault": "rank0:decode:kill"},
+                            "fork-killcore": {"vllm_fault": "engine-core:decode:kill"}}
 
 
 def test_recorded_only_skips_what_the_run_did_not_measure(tmp_path: Path, monkeypatch) -> None:
@@ -174,6 +186,9 @@ def test_a_resumed_run_goes_on_from_the_cold_starts_it_had(tmp_path: Path, monke
     assert spent == ["torch-tp|fork|bare|1: ok, repeat after 3 cold start(s)".replace("|", " "),
                      "open at the cap (neither resolved against the reference nor within the precision): none",
                      "run tok: 1 configuration(s), 3 cold starts (1 repeat)"]
+    # a point's key has no model: another model under the same run is refused, not read back as this one
+    with pytest.raises(ValueError, match=re.escape("run tok holds 'tiny' at torch-tp|fork|bare|1, not 'small'")):
+        asvsuite.cached_record("tok", config.replace(model="small"), tmp_path, "torch-tp|fork|bare|1")
 
 
 def test_an_environment_is_named_by_its_path_in_the_project(monkeypatch: pytest.MonkeyPatch) -> None:

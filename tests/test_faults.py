@@ -4,6 +4,7 @@ by conftest's nothing_left_behind)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -94,3 +95,28 @@ def test_runs_written_before_the_traceback_field_still_load() -> None:
 
     old = Run.from_dict({"status": "error", "error": "rank 0 failed during device_ready: Traceback ..."})
     assert old.traceback is None and old.error.startswith("rank 0 failed")
+
+
+SHM_IN_USE = """
+import json, multiprocessing
+from multiprocessing import shared_memory
+from forkspawn import leftovers
+before = leftovers.shm_entries()
+queue = multiprocessing.get_context("spawn").Queue()  # named semaphores, as vLLM's benchmark makes
+segment = shared_memory.SharedMemory(create=True, size=4096)
+segment.close()  # linked, mapped by nobody: what a crashed run leaves
+new = leftovers.shm_entries() - before
+print(json.dumps([sorted(new), sorted(leftovers.orphaned_shm(new)), segment._name.lstrip("/")]))
+segment.unlink()
+"""
+
+
+def test_a_live_named_semaphore_is_in_use_not_leaked() -> None:
+    """`measure` removes /dev/shm entries a run left that no process maps or holds: a live named
+    semaphore of any process on the machine (glibc maps it under the temp name it was created as)
+    is in use, and another program's queue keeps working while a measurement ends."""
+    out = subprocess.run([sys.executable, "-c", SHM_IN_USE], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    new, orphaned, segment = json.loads(out.stdout)
+    assert any(n.startswith("sem.") for n in new)
+    assert orphaned == [segment]

@@ -58,3 +58,23 @@ def test_another_schema_is_refused(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "forkspawn.quality", "precision", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "other/1" in out.stderr
+
+
+def test_a_record_names_its_models_size_from_the_config(tmp_path: Path) -> None:
+    """`model_params` comes from the checkpoint's config (no weights read): the presets' counts are
+    their namesakes', equal to the tensors a generated checkpoint holds, and a record carries it."""
+    from forkspawn.checkpoint import PRESETS, SEED, spec_of, write_checkpoint
+    from forkspawn.config import Config
+    from forkspawn.record import Run, build_record
+
+    assert PRESETS["1b"].param_count() == 1_235_814_400  # Llama-3.2-1B
+    assert PRESETS["8b"].param_count() == 8_030_261_248  # Llama-3.1-8B
+    write_checkpoint(tmp_path, PRESETS["tiny"], SEED)
+    header = json.loads((f := tmp_path / "model.safetensors").read_bytes()[8:8 + int.from_bytes(f.read_bytes()[:8], "little")])
+    held = sum(int(__import__("math").prod(t["shape"])) for k, t in header.items() if k != "__metadata__")
+    assert held == spec_of(str(tmp_path), tmp_path).param_count() == spec_of("tiny", tmp_path).param_count()
+    assert spec_of(str(tmp_path / "nowhere"), tmp_path) is None
+    rec = build_record(Config(), [Run()], machine={}, versions={}, model_params=held)
+    assert rec.to_dict()["model_params"] == held and list(rec.to_dict()).index("model_params") == list(rec.to_dict()).index("model") + 1
+    old = {k: v for k, v in rec.to_dict().items() if k != "model_params"}  # a record written before the field
+    assert Record.from_dict(old).to_dict() == old

@@ -41,3 +41,18 @@ def test_a_server_that_cannot_bind_its_port_is_reported() -> None:
                 serving.wait_answering(proc, f"http://127.0.0.1:{port}/nothing", timeout=30, what="test server")
         finally:
             serving.stop_group(proc)
+
+
+def test_vllm_serve_says_which_method_ran_and_why_it_differs() -> None:
+    """`vllm serve` asked for fork: the record's note gives the method /proc showed and, where it
+    is not the one asked, the reason (vLLM's CPU platform; elsewhere vLLM's logged reason)."""
+    from forkspawn.engines.vllm_serve import method_note
+
+    env = "VLLM_WORKER_MULTIPROC_METHOD=fork in the server's environment (vLLM's CLI picks spawn only where it is unset)"
+    assert method_note("fork", "fork", False, []) == f"{env}: the engine core and workers were started with fork"
+    assert method_note("fork", "spawn", True, []) == (
+        f"{env}, but vLLM started its processes with spawn (vLLM's CPU platform sets spawn in "
+        "CpuPlatform.check_and_update_config, and no override reaches the server's own interpreter)")
+    assert method_note("fork", "spawn", False, ["vLLM forced spawn: CUDA is initialized"]).endswith(
+        "with spawn (vLLM forced spawn: CUDA is initialized)")
+    assert method_note("fork", "spawn", False, []).endswith("(the server's log gives no reason)")

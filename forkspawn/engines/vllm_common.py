@@ -13,6 +13,7 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,13 @@ LOG_SIZES = ((r"Available KV cache memory: ([\d.]+) GiB", "kv_cache_mib", 1024.0
              (r"GPU KV cache size: ([\d,]+) tokens", "kv_cache_tokens", 1.0),
              (r"Graph capturing finished in [\d.]+ secs, took ([\d.]+) GiB", "cuda_graph_mib", 1024.0))
 FORCED_SPAWN = re.compile(r"We must use the `spawn` multiprocessing start method.*Reasons: (.+)$")
+# Config.extra: "cold" gives every cold start fresh, empty compile caches (asv labels `*-coldcache`);
+# absent, the caches are shared and warm after the first start (`set_environment`).
+COMPILE_CACHE_KEY = "vllm_compile_cache"
+# vLLM's log lines that say where a start's compiled graphs came from (vllm/compilation/)
+COMPILE_LOADED = ("Directly load the compiled graph(s)", "Directly load AOT compilation")
+COMPILE_COMPILED = ("Compiling a graph for compile range", "saved AOT compiled function")
+COMPILE_LOAD_FAILED = re.compile(r"Compiling model again due to a load failure from \S+, reason: (.+)$")
 
 
 def unavailable() -> str | None:
@@ -67,13 +75,7 @@ def mp_method(config: Config) -> str:
 def set_environment(config: Config, on_cpu: bool) -> list[str]:
     """The environment vLLM reads at start-up (children inherit it); notes on what was chosen."""
     os.environ[METHOD_ENV] = mp_method(config)
-    # Compiled graphs are cached across runs, next to our checkpoints (warm after the first start
-    # of a model and TP size, as on a serving box); the record says which runs found it cold.
-    compiled = config.cache_path().parent / "vllm-compile"
-    cold = not compiled.exists()
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(compiled / "vllm"))
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(compiled / "inductor"))
-    notes = ["compile cache: cold (first vLLM start with this cache)"] if cold else []
+    notes = [compile_cache(config)]
     if on_cpu:
         # KV cache in GiB of host memory; the default fraction (0.92 of the node) fails on a shared box.
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -85,6 +87,32 @@ def set_environment(config: Config, on_cpu: bool) -> list[str]:
                 ",".join(map(str, cpus[r * per:(r + 1) * per])) for r in range(config.tp))
         notes.append(f"VLLM_CPU_OMP_THREADS_BIND={os.environ.get('VLLM_CPU_OMP_THREADS_BIND', 'auto')}")
     return notes
+
+
+def compile_cache(config: Config) -> str:
+    """Point vLLM's, inductor's and Triton's compile caches at this start's directories; a note
+    saying which (`LogTap.compile_cache` says what vLLM then found in them).
+
+    Warm (the default): shared across runs, next to our checkpoints, as on a serving box that
+    keeps its cache; the first start of a model and TP size fills it. Cold (`COMPILE_CACHE_KEY`):
+    fresh, empty directories in the run's own temp dir (measure.run_in_fresh_parent removes it
+    after the start), as `vllm bench startup` defines a cold start (a fresh VLLM_CACHE_ROOT and
+    inductor's `fresh_cache`, which moves Triton's too), and as an autoscaled pod without a
+    persistent cache starts.
+    """
+    mode = config.extra.get(COMPILE_CACHE_KEY, "warm")
+    if mode not in ("warm", "cold"):
+        raise ValueError(f"config.extra.{COMPILE_CACHE_KEY}={mode!r}; valid: warm, cold")
+    if mode == "cold":
+        root = Path(tempfile.mkdtemp(prefix="compile-cache-"))
+        os.environ.update({"VLLM_CACHE_ROOT": str(root / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(root / "inductor"),
+                           "TRITON_CACHE_DIR": str(root / "inductor" / "triton")})
+        return ("compile cache: cold (fresh, empty VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR "
+                "for this start, removed after it)")
+    shared = config.cache_path().parent / "vllm-compile"
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(shared / "vllm"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(shared / "inductor"))
+    return f"compile cache: warm (shared, VLLM_CACHE_ROOT={os.environ['VLLM_CACHE_ROOT']})"
 
 
 class LogTap:
@@ -133,10 +161,34 @@ class LogTap:
                     found[name] = float(m.group(1).replace(",", "")) * scale
         return found
 
+    def compile_cache(self) -> list[str]:
+        """Where vLLM's compiled graphs came from, as its log says (none in eager mode): every
+        start's own evidence, so a warm-labelled start that found its cache empty, or could not
+        load it (vLLM-CPU 0.32's AOT artifacts never load), shows it."""
+        loaded = compiled = 0
+        failed = []
+        for _, line in list(self.lines):
+            loaded += any(n in line for n in COMPILE_LOADED)
+            compiled += any(n in line for n in COMPILE_COMPILED)
+            if m := COMPILE_LOAD_FAILED.search(line):
+                failed.append(m.group(1).strip())
+        if not (loaded or compiled):
+            return []
+        state = "warm" if not compiled else "cold" if not loaded else "partly warm"
+        why = f"; {len(failed)} failed load(s): {'; '.join(dict.fromkeys(failed))}" if failed else ""
+        return [f"compile cache observed: {state} (vLLM's log: {loaded} load(s) from the cache, {compiled} "
+                f"compilation(s){why})"]
+
     def forced_spawn(self) -> list[str]:
         """vLLM's own reason, where it overrode the start method with spawn (`_maybe_force_spawn`)."""
         reasons = {m.group(1).strip() for _, line in list(self.lines) if (m := FORCED_SPAWN.search(line))}
         return [f"vLLM forced spawn: {r}" for r in sorted(reasons)]
+
+    def death_notices(self) -> list[str]:
+        """vLLM's own words where it noticed one of its processes die (without its log prefix)."""
+        found = [re.sub(r"^\(.*?\) [A-Z]+ [\d-]+ [\d:]+ \[[^\]]*\] ", "", line).strip()
+                 for _, line in list(self.lines) if "died unexpectedly" in line or "exited unexpectedly" in line]
+        return list(dict.fromkeys(found))
 
     def root_cause(self) -> str | None:
         """The last exception a child logged (`SomeError: text`), without the log prefix."""

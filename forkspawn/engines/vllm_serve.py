@@ -38,6 +38,7 @@ from .contract import no_ray_head
 from .serving import completion_throughput, http_json, one_line, wait_answering
 from .vllm_common import (
     GPU_MEMORY_UTILIZATION,
+    METHOD_ENV,
     PHASES,
     LogTap,
     cpu_notes,
@@ -82,14 +83,12 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         core, workers = engine_processes(proc.pid)
         run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks())
         run.processes, notes = _processes(proc.pid, core, workers)
-        run.notes += notes + tap.forced_spawn()
+        run.notes += notes + tap.forced_spawn() + tap.compile_cache()
         run.engine_metrics.update(tap.sizes())
         if not on_cpu:
             run.notes.append(f"gpu_memory_utilization={GPU_MEMORY_UTILIZATION} (--gpu-memory-utilization)")
         run.method_used = methods.method_used(([core] if core else []) + list(workers.values()))
-        if run.method_used != config.method:
-            run.notes.append(f"asked {config.method}, vLLM started its processes with {run.method_used} "
-                             "(its CPU platform forces spawn; the server has no override)")
+        run.notes.append(method_note(config.method, run.method_used, on_cpu, tap.forced_spawn()))
         memory.probe(run.processes, on_gpu=not on_cpu)
         run.notes += thread_notes(run.processes)
         completion_throughput(run, lambda prompt, tokens: _complete(url, str(checkpoint), prompt, tokens),
@@ -112,6 +111,21 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     if run.status == "ok":
         run.teardown_s = teardown
     return run
+
+
+def method_note(asked: str, used: str | None, on_cpu: bool, forced: list[str]) -> str:
+    """What the server did with the method it was asked for, and why where it differs.
+
+    vLLM's CLI sets VLLM_WORKER_MULTIPROC_METHOD=spawn only where the variable is unset
+    (`cli_env_setup`): it is set here, so the CLI itself does not decide; vLLM's CPU platform
+    then overwrites it with spawn (silently), `_maybe_force_spawn` logs its own reasons.
+    """
+    said = f"{METHOD_ENV}={asked} in the server's environment (vLLM's CLI picks spawn only where it is unset)"
+    if used == asked:
+        return f"{said}: the engine core and workers were started with {used}"
+    why = ("vLLM's CPU platform sets spawn in CpuPlatform.check_and_update_config, and no override reaches the "
+           "server's own interpreter" if on_cpu else "; ".join(forced) or "the server's log gives no reason")
+    return f"{said}, but vLLM started its processes with {used} ({why})"
 
 
 def _processes(server: int, core: int | None, workers: dict[int, int]) -> tuple[list[ProcessMemory], list[str]]:

