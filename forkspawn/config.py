@@ -11,20 +11,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-METHODS = ("fork", "spawn", "forkserver", "forkserver-preload", "ray")  # ray: ranks as Ray actors (ray_cluster.py)
+from .methods import METHODS, base_method  # noqa: F401 (the configuration's vocabulary of methods)
+
+# The engines, each an adapter module of forkspawn/engines/ (named in its table, which checks this)
+ENGINES = ("torch-tp", "vllm", "vllm-serve", "xinference")
 PARENT_STATES = ("bare", "torch", "device-queried", "device-initialized")
 DEVICE_STATES = ("device-queried", "device-initialized")
 CUDA_CHECKS = ("runtime", "nvml")  # how torch.cuda.is_available() finds devices
 FORKSERVER_STATES = ("fresh", "warm")
-ENGINES = ("torch-tp", "vllm", "vllm-serve", "xinference")
 DEVICES = ("auto", "cpu", "cuda")
 STATUSES = ("ok", "error", "timeout", "skipped")
-
-
-def base_method(label: str) -> str:
-    """The start method behind an asv method label: the label itself, or a labelled variant's
-    (`fork-eager`, `fork-gcfreeze`, `fork-override` -> fork; `ray-override` -> ray)."""
-    return label if label in METHODS else label.split("-")[0]
 
 
 class ConfigError(ValueError):

@@ -20,6 +20,7 @@ from pathlib import Path
 from . import bundled, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
 from .checkpoint import resolve_checkpoint, spec_of
 from .config import DEVICE_STATES, Config, ConfigError
+from .methods import RAY
 from .record import Record, Run, build_record
 from .stats import settled
 
@@ -47,10 +48,10 @@ def not_applicable(config: Config) -> str | None:
         return "the NVML-based CUDA check only matters with a CUDA device; this run is on CPU"
     adapter = engines.adapter(config.engine)
     if config.method not in adapter.METHODS:
-        if config.method == "ray":
+        if config.method == RAY:
             return f"{config.engine} has no Ray launch path here (it starts with {', '.join(adapter.METHODS)})"
         return f"{config.engine} starts its workers with {', '.join(adapter.METHODS)} only, not {config.method!r}"
-    if config.method == "ray" and (reason := ray_cluster.unavailable()):
+    if config.method == RAY and (reason := ray_cluster.unavailable()):
         return reason
     return adapter.unavailable()
 

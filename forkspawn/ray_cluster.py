@@ -32,10 +32,11 @@ from typing import Any, Callable, Iterator
 
 import psutil
 
-from . import lifecycle, machine, provenance
+from . import lifecycle, machine
 from .clock import now
 from .launcher import GroupFailure
 from .leftovers import tagged_processes
+from .methods import RAY, verify
 from .record import ProcessMemory
 
 HEAD_ENV = "FORKSPAWN_RAY_HEAD"  # marks every process of a head we started, so it can be stopped exactly
@@ -65,7 +66,7 @@ def for_run(config: Any, head: dict[str, Any]) -> contextlib.AbstractContextMana
     """The cluster a run of `config` needs, outside its timed region: none but for the `ray`
     method, and then with what the engine adapter asks of a local head (`head`, its
     `ray_head(config)`: env, resources; the caller asks, so that Ray knows no adapter)."""
-    if config.method != "ray":
+    if config.method != RAY:
         return contextlib.nullcontext()
     gpus = len(machine.gpus()) if config.device == "cuda" else 0
     return cluster(len(os.sched_getaffinity(0)), gpus, **head)
@@ -159,7 +160,7 @@ def own_processes(exclude: set[int]) -> list[ProcessMemory]:
             name = _role(p)
             n = counts[name] = counts.get(name, -1) + 1
             role = f"ray-{name}" + (f"-{n}" if n else "")
-            found.append(ProcessMemory(role, None, p.pid, started_by=provenance.started_by(p.pid)))
+            found.append(ProcessMemory(role, None, p.pid, started_by=verify.started_by(p.pid)))
     return found
 
 

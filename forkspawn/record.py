@@ -36,7 +36,7 @@ class ProcessMemory:
     role: str  # parent | forkserver | rank | engine-core | server | ... (engine-specific roles)
     rank: int | None
     pid: int
-    started_by: str | None  # verified start method of this process (provenance.started_by)
+    started_by: str | None  # verified start method of this process (methods.verify.started_by)
     rss_mib: float | None = None
     uss_mib: float | None = None
     pss_mib: float | None = None

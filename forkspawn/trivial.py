@@ -44,7 +44,7 @@ def trivial_rank(spec: dict[str, Any], conn: "Connection") -> None:
 
 def group(method: str, tp: int, import_torch: bool = False) -> "WorkerGroup":
     from .launcher import WorkerGroup
-    from .methods import context
+    from .methods.apply import context
 
     ctx, _ = context(method)
     return WorkerGroup(ctx, [{"rank": r, "import_torch": import_torch} for r in range(tp)], target=trivial_rank)

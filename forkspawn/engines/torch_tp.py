@@ -7,10 +7,11 @@ import os
 import statistics
 from typing import Any
 
-from .. import machine, memory, methods, ray_cluster
+from .. import machine, memory, ray_cluster
 from ..checkpoint import ModelSpec, resolve_checkpoint
-from ..config import METHODS, Config
+from ..config import Config
 from ..launcher import GroupFailure, WorkerGroup
+from ..methods import METHODS, apply, verify
 from ..record import ProcessMemory, Run
 from .contract import no_ray_head
 
@@ -34,7 +35,7 @@ ray_head = no_ray_head  # its Ray head needs nothing beyond ray_cluster's defaul
 def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     run = Run(parent_state=parent_state, engine_version=engine_version())
     checkpoint = resolve_checkpoint(config.model, config.cache_path())
-    ctx, forkserver = methods.context(config.method, config.forkserver)
+    ctx, forkserver = apply.context(config.method, config.forkserver)
     port = machine.free_port()
     specs = [
         {
@@ -57,8 +58,8 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         ready = group.wait_ready(config.timeout_s)
         run.phases = group.phases()
         run.time_to_ready_s = max(p.t_s for p in run.phases if p.name == "ready")
-        run.forkserver = methods.forkserver_info(forkserver)
-        run.method_used = methods.method_used(group.pids)
+        run.forkserver = apply.forkserver_info(forkserver)
+        run.method_used = verify.method_used(group.pids)
         run.notes += _prestarted(group)
         run.processes = _processes(group, run.forkserver, ready)
         digests = {r["output_digest"] for r in ready}
@@ -94,7 +95,7 @@ def _processes(group: WorkerGroup, forkserver: dict | None, ready: list[dict]) -
     if forkserver and forkserver.get("pid"):
         procs.append(ProcessMemory("forkserver", None, forkserver["pid"], started_by="spawn"))
     for rank, (pid, info) in enumerate(zip(group.pids, ready)):
-        procs.append(ProcessMemory("rank", rank, pid, started_by=methods.started_by(pid),
+        procs.append(ProcessMemory("rank", rank, pid, started_by=verify.started_by(pid),
                                    torch_reserved_mib=info.get("torch_reserved_mib")))
     # Ray's own processes (a local head's GCS, raylet, agents, idle workers) are part of its cost
     return procs + ray_cluster.own_processes(set(group.pids))
@@ -105,6 +106,6 @@ def _prestarted(group: WorkerGroup) -> list[str]:
     requested = group.stamped("start_requested")
     return [f"rank {rank} ran in a process created {requested[rank] - created:.2f} s before its start request"
             f" (Ray's prestarted workers)" for rank, pid in enumerate(group.pids)
-            if (created := methods.process_start(pid)) is not None and created < requested[rank] - 0.02]
+            if (created := verify.process_start(pid)) is not None and created < requested[rank] - 0.02]
 
 

@@ -2,7 +2,7 @@
 
 The parent asks for `VLLM_WORKER_MULTIPROC_METHOD` = fork or spawn; vLLM may silently switch to
 spawn (CUDA already initialised, Ray, and always on its CPU platform), so the method recorded is
-read from /proc (`provenance.started_by`) for the engine core and every worker. With
+read from /proc (`methods.verify.started_by`) for the engine core and every worker. With
 `extra={"vllm_override": True}` (CLI `--override-cpu-spawn`) the requested method is put back
 right after the platform's `check_and_update_config` overwrote it: an explicitly labelled,
 non-default way to make vLLM-CPU really fork (see docs/vllm-fork-slowdown.md for its cost).
@@ -35,7 +35,6 @@ waiting `FAULT_GRACE_S` later: the parent's wait is then interrupted by a signal
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import signal
@@ -48,17 +47,17 @@ from typing import Any
 
 import psutil
 
-from .. import activity, faults, gcwatch, lifecycle, memory, methods, ray_cluster
+from .. import activity, faults, gcwatch, lifecycle, memory, ray_cluster
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
+from ..methods import FORK, RAY, SPAWN, apply, verify
 from ..record import ProcessMemory, Run
 from ..vocabulary import RAY_ROLE_PREFIX
 from ..worker import exception_line
 from .decode import decode_rates
 from .vllm_common import (
     GPU_MEMORY_UTILIZATION,
-    METHOD_ENV,
     PHASES,
     LogTap,
     cpu_notes,
@@ -66,7 +65,6 @@ from .vllm_common import (
     engine_processes,
     engine_version,
     is_resource_tracker,
-    mp_method,
     set_environment,
     thread_notes,
     unavailable,
@@ -75,7 +73,7 @@ from .vllm_common import (
 
 # The adapter's contract (engines.contract.Adapter), some of it shared with vllm_serve
 __all__ = ["METHODS", "PHASES", "engine_version", "ray_head", "run_once", "unavailable"]
-METHODS = ("fork", "spawn", "ray")  # ray: vLLM's Ray executor (workers as actors)
+METHODS = (FORK, SPAWN, RAY)  # ray: vLLM's Ray executor (workers as actors)
 OVERRIDE_KEY = "vllm_override"
 # The labelled Ray override on CPU (asv `ray-override`, CLI --override-cpu-ray): vllm_cpu_ray/
 RAY_OVERRIDE_KEY = "vllm_ray_override"
@@ -117,7 +115,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     # vLLM and torch put IPC sockets and scratch files in the temp dir and do not all remove them:
     # the parent's TMPDIR is the measurement's own (measure.run_in_fresh_parent), which goes with
     # the run. Not a deeper one: IPC socket paths must stay under 108 bytes.
-    hook = _MethodHook(mp_method(config), override)
+    watch = apply.VllmPlatformWatch(config.method, override)
     tap = LogTap()
     llm = None
     gc_dir = Path(tempfile.gettempdir(), "gcwatch")  # the measurement's own temp dir
@@ -126,7 +124,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     gcwatch.install(gc_dir)  # forked ones inherit it
     t0 = now()
     try:
-        hook.install()
+        watch.install()
         from vllm import LLM, SamplingParams
 
         tap.start()
@@ -136,30 +134,30 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
             gc.freeze()
             run.notes.append(f"gc.freeze() before LLM(...): {gc.get_freeze_count()} objects frozen in the parent")
         t0 = now()
-        backend = "ray" if config.method == "ray" else "mp"  # ray: joins RAY_ADDRESS (parent.py's head)
+        backend = apply.vllm_backend(config.method)  # ray: joins RAY_ADDRESS (parent.py's head)
         llm = LLM(model=str(checkpoint), tensor_parallel_size=config.tp, distributed_executor_backend=backend,
                   max_model_len=min(256, ModelSpec.from_hf(checkpoint).max_position_embeddings),
                   seed=0, **({} if on_cpu else {"gpu_memory_utilization": GPU_MEMORY_UTILIZATION}), **kwargs)
         run.time_to_ready_s = now() - t0
-        run.notes += hook.notes() + tap.forced_spawn() + tap.compile_cache()
+        run.notes += watch.notes() + tap.forced_spawn() + tap.compile_cache()
         if not on_cpu:
             util = llm.llm_engine.vllm_config.cache_config.gpu_memory_utilization
             run.notes.append(f"gpu_memory_utilization={util} (fraction of the GPU vLLM reserves: weights, "
                              "activations, CUDA graphs and the KV cache)")
         run.engine_metrics.update(tap.sizes())
         core, workers = engine_processes(os.getpid())
-        if backend == "ray":  # the workers are actors, children of a raylet: ask them who they are
+        if config.method == RAY:  # the workers are actors, children of a raylet: ask them who they are
             workers = {r: p["pid"] for r, p in enumerate(llm.collective_rpc(worker_probe, timeout=60))}
         run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks())
         run.processes = [ProcessMemory("parent", None, os.getpid(), started_by=None)]
         if core:
-            run.processes.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
-        run.processes += [ProcessMemory("rank", r, pid, started_by=methods.started_by(pid))
+            run.processes.append(ProcessMemory("engine-core", None, core, started_by=verify.started_by(core)))
+        run.processes += [ProcessMemory("rank", r, pid, started_by=verify.started_by(pid))
                           for r, pid in sorted(workers.items())]
         run.processes += ray_cluster.own_processes(set(workers.values()))
         # With Ray the ranks are actors and the engine core is vLLM's spawned process (its
         # started_by says so): the method is the ranks'.
-        run.method_used = methods.method_used(([core] if core and backend == "mp" else []) + list(workers.values()))
+        run.method_used = verify.method_used(([core] if core and backend == "mp" else []) + list(workers.values()))
         memory.probe(run.processes, on_gpu=not on_cpu)
         run.notes += thread_notes(run.processes, llm)
         before = {p.label: activity.snapshot(p.pid, gc_dir) for p in run.processes if not p.role.startswith(RAY_ROLE_PREFIX)}
@@ -189,7 +187,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         if left:
             run.notes.append(f"still running {teardown:.0f} s after shutdown: {', '.join(left)}")
         tap.stop()
-        hook.uninstall()
+        watch.uninstall()
     if fault and fault.fired:
         run.notes.append(fault.note())
     if run.status == "ok":
@@ -277,49 +275,6 @@ def ray_head(config: Config) -> dict[str, Any]:
     path = os.pathsep.join(filter(None, [patch, os.environ.get("PYTHONPATH")]))
     return {"env": {"PYTHONPATH": path, "FORKSPAWN_VLLM_RAY_RESOURCE": RAY_RESOURCE},
             "resources": {RAY_RESOURCE: config.tp}}
-
-
-class _MethodHook:
-    """Watch (and with the override, undo) what the platform's config hook does to the start method."""
-
-    def __init__(self, method: str, override: bool):
-        self.method, self.override = method, override
-        self.forced: str | None = None
-        self.cls = self.original = None
-
-    def install(self) -> None:
-        from vllm.platforms import current_platform
-
-        self.cls = type(current_platform)
-        self.own = "check_and_update_config" in self.cls.__dict__  # else inherited: uninstall deletes ours
-        self.original = inspect.getattr_static(self.cls, "check_and_update_config")
-        original, hook = self.original.__func__, self
-
-        def check_and_update_config(cls, vllm_config) -> None:
-            original(cls, vllm_config)
-            after = os.environ.get(METHOD_ENV)
-            if after != hook.method:
-                hook.forced = after
-                if hook.override:
-                    os.environ[METHOD_ENV] = hook.method
-
-        self.cls.check_and_update_config = classmethod(check_and_update_config)
-
-    def uninstall(self) -> None:
-        if self.cls is None:
-            return
-        if self.own:
-            self.cls.check_and_update_config = self.original
-        else:
-            del self.cls.check_and_update_config
-
-    def notes(self) -> list[str]:
-        where = f"{self.cls.__name__}.check_and_update_config"
-        if self.forced is None:
-            return [f"{where} kept {METHOD_ENV}={self.method}"] + (["override requested: nothing to undo"] * self.override)
-        if self.override:
-            return [f"override: {self.method} restored after {where} set {METHOD_ENV}={self.forced}"]
-        return [f"{where} set {METHOD_ENV}={self.forced} (asked: {self.method})"]
 
 
 def _throughput(run: Run, llm: Any, sampling: Any, config: Config, fault: _Fault | None = None) -> None:

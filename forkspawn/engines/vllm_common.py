@@ -20,14 +20,14 @@ from typing import Any
 
 import psutil
 
-from .. import lifecycle, methods
+from .. import lifecycle
 from ..clock import now
 from ..config import Config
+from ..methods import FORK, apply, verify
 from ..record import Phase, ProcessMemory
 
 PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "torch_compiled",
           "kv_cache_profiled", "cuda_graphs_captured", "kv_cache_ready", "ready")
-METHOD_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
 OMP_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY", "KMP_AFFINITY", "LD_PRELOAD")
 # What vLLM reserves on a GPU unless FORKSPAWN_VLLM_KWARGS says otherwise (its default, 0.9, would
 # leave a parent holding a CUDA context, or a slow teardown of the previous start, too little).
@@ -66,15 +66,9 @@ def engine_version() -> str:
     return "vllm unknown"
 
 
-def mp_method(config: Config) -> str:
-    """What vLLM's multiprocessing (the engine core, mp workers) is asked for: with Ray, spawn,
-    which vLLM forces there anyway."""
-    return "spawn" if config.method == "ray" else config.method
-
-
 def set_environment(config: Config, on_cpu: bool) -> list[str]:
     """The environment vLLM reads at start-up (children inherit it); notes on what was chosen."""
-    os.environ[METHOD_ENV] = mp_method(config)
+    os.environ.update(apply.vllm_environment(config.method))
     notes = [compile_cache(config)]
     if on_cpu:
         # KV cache in GiB of host memory; the default fraction (0.92 of the node) fails on a shared box.
@@ -228,8 +222,8 @@ def engine_processes(root: int) -> tuple[int | None, dict[int, int]]:
 
 
 def engine_phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float]) -> list[Phase]:
-    stamps: dict[str, float | None] = {"start_requested": t0, "engine_core_started": methods.process_start(core) if core else None}
-    starts = [methods.process_start(p) for p in workers.values()]
+    stamps: dict[str, float | None] = {"start_requested": t0, "engine_core_started": verify.process_start(core) if core else None}
+    starts = [verify.process_start(p) for p in workers.values()]
     stamps["workers_started"] = max(starts) if starts and None not in starts else None
     stamps.update(marks)
     stamps["ready"] = t0 + ready
@@ -264,7 +258,7 @@ def thread_notes(processes: list[ProcessMemory], llm: Any = None) -> list[str]:
         # libgomp reads its settings once, when loaded at exec: a forked process runs with its
         # exec'd ancestor's (the parent's, shown on the parent's line). Its own /proc/PID/environ
         # is no evidence: setproctitle reuses that memory for the process title.
-        env = "that of the parent (forked)" if proc.started_by == "fork" else exec_omp_env(proc.pid)
+        env = "that of the parent (forked)" if proc.started_by == FORK else exec_omp_env(proc.pid)
         what = (f"{proc.label} ({proc.started_by or 'self'}): {len(tasks)} threads, CPUs of threads "
                 f"{sorted(set(tasks.values()))}, OpenMP libs {libs}, OpenMP environment at exec {env}")
         if proc.pid in probes:

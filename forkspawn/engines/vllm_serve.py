@@ -28,17 +28,18 @@ from typing import Any
 
 import psutil
 
-from .. import lifecycle, machine, memory, methods
+from .. import lifecycle, machine, memory
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
+from ..methods import FORK, SPAWN, verify
+from ..methods.apply import VLLM_METHOD_ENV
 from ..record import ProcessMemory, Run
 from ..worker import exception_line
 from .contract import no_ray_head
 from .serving import completion_throughput, http_json, one_line, wait_answering
 from .vllm_common import (
     GPU_MEMORY_UTILIZATION,
-    METHOD_ENV,
     PHASES,
     LogTap,
     cpu_notes,
@@ -52,7 +53,7 @@ from .vllm_common import (
 )
 
 __all__ = ["METHODS", "PHASES", "engine_version", "ray_head", "run_once", "unavailable"]
-METHODS = ("fork", "spawn")  # the server's own multiprocessing; no Ray path here
+METHODS = (FORK, SPAWN)  # the server's own multiprocessing; no Ray path here
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 
 
@@ -87,7 +88,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         run.engine_metrics.update(tap.sizes())
         if not on_cpu:
             run.notes.append(f"gpu_memory_utilization={GPU_MEMORY_UTILIZATION} (--gpu-memory-utilization)")
-        run.method_used = methods.method_used(([core] if core else []) + list(workers.values()))
+        run.method_used = verify.method_used(([core] if core else []) + list(workers.values()))
         run.notes.append(method_note(config.method, run.method_used, on_cpu, tap.forced_spawn()))
         memory.probe(run.processes, on_gpu=not on_cpu)
         run.notes += thread_notes(run.processes)
@@ -120,7 +121,7 @@ def method_note(asked: str, used: str | None, on_cpu: bool, forced: list[str]) -
     (`cli_env_setup`): it is set here, so the CLI itself does not decide; vLLM's CPU platform
     then overwrites it with spawn (silently), `_maybe_force_spawn` logs its own reasons.
     """
-    said = f"{METHOD_ENV}={asked} in the server's environment (vLLM's CLI picks spawn only where it is unset)"
+    said = f"{VLLM_METHOD_ENV}={asked} in the server's environment (vLLM's CLI picks spawn only where it is unset)"
     if used == asked:
         return f"{said}: the engine core and workers were started with {used}"
     why = ("vLLM's CPU platform sets spawn in CpuPlatform.check_and_update_config, and no override reaches the "
@@ -130,10 +131,10 @@ def method_note(asked: str, used: str | None, on_cpu: bool, forced: list[str]) -
 
 def _processes(server: int, core: int | None, workers: dict[int, int]) -> tuple[list[ProcessMemory], list[str]]:
     """The server's tree by role, and notes on processes that fit no role (helpers are not counted)."""
-    procs = [ProcessMemory("server", None, server, started_by=methods.started_by(server))]
+    procs = [ProcessMemory("server", None, server, started_by=verify.started_by(server))]
     if core:
-        procs.append(ProcessMemory("engine-core", None, core, started_by=methods.started_by(core)))
-    procs += [ProcessMemory("rank", r, pid, started_by=methods.started_by(pid)) for r, pid in sorted(workers.items())]
+        procs.append(ProcessMemory("engine-core", None, core, started_by=verify.started_by(core)))
+    procs += [ProcessMemory("rank", r, pid, started_by=verify.started_by(pid)) for r, pid in sorted(workers.items())]
     known = {p.pid for p in procs}
     others = [" ".join(lifecycle.cmdline(p))[:80] for p in psutil.Process(server).children(recursive=True)
               if p.pid not in known and not is_resource_tracker(p)]

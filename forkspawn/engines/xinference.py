@@ -39,10 +39,11 @@ from typing import Any
 
 import psutil
 
-from .. import lifecycle, machine, memory, methods
+from .. import lifecycle, machine, memory
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
 from ..clock import now
 from ..config import Config
+from ..methods import FORK, SPAWN, apply, verify
 from ..record import Phase, ProcessMemory, Run
 from ..worker import exception_line
 from .contract import no_ray_head
@@ -69,7 +70,7 @@ def engine_version() -> str:
         return "xinference unknown"
 
 
-METHODS = ("fork", "spawn")  # vLLM's inside Xinference (GPU); on CPU the method does not reach its model process
+METHODS = (FORK, SPAWN)  # vLLM's inside Xinference (GPU); on CPU the method does not reach its model process
 ray_head = no_ray_head  # no Ray launch path here
 
 
@@ -105,7 +106,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         run.notes += notes + method_env_notes(run.processes)
         run.phases += _process_phases(run.processes, t0, ready - t0) + [Phase(0, "ready", ready - t0)]
         # How Xinference really started the model's processes (on CPU nothing asked it to use ours).
-        run.method_used = methods.method_used([p.pid for p in run.processes
+        run.method_used = verify.method_used([p.pid for p in run.processes
                                                if p.role in ("model", "engine-core", "rank")])
         memory.probe(run.processes, on_gpu=on_gpu)
         completion_throughput(run, lambda prompt, tokens: server.complete(uid, prompt, tokens, on_gpu),
@@ -249,7 +250,7 @@ class Server:
         }
         if engine == "vLLM":
             payload.update(tensor_parallel_size=config.tp, max_model_len=256, gpu_memory_utilization=0.5,
-                           envs={"VLLM_WORKER_MULTIPROC_METHOD": config.method})
+                           envs=apply.vllm_environment(config.method))
         return self._request("POST", "/v1/models", payload, timeout=timeout)["model_uid"]
 
     def complete(self, uid: str, prompt: str, tokens: int, vllm: bool) -> int:
@@ -273,7 +274,7 @@ class Server:
         """
         root = psutil.Process(self.proc.pid)
         procs = [ProcessMemory("parent", None, os.getpid(), started_by=None),
-                 ProcessMemory("server", None, root.pid, started_by=methods.started_by(root.pid))]
+                 ProcessMemory("server", None, root.pid, started_by=verify.started_by(root.pid))]
         notes, seen = [], set()
         for p in root.children(recursive=True):
             try:
@@ -288,7 +289,7 @@ class Server:
                 notes.append(f"unclassified process in the server's tree: {cmd[:80]}")
                 continue
             seen.add(label)
-            procs.append(ProcessMemory(role, rank, p.pid, started_by=methods.started_by(p.pid)))
+            procs.append(ProcessMemory(role, rank, p.pid, started_by=verify.started_by(p.pid)))
         if "supervisor" in seen:
             notes.append("role supervisor: xinference-local runs the supervisor and worker actors in one process")
         return procs, notes
@@ -319,7 +320,7 @@ def method_env_notes(processes: list[ProcessMemory]) -> list[str]:
     for proc in processes:
         if proc.role not in VLLM_ROLES:
             continue
-        if proc.started_by == "fork":
+        if proc.started_by == FORK:
             seen = "inherited by fork (not in its own exec environment)"
         else:
             seen = repr(_exec_env(proc.pid).get("VLLM_WORKER_MULTIPROC_METHOD", "unset"))
@@ -340,7 +341,7 @@ def _process_phases(processes: list[ProcessMemory], t0: float, ready: float) -> 
     phases = []
     for name, roles in (("model_started", ("model",)), ("engine_core_started", ("engine-core",)),
                         ("workers_started", ("rank",))):
-        starts = [methods.process_start(p.pid) for p in processes if p.role in roles]
+        starts = [verify.process_start(p.pid) for p in processes if p.role in roles]
         if starts and None not in starts:
             phases.append(Phase(0, name, min(ready, max(0.0, max(starts) - t0))))
     return phases

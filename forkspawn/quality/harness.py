@@ -11,9 +11,11 @@ from typing import Any
 
 from .. import sidecar
 from .. import vocabulary as vocab
+from ..methods import FORK, FORKSERVER, RAY, SPAWN
+from ..methods import METHODS as ALL_METHODS
 
-METHODS = ("fork", "spawn", "forkserver", "forkserver-preload")
-CHEAP_METHODS = ("fork", "spawn", "forkserver")  # preload imports torch into the server: seconds per start
+METHODS = tuple(m for m in ALL_METHODS if m != RAY)  # a trivial rank: multiprocessing's methods
+CHEAP_METHODS = (FORK, SPAWN, FORKSERVER)  # preload imports torch into the server: seconds per start
 
 
 # The independent reference: the standard library only, its own target, its own clock reads.

@@ -1,4 +1,4 @@
-"""Provenance: how a process really came to be, read from the outside in /proc.
+"""What really happened: how a process came to be, read from the outside in /proc.
 
 `started_by()` reads /proc, so it works for processes we did not write (vLLM's engine core and
 workers rename themselves with setproctitle, so command lines do not tell). A forked child
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import psutil
 
+from . import FORK, FORKSERVER, FORKSERVER_PRELOAD, RAY, SPAWN
+
 
 def started_by(pid: int) -> str:
     """How `pid` came to be: 'fork', 'forkserver', 'spawn' (a fresh, exec'd interpreter), 'ray'
@@ -29,8 +31,8 @@ def started_by(pid: int) -> str:
     except (psutil.Error, OSError):
         return "unknown"
     if not same:
-        return "ray" if parent_name == "raylet" else "spawn"
-    return "forkserver" if "multiprocessing.forkserver" in parent_cmd else "fork"
+        return RAY if parent_name == "raylet" else SPAWN
+    return FORKSERVER if "multiprocessing.forkserver" in parent_cmd else FORK
 
 
 
@@ -40,9 +42,9 @@ def method_used(pids: list[int]) -> str | None:
     if len(seen) != 1:
         return "mixed:" + ",".join(sorted(seen)) if seen else None
     used = seen.pop()
-    if used == "forkserver":
+    if used == FORKSERVER:
         server = psutil.Process(pids[0]).ppid()
-        return "forkserver-preload" if maps_torch(server) else "forkserver"
+        return FORKSERVER_PRELOAD if maps_torch(server) else FORKSERVER
     return used
 
 
