@@ -66,7 +66,7 @@ bench: $(BIN)/.done engines
 	@mkdir -p .asv && : > $(PROGRESS)
 	@tail -n 0 -F $(PROGRESS) 2>/dev/null & trap "kill $$! 2>/dev/null" EXIT; \
 	  machine=$$($(BIN)/forkspawn machine --asv) && commit=$$(git rev-parse HEAD) && \
-	  export ASV_COMMIT=$$commit FORKSPAWN_ASV_MACHINE=$$machine FORKSPAWN_GPUS=$$($(BIN)/python -c 'from forkspawn.asvsuite import GPUS; print(GPUS)') \
+	  export ASV_COMMIT=$$commit FORKSPAWN_ASV_MACHINE=$$machine FORKSPAWN_GPUS=$$($(BIN)/python -c 'from benchmarks.common import SUITE; print(SUITE.gpus)') \
 	    FORKSPAWN_RUN_ID=$${FORKSPAWN_RUN_ID:-$$(date +%s)-$$$$} FORKSPAWN_PROGRESS=$(CURDIR)/$(PROGRESS) && \
 	  for job in $(ASV_JOBS); do \
 	    $${job%%:*} -m forkspawn prefill "$${job#*:}" || exit $$?; \

@@ -8,14 +8,15 @@ or let FORKSPAWN_ENGINES pick them in asv-built environments. Elsewhere their co
 skipped (the adapter reports the engine unavailable).
 """
 
-from forkspawn import asvsuite as suite
 from forkspawn.engines import vllm, vllm_common, vllm_serve, xinference
+
+from . import common as suite
 
 
 def _grid_methods(adapter_methods: tuple[str, ...]) -> tuple[str, ...]:
     """An engine adapter's METHODS, less fork on a CPU: vLLM's CPU platform forces spawn (inside
     Xinference and `vllm serve` too), so an asked-for fork would measure spawn again."""
-    return tuple(m for m in adapter_methods if suite.ON_GPU or m != "fork")
+    return tuple(m for m in adapter_methods if suite.SUITE.on_gpu or m != "fork")
 
 
 class _Vllm:
@@ -35,14 +36,14 @@ class _Vllm:
     variants = ({"fork-eager": ("fork", _eager), "spawn-eager": ("spawn", _eager),
                  "fork-gcfreeze": ("fork", {vllm.GC_FREEZE_KEY: True}),
                  "fork-coldcache": ("fork", _cold), "spawn-coldcache": ("spawn", _cold),
-                 **{f"{m}-{k}": (m, extra) for k, extra in _kill.items() for m in ("fork", "spawn")}} if suite.ON_GPU else
+                 **{f"{m}-{k}": (m, extra) for k, extra in _kill.items() for m in ("fork", "spawn")}} if suite.SUITE.on_gpu else
                 {"fork-override": ("fork", {vllm.OVERRIDE_KEY: True}),
                  "ray-override": ("ray", {vllm.RAY_OVERRIDE_KEY: True})})
     # a cold start takes about a minute on 2 cores: the parent states that differ (device ones) on GPUs only
-    states = suite.parent_states(with_device_states=True) if suite.ON_GPU else ["bare"]
+    states = suite.parent_states(with_device_states=True) if suite.SUITE.on_gpu else ["bare"]
     # torch.compile takes 30 s or more of every CPU cold start here, engine work that no start
     # method avoids: the default and quick profiles leave it out, and the record's config says so
-    options = {vllm.KWARGS_KEY: {"enforce_eager": True}} if suite.PROFILE.cpu_eager and not suite.ON_GPU else {}
+    options = {vllm.KWARGS_KEY: {"enforce_eager": True}} if suite.SUITE.profile.cpu_eager and not suite.SUITE.on_gpu else {}
 
 
 class _VllmServe:
@@ -59,7 +60,7 @@ class _Xinference:
     engine = "xinference"
     methods = _grid_methods(xinference.METHODS)
     states = ["bare"]
-    tps = suite.tp_sizes() if suite.ON_GPU else [1]  # its CPU path (Transformers) has no tensor parallelism
+    tps = list(suite.SUITE.tps) if suite.SUITE.on_gpu else [1]  # its CPU path (Transformers) has no tensor parallelism
 
 
 _PROCESSES = {"vllm": ["group", "parent", "engine-core", "ray"],
@@ -68,8 +69,8 @@ _PROCESSES = {"vllm": ["group", "parent", "engine-core", "ray"],
 
 
 def _memory(engine: str) -> list:
-    ranks = [f"rank{r}" for r in range(max(suite.tp_sizes()))]
-    return [_PROCESSES[engine] + ranks, ["uss", "pss", "rss"] + (["gpu"] if suite.ON_GPU else [])]
+    ranks = [f"rank{r}" for r in range(max(list(suite.SUITE.tps)))]
+    return [_PROCESSES[engine] + ranks, ["uss", "pss", "rss"] + (["gpu"] if suite.SUITE.on_gpu else [])]
 
 
 # Each class names its engine's grid first (a plain class: asv's Grid reads it through the MRO).

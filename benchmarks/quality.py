@@ -12,11 +12,12 @@ a median and a 99% CI.
 """
 
 from forkspawn import quality
-from forkspawn.asvsuite import PROFILE, progress
+
+from .common import SUITE
 
 # rounds of 3 fresh interpreters per method, as many as the profile's least cold starts (2 at least):
 # 1 to 3 s per method here
-OVERHEAD_REPEAT = max(2, PROFILE.cold_starts["torch-tp"][0])
+OVERHEAD_REPEAT = max(2, SUITE.profile.cold_starts["torch-tp"][0])
 
 
 class HarnessOverhead:
@@ -25,7 +26,7 @@ class HarnessOverhead:
     timeout = 600
 
     def setup_cache(self):
-        progress(f"quality: harness overhead, {OVERHEAD_REPEAT} rounds per method")
+        SUITE.say(f"quality: harness overhead, {OVERHEAD_REPEAT} rounds per method")
         return {m: quality.overhead(m, repeat=OVERHEAD_REPEAT) for m in quality.CHEAP_METHODS}
 
     setup_cache.timeout = 600
@@ -52,7 +53,7 @@ class MemoryProbes:
     timeout = 600
 
     def setup_cache(self):
-        progress("quality: memory probe cost and readers")
+        SUITE.say("quality: memory probe cost and readers")
         return quality.probes(repeat=20, tp=2, import_torch=True)
 
     setup_cache.timeout = 600

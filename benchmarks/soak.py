@@ -1,8 +1,9 @@
 """Leaks under repetition: a parent starts and tears down a worker group many times."""
 
-from forkspawn.asvsuite import ON_GPU, progress, soak_cycles
-from forkspawn.config import METHODS
+from forkspawn.methods import METHODS
 from forkspawn.soak import soak_in_fresh_parent
+
+from .common import SUITE
 
 
 class Soak:
@@ -14,12 +15,12 @@ class Soak:
     timeout = 3600
 
     def setup_cache(self) -> dict:
-        if not soak_cycles():
+        if not SUITE.soak_cycles:
             return {}  # not in this profile: setup skips every method
         results = {}
         for m in METHODS:
-            progress(f"soak {m}: {soak_cycles()} start/teardown cycles")
-            results[m] = soak_in_fresh_parent(m, soak_cycles())
+            SUITE.say(f"soak {m}: {SUITE.soak_cycles} start/teardown cycles")
+            results[m] = soak_in_fresh_parent(m, SUITE.soak_cycles)
         return results
 
     setup_cache.timeout = 7200
@@ -43,7 +44,7 @@ class Soak:
 
     track_shm_growth.unit = "/dev/shm entries per 100 cycles"
 
-    if ON_GPU:
+    if SUITE.on_gpu:
         def track_gpu_growth(self, results: dict, method: str) -> float:
             return results[method]["growth_per_100_cycles"]["gpu_mib"]
 

@@ -1,6 +1,6 @@
 """Our own tensor-parallel decoder (forkspawn.model) under each start method and parent state."""
 
-from forkspawn import asvsuite as suite
+from . import common as suite
 
 
 class TorchTPStartup(suite.Startup):

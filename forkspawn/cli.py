@@ -7,11 +7,13 @@ Exit status: 0 when a record was produced (whatever its status: failures are res
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import signal
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from . import vocabulary as vocab
@@ -114,26 +116,23 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(lines) if lines else "nothing left behind")
             return 1 if lines else 0
         if args.command == "prefill":
-            from . import asvsuite
-
-            if not os.environ.get("FORKSPAWN_RUN_ID"):
+            suite = _suite()
+            if not suite.SUITE.run_id:
                 raise ConfigError("prefill needs FORKSPAWN_RUN_ID: the asv run that will read the records back")
-            n = asvsuite.measure_first(args.regex, os.environ["FORKSPAWN_RUN_ID"],
+            n = suite.measure_first(args.regex, suite.SUITE.run_id,
                                        args.states.split(",") if args.states else None,
                                        args.methods.split(",") if args.methods else None, args.alternate)
             print(f"prefill {args.regex}: {n} configuration(s) recorded under run {os.environ['FORKSPAWN_RUN_ID']}")
             return 0
         if args.command == "spent":
-            from . import asvsuite
-
-            if not os.environ.get("FORKSPAWN_RUN_ID"):
+            suite = _suite()
+            if not suite.SUITE.run_id:
                 raise ConfigError("spent needs FORKSPAWN_RUN_ID: the run to describe")
-            print("\n".join(asvsuite.cold_starts_spent(args.results, os.environ["FORKSPAWN_RUN_ID"])))
+            print("\n".join(suite.cold_starts_spent(args.results, suite.SUITE.run_id)))
             return 0
         if args.command == "profile":
-            from . import asvsuite
-
-            print(f"profile {asvsuite.PROFILE_NAME}: {asvsuite.PROFILE}")
+            suite = _suite().SUITE
+            print(f"profile {suite.profile.name}: {suite.profile} ({suite.gpus} GPUs, TP {list(suite.tps)})")
             return 0
         from . import machine
 
@@ -145,6 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("forkspawn: interrupted; every process of the run was stopped", file=sys.stderr)
         return 130
+
+
+def _suite() -> ModuleType:
+    """The asv suite's glue (benchmarks/common.py, beside this package in a checkout): prefill,
+    spent and profile are the suite's commands; the harness itself knows nothing of asv."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("benchmarks.common")
 
 
 def _measure(args: argparse.Namespace) -> int:

@@ -48,9 +48,12 @@ class _Totals:
         return mapped
 
     def reopen(self) -> None:
-        """In a forked child: totals of its own, in a file of its own."""
+        """In a forked child: totals of its own, in a file of its own (or none: unwatched)."""
         self.counts, self.seconds = [0, 0, 0], 0.0
-        self.map = self._open()
+        try:
+            self.map = self._open()
+        except OSError:
+            gc.callbacks.remove(self)
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
@@ -74,14 +77,20 @@ class _Totals:
 _installed: _Totals | None = None
 
 
-def install(directory: str | os.PathLike) -> None:
-    """Count this process's collections into `directory` (once per process; children follow)."""
+def install(directory: str | os.PathLike) -> bool:
+    """Count this process's collections into `directory` (once per process; children follow);
+    whether it is counted. A directory that cannot take the file leaves the process unwatched:
+    a diagnostic never stops the process it watches."""
     global _installed
     if _installed is not None:
-        return
-    _installed = _Totals(Path(directory))
+        return True
+    try:
+        _installed = _Totals(Path(directory))
+    except OSError:
+        return False
     gc.callbacks.append(_installed)
     os.register_at_fork(after_in_child=_installed.reopen)
+    return True
 
 
 def install_from_env() -> None:

@@ -6,7 +6,7 @@ One record a line (asv ignores files not ending in .json), tagged with asv's run
 (`asv_token`), the configuration's key (`asv_key`, vocabulary.config_key), asv's own parameter
 values (`asv_params`), commit (`asv_commit`) and environment (`asv_env`): an `Entry`, the
 `Record` and its tags, the tags after the record's keys. The asv suite writes it
-(forkspawn.asvsuite) and the analysis reads it (analysis.load); both go through this module.
+(the asv suite, benchmarks/common.py) and the analysis reads it (analysis.load); both go through this module.
 Standard library only.
 
 Beside it, `<commit[:8]>-<env>.runs` is the journal of cold starts whose configuration has no

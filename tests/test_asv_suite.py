@@ -12,6 +12,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the suite's glue is the suite's: benchmarks/common.py
+
+
+def suite_of(**env: str):
+    """The suite the environment `env` asks for (common.Suite.from_environ)."""
+    from benchmarks.common import Suite
+
+    return Suite.from_environ({"FORKSPAWN_GPUS": "0", **env})
 
 
 def test_asv_check_passes() -> None:
@@ -22,29 +30,27 @@ def test_asv_check_passes() -> None:
 
 
 def test_cpu_grid_has_every_method_and_no_device_state_but_in_startup() -> None:
-    from forkspawn import asvsuite
-    from forkspawn.config import METHODS
-
-    sys.path.insert(0, str(ROOT))
+    from benchmarks.common import SUITE
     from benchmarks.torch_tp import TorchTPMemory, TorchTPStartup
+    from forkspawn.methods import METHODS
 
     assert TorchTPMemory.params[1] == list(METHODS)
-    if not asvsuite.ON_GPU:
+    if not SUITE.on_gpu:
         assert TorchTPMemory.params[2] == ["bare", "torch"]
         assert "device-initialized" in TorchTPStartup.params[2]  # shown as skipped, not hidden
-        assert TorchTPMemory.params[3] == ["2", "1"][-len(asvsuite.tp_sizes()):]  # asv preselects the first: measured
+        assert TorchTPMemory.params[3] == ["2", "1"][-len(SUITE.tps):]  # asv preselects the first: measured
 
 
 GRID_OF_PROFILE = """
 import itertools, json, sys
 sys.path.insert(0, {root!r})
-from forkspawn import asvsuite as suite
+from benchmarks import common as suite
 from benchmarks.engines import VllmStartup
 from benchmarks.torch_tp import TorchTPStartup
 measured = [" ".join(p) for cls in (TorchTPStartup, VllmStartup) for p in itertools.product(*cls.params)
-            if not suite.PROFILE.leaves_out(p[0], p[1], p[2], int(p[3]), cls.tps)]
+            if not suite.SUITE.profile.leaves_out(p[0], p[1], p[2], int(p[3]), cls.tps)]
 print(json.dumps({{"params": [TorchTPStartup.params, VllmStartup.params], "measured": measured,
-                  "vllm_extra": suite.config_of("vllm", "spawn", "bare", "2", {{}}, VllmStartup.options).extra}}))
+                  "vllm_extra": suite.config_of("vllm", "spawn", "bare", "2", suite.SUITE, {{}}, VllmStartup.options).extra}}))
 """
 
 
@@ -77,10 +83,10 @@ ORDER_OF_PREFILL = """
 import json, os, sys
 sys.path.insert(0, {root!r})
 from types import SimpleNamespace
-from forkspawn import asvsuite as suite
+from benchmarks import common as suite
 from benchmarks.engines import VllmStartup
 seen, turns = [], []
-def cached_record(token, config, conf_dir, asv_params, until=None):
+def cached_record(token, config, conf_dir, asv_params, grid_suite, until=None):
     seen.append(asv_params.replace("|", " "))
     turns.append([asv_params.split("|")[1], until])
     return SimpleNamespace(status="ok", samples={{}})
@@ -89,10 +95,10 @@ print(json.dumps({{"n": suite.measure_first("^engines\\\\.VllmStartup$", "t"), "
                   "filtered": [suite.measure_first("^engines\\\\.VllmStartup$", "t", ["bare"], ["spawn"]), seen[-1]],
                   "alternate": [turns.clear(), suite.measure_first("^engines\\\\.VllmStartup$", "t", ["torch"],
                                                                   ["fork", "spawn"], alternate=True), turns][1:],
-                  "repeat": suite.measured("vllm")["repeat"], "model": suite.measured("vllm")["model"],
+                  "repeat": suite.SUITE.measured("vllm")["repeat"], "model": suite.SUITE.measured("vllm")["model"],
                   "eager": [m for m in suite.PROFILES["default"].left_out if "eager" in m],
-                  "serve": [suite.PROFILE.leaves_out("vllm-serve", m, "bare", 1, [1]) for m in ("fork", "spawn")],
-                  "extra": {{m: suite.config_of("vllm", m, "torch", "1", VllmStartup.variants).extra
+                  "serve": [suite.SUITE.profile.leaves_out("vllm-serve", m, "bare", 1, [1]) for m in ("fork", "spawn")],
+                  "extra": {{m: suite.config_of("vllm", m, "torch", "1", suite.SUITE, VllmStartup.variants).extra
                             for m in ("fork-coldcache", "spawn-killworker", "fork-killcore")}}}}))
 """
 
@@ -128,14 +134,13 @@ def test_prefill_takes_every_method_of_a_state_before_the_next_state_on_a_gpu_gr
 
 
 def test_recorded_only_skips_what_the_run_did_not_measure(tmp_path: Path, monkeypatch) -> None:
-    from forkspawn import asvsuite
+    from benchmarks import common
     from forkspawn.config import Config
 
     (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "results"}))
-    monkeypatch.setenv(asvsuite.RECORDED_ONLY_ENV, "1")
     monkeypatch.setenv("ASV_COMMIT", "0" * 40)
     try:
-        asvsuite.cached_record("tok", Config(), tmp_path, "torch-tp|spawn|bare|1")
+        common.cached_record("tok", Config(), tmp_path, "torch-tp|spawn|bare|1", suite_of(FORKSPAWN_RECORDED_ONLY="1"))
     except NotImplementedError as exc:
         assert "not measured in run tok" in str(exc)
     else:
@@ -145,22 +150,23 @@ def test_recorded_only_skips_what_the_run_did_not_measure(tmp_path: Path, monkey
 
 def test_gpus_given_means_nvml_is_not_queried() -> None:
     """FORKSPAWN_GPUS (set by `make bench`) is the GPU count; NVML is then never imported."""
-    code = ("import sys, forkspawn.asvsuite as a; "
-            "print(a.GPUS, a.ON_GPU, 'pynvml' in sys.modules, a.PROFILE_NAME, a.resolve_profile()[1] is a.PROFILE)")
+    code = ("import sys, benchmarks.common as c; "
+            "print(c.SUITE.gpus, c.SUITE.on_gpu, 'pynvml' in sys.modules, c.SUITE.profile.name, *c.SUITE.tps)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True,
-                         env={**os.environ, "FORKSPAWN_GPUS": "3", "FORKSPAWN_PROFILE": "brief"})
-    assert out.stdout.split() == ["3", "True", "False", "brief", "True"]
+                         cwd=ROOT, env={**os.environ, "FORKSPAWN_GPUS": "3", "FORKSPAWN_PROFILE": "brief"})
+    assert out.stdout.split() == ["3", "True", "False", "brief", "1", "2"]
 
 
 def test_a_resumed_run_goes_on_from_the_cold_starts_it_had(tmp_path: Path, monkeypatch) -> None:
     """A run interrupted after two of three cold starts (a lease ending) keeps them in the
     journal; resumed with the same token it takes only the third, and the record has all three."""
-    from forkspawn import asvsuite, sidecar
+    from benchmarks import common
+    from forkspawn import sidecar
     from forkspawn.config import Config
 
     (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "results"}))
     monkeypatch.setenv("ASV_COMMIT", "0" * 40)
-    monkeypatch.setenv("FORKSPAWN_ASV_MACHINE", "test-machine")
+    suite = suite_of(FORKSPAWN_ASV_MACHINE="test-machine")
     config = Config(method="fork", repeat=3, least=3, decode_steps=2, batches=(1,), model="tiny")
     journalled = []
     real_append = sidecar.append_run
@@ -172,23 +178,23 @@ def test_a_resumed_run_goes_on_from_the_cold_starts_it_had(tmp_path: Path, monke
             raise KeyboardInterrupt
     monkeypatch.setattr(sidecar, "append_run", append_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        asvsuite.cached_record("tok", config, tmp_path, "torch-tp|fork|bare|1")
-    path = asvsuite.records_path(tmp_path)
-    assert sidecar.find(path, "tok", asvsuite.config_key(config)) is None  # no record yet
+        common.cached_record("tok", config, tmp_path, "torch-tp|fork|bare|1", suite)
+    path = common.records_path(tmp_path, suite)
+    assert sidecar.find(path, "tok", common.config_key(config)) is None  # no record yet
     monkeypatch.setattr(sidecar, "append_run", real_append)
 
-    rec = asvsuite.cached_record("tok", config, tmp_path, "torch-tp|fork|bare|1")
+    rec = common.cached_record("tok", config, tmp_path, "torch-tp|fork|bare|1", suite)
     assert rec.status == "ok" and rec.runs == 3
     assert rec.samples["time_to_ready_s"][:2] == journalled
-    assert len(sidecar.runs(sidecar.journal(path), "tok", asvsuite.config_key(config))) == 3
-    assert sidecar.find(path, "tok", asvsuite.config_key(config)).record.runs == 3
-    spent = asvsuite.cold_starts_spent(tmp_path / "results", "tok")
+    assert len(sidecar.runs(sidecar.journal(path), "tok", common.config_key(config))) == 3
+    assert sidecar.find(path, "tok", common.config_key(config)).record.runs == 3
+    spent = common.cold_starts_spent(tmp_path / "results", "tok")
     assert spent == ["torch-tp|fork|bare|1: ok, repeat after 3 cold start(s)".replace("|", " "),
                      "open at the cap (neither resolved against the reference nor within the precision): none",
                      "run tok: 1 configuration(s), 3 cold starts (1 repeat)"]
     # a point's key has no model: another model under the same run is refused, not read back as this one
     with pytest.raises(ValueError, match=re.escape("run tok holds 'tiny' at torch-tp|fork|bare|1, not 'small'")):
-        asvsuite.cached_record("tok", config.replace(model="small"), tmp_path, "torch-tp|fork|bare|1")
+        common.cached_record("tok", config.replace(model="small"), tmp_path, "torch-tp|fork|bare|1", suite)
 
 
 def test_an_environment_is_named_by_its_path_in_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -217,21 +223,22 @@ def test_an_environment_is_named_by_its_path_in_the_project(monkeypatch: pytest.
 def test_alternating_points_take_turns_and_end_with_their_records(tmp_path: Path, monkeypatch) -> None:
     """`prefill --alternate`'s turns on real cold starts: fork, spawn, fork, spawn in the journal;
     no record before a point's last turn, then one with every cold start and no stopping rule."""
-    from forkspawn import asvsuite, sidecar
+    from benchmarks import common
+    from forkspawn import sidecar
     from forkspawn.config import Config
 
     (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "results"}))
     monkeypatch.setenv("ASV_COMMIT", "0" * 40)
-    monkeypatch.setenv("FORKSPAWN_ASV_MACHINE", "test-machine")
+    suite = suite_of(FORKSPAWN_ASV_MACHINE="test-machine")
     configs = {m: Config(method=m, parent_state="torch", repeat=2, least=2, decode_steps=2, batches=(1,), model="tiny")
                for m in ("fork", "spawn")}
     for until in (1, 2):
         for method, config in configs.items():
-            rec = asvsuite.cached_record("tok", config, tmp_path, f"torch-tp|{method}|torch|1", until=until)
+            rec = common.cached_record("tok", config, tmp_path, f"torch-tp|{method}|torch|1", suite, until=until)
             assert (rec is None) == (until == 1)
-    path = asvsuite.records_path(tmp_path)
+    path = common.records_path(tmp_path, suite)
     journal = [json.loads(line)["asv_key"].split("|")[1] for line in sidecar.journal(path).read_text().splitlines()]
     assert journal == ["fork", "spawn", "fork", "spawn"]
     for config in configs.values():
-        rec = sidecar.find(path, "tok", asvsuite.config_key(config)).record
+        rec = sidecar.find(path, "tok", common.config_key(config)).record
         assert rec.status == "ok" and rec.runs == 2 and rec.config["least"] == 0 and len(rec.cold_starts) == 2

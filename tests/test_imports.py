@@ -1,13 +1,20 @@
-"""The import graph of forkspawn/ and analysis/ has no cycles, and the harness does not import
-the analysis (the floors: vocabulary/config/record below, harness, analysis on top)."""
+"""The import graph of forkspawn/, benchmarks/ and analysis/ has no cycles, the harness imports
+neither the analysis nor the asv suite (the floors: vocabulary/config/record below, harness, then
+the suite and the analysis on top), and every module of the harness imports whatever the FORKSPAWN_*
+variables say."""
 
 import ast
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("forkspawn", "analysis")
-# `python -m forkspawn.quality precision` runs the analysis of a records file: the one way up.
-UPWARD_OK = {"forkspawn.quality", "forkspawn.quality.cli"}
+PACKAGES = ("forkspawn", "benchmarks", "analysis")
+# `python -m forkspawn.quality precision` runs the analysis of a records file, and the command
+# line serves the suite's own commands (prefill, spent, profile): the ways up.
+UPWARD_OK = {"forkspawn.quality", "forkspawn.quality.cli", "forkspawn.cli"}
 
 
 def modules() -> dict[str, Path]:
@@ -118,10 +125,26 @@ def test_the_graph_sees_imports_made_by_importlib() -> None:
     assert cycles({**g, "forkspawn.ray_cluster": g["forkspawn.ray_cluster"] | {"forkspawn.engines"}})
 
 
-def test_the_harness_does_not_import_the_analysis() -> None:
-    up = {m: sorted(d for d in deps if d.split(".")[0] == "analysis")
+def test_the_harness_imports_neither_the_analysis_nor_the_suite() -> None:
+    up = {m: sorted(d for d in deps if d.split(".")[0] in ("analysis", "benchmarks"))
           for m, deps in graph().items() if m.split(".")[0] == "forkspawn" and m not in UPWARD_OK}
     assert {m: d for m, d in up.items() if d} == {}
+    assert "benchmarks.common" in graph()["forkspawn.cli"], "the graph sees the command line's way to the suite"
+
+
+def test_every_harness_module_imports_with_nonsense_in_every_forkspawn_variable() -> None:
+    """The harness reads its FORKSPAWN_* variables when it measures, not when it is imported (the
+    suite resolves its own once, in benchmarks/common.py): any value, however wrong, imports."""
+    names = set()
+    for f in (f for pkg in PACKAGES for f in (ROOT / pkg).rglob("*.py")):  # the suite's variables too
+        names.update(re.findall(r"FORKSPAWN_[A-Z_]+[A-Z]", f.read_text()))
+    mods = sorted(m for m in modules() if m.split(".")[0] == "forkspawn" and "vllm_cpu_ray" not in m
+                  and not m.endswith("__main__"))  # a package's __main__ runs its command line
+    code = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    env = {**os.environ, **{n: "nonsense\n|=,-1" for n in names}}
+    out = subprocess.run([sys.executable, "-c", code, *mods], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(names) > 15 and len(mods) > 40
 
 
 def test_every_adapter_keeps_the_contract_and_no_private_names_cross() -> None:

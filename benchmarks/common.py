@@ -1,11 +1,20 @@
-"""What the asv suite in `benchmarks/` is made of; the benchmark modules only subclass these.
+"""The asv suite's own glue, as numpy's `benchmarks/common.py` and pandas'
+`pandas_vb_common.py` are theirs: the benchmark modules beside it only subclass what is here,
+and the harness (`forkspawn`) knows nothing of asv.
+
+The suite's settings are resolved once, when this module is imported, into a frozen `Suite`
+(`SUITE`, from the FORKSPAWN_* variables: `Suite.from_environ`), because asv reads a benchmark
+class's `params` when it imports the suite: the GPU count (which kinds and metrics exist), the
+profile (which batch sizes, which points) and the TP sizes must be known then. Everything below
+takes the suite as an argument, or reads `SUITE` at the class level where asv needs it.
 
 How a configuration is measured once per `asv run`, although asv calls every `track_*`
 function in a process of its own: `setup_cache` (run once per run) returns a fresh token; the
 first benchmark that needs a configuration measures it (`forkspawn.measure`, `repeat` cold
 starts) and appends the record, tagged with the token, to a JSON Lines sidecar next to asv's
-results; every later metric of that configuration reads it from there. The sidecar is also
-where the analysis finds what asv cannot store: the verified method, the error text, versions.
+results (`forkspawn.sidecar`); every later metric of that configuration reads it from there. The
+sidecar is also where the analysis finds what asv cannot store: the verified method, the error
+text, versions.
 
 Each `track_*` returns `{"samples": [...], "number": 1}`, one sample per cold start, so asv
 stores the median and computes its 99% confidence interval from our repeats, as it does for
@@ -15,7 +24,7 @@ timing benchmarks. A failed configuration reports status 1 (error) or 2 (timeout
 
 from __future__ import annotations
 
-import functools
+import abc
 import importlib
 import itertools
 import json
@@ -25,39 +34,17 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import engines, machine, sidecar
-from . import vocabulary as vocab
-from .config import DEVICE_STATES, METHODS, PARENT_STATES, Config
-from .record import Record, Run
-from .vocabulary import STATUS_CODES, config_key
-from .worker import PHASES
-
-# What asv needs at import time: a benchmark class's params are class attributes, so the GPU
-# count (which kinds and metrics exist), the profile (which batch sizes) and the TP sizes are
-# resolved when this module is imported, once (gpu_count, resolve_profile, tp_sizes).
-GPUS_ENV = "FORKSPAWN_GPUS"
-PROFILE_ENV = "FORKSPAWN_PROFILE"
-
-
-@functools.cache
-def gpu_count() -> int:
-    """GPUs the suite measures on (0: the CPU). FORKSPAWN_GPUS, where set to a number, is the
-    answer and NVML is never queried: `make bench` sets it, to spare each of asv's hundreds of
-    benchmark processes the NVML start-up. Otherwise NVML counts them (no CUDA context is made
-    in asv's process)."""
-    given = os.environ.get(GPUS_ENV, "")
-    if given.isdigit():
-        return int(given)
-    return len(machine.gpus()) if machine.default_device() == "cuda" else 0
-
-
-GPUS = gpu_count()
-ON_GPU = GPUS > 0
-
+from forkspawn import engines, machine, sidecar
+from forkspawn import vocabulary as vocab
+from forkspawn.config import DEVICE_STATES, METHODS, PARENT_STATES, Config
+from forkspawn.record import Record, Run
+from forkspawn.vocabulary import STATUS_CODES, config_key
+from forkspawn.worker import PHASES
 
 # The NVML-based CUDA check changes only the device-queried state, so in asv it is a value of
 # the parent-state axis rather than an axis of its own (half of which would be skipped calls).
@@ -81,8 +68,10 @@ class Profile:
     cpu_eager: bool = False  # vLLM on CPU without torch.compile (config.extra.vllm_kwargs says so)
     batches: tuple[int, ...] = (1, 16)
 
+    name: str = ""
+
     def leaves_out(self, engine: str, method: str, parent_state: str, tp: int, tps: list[int]) -> str | None:
-        why = f"not in the {PROFILE_NAME} profile (FORKSPAWN_PROFILE=full measures it)"
+        why = f"not in the {self.name} profile (FORKSPAWN_PROFILE=full measures it)"
         if not self.single_rank and tp == 1 and max(tps) > 1:
             return f"TP=1 is {why}: it measures groups of ranks"
         if f"{engine} {method}" in self.left_out or f"{engine} {method} {parent_state}" in self.left_out:
@@ -110,54 +99,115 @@ _DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override") + tu
     f"vllm {m} {s}" for m in VLLM_GPU_VARIANTS for s in ("bare", "device-queried", NVML_QUERIED, "device-initialized"))
 _GPU_ENGINES = {"vllm": (3, 5), "vllm-serve": (3, 3), "xinference": (2, 2)}
 PROFILES: dict[str, Profile] = {
-    "full": Profile(cold_starts={"torch-tp": (3, 8), "engines": (3, 5)}, decode_steps=32, soak_cycles=20,
+    "full": Profile(name="full", cold_starts={"torch-tp": (3, 8), "engines": (3, 5)}, decode_steps=32, soak_cycles=20,
                     gpu_cold_starts={"vllm": (5, 8)}),
-    "default": Profile(cold_starts={"torch-tp": (3, 5), "engines": (3, 3), "xinference": (2, 2)}, decode_steps=16,
+    "default": Profile(name="default", cold_starts={"torch-tp": (3, 5), "engines": (3, 3), "xinference": (2, 2)}, decode_steps=16,
                        soak_cycles=0, single_rank=False, left_out=_DEFAULT_LEFT_OUT, cpu_eager=True,
                        gpu_cold_starts=_GPU_ENGINES),
-    "brief": Profile(cold_starts={"torch-tp": (3, 3), "engines": (2, 2)}, decode_steps=32, soak_cycles=10),
-    "quick": Profile(cold_starts={"torch-tp": (1, 1), "engines": (1, 1)}, decode_steps=8, soak_cycles=0,
+    "brief": Profile(name="brief", cold_starts={"torch-tp": (3, 3), "engines": (2, 2)}, decode_steps=32, soak_cycles=10),
+    "quick": Profile(name="quick", cold_starts={"torch-tp": (1, 1), "engines": (1, 1)}, decode_steps=8, soak_cycles=0,
                      single_rank=False, left_out=_DEFAULT_LEFT_OUT + ("vllm fork-override",), cpu_eager=True),
 }
 
 
-@functools.cache
-def resolve_profile() -> tuple[str, Profile]:
-    """The profile FORKSPAWN_PROFILE names (default: "default"), with its name; ValueError if unknown."""
-    name = os.environ.get(PROFILE_ENV, "default")
-    if name not in PROFILES:
-        raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
-    return name, PROFILES[name]
+@dataclass(frozen=True)
+class Suite:
+    """Everything the suite takes from its environment, resolved once (`from_environ`) and passed
+    down: the FORKSPAWN_* variables of `make bench` and of a lease (docs/running.md)."""
+
+    profile: Profile
+    gpus: int  # 0: the CPU
+    tps: tuple[int, ...]
+    model: str
+    cold_starts: dict[str, tuple[int, int]]  # FORKSPAWN_COLD_STARTS: engine ("" for all) -> (least, most)
+    start_limit_s: float  # FORKSPAWN_START_LIMIT_S (0: the harness's default)
+    soak_cycles: int
+    engines: tuple[str, ...] = ()  # FORKSPAWN_ENGINES: the engines this asv environment measures (all if empty)
+    run_id: str | None = None  # FORKSPAWN_RUN_ID: asv's run token (a resumed run)
+    recorded_only: bool = False  # FORKSPAWN_RECORDED_ONLY: store what the run measured, measure nothing
+    asv_machine: str | None = None  # FORKSPAWN_ASV_MACHINE: the asv machine name `make bench` registered
+    progress_file: str | None = None  # FORKSPAWN_PROGRESS: where progress lines go (make bench follows it)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpus > 0
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str] = os.environ) -> "Suite":
+        """The suite `env` asks for; ValueError naming the variable where one is unusable."""
+        name = env.get("FORKSPAWN_PROFILE", "default")
+        if name not in PROFILES:
+            raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
+        profile = PROFILES[name]
+        gpus = _gpu_count(env.get("FORKSPAWN_GPUS", ""))
+        cycles = env.get("FORKSPAWN_SOAK_CYCLES", "")
+        return cls(profile=profile, gpus=gpus, tps=_tp_sizes(gpus, env.get("FORKSPAWN_TP", "").strip()),
+                   model=env.get("FORKSPAWN_MODEL") or ("1b" if gpus else "tiny"),
+                   cold_starts=_cold_starts(env.get("FORKSPAWN_COLD_STARTS", "").strip()),
+                   start_limit_s=_start_limit(env.get("FORKSPAWN_START_LIMIT_S", "").strip()),
+                   soak_cycles=int(cycles) if cycles.isdigit() else profile.soak_cycles,
+                   engines=tuple(e for e in env.get("FORKSPAWN_ENGINES", "").split(",") if e),
+                   run_id=env.get("FORKSPAWN_RUN_ID") or None, recorded_only=bool(env.get("FORKSPAWN_RECORDED_ONLY")),
+                   asv_machine=env.get("FORKSPAWN_ASV_MACHINE") or None,
+                   progress_file=env.get("FORKSPAWN_PROGRESS") or None)
+
+    def say(self, line: str) -> None:
+        """A progress line: asv shows a benchmark's output only at its end, so progress goes to a
+        file `make bench` follows."""
+        if self.progress_file:
+            with open(self.progress_file, "a") as f:
+                f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+
+    def measured(self, engine: str = "torch-tp") -> dict[str, Any]:
+        """The Config fields this suite sets for `engine`."""
+        table = {**self.profile.cold_starts, **(self.profile.gpu_cold_starts if self.on_gpu else {})}
+        least, most = (self.cold_starts.get(engine) or self.cold_starts.get("") or table.get(engine)
+                       or table["engines"])
+        # engines measure decoding as differences of timed requests (engines.decode): windows of
+        # enough steps, more on a GPU, where 32 steps of a 1B model take under 0.1 s; 5 windows of 192
+        # steps a cold start (the long request, 16 + 25 + 192 tokens, must fit vLLM's max_model_len of 256)
+        fields = {"repeat": most, "least": least, "precision": self.profile.precision,
+                  "decode_steps": self.profile.decode_steps, "batches": self.profile.batches, "model": self.model,
+                  "limit_s": self.start_limit_s}
+        if engine != "torch-tp":
+            fields["decode_steps"], fields["decode_windows"] = ((192, 5) if self.on_gpu
+                                                                else (max(32, self.profile.decode_steps), 3))
+        return fields
 
 
-PROFILE_NAME, PROFILE = resolve_profile()
+def _gpu_count(given: str) -> int:
+    """GPUs the suite measures on (0: the CPU). FORKSPAWN_GPUS, where set to a number, is the
+    answer and NVML is never queried: `make bench` sets it, to spare each of asv's hundreds of
+    benchmark processes the NVML start-up. Otherwise NVML counts them (no CUDA context is made
+    in asv's process)."""
+    if given.isdigit():
+        return int(given)
+    return len(machine.gpus()) if machine.default_device() == "cuda" else 0
 
 
-def measured(engine: str = "torch-tp") -> dict[str, Any]:
-    """The Config fields this profile sets for `engine`."""
-    model = os.environ.get("FORKSPAWN_MODEL", "1b" if ON_GPU else "tiny")
-    table = {**PROFILE.cold_starts, **(PROFILE.gpu_cold_starts if ON_GPU else {})}
-    least, most = cold_starts_override(engine) or table.get(engine) or table["engines"]
-    # engines measure decoding as differences of timed requests (engines.decode): windows of
-    # enough steps, more on a GPU, where 32 steps of a 1B model take under 0.1 s; 5 windows of 192
-    # steps a cold start (the long request, 16 + 25 + 192 tokens, must fit vLLM's max_model_len of 256)
-    fields = {"repeat": most, "least": least, "precision": PROFILE.precision, "decode_steps": PROFILE.decode_steps,
-              "batches": PROFILE.batches, "model": model, "limit_s": start_limit()}
-    if engine != "torch-tp":
-        fields["decode_steps"], fields["decode_windows"] = (192, 5) if ON_GPU else (max(32, PROFILE.decode_steps), 3)
-    return fields
+def _tp_sizes(gpus: int, wanted: str) -> tuple[int, ...]:
+    """1, 2, 4, 8 up to the GPUs present; 1 and 2 on a CPU machine. FORKSPAWN_TP (e.g. "2" or
+    "2,4") keeps some of them, to spend a short lease on the sizes not measured yet."""
+    n = gpus if gpus else min(2, len(os.sched_getaffinity(0)))
+    sizes = [tp for tp in (1, 2, 4, 8) if tp <= max(n, 1)]
+    if not wanted:
+        return tuple(sizes)
+    try:
+        chosen = [int(tp) for tp in wanted.split(",")]
+    except ValueError:
+        raise ValueError(f"FORKSPAWN_TP={wanted!r} is not a comma-separated list of sizes") from None
+    if not set(chosen) <= set(sizes):
+        raise ValueError(f"FORKSPAWN_TP={wanted!r}: this machine can measure TP {', '.join(map(str, sizes))}")
+    return tuple(tp for tp in sizes if tp in chosen)
 
 
-def cold_starts_override(engine: str) -> tuple[int, int] | None:
+def _cold_starts(text: str) -> dict[str, tuple[int, int]]:
     """FORKSPAWN_COLD_STARTS: the cold starts of the points measured now, whatever the profile
     says (e.g. more for the points a review turns on; a record's key does not include them, so a
     resumed run reads the points measured before back as they are). `LEAST[,MOST]` applies to
-    every engine; `ENGINE=LEAST[,MOST]` entries, space-separated, to the engines they name (e.g.
-    `torch-tp=4,4`: fixed repeat counts for our workload, the profile's for the rest)."""
-    text = os.environ.get("FORKSPAWN_COLD_STARTS", "").strip()
-    if not text:
-        return None
-    found = None
+    every engine (key ""); `ENGINE=LEAST[,MOST]` entries, space-separated, to the engines they
+    name (e.g. `torch-tp=4,4`: fixed repeat counts for our workload, the profile's for the rest)."""
+    found = {}
     for entry in text.split():
         name, _, counts = entry.rpartition("=")
         try:
@@ -167,15 +217,13 @@ def cold_starts_override(engine: str) -> tuple[int, int] | None:
             raise ValueError(f"FORKSPAWN_COLD_STARTS={text!r}: {entry!r} is not [ENGINE=]LEAST[,MOST]") from None
         if not 1 <= least <= most:
             raise ValueError(f"FORKSPAWN_COLD_STARTS={text!r}: {entry!r} needs 1 <= LEAST <= MOST")
-        if name in ("", engine):
-            found = least, most
+        found[name] = least, most
     return found
 
 
-def start_limit() -> float:
+def _start_limit(text: str) -> float:
     """FORKSPAWN_START_LIMIT_S: the hard limit of one cold start, seconds (Config.limit_s; a lease
     that must not lose minutes to a hang sets it); unset, the harness's default."""
-    text = os.environ.get("FORKSPAWN_START_LIMIT_S", "").strip()
     try:
         limit = float(text or 0)
     except ValueError:
@@ -185,30 +233,10 @@ def start_limit() -> float:
     return limit
 
 
-def soak_cycles() -> int:
-    cycles = os.environ.get("FORKSPAWN_SOAK_CYCLES", "")
-    return int(cycles) if cycles.isdigit() else PROFILE.soak_cycles
+SUITE = Suite.from_environ()
 
 
-def tp_sizes() -> list[int]:
-    """1, 2, 4, 8 up to the GPUs present; 1 and 2 on a CPU machine. FORKSPAWN_TP (e.g. "2" or
-    "2,4") keeps some of them, to spend a short lease on the sizes not measured yet."""
-    n = GPUS if ON_GPU else min(2, len(os.sched_getaffinity(0)))
-    sizes = [tp for tp in (1, 2, 4, 8) if tp <= max(n, 1)]
-    wanted = os.environ.get("FORKSPAWN_TP", "").strip()
-    if not wanted:
-        return sizes
-    try:
-        chosen = [int(tp) for tp in wanted.split(",")]
-    except ValueError:
-        raise ValueError(f"FORKSPAWN_TP={wanted!r} is not a comma-separated list of sizes") from None
-    if not set(chosen) <= set(sizes):
-        raise ValueError(f"FORKSPAWN_TP={wanted!r}: this machine can measure TP {', '.join(map(str, sizes))}")
-    return [tp for tp in sizes if tp in chosen]
-
-
-
-def parent_states(with_device_states: bool = ON_GPU) -> list[str]:
+def parent_states(with_device_states: bool = SUITE.on_gpu) -> list[str]:
     """The parent-state axis: the device states only where they can exist (or all, to show the grid)."""
     states = [s for s in PARENT_STATES if with_device_states or s not in DEVICE_STATES]
     if with_device_states:
@@ -216,9 +244,9 @@ def parent_states(with_device_states: bool = ON_GPU) -> list[str]:
     return states
 
 
-def config_of(engine: str, method: str, parent_state: str, tp: str,
+def config_of(engine: str, method: str, parent_state: str, tp: str, suite: Suite,
               variants: dict[str, tuple[str, dict]] | None = None, options: dict | None = None) -> Config:
-    """The measured configuration behind one point of the grid, in this profile.
+    """The measured configuration behind one point of the grid, in `suite`.
 
     `variants` maps a method label to (method, Config.extra): labelled engine options such as
     vLLM's fork override appear as extra values of the method axis. `options` (Config.extra)
@@ -227,17 +255,24 @@ def config_of(engine: str, method: str, parent_state: str, tp: str,
     check = "nvml" if parent_state == NVML_QUERIED else "runtime"
     method, extra = (variants or {}).get(method, (method, {}))
     return Config(engine=engine, method=method, parent_state=parent_state.removesuffix("-nvml"),
-                  cuda_check=check, tp=int(tp), extra={**(options or {}), **extra}, **measured(engine))
+                  cuda_check=check, tp=int(tp), extra={**(options or {}), **extra}, **suite.measured(engine))
 
 
-class Grid:
-    """One engine's configurations: method x parent state x TP size."""
+class Grid(abc.ABC):
+    """One engine's configurations: method x parent state x TP size. Abstract until a subclass
+    names its engine, so that asv, which collects every class of the suite with `track_*`
+    methods, skips this module's own classes."""
 
-    engine = ""
+    @property
+    @abc.abstractmethod
+    def engine(self) -> str:
+        """The engine this grid measures: a subclass sets it as a class attribute."""
+
     methods: tuple[str, ...] = ()  # the adapter's METHODS, unless a grid narrows them (benchmarks/engines.py)
     variants: dict[str, tuple[str, dict]] = {}  # method label -> (method, Config.extra); see config_of
     options: dict[str, Any] = {}  # Config.extra of every point
-    tps: list[int] = tp_sizes()
+    suite: Suite = SUITE  # the grid asv imports is this suite's
+    tps: list[int] = list(SUITE.tps)
     # Only Startup lists every parent state (the others are skipped there, showing the
     # compatibility grid); the detailed classes list what can run, to keep asv's runs short.
     states: list[str] = parent_states()
@@ -247,7 +282,7 @@ class Grid:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.engine:
+        if isinstance(cls.engine, str):
             offered = engines.adapter(cls.engine).METHODS
             cls.methods = cls.methods or offered
             if stray := [m for m in [*cls.methods, *(m for m, _ in cls.variants.values())] if m not in offered]:
@@ -261,23 +296,24 @@ class Grid:
     def setup_cache(self) -> str:
         """The run's token. Set FORKSPAWN_RUN_ID to resume an interrupted run: configurations
         already recorded under that id are read back instead of measured again."""
-        return os.environ.get("FORKSPAWN_RUN_ID") or uuid.uuid4().hex
+        return self.suite.run_id or uuid.uuid4().hex
 
     setup_cache.timeout = 60
 
     def point(self, engine: str, method: str, parent_state: str, tp: str) -> Config:
         """The configuration measured at this point of the grid; NotImplementedError where this
         environment or profile does not measure it."""
-        wanted = os.environ.get("FORKSPAWN_ENGINES")  # set per asv environment: the engines it measures
-        if wanted and engine not in wanted.split(","):
-            raise NotImplementedError(f"{engine} is measured in another environment (FORKSPAWN_ENGINES={wanted})")
-        if reason := PROFILE.leaves_out(engine, method, parent_state, int(tp), self.tps):
+        if self.suite.engines and engine not in self.suite.engines:  # an asv environment measures its own engines
+            raise NotImplementedError(f"{engine} is measured in another environment "
+                                      f"(FORKSPAWN_ENGINES={','.join(self.suite.engines)})")
+        if reason := self.suite.profile.leaves_out(engine, method, parent_state, int(tp), self.tps):
             raise NotImplementedError(reason)
-        return config_of(engine, method, parent_state, tp, self.variants, self.options)
+        return config_of(engine, method, parent_state, tp, self.suite, self.variants, self.options)
 
     def setup(self, token: str, engine: str, method: str, parent_state: str, tp: str, *extra: str) -> None:
         config = self.point(engine, method, parent_state, tp)
-        self.record = cached_record(token, config, _conf_dir(self), vocab.asv_params(engine, method, parent_state, tp))
+        self.record = cached_record(token, config, _conf_dir(self), vocab.asv_params(engine, method, parent_state, tp),
+                                    self.suite)
         if self.record.status == "skipped":
             raise NotImplementedError(self.record.error)
         metric = self.metric(*extra)
@@ -296,7 +332,8 @@ class Grid:
         return {"samples": self.record.samples[metric], "number": 1}
 
 
-def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str, until: int | None = None) -> Record | None:
+def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str, suite: Suite,
+                  until: int | None = None) -> Record | None:
     """The record of `config` in the current asv run, measured now if no benchmark did yet.
 
     `asv_params` (asv's own parameter values, joined with "|") is stored with it, so that the
@@ -304,9 +341,9 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str, u
     With `until` (an alternating queue, `measure_first(alternate=True)`), only the cold starts up to
     that count are measured, into the journal, and None is returned unless the configuration
     has ended (its cap reached, or a failure that stops it): then its record is written."""
-    from .measure import cold_starts, label, measure, not_applicable, resolve
+    from forkspawn.measure import cold_starts, label, measure, not_applicable, resolve
 
-    path = records_path(conf_dir)
+    path = records_path(conf_dir, suite)
     key = config_key(config)
     if entry := sidecar.find(path, token, key):
         if entry.record.model != config.model:
@@ -314,8 +351,9 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str, u
             raise ValueError(f"run {token} holds {entry.record.model!r} at {asv_params}, not {config.model!r}: "
                              "measure another model under another FORKSPAWN_RUN_ID")
         return entry.record
-    if os.environ.get(RECORDED_ONLY_ENV):
-        raise NotImplementedError(f"not measured in run {token} ({RECORDED_ONLY_ENV} is set: asv stores what was measured)")
+    if suite.recorded_only:
+        raise NotImplementedError(f"not measured in run {token} (FORKSPAWN_RECORDED_ONLY is set: asv stores what "
+                                  "was measured)")
     ref = sidecar.find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
     reference = ref.record.samples.get(vocab.TIME_TO_READY) if ref and ref.record.status == "ok" else None
     journal = sidecar.journal(path)  # cold starts of this point taken before an interruption
@@ -327,18 +365,15 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str, u
     if until is not None:  # an alternating queue's turn: fixed counts
         config = config.replace(least=0)
         if until < config.repeat and not not_applicable(resolved := resolve(config)):
-            if not cold_starts(resolved, done, progress, on_run=journalled, until=until):
+            if not cold_starts(resolved, done, suite.say, on_run=journalled, until=until):
                 return None  # more rounds to come
-    rec = measure(config, progress=progress, reference=reference, done=done, on_run=journalled)
+    rec = measure(config, progress=suite.say, reference=reference, done=done, on_run=journalled)
     sidecar.append(path, sidecar.Entry(rec, asv_token=token, asv_key=key, asv_params=asv_params,
                                        asv_commit=_commit(conf_dir), asv_env=_env_name()))
-    progress(f"{label(config)}: {rec.status}")
+    suite.say(f"{label(config)}: {rec.status}")
     return rec
 
 
-# Set when asv should only store what a run already measured (a lease ending): the points not
-# measured are skipped, with the reason, instead of measured now.
-RECORDED_ONLY_ENV = "FORKSPAWN_RECORDED_ONLY"
 # The order `measure_first` takes a grid in: the largest TP size first, plain methods before
 # labelled variants, the parent states a deployment has most often first, every method of one
 # state before the next state (asv walks method by method).
@@ -355,11 +390,10 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
     no stopping rule), so that a drift of the machine over the run falls on every point alike and
     a run cut short leaves every point with nearly as many cold starts. The number of points
     measured or found."""
-    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
-    sys.path.insert(0, str(bench_dir.parent))
+    bench_dir = Path(__file__).resolve().parent
     points = []
     for module in sorted(f.stem for f in bench_dir.glob("*.py") if f.stem != "__init__"):
-        mod = importlib.import_module(f"benchmarks.{module}")
+        mod = importlib.import_module(f"{__package__}.{module}")
         for name, cls in vars(mod).items():
             if (isinstance(cls, type) and issubclass(cls, Startup) and cls.__module__ == mod.__name__
                     and re.search(pattern, f"{module}.{name}")):
@@ -380,7 +414,7 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
     rounds = max((c.repeat for _, _, c in chosen), default=0) if alternate else 0
     for until in range(1, rounds + 1):
         for cls, params, config in chosen:
-            cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), until=until)
+            cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), cls.suite, until=until)
     done = 0
     for cls, params, _ in chosen:
         try:
@@ -414,11 +448,11 @@ def cold_starts_spent(results: Path, token: str) -> list[str]:
                     f"run {token}: {len(lines)} configuration(s), {spent} cold starts ({total or 'none'})"]
 
 
-def records_path(conf_dir: Path) -> Path:
+def records_path(conf_dir: Path, suite: Suite) -> Path:
     """<asv results_dir>/<machine>/records/<commit>-<env>.jsonl (asv ignores files not ending in .json)."""
     conf = json.loads((conf_dir / "asv.conf.json").read_text())
     results = conf_dir / conf.get("results_dir", "results")
-    name_of_machine = os.environ.get("FORKSPAWN_ASV_MACHINE") or machine.asv_machine_name()
+    name_of_machine = suite.asv_machine or machine.asv_machine_name()
     return sidecar.path(results, name_of_machine, _commit(conf_dir), _env_name())
 
 
@@ -441,12 +475,6 @@ def _env_name() -> str:
     return os.environ.get("ASV_ENV_NAME", "existing")
 
 
-def progress(line: str) -> None:
-    """asv shows a benchmark's output only at its end: progress goes to a file `make bench` follows."""
-    target = os.environ.get("FORKSPAWN_PROGRESS")
-    if target:
-        with open(target, "a") as f:
-            f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
 class Startup(Grid):
@@ -487,8 +515,8 @@ class Phases(Grid):
 class Memory(Grid):
     """Host and GPU memory of each process of the group, and of the whole group, at ready (MiB)."""
 
-    extra_params = [list(vocab.ASV_PROCESSES) + [vocab.rank_label(r) for r in range(max(tp_sizes()))],
-                    list(vocab.ASV_MEMORY_KINDS) + ([vocab.GPU_KIND] if ON_GPU else [])]  # peak RSS: in the record
+    extra_params = [list(vocab.ASV_PROCESSES) + [vocab.rank_label(r) for r in range(max(SUITE.tps))],
+                    list(vocab.ASV_MEMORY_KINDS) + ([vocab.GPU_KIND] if SUITE.on_gpu else [])]  # peak RSS: in the record
     extra_param_names = ["process", "kind"]
 
     def metric(self, process: str, kind: str) -> str:
@@ -503,7 +531,7 @@ class Memory(Grid):
 class Throughput(Grid):
     """Steady-state greedy decoding after warm-up, at fixed batch sizes."""
 
-    extra_params = [[str(b) for b in PROFILE.batches]]
+    extra_params = [[str(b) for b in SUITE.profile.batches]]
     extra_param_names = ["batch"]
 
     def metric(self, batch: str) -> str:
@@ -519,7 +547,7 @@ class Throughput(Grid):
 
     track_step_latency.unit = vocab.BENCHMARKS["track_step_latency"][1]
 
-    if ON_GPU:
+    if SUITE.on_gpu:
         def track_roofline_fraction(self, *args: str) -> dict:
             """Measured tokens/s over the memory-bound ceiling (weight bytes / measured bandwidth)."""
             return self.sample(vocab.roofline_fraction(args[-1]))
