@@ -1,4 +1,5 @@
-"""Analysis of forkspawn-bench results: asv's result files -> tidy table, charts, capacity plan, report.
+"""Analysis of forkspawn-bench results: asv's result files -> tidy table, charts, capacity plan,
+report (the map: docs/ARCHITECTURE.md).
 
     from analysis import load
     res = load("reports/sample-cpu")      # or .asv/results
