@@ -381,15 +381,17 @@ STATE_PRIORITY = ("torch", "device-initialized", "device-queried", "bare", NVML_
 
 
 def measure_first(pattern: str, token: str, states: list[str] | None = None, methods: list[str] | None = None,
-                  alternate: bool = False) -> int:
+                  alternate: bool = False, finish: bool = False) -> int:
     """Measure the grid points of the `Startup` classes in `benchmarks/` whose `module.Class` name
     matches `pattern` (asv's --bench regex) in `STATE_PRIORITY` order, under asv's run token, so
     that a run cut short has the most useful answers; `asv run` with the same FORKSPAWN_RUN_ID then
     reads them back. `states` and `methods` (asv's labels) keep only those points. With
     `alternate`, the points take turns, one cold start each a round, to their caps (fixed counts:
     no stopping rule), so that a drift of the machine over the run falls on every point alike and
-    a run cut short leaves every point with nearly as many cold starts. The number of points
-    measured or found."""
+    a run cut short leaves every point with nearly as many cold starts. With `finish`, nothing is
+    measured: the points' records are written from the cold starts their journal holds, at the
+    count the least measured of them reached (a lease ends mid-stage; the record's `repeat` says
+    that count). The number of points measured or found."""
     bench_dir = Path(__file__).resolve().parent
     points = []
     for module in sorted(f.stem for f in bench_dir.glob("*.py") if f.stem != "__init__"):
@@ -411,6 +413,12 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
             chosen.append((cls, params, cls().point(*params)))
         except NotImplementedError:
             continue
+    if finish:
+        reached = min((_journalled(token, c, _conf_dir(cls()), cls.suite) for cls, _, c in chosen), default=0)
+        chosen = [(cls, params, c.replace(repeat=reached, least=0)) for cls, params, c in chosen] if reached else []
+        for cls, params, config in chosen:
+            cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), cls.suite)
+        return len(chosen)
     rounds = max((c.repeat for _, _, c in chosen), default=0) if alternate else 0
     for until in range(1, rounds + 1):
         for cls, params, config in chosen:
@@ -423,6 +431,14 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
             continue
         done += 1
     return done
+
+
+def _journalled(token: str, config: Config, conf_dir: Path, suite: Suite) -> int:
+    """The cold starts of `config` that run `token` journalled (a record, if there is one, counts its own)."""
+    path = records_path(conf_dir, suite)
+    if entry := sidecar.find(path, token, config_key(config)):
+        return entry.record.runs or 0
+    return len(sidecar.runs(sidecar.journal(path), token, config_key(config)))
 
 
 def cold_starts_spent(results: Path, token: str) -> list[str]:

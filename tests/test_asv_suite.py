@@ -242,3 +242,27 @@ def test_alternating_points_take_turns_and_end_with_their_records(tmp_path: Path
     for config in configs.values():
         rec = sidecar.find(path, "tok", common.config_key(config)).record
         assert rec.status == "ok" and rec.runs == 2 and rec.config["least"] == 0 and len(rec.cold_starts) == 2
+
+
+def test_finish_writes_the_records_a_lease_left_in_the_journal(tmp_path: Path, monkeypatch) -> None:
+    """A lease that ends mid-stage leaves cold starts journalled and no records; `prefill
+    --finish` writes them at the count every point reached, measuring nothing more."""
+    from benchmarks import common
+    from benchmarks.torch_tp import TorchTPStartup
+    from forkspawn import sidecar
+
+    (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "results"}))
+    monkeypatch.setenv("ASV_COMMIT", "0" * 40)
+    monkeypatch.setenv("ASV_CONF_DIR", str(tmp_path))
+    suite = suite_of(FORKSPAWN_COLD_STARTS="torch-tp=3,3")
+    monkeypatch.setattr(TorchTPStartup, "suite", suite)
+    configs = {m: TorchTPStartup().point("torch-tp", m, "torch", "2") for m in ("fork", "spawn")}
+    for method, until in (("fork", 1), ("spawn", 1), ("fork", 2)):  # the lease ended in spawn's second turn
+        assert common.cached_record("tok", configs[method], tmp_path, f"torch-tp|{method}|torch|2", suite,
+                                    until=until) is None
+    n = common.measure_first(r"^torch_tp\.TorchTPStartup$", "tok", ["torch"], ["fork", "spawn"], finish=True)
+    assert n == 2
+    path = common.records_path(tmp_path, suite)
+    recs = {m: sidecar.find(path, "tok", common.config_key(c)).record for m, c in configs.items()}
+    assert {m: (r.status, r.runs, r.repeat) for m, r in recs.items()} == {"fork": ("ok", 2, 1), "spawn": ("ok", 1, 1)}
+    assert len(sidecar.journal(path).read_text().splitlines()) == 3, "nothing more was measured"
