@@ -1,5 +1,6 @@
-"""The import graph of forkspawn/ and analysis/ has no cycles, and the harness does not import
-the analysis (the floors: vocabulary/config/record below, harness, analysis on top)."""
+"""The import graph of forkspawn/ and analysis/ has no cycles, the harness does not import the
+analysis (the floors: vocabulary/config/record below, harness, analysis on top), and nothing
+imports the build tools (forkspawn.tools), which stand beside the harness."""
 
 import ast
 from pathlib import Path
@@ -8,6 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("forkspawn", "analysis")
 # `python -m forkspawn.quality precision` runs the analysis of a records file: the one way up.
 UPWARD_OK = {"forkspawn.quality", "forkspawn.quality.cli"}
+TOOLS = "forkspawn.tools"  # the bundle, asv's offline HTML, asv's plugin: run as programs or by asv
 
 
 def modules() -> dict[str, Path]:
@@ -122,6 +124,19 @@ def test_the_harness_does_not_import_the_analysis() -> None:
     up = {m: sorted(d for d in deps if d.split(".")[0] == "analysis")
           for m, deps in graph().items() if m.split(".")[0] == "forkspawn" and m not in UPWARD_OK}
     assert {m: d for m, d in up.items() if d} == {}
+
+
+def test_nothing_imports_the_build_tools() -> None:
+    """The tools import the harness (bundle writes what bundled reads), never the other way: a
+    measurement, the command line and the analysis load none of them."""
+    g = graph()
+    assert "forkspawn.bundled" in g[f"{TOOLS}.bundle"]  # the tools are in the graph, arrows and all
+    into = {m: sorted(d for d in deps if _within(d, TOOLS)) for m, deps in g.items() if not _within(m, TOOLS)}
+    assert {m: d for m, d in into.items() if d} == {}
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
 
 
 def test_every_adapter_keeps_the_contract_and_no_private_names_cross() -> None:
