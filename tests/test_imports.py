@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("forkspawn", "analysis")
-# `python -m forkspawn.quality precision` runs the analysis of a records file: the one way up.
+# `forkspawn quality precision` runs the analysis of a records file: the one way up.
 UPWARD_OK = {"forkspawn.quality", "forkspawn.quality.cli"}
 TOOLS = "forkspawn.tools"  # the bundle, asv's offline HTML, asv's plugin: run as programs or by asv
 
