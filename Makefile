@@ -12,7 +12,7 @@ RESULTS := .asv/results
 PROGRESS := .asv/progress.log
 # asv runs as `ENV_PYTHON:BENCHMARK_REGEX` pairs (the shell unescapes \( \| \)); mk/engines.mk
 # adds the engine environments. asv runs each ENV_PYTHON as an `existing` environment named by its
-# path in the project, not the machine's (`-E repo:`, forkspawn/asvenv.py).
+# path in the project, not the machine's (`-E repo:`, forkspawn/tools/asvenv.py).
 # asv exits 2 when a benchmark failed: failed configurations are results here, so that is fine.
 # asv's forkserver launch: every configuration is measured in a fresh parent interpreter of its
 # own (forkspawn.parent), so asv's launch method touches no measurement, and forking asv's
@@ -35,7 +35,7 @@ $(BIN)/.done:
 	$(PYTHON) -m venv --without-pip $(VENV)
 	$(PYTHON) -c 'import site; print("\n".join(site.getsitepackages()))' \
 	  > $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/offline-base.pth
-	$(BIN)/python -m forkspawn.bundle install --bundle $(BUNDLE_DIR) --venv $(VENV)
+	$(BIN)/python -m forkspawn.tools.bundle install --bundle $(BUNDLE_DIR) --venv $(VENV)
 	$(BIN)/python -m pip install -q --no-index --no-deps --no-build-isolation -e .
 	touch $@
 # Only the environment (the tests run this): `make offline-env OFFLINE=1 BUNDLE_DIR=...`.
@@ -76,7 +76,7 @@ bench: $(BIN)/.done engines
 	  done; \
 	  $(BIN)/forkspawn spent $(RESULTS) > .asv/spent.txt
 	$(BIN)/asv publish
-	$(BIN)/python -m forkspawn.asvhtml .asv/html  # CDN scripts -> vendor/asv-html's pinned copies
+	$(BIN)/python -m forkspawn.tools.asvhtml .asv/html  # CDN scripts -> vendor/asv-html's pinned copies
 	$(BIN)/forkspawn leftovers
 	$(BIN)/python -m analysis report $(RESULTS) -o .asv/report
 	@tail -n 2 .asv/spent.txt; echo "how each configuration's cold starts ended: $(CURDIR)/.asv/spent.txt"

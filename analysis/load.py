@@ -150,7 +150,7 @@ def table(directory: str | Path) -> pd.DataFrame:
 # A configuration of one machine and environment: `latest` picks one commit per such key.
 CONFIG_KEY = ["machine", "env", "engine", "model", "method", "parent_state", "cuda_check", "tp"]
 # asv named an `existing` environment after its interpreter's absolute path; `make bench` names it
-# after the path in the project (forkspawn/asvenv.py): the venv's folder is what both share
+# after the path in the project (forkspawn/tools/asvenv.py): the venv's folder is what both share
 _ENV_PATH = re.compile(r"(existing-py)_(?:.*_)?([^_]+_bin_python[\d.]*)")
 
 

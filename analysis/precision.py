@@ -1,6 +1,6 @@
 """The precision analysis of a records file: per configuration the CV and asv's 99% interval of
 the headline metrics; per headline comparison whether it is resolved now, asv's verdict, and the
-repeats it needs. Needs asv (not pandas); `python -m forkspawn.quality precision` prints it."""
+repeats it needs. Needs asv (not pandas); `forkspawn quality precision` prints it."""
 
 from __future__ import annotations
 

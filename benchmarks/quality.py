@@ -6,7 +6,7 @@ a median and a 99% CI.
   from a parent of the same size, per method (ms; goal: at most max(1 ms, 1% of the bare
   start)), and what that parent's size adds to the script's start from a minimal parent.
   forkserver-preload is left out here: its server imports torch, seconds per start
-  (`python -m forkspawn.quality overhead`).
+  (`forkspawn quality overhead`).
 - MemoryProbes: the cost of one memory.probe over a parent and two torch-importing ranks (ms),
   and its disagreement with a direct parse of /proc/PID/smaps_rollup (MiB, worst process).
 """

@@ -1,6 +1,6 @@
 """The offline engine bundle installed into the running interpreter's venv, as measurements see it.
 
-`python -m forkspawn.bundle install` (forkspawn/bundle.py, the build and install tool) writes a
+`python -m forkspawn.tools.bundle install` (forkspawn/tools/bundle.py, the build and install tool) writes a
 summary of the bundle into the venv (`SUMMARY`); every measurement reads it here: the versions
 its records carry and the variables its fresh parents need. Standard library only, and light:
 every measurement imports it.

@@ -1,7 +1,11 @@
-"""`forkspawn` command line: measure one configuration, prepare a model, describe the machine.
+"""`forkspawn`: the harness's one command line, a subcommand for each thing it does.
 
-Exit status: 0 when a record was produced (whatever its status: failures are results),
-2 for bad input (one line on stderr naming the culprit; nothing written).
+measure, model, machine, leftovers: one configuration, a model, this machine, what runs left;
+profile, prefill, spent: `make bench`'s asv suite; quality: measuring the measurement; soak:
+a parent starting and tearing down worker groups many times.
+
+Exit status: 0 when a record was produced (whatever its status: failures are results), 2 for bad
+input (one line on stderr naming the culprit; nothing written); leftovers: 1 if any.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import signal
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from . import vocabulary as vocab
 from .config import CUDA_CHECKS, DEVICES, ENGINES, FORKSERVER_STATES, METHODS, PARENT_STATES, Config, ConfigError
+from .quality import cli as quality_cli
 
 if TYPE_CHECKING:
     from .record import Record
@@ -32,7 +37,8 @@ def _terminated(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwinds through the measurement's clean-up, like Ctrl-C
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """Every subcommand and its options; `COMMANDS` holds what each runs."""
     parser = _Parser(prog="forkspawn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -81,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="print the preset's config.json, parameter count, bytes and shards as JSON; generate nothing")
 
+    mach = sub.add_parser("machine", help="describe this machine (no CUDA context is created)")
+    mach.add_argument("--asv", action="store_true", help="register it in ~/.asv-machine.json and print its name")
+
     sub.add_parser("leftovers", help="list what any forkspawn run left behind (processes, temp dirs); exit 1 if any")
 
     sub.add_parser("profile", help="what `make bench` measures in FORKSPAWN_PROFILE (default: default)")
@@ -92,67 +101,38 @@ def main(argv: list[str] | None = None) -> int:
     pre.add_argument("--methods", help="only these methods (asv labels, comma-separated)")
     pre.add_argument("--alternate", action="store_true",
                      help="the points take turns, one cold start each a round, to their caps (no stopping rule)")
+    pre.add_argument("--finish", action="store_true",
+                     help="measure nothing: write the records of the points from the cold starts their journal "
+                          "holds, at the count every one of them reached (a lease that ended mid-stage)")
 
     spent = sub.add_parser("spent", help="how the cold starts of run FORKSPAWN_RUN_ID ended (stop reasons, counts)")
     spent.add_argument("results", type=Path, help="asv's results folder (.asv/results)")
 
-    mach = sub.add_parser("machine", help="describe this machine (no CUDA context is created)")
-    mach.add_argument("--asv", action="store_true", help="register it in ~/.asv-machine.json and print its name")
+    quality_cli.add_arguments(sub.add_parser(
+        "quality", help="measure the measurement: harness overhead, probe cost and validity, page cache, precision"))
 
-    args = parser.parse_args(argv)
+    soak = sub.add_parser("soak", help="start and tear down a worker group many times from one parent; "
+                                       "print how its resources grow")
+    soak.add_argument("--method", default="fork", choices=METHODS)
+    soak.add_argument("--cycles", type=int, default=100)
+    soak.add_argument("--tp", type=int, default=1)
+    soak.add_argument("--model", default="tiny")
+    soak.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; its exit status (module docstring)."""
+    args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminated)
     try:
-        if args.command == "measure":
-            return _measure(args)
-        if args.command == "model":
-            from .checkpoint import default_cache_dir, plan, resolve_checkpoint
-
-            print(json.dumps(plan(args.preset), indent=1) if args.dry_run else resolve_checkpoint(args.preset, default_cache_dir()))
-            return 0
-        if args.command == "leftovers":
-            from .leftovers import report
-
-            lines = report()
-            print("\n".join(lines) if lines else "nothing left behind")
-            return 1 if lines else 0
-        if args.command == "prefill":
-            suite = _suite()
-            if not suite.SUITE.run_id:
-                raise ConfigError("prefill needs FORKSPAWN_RUN_ID: the asv run that will read the records back")
-            n = suite.measure_first(args.regex, suite.SUITE.run_id,
-                                       args.states.split(",") if args.states else None,
-                                       args.methods.split(",") if args.methods else None, args.alternate)
-            print(f"prefill {args.regex}: {n} configuration(s) recorded under run {os.environ['FORKSPAWN_RUN_ID']}")
-            return 0
-        if args.command == "spent":
-            suite = _suite()
-            if not suite.SUITE.run_id:
-                raise ConfigError("spent needs FORKSPAWN_RUN_ID: the run to describe")
-            print("\n".join(suite.cold_starts_spent(args.results, suite.SUITE.run_id)))
-            return 0
-        if args.command == "profile":
-            suite = _suite().SUITE
-            print(f"profile {suite.profile.name}: {suite.profile} ({suite.gpus} GPUs, TP {list(suite.tps)})")
-            return 0
-        from . import machine
-
-        print(machine.write_asv_machine() if args.asv else json.dumps(machine.describe(), indent=1))
-        return 0
+        return COMMANDS[args.command](args)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"forkspawn: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("forkspawn: interrupted; every process of the run was stopped", file=sys.stderr)
         return 130
-
-
-def _suite() -> ModuleType:
-    """The asv suite's glue (benchmarks/common.py, beside this package in a checkout): prefill,
-    spent and profile are the suite's commands; the harness itself knows nothing of asv."""
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module("benchmarks.common")
 
 
 def _measure(args: argparse.Namespace) -> int:
@@ -191,6 +171,80 @@ def _measure(args: argparse.Namespace) -> int:
     else:
         print(summary(record))
     return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    from .checkpoint import default_cache_dir, plan, resolve_checkpoint
+
+    print(json.dumps(plan(args.preset), indent=1) if args.dry_run else resolve_checkpoint(args.preset, default_cache_dir()))
+    return 0
+
+
+def _machine(args: argparse.Namespace) -> int:
+    from . import machine
+
+    print(machine.write_asv_machine() if args.asv else json.dumps(machine.describe(), indent=1))
+    return 0
+
+
+def _leftovers(args: argparse.Namespace) -> int:
+    from .leftovers import report
+
+    lines = report()
+    print("\n".join(lines) if lines else "nothing left behind")
+    return 1 if lines else 0
+
+
+def _suite() -> ModuleType:
+    """The asv suite's glue (benchmarks/common.py, beside this package in a checkout): profile,
+    prefill and spent are the suite's commands; the harness itself knows nothing of asv."""
+    root = str(Path(__file__).resolve().parents[1])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("benchmarks.common")
+
+
+def _run_id(command: str, why: str) -> str:
+    if not (run_id := _suite().SUITE.run_id):
+        raise ConfigError(f"{command} needs FORKSPAWN_RUN_ID: {why}")
+    return run_id
+
+
+def _profile(args: argparse.Namespace) -> int:
+    suite = _suite().SUITE
+    print(f"profile {suite.profile.name}: {suite.profile} ({suite.gpus} GPUs, TP {list(suite.tps)})")
+    return 0
+
+
+def _prefill(args: argparse.Namespace) -> int:
+    run_id = _run_id("prefill", "the asv run that will read the records back")
+    n = _suite().measure_first(args.regex, run_id, args.states.split(",") if args.states else None,
+                               args.methods.split(",") if args.methods else None, args.alternate, args.finish)
+    print(f"prefill {args.regex}: {n} configuration(s) recorded under run {run_id}")
+    return 0
+
+
+def _spent(args: argparse.Namespace) -> int:
+    run_id = _run_id("spent", "the run to describe")
+    print("\n".join(_suite().cold_starts_spent(args.results, run_id)))
+    return 0
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from .soak import soak, soak_config
+
+    result = soak(soak_config(args.method, args.tp, args.model), args.cycles)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.method}: {args.cycles} cycles, growth per 100 cycles: "
+              + ", ".join(f"{k} {v:+.2f}" for k, v in result["growth_per_100_cycles"].items()))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "measure": _measure, "model": _model, "machine": _machine, "leftovers": _leftovers, "profile": _profile,
+    "prefill": _prefill, "spent": _spent, "quality": quality_cli.run, "soak": _soak}
 
 
 def summary(record: Record) -> str:

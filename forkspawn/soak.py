@@ -1,7 +1,7 @@
 """Soak: start and tear down a worker group many times from one parent; does the parent leak?
 
-`python -m forkspawn.soak --method M --cycles N --json` runs in a fresh interpreter (the parent),
-in parent state `torch` so that forked ranks skip the import. After each cycle it reads the
+`forkspawn soak --method M --cycles N --json` runs in a fresh interpreter (the parent), in
+parent state `torch` so that forked ranks skip the import. After each cycle it reads the
 parent's RSS, open descriptors and threads, the entries in /dev/shm, the parent's live children
 and, on GPUs, the device memory NVML attributes to the parent. Growth is the least-squares slope
 per 100 cycles after the first `WARMUP` cycles (allocator pools and lazy imports settle there).
@@ -9,7 +9,6 @@ per 100 cycles after the first `WARMUP` cycles (allocator pools and lazy imports
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -18,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from .config import METHODS, Config
+from .config import Config
 
 WARMUP = 3
 
@@ -32,6 +31,12 @@ def snapshot(on_gpu: bool) -> dict[str, float]:
     if on_gpu:
         row["gpu_mib"] = gpu_memory_by_pid()[0].get(os.getpid(), 0.0)
     return row
+
+
+def soak_config(method: str, tp: int = 1, model: str = "tiny") -> Config:
+    """What a soak cycles: parent state torch (forked ranks skip the import), one decode step."""
+    return Config(method=method, parent_state="torch", tp=tp, model=model, batches=(1,), warmup_steps=0,
+                  decode_steps=1, repeat=1)
 
 
 def soak(config: Config, cycles: int) -> dict[str, Any]:
@@ -72,29 +77,6 @@ def soak_in_fresh_parent(method: str, cycles: int) -> dict[str, Any]:
     from .checkpoint import default_cache_dir, resolve_checkpoint
 
     resolve_checkpoint("tiny", default_cache_dir())
-    out = subprocess.run([sys.executable, "-m", "forkspawn.soak", "--method", method, "--cycles", str(cycles),
+    out = subprocess.run([sys.executable, "-m", "forkspawn", "soak", "--method", method, "--cycles", str(cycles),
                           "--json"], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m forkspawn.soak", description=__doc__.splitlines()[0])
-    p.add_argument("--method", default="fork", choices=METHODS)
-    p.add_argument("--cycles", type=int, default=100)
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    config = Config(method=args.method, parent_state="torch", tp=args.tp, model=args.model, batches=(1,),
-                    warmup_steps=0, decode_steps=1, repeat=1)
-    result = soak(config, args.cycles)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{args.method}: {args.cycles} cycles, growth per 100 cycles: "
-              + ", ".join(f"{k} {v:+.2f}" for k, v in result["growth_per_100_cycles"].items()))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ BUNDLE_FIND_LINKS ?=
 
 .PHONY: bundle
 bundle: $(BIN)/.done
-	$(BIN)/python -m forkspawn.bundle build --out $(BUNDLE_DIR) --python-version $(PY_TARGET) \
+	$(BIN)/python -m forkspawn.tools.bundle build --out $(BUNDLE_DIR) --python-version $(PY_TARGET) \
 	  --platform $(PLATFORM) --engine vllm==$(VLLM_GPU_VERSION) --require xinference==$(XINFERENCE_VERSION) \
 	  --require asv --require asv_runner --box $(BOX) --part-mb $(PART_MB) \
 	  $(addprefix --find-links ,$(BUNDLE_FIND_LINKS))

@@ -1,4 +1,4 @@
-"""asv's published HTML works without the internet: after `python -m forkspawn.asvhtml`, the page
+"""asv's published HTML works without the internet: after `python -m forkspawn.tools.asvhtml`, the page
 loads its scripts from the published folder (served over HTTP here, as `asv preview` would) and
 draws a benchmark's graph in headless Chromium; vendored files that differ from the lock are refused."""
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_report_browser import CHROMIUM, _chromium
 
-from forkspawn import asvhtml
+from forkspawn.tools import asvhtml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "reports" / "cpu-default" / "results"  # a real run: our workload, default profile
@@ -144,7 +144,7 @@ def test_a_cdn_file_the_lock_does_not_pin_is_refused(tmp_path: Path) -> None:
 
 
 def test_the_command_line_says_one_line_and_exits_2(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "forkspawn.asvhtml", str(tmp_path)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "forkspawn.tools.asvhtml", str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [f"forkspawn asvhtml: {tmp_path} holds no published HTML pages "
                                                "(run `asv publish` first)"]

@@ -198,7 +198,7 @@ def test_a_resumed_run_goes_on_from_the_cold_starts_it_had(tmp_path: Path, monke
 
 
 def test_an_environment_is_named_by_its_path_in_the_project(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`make bench` runs `asv run -E repo:PYTHON` (forkspawn/asvenv.py): the name holds the
+    """`make bench` runs `asv run -E repo:PYTHON` (forkspawn/tools/asvenv.py): the name holds the
     interpreter's path in the project, the same in every checkout, where `existing` puts the
     machine's; asv's requirement matrix (FORKSPAWN_ENGINES=torch-tp) stays with the environments it builds."""
     from asv.config import Config

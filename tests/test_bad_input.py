@@ -45,6 +45,29 @@ def test_unknown_choice_lists_the_valid_ones() -> None:
     assert all(m in line for m in ("fork", "spawn", "forkserver", "forkserver-preload"))
 
 
+def test_help_lists_every_subcommand_and_each_has_a_handler() -> None:
+    from forkspawn.cli import COMMANDS
+
+    out = forkspawn("--help")
+    assert out.returncode == 0, out.stderr
+    listed = out.stdout.split("{", 1)[1].split("}", 1)[0].split(",")
+    assert listed == list(COMMANDS) and {"measure", "prefill", "spent", "quality", "soak", "leftovers"} <= set(listed)
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["measures"], "invalid choice: 'measures'"),
+    (["quality", "overheads"], "invalid choice: 'overheads'"),
+    (["quality", "precision"], "precision needs a records JSON Lines file"),
+    (["quality", "precision", "/nonexistent/records.jsonl"], "/nonexistent/records.jsonl"),
+    (["soak", "--method", "vfork"], "'vfork'"),
+    (["spent", "."], "spent needs FORKSPAWN_RUN_ID"),
+])
+def test_every_subcommand_refuses_bad_input_in_one_line(args: list[str], culprit: str) -> None:
+    out = forkspawn(*args, env={"FORKSPAWN_RUN_ID": ""})
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and culprit in out.stderr, out.stderr
+
+
 def _checkpoint(tmp_path: Path) -> Path:
     from forkspawn.checkpoint import PRESETS, write_checkpoint
 

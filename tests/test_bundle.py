@@ -1,4 +1,4 @@
-"""The offline engine bundle (forkspawn/bundle.py) end to end on stand-in wheels: the real
+"""The offline engine bundle (forkspawn/tools/bundle.py) end to end on stand-in wheels: the real
 `build` against a local --find-links with --no-index (no registry), split into several parts,
 then `install` into a fresh venv that lends this environment's packages (torch) through a .pth."""
 
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from forkspawn import bundle, bundled
+from forkspawn import bundled
+from forkspawn.tools import bundle
 
 TORCH = bundle.strip_local(importlib.metadata.version("torch"))
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
@@ -29,7 +30,7 @@ PIP_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "forkspawn.bundle", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "forkspawn.tools.bundle", *args], capture_output=True,
                           text=True, env=PIP_ENV, timeout=300)
 
 
@@ -228,7 +229,7 @@ def test_make_offline_env(built: Path, tmp_path: Path):
 
 def test_measurements_read_the_bundle_without_importing_the_build_tool() -> None:
     """measure and machine read an installed bundle through forkspawn.bundled; the build and
-    install tool (forkspawn.bundle: pip, zip, xz) is no part of a measurement."""
-    code = "import sys, forkspawn.measure, forkspawn.machine; print('forkspawn.bundle' in sys.modules)"
+    install tool (forkspawn.tools.bundle: pip, zip, xz) is no part of a measurement."""
+    code = "import sys, forkspawn.measure, forkspawn.machine; print('forkspawn.tools.bundle' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"

@@ -1,7 +1,7 @@
 """The import graph of forkspawn/, benchmarks/ and analysis/ has no cycles, the harness imports
 neither the analysis nor the asv suite (the floors: vocabulary/config/record below, harness, then
-the suite and the analysis on top), and every module of the harness imports whatever the FORKSPAWN_*
-variables say."""
+the suite and the analysis on top), nothing imports the build tools (forkspawn.tools), which stand
+beside the harness, and every module of the harness imports whatever the FORKSPAWN_* variables say."""
 
 import ast
 import os
@@ -12,9 +12,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("forkspawn", "benchmarks", "analysis")
-# `python -m forkspawn.quality precision` runs the analysis of a records file, and the command
-# line serves the suite's own commands (prefill, spent, profile): the ways up.
+# `forkspawn quality precision` runs the analysis of a records file, and the command line serves
+# the suite's own commands (prefill, spent, profile): the ways up.
 UPWARD_OK = {"forkspawn.quality", "forkspawn.quality.cli", "forkspawn.cli"}
+TOOLS = "forkspawn.tools"  # the bundle, asv's offline HTML, asv's plugin: run as programs or by asv
 
 
 def modules() -> dict[str, Path]:
@@ -54,7 +55,7 @@ def graph() -> dict[str, set[str]]:
 def dynamic_imports(name: str, tree: ast.Module) -> set[str]:
     """What a module's `importlib.import_module` calls load: a literal name, or else, for a
     module with a table of its submodules (`_MODULES = {...: "submodule"}`, engines.adapter),
-    every submodule in it. Calls of neither kind (asvsuite's benchmark modules) load nothing of
+    every submodule in it. Calls of neither kind (benchmarks.common's benchmark modules) load nothing of
     forkspawn or analysis."""
     table = next((node.value for node in tree.body if isinstance(node, ast.Assign)
                   and any(isinstance(t, ast.Name) and t.id == "_MODULES" for t in node.targets)), None)
@@ -145,6 +146,19 @@ def test_every_harness_module_imports_with_nonsense_in_every_forkspawn_variable(
     out = subprocess.run([sys.executable, "-c", code, *mods], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(names) > 15 and len(mods) > 40
+
+
+def test_nothing_imports_the_build_tools() -> None:
+    """The tools import the harness (bundle writes what bundled reads), never the other way: a
+    measurement, the command line and the analysis load none of them."""
+    g = graph()
+    assert "forkspawn.bundled" in g[f"{TOOLS}.bundle"]  # the tools are in the graph, arrows and all
+    into = {m: sorted(d for d in deps if _within(d, TOOLS)) for m, deps in g.items() if not _within(m, TOOLS)}
+    assert {m: d for m, d in into.items() if d} == {}
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
 
 
 def test_every_adapter_keeps_the_contract_and_no_private_names_cross() -> None:

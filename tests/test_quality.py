@@ -62,7 +62,7 @@ def test_precision_verdicts_on_synthetic_records(tmp_path: Path):
     cvs = {(c["method"], c["parent_state"]): c["stats"]["time_to_ready_s"]["cv"] for c in result["configs"]}
     assert cvs[("fork", "torch")] == pytest.approx(cvs[("spawn", "bare")])  # CV is scale-free
 
-    out = subprocess.run([sys.executable, "-m", "forkspawn.quality", "precision", str(path), "--json"],
+    out = subprocess.run([sys.executable, "-m", "forkspawn", "quality", "precision", str(path), "--json"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert len(json.loads(out.stdout)["comparisons"]) == len(result["comparisons"])

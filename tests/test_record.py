@@ -55,7 +55,7 @@ def test_another_schema_is_refused(tmp_path: Path) -> None:
                     + json.dumps({"schema": "other/1", "status": "ok"}) + "\n")
     with pytest.raises(SchemaError, match=f"{path}:2:"):
         sidecar.records(path)
-    out = subprocess.run([sys.executable, "-m", "forkspawn.quality", "precision", str(path)],
+    out = subprocess.run([sys.executable, "-m", "forkspawn", "quality", "precision", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "other/1" in out.stderr
 

@@ -6,12 +6,12 @@ script, a direct parse of /proc, `python -X importtime`, `nvidia-smi`, the kerne
 
 By concern: `harness.py` (harness overhead, import tax, -X importtime), `probing.py` (probe
 cost, perturbation and validity), `coldstart.py` (cold vs warm page cache; the page-cache state
-itself is `forkspawn.pagecache`'s), `cli.py` (the command line); the precision analysis of a
+itself is `forkspawn.pagecache`'s), `cli.py` (`forkspawn quality`'s options and tables); the precision analysis of a
 records file is `analysis.precision`'s (its names are found here too). The trivial rank and the
 harness's cold start live in `trivial.py`, which spawned children import. Everything heavier
 than the standard library is imported inside the functions.
 
-CLI: python -m forkspawn.quality {overhead,probes,validity,pagecache,precision RECORDS.jsonl}
+CLI: forkspawn quality {overhead,probes,validity,pagecache,precision RECORDS.jsonl}
      [--repeat N] [--methods ...] [--json]
 """
 
@@ -27,7 +27,6 @@ from ..pagecache import (
     torch_library_files,
     warm_page_cache,
 )
-from .cli import main
 from .coldstart import cold_vs_warm
 from .harness import (
     BARE_SCRIPT,
@@ -55,7 +54,7 @@ from .probing import (
 
 __all__ = ["BARE_SCRIPT", "CHEAP_METHODS", "HARNESS_PARENT_IMPORTS", "METHODS", "MIB", "PHASE_IMPORTS", "cold_vs_warm",
            "compare_readers", "drop_from_cache", "files_of", "gpu_validity", "gpu_validity_with_holders",
-           "import_tax", "import_validity", "importtime", "main", "nvidia_smi_by_pid", "overhead",
+           "import_tax", "import_validity", "importtime", "nvidia_smi_by_pid", "overhead",
            "page_cache_state", "precision", "probe_cost", "probes", "resident_fraction", "sampler_perturbation",
            "smaps_rollup_mib", "smaps_sum_mib", "torch_library_files", "warm_page_cache"]
 _PRECISION = ("precision", "resolved", "asv_is_different", "repeats_needed", "HEADLINE_PAIRS", "HEADLINE_METRICS")

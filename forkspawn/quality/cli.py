@@ -1,14 +1,13 @@
-"""`python -m forkspawn.quality`: run one self-measurement and print it (a table, or --json)."""
+"""`forkspawn quality`: run one self-measurement and print it (a table, or --json)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any, Callable
 
+from ..config import ConfigError
 from ..pagecache import files_of, page_cache_state, torch_library_files, warm_page_cache
-from ..record import SchemaError
 from .coldstart import cold_vs_warm
 from .harness import METHODS, PHASE_IMPORTS, import_tax, import_validity, overhead
 from .probing import MIB, gpu_validity, gpu_validity_with_holders, probes, sampler_perturbation
@@ -96,23 +95,23 @@ def _table(command: str, result: Any) -> str:
 
 
 
-def _overhead(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def _overhead(args: argparse.Namespace) -> dict[str, Any]:
     return {"methods": [overhead(m, args.repeat) for m in args.methods], "import_tax": import_tax(min(args.repeat, 5))}
 
 
-def _probes(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def _probes(args: argparse.Namespace) -> dict[str, Any]:
     result = probes(args.repeat)
     if args.sampler:
         result["sampler"] = sampler_perturbation(max(3, args.repeat // 4))
     return result
 
 
-def _validity(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def _validity(args: argparse.Namespace) -> dict[str, Any]:
     gpu = gpu_validity_with_holders(args.hold_gpu)["rounds"][-1] if args.hold_gpu else gpu_validity()
     return {"memory": probes(3), "gpu": gpu, "imports": import_validity(min(args.repeat, 5), args.records)}
 
 
-def _pagecache(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def _pagecache(args: argparse.Namespace) -> dict[str, Any]:
     from ..checkpoint import default_cache_dir, resolve_checkpoint
 
     state = warm_page_cache if args.warm else page_cache_state
@@ -123,23 +122,22 @@ def _pagecache(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
     return result
 
 
-def _precision(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+def _precision(args: argparse.Namespace) -> dict[str, Any]:
     from analysis.precision import precision  # the analysis of records: analysis's, run from here
 
     if not args.records:
-        parser.error("precision needs a records JSON Lines file")
+        raise ConfigError("precision needs a records JSON Lines file")
     return precision(args.records)
 
 
-Command = Callable[[argparse.Namespace, argparse.ArgumentParser], dict[str, Any]]
+Command = Callable[[argparse.Namespace], dict[str, Any]]
 COMMANDS: dict[str, Command] = {"overhead": _overhead, "probes": _probes, "validity": _validity,
                                 "pagecache": _pagecache, "precision": _precision}
 
 
-def main(argv: list[str] | None = None) -> int:
-    doc = sys.modules[__package__].__doc__  # the package's, loaded before this module: no import cycle
-    parser = argparse.ArgumentParser(prog="python -m forkspawn.quality", description=doc.splitlines()[0])
-    parser.add_argument("command", choices=tuple(COMMANDS))
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `forkspawn quality` (forkspawn.cli's subcommand)."""
+    parser.add_argument("verb", choices=tuple(COMMANDS), help="the self-measurement")
     parser.add_argument("records", nargs="?", help="records JSON Lines file (precision; validity: phases to compare)")
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -151,12 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-gpu", type=int, nargs="+", metavar="MIB",
                         help="validity: first start processes holding this much CUDA memory each")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
 
-    try:
-        result = COMMANDS[args.command](args, parser)
-    except SchemaError as e:  # a records file of another harness version: one line, exit 2
-        print(f"python -m forkspawn.quality: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=1) if args.json else _table(args.command, result))
+
+def run(args: argparse.Namespace) -> int:
+    """Run the self-measurement `args.verb` and print it; a records file of another harness
+    version raises SchemaError, which the command line reports in one line (exit 2)."""
+    result = COMMANDS[args.verb](args)
+    print(json.dumps(result, indent=1) if args.json else _table(args.verb, result))
     return 0

@@ -8,8 +8,8 @@ the parts, checks every sha256 and the box's torch against the engine's pin, and
 wheels into a venv. `verify` checks a bundle without installing it. Stdlib and pip only: the box
 has no registry, and this must run before anything else is installed there.
 
-    python -m forkspawn.bundle build --out .bundle --box mk/box-cuda.txt
-    python -m forkspawn.bundle install --bundle .bundle --venv .venv
+    python -m forkspawn.tools.bundle build --out .bundle --box mk/box-cuda.txt
+    python -m forkspawn.tools.bundle install --bundle .bundle --venv .venv
 
 This is the tool; what a measurement reads of an installed bundle is forkspawn/bundled.py.
 """
@@ -34,8 +34,8 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from .atomic import write_text_atomic
-from .bundled import SUMMARY  # written into the target venv by `install`, read by bundled.installed
+from ..atomic import write_text_atomic
+from ..bundled import SUMMARY  # written into the target venv by `install`, read by bundled.installed
 
 SCHEMA = "forkspawn-bundle/1"
 MANIFEST = "manifest.json"
@@ -675,7 +675,7 @@ def split(bundle: Path, part_mb: float) -> list[Path]:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m forkspawn.bundle", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m forkspawn.tools.bundle", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="resolve, download, trim and pack (a connected machine)")
     b.add_argument("--out", type=Path, default=Path(".bundle"))
@@ -727,7 +727,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                 n = len(unpack(parts, manifest, Path(tmp)))
             log(f"bundle: {args.bundle}: {len(parts)} parts, {n} wheels, all sha256 match")
     except BundleError as e:
-        print(f"forkspawn.bundle {args.cmd}: {e}", file=sys.stderr)
+        print(f"forkspawn.tools.bundle {args.cmd}: {e}", file=sys.stderr)
         return 2
     return 0
 

@@ -3,9 +3,9 @@ and its first view drawn where a run has one commit.
 
 asv's `index.html` loads jQuery, flot, bootstrap and a few plugins from CDNs; without the internet
 (an air-gapped GPU box, this project's VM) the page shows only "external (JavaScript) dependencies
-... failed to load". `python -m forkspawn.asvhtml .asv/html` (`make bench`, right after
+... failed to load". `python -m forkspawn.tools.asvhtml .asv/html` (`make bench`, right after
 `asv publish`) copies the vendored files into the published folder (`vendor/`) and points its pages
-at them. `python -m forkspawn.asvhtml --fetch` downloads them again from the npm registry
+at them. `python -m forkspawn.tools.asvhtml --fetch` downloads them again from the npm registry
 (`npm pack`) into `vendor/asv-html/`.
 
 Every file is pinned in `vendor/asv-html/lock.json` (npm package@version, path in the package,
@@ -30,9 +30,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .atomic import write_bytes_atomic, write_text_atomic
+from ..atomic import write_bytes_atomic, write_text_atomic
 
-VENDOR = Path(__file__).resolve().parents[1] / "vendor" / "asv-html"
+VENDOR = Path(__file__).resolve().parents[2] / "vendor" / "asv-html"
 LOCK = VENDOR / "lock.json"
 PUBLISHED = "vendor"  # the folder of the local copies, inside the published HTML folder
 WEB_MODE = 0o644  # mkstemp's 0600 would hide a file from a web server run by someone else
@@ -63,7 +63,7 @@ def verify(vendor: Path = VENDOR) -> list[dict]:
     for e in entries:
         path = vendor / e["file"]
         if not path.is_file():
-            raise VendorError(f"{path} is missing; run `python -m forkspawn.asvhtml --fetch`")
+            raise VendorError(f"{path} is missing; run `python -m forkspawn.tools.asvhtml --fetch`")
         got = _sha256(path.read_bytes())
         if got != e["sha256"]:
             raise VendorError(f"{path}: sha256 {got} differs from {e['sha256']} in {vendor / LOCK.name}")
@@ -142,7 +142,7 @@ def _sha256(data: bytes) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m forkspawn.asvhtml", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m forkspawn.tools.asvhtml", description=__doc__.splitlines()[0])
     parser.add_argument("html", nargs="?", type=Path, help="asv's published folder (html_dir, e.g. .asv/html)")
     parser.add_argument("--fetch", action="store_true", help="download the locked files from the npm registry")
     args = parser.parse_args(argv)
