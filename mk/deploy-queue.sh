@@ -15,11 +15,14 @@
 #     mk/deploy-queue.sh coldcache bench warm serve crash 8b-config
 #
 # Stages: coldcache (fork/spawn, fresh empty compile caches every start), bench (`vllm bench
-# startup`, cold and warm), warm (fork/spawn, the shared compile cache), serve (`vllm serve`
+# startup`, cold and warm), warm (fork/spawn, the shared compile cache; with eager, the decode-parity
+# pair: docs/reference-results.md, reports/h100-vllm-tp1), eager (fork-eager/spawn-eager), serve (`vllm serve`
 # asked for fork and for spawn), crash (SIGKILL of the worker, then of the engine core, mid-
 # decode), 8b (generate the 8b checkpoint, then fork/spawn with it, under FORKSPAWN_RUN_ID-8b: a
 # run holds one model), 8b-config (its config and sizes only). warm, serve, crash and 8b first make
-# one uncounted start that fills the compile cache they read (`warmup`).
+# one uncounted start that fills the compile cache they read (`warmup`). `finish STAGE...` measures
+# nothing: it writes the records a lease that ended mid-stage left in the journal, at the count
+# every point of the stage reached (`forkspawn prefill --finish`), e.g. in the lease's last call.
 set -u
 cd "$(dirname "$0")/.." || exit 2  # the repository: relative paths below are its
 : "${FORKSPAWN_RUN_ID:?set FORKSPAWN_RUN_ID: the run the stages record into (the same id resumes it)}"
@@ -48,33 +51,51 @@ warmup() {  # ENGINE MODEL
     --decode-steps 8 --limit "$LIMIT" -o "$OUT/warmup-$1-$2.json"
 }
 
-prefill() {  # REGEX STATE METHODS
-  "$FS" prefill "$1" --states "$2" --methods "$3" --alternate
+points() {  # STAGE: the REGEX STATE METHODS of a prefill stage (nothing for the others)
+  case "$1" in
+    coldcache) echo '^engines\.VllmStartup$ torch fork-coldcache,spawn-coldcache' ;;
+    warm) echo '^engines\.VllmStartup$ torch fork,spawn' ;;
+    eager) echo '^engines\.VllmStartup$ torch fork-eager,spawn-eager' ;;
+    serve) echo '^engines\.VllmServeStartup$ bare fork,spawn' ;;
+    crash) echo '^engines\.VllmStartup$ torch fork-killworker,spawn-killworker,fork-killcore,spawn-killcore' ;;
+  esac
+}
+
+prefill() {  # STAGE [--finish]
+  set -- $(points "$1") "${2:---alternate}"
+  "$FS" prefill "$1" --states "$2" --methods "$3" "$4"
 }
 
 run_stage() {
   case "$1" in
-    coldcache) prefill '^engines\.VllmStartup$' torch fork-coldcache,spawn-coldcache ;;
+    coldcache|eager) prefill "$1" ;;
     bench) "$PY" -m forkspawn.engines.vllm_bench --model "$MODEL" --out "$OUT/vllm-bench-startup-$MODEL.json" $BENCH_ITERS ;;
-    warm) warmup vllm "$MODEL" && prefill '^engines\.VllmStartup$' torch fork,spawn ;;
-    serve) warmup vllm-serve "$MODEL" && prefill '^engines\.VllmServeStartup$' bare fork,spawn ;;
-    crash) warmup vllm "$MODEL" && prefill '^engines\.VllmStartup$' torch fork-killworker,spawn-killworker,fork-killcore,spawn-killcore ;;
+    warm|crash) warmup vllm "$MODEL" && prefill "$1" ;;
+    serve) warmup vllm-serve "$MODEL" && prefill "$1" ;;
     8b) (  # a subshell: the 8b settings end with the stage
           "$FS" model 8b || exit $?
           LIMIT=$((LIMIT * 2))
           export FORKSPAWN_START_LIMIT_S=$LIMIT FORKSPAWN_MODEL=8b FORKSPAWN_RUN_ID="$FORKSPAWN_RUN_ID-8b"
-          warmup vllm 8b && prefill '^engines\.VllmStartup$' torch fork,spawn
+          warmup vllm 8b && prefill warm
         ) ;;
     8b-config) "$FS" model 8b --dry-run ;;
   esac
 }
 
-STAGES="coldcache bench warm serve crash 8b 8b-config"
-[ $# -gt 0 ] || { echo "deploy-queue: name the stages to run, in order; valid: $STAGES" >&2; exit 2; }
+STAGES="coldcache bench warm eager serve crash 8b 8b-config"
+[ $# -gt 0 ] || { echo "deploy-queue: name the stages to run, in order; valid: $STAGES (or finish STAGE...)" >&2; exit 2; }
+mkdir -p "$OUT"
+if [ "$1" = finish ]; then  # the records of stages a lease left unfinished, from their journal
+  shift
+  for name in "$@"; do
+    [ -n "$(points "$name")" ] || { echo "deploy-queue: finish takes prefill stages, not '$name'" >&2; exit 2; }
+    prefill "$name" --finish
+  done
+  exit 0
+fi
 for name in "$@"; do
   case " $STAGES " in *" $name "*) ;; *) echo "deploy-queue: unknown stage '$name'; valid: $STAGES" >&2; exit 2 ;; esac
 done
-mkdir -p "$OUT"
 
 for name in "$@"; do
   start=$(date +%s)
