@@ -24,12 +24,11 @@ import numpy as np
 import pandas as pd
 
 from forkspawn import vocabulary as vocab
-from forkspawn.config import base_method
 
 from . import decide, models, verdict
-from .derive import INCLUDES, Estimate, difference, prepare
+from .derive import INCLUDES, Estimate, as_asked, difference, view
 from .fmt import cause, num
-from .load import CONFIG_KEY, BadInput, latest
+from .load import ASKED, CONFIG_KEY, BadInput, latest
 from .verdict import method_order
 
 PLAN_COLUMNS = [
@@ -210,8 +209,9 @@ def mode_of(label: str, labels: Any) -> str:
     `spawn-eager`: "eager"), '' for the default mode (plain methods, and labels without both twins:
     overrides such as `fork-override`, mitigations such as `fork-gcfreeze`). Methods are compared
     within one mode only."""
-    suffix = label[len(base_method(label)):]
-    return suffix.lstrip("-") if suffix and {f"fork{suffix}", f"spawn{suffix}"} <= set(labels) else ""
+    variant = vocab.split_method(label)[1]
+    twins = {vocab.join_method("fork", variant), vocab.join_method("spawn", variant)}
+    return variant if variant and twins <= set(labels) else ""
 
 
 def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, machine: str | None = None,
@@ -231,11 +231,12 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     records, for decode differences across cold starts; `measured_gpu_mib`: the measured machine's
     GPU (where an engine of unknown reservation is known to fit). `model`: a model not measured is refused
     unless `extrapolate` (models.py's rule). The parent state defaults to `torch` (a server that
-    imported torch), the batch to the largest measured, the mode to the default one.
+    imported torch), the batch to the largest measured, the mode to the default one. `df`: a tidy
+    table or its view (derive.view).
     """
     # one measurement per method, whichever asv environment read it (asv's pass re-run elsewhere
     # names another environment): the environment is no axis of the plan
-    df = prepare(latest(df, key=[c for c in CONFIG_KEY if c != "env"]))
+    df = latest(view(df), key=[c for c in CONFIG_KEY if c != "env"])
     machine = choose(df, "machine", machine)
     df = df[df["machine"] == machine]
     measured_gpus = int(df["gpu_count"].fillna(0).max() or 0) if "gpu_count" in df else 0
@@ -250,15 +251,15 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     measured_model, scale = _model(df, model, extrapolate, tp)
     if measured_model is not None:
         df = df[df["model"] == measured_model.name]
-    caveat = verdict.fork_caveat(machine, engine, df.assign(method=df["asked"]))
+    caveat = verdict.fork_caveat(machine, engine, as_asked(df))
     parent_state = choose(df[df["status"] != "skipped"], "parent_state", parent_state, prefer="torch")
     df = df[df["parent_state"] == parent_state]
     cuda_check = choose(df, "cuda_check", cuda_check, prefer="runtime")
     df = df[df["cuda_check"] == cuda_check]
     tp = choose(df[df["status"] != "skipped"], "tp", tp)
     df = df[df["tp"] == tp]
-    asked_labels = set(df["asked"].dropna())
-    modes = df["asked"].map(lambda m: (mode_of(m, asked_labels) if isinstance(m, str) else "") or "default")
+    asked_labels = set(df[ASKED].dropna())
+    modes = df[ASKED].map(lambda m: (mode_of(m, asked_labels) if isinstance(m, str) else "") or "default")
     mode = choose(df.assign(mode=modes), "mode", mode or None, prefer="default")
     df = df[modes == mode]
     mode = "" if mode == "default" else mode
@@ -272,7 +273,7 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     if status.empty:  # every method's start-up status is missing: nothing to plan with
         raise BadInput(f"{engine} on {machine}, parent state {parent_state}, TP={tp}: no start-up status recorded "
                        f"({verdict.why_not(df[df['metric'] == vocab.STATUS])})")
-    asked = dict(zip(status.index, status["asked"]))
+    asked = dict(zip(status.index, status[ASKED]))
     sides_ = sides(ok, batch, scale)
     ttrs = [s.ttr.value for s in sides_.values() if s.ttr]
     if ttrs and restarts_per_day * max(ttrs) > DAY_S:
@@ -478,9 +479,9 @@ def _verdict(p: Plan, sides: dict[str, decide.Side], dep: decide.Deployment, par
         else:
             o = by_other.get(m)
             reason = _against(o, unit) if o else ""
-        if r["status"] == "ok" and m.endswith("-override"):
+        if r["status"] == "ok" and vocab.is_override(m):
             reason += (f"; {m} is a non-default override (the engine would run "
-                       f"{m.removesuffix('-override')} otherwise): opt in deliberately")
+                       f"{vocab.base_method(m)} otherwise): opt in deliberately")
         if r["status"] == "ok" and isinstance(r.get("ttr_includes"), str) and r["ttr_includes"].startswith("server"):
             reason += f"; time to ready: {r['ttr_includes']}"
         if r["status"] == "ok" and r.get("gpu"):

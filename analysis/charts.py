@@ -3,10 +3,10 @@
 Figures are made with `matplotlib.figure.Figure` rather than pyplot: no GUI backend and no global
 figure registry are involved (saving uses the Agg canvas), and a notebook can display them.
 
-Each `chart_*` function takes the latest rows of one machine (`load.latest`) and returns a
-Figure; `draw` adds the title and writes PNG and SVG (the machine and versions are under the
-chart on the report page: `provenance`). A chart
-with nothing to show says so instead of being left out, so a report always has all six.
+Each `chart_*` function takes the charts' `view` of the latest rows of one machine (`load.latest`)
+and returns a Figure; `draw` makes that view, adds the title and writes PNG and SVG (the machine
+and versions are under the chart on the report page: `provenance`). A chart with nothing to show
+says so instead of being left out, so a report always has all six.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, NullLocator
 
 from forkspawn import vocabulary as vocab
-from forkspawn.config import base_method
 
-from . import decide, verdict
+from . import decide, derive, verdict
 from .capacity import mode_of, rates_differ
 from .capacity import sides as capacity_sides
-from .derive import difference, has_interval, prepare
+from .derive import difference, has_interval
 from .fmt import cause, engine_label, num, pct
+from .load import ASKED
 from .verdict import method_order
 
 STYLE = {
@@ -91,7 +91,7 @@ NVML_LABEL = " (NVML check)"
 
 def label_nvml(df: pd.DataFrame) -> pd.DataFrame:
     """Charts show the NVML-based CUDA check (a variant of device-queried) as a parent state of its own."""
-    nvml = (df["cuda_check"].fillna("runtime") != "runtime") & ~df["parent_state"].str.endswith(NVML_LABEL)
+    nvml = df["cuda_check"] == vocab.NVML_CHECK
     return df.assign(parent_state=df["parent_state"].where(~nvml, df["parent_state"] + NVML_LABEL))
 
 
@@ -481,6 +481,9 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
     return fig
 
 
+FORK_OVERRIDE = vocab.join_method("fork", vocab.OVERRIDE)
+
+
 def _unresolved(sub: pd.DataFrame, combos: list) -> list[str]:
     """The panel's rates that are not resolved at 99% from their fork of the same mode (fork-eager
     for spawn-eager; fork, or what ran as fork, for the rest), in each setting: one line saying so,
@@ -488,12 +491,12 @@ def _unresolved(sub: pd.DataFrame, combos: list) -> list[str]:
     pairs = []
     for tp, state in combos:
         here = sub[(sub["tp"] == tp) & (sub["parent_state"] == state)].set_index("method")
-        fork = next((m for m in here.index if verdict.ran_as(m) == "fork" or m == "fork-override"), None)
+        fork = next((m for m in here.index if verdict.ran_as(m) == "fork" or m == FORK_OVERRIDE), None)
         ci = lambda m: (here.at[m, "ci_low"], here.at[m, "ci_high"])  # noqa: E731
         for m in here.index:
-            suffix = m[len(base_method(m)):] if "→" not in m else ""
-            ref = f"fork{suffix}" if f"fork{suffix}" in here.index else fork
-            if ref is not None and m != ref and base_method(m) != "fork" and not rates_differ(ci(m), ci(ref)):
+            twin = vocab.join_method("fork", vocab.split_method(m)[1] if "→" not in m else "")
+            ref = twin if twin in here.index else fork
+            if ref is not None and m != ref and vocab.base_method(m) != "fork" and not rates_differ(ci(m), ci(ref)):
                 pairs.append(f"{m} vs {ref}")
     if not pairs:
         return []
@@ -626,7 +629,7 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
             continue
         state, tp, batch = chosen
         sub = ok[(ok["engine_label"] == engine) & (ok["parent_state"] == state) & (ok["tp"] == tp)]
-        asked = dict(zip(sub["method"], sub["asked"] if "asked" in sub else sub["method"]))
+        asked = dict(zip(sub["method"], sub[ASKED]))
         labels = set(asked.values())
         for mode in sorted({mode_of(a, labels) for a in labels}):
             mine = sub[sub["method"].map(lambda m: mode_of(asked[m], labels) == mode)]
@@ -635,7 +638,7 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
                 continue
             order = sorted(sides, key=lambda m: sides[m].ttr.value)
             f = order[0]
-            twin = "spawn" + asked[f][len(base_method(asked[f])):]
+            twin = vocab.join_method("spawn", vocab.split_method(asked[f])[1])
             o = next((m for m in order[1:] if asked[m] == twin), order[1])
             dec = decide.decode_of(sides[f], sides[o], df.attrs.get("parity"), batch, asked)
             panels.append((f"{engine}{f' ({mode} mode)' if mode else ''}, parent {state}, TP={tp}, batch {batch}",
@@ -685,17 +688,21 @@ RESTART_COLORS = ["#9ecae1", "#4292c6", "#08519c", "#08306b"]  # restarts a day,
 # 6 ------------------------------------------------------------------------------------------------
 def compatibility(df: pd.DataFrame) -> pd.DataFrame:
     """Method asked x parent state x engine (version) -> works / fails / hangs / n/a / not run,
-    with the error (verdict.compatibility); one cell per configuration, TP sizes folded."""
-    st = label_nvml(df[df["metric"] == vocab.STATUS])
-    if "asked" in st:  # the matrix's rows are the methods asked for; a forced one says what ran
-        st = st.assign(method=st["asked"])
+    with the error (verdict.compatibility); one cell per configuration, TP sizes folded. `df`: a
+    tidy table or its view (derive.view)."""
+    return _compatibility(view(df))
+
+
+def _compatibility(df: pd.DataFrame) -> pd.DataFrame:
+    """`compatibility` of the charts' view: its rows are the methods asked for; a forced one says what ran."""
+    st = derive.as_asked(df[df["metric"] == vocab.STATUS])
     return verdict.compatibility(st.assign(engine_label=_engine_label(st)))
 
 
 def chart_compatibility(df: pd.DataFrame) -> Figure:
     """What ran from which parent state, and whether it worked: only rows and columns with something
     run; what was not run (or cannot exist here) is summarised once, under the matrix."""
-    every = compatibility(df)
+    every = _compatibility(df)
     if every.empty:
         return _empty(Figure(figsize=(8, 3)), "no start-up status recorded")
     ran = ~every["verdict"].isin([verdict.NOT_RUN, verdict.NA])
@@ -758,9 +765,9 @@ CHARTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
 
 
 def view(df: pd.DataFrame) -> pd.DataFrame:
-    """What the charts draw: the NVML check as a parent state, the method that ran, restart time
-    (derive.prepare), no interval below n=3."""
-    return prepare(label_nvml(df))
+    """What the charts draw, from a tidy table or its view (derive.view: the method that ran,
+    restart time, no interval below n=3): the NVML check shown as a parent state of its own."""
+    return label_nvml(derive.view(df))
 
 
 def provenance(machine: pd.DataFrame) -> str:
@@ -774,8 +781,8 @@ def provenance(machine: pd.DataFrame) -> str:
 
 def draw(df: pd.DataFrame, machine: pd.DataFrame, out_dir: Path, prefix: str = "",
          parity_rows: pd.DataFrame | None = None) -> dict[str, dict[str, Path]]:
-    """Draw the six charts of one machine's rows into out_dir as PNG and SVG; name -> paths.
-    `parity_rows` (parity.table): chart 5's decode differences across cold starts."""
+    """Draw the six charts of one machine's rows (a tidy table or its view) into out_dir as PNG and
+    SVG; name -> paths. `parity_rows` (parity.table): chart 5's decode differences across cold starts."""
     out: dict[str, dict[str, Path]] = {}
     df = view(df)
     df.attrs["parity"] = parity_rows

@@ -1,5 +1,5 @@
-"""The views of the tidy table that the summary, charts, plan and report share, so that they all
-draw the same numbers:
+"""The view of the tidy table that the summary, charts, plan and report share, so that they all
+draw the same numbers (a report derives it once: `view`):
 
 - no interval below n=3: asv computes one from two samples, but it is the range stretched by a
   wide factor (its lower bound often negative), not an estimate to conclude anything from;
@@ -21,6 +21,7 @@ import pandas as pd
 from forkspawn import vocabulary as vocab
 
 from .fmt import interval, num
+from .load import ASKED
 from .verdict import method_label
 
 MIN_N = 3  # fewer samples than this: no interval
@@ -80,13 +81,27 @@ def with_restart_time(df: pd.DataFrame) -> pd.DataFrame:
 def ran_as_labels(df: pd.DataFrame) -> pd.DataFrame:
     """`method` replaced by the method that ran ("fork→spawn (forced)"), `asked` keeps the asked one."""
     labels = [method_label(m, u, "ok") if isinstance(m, str) else m for m, u in zip(df["method"], df["method_used"])]
-    return df.assign(asked=df["method"], method=labels)
+    return df.assign(**{ASKED: df["method"], "method": labels})
 
 
-def prepare(df: pd.DataFrame, relabel: bool = True) -> pd.DataFrame:
-    """The shared view: restart time, no interval below n=3, and (if `relabel`) the method that ran."""
-    out = no_small_n_intervals(with_restart_time(df))
-    return ran_as_labels(out) if relabel else out
+def prepare(df: pd.DataFrame) -> pd.DataFrame:
+    """The shared view of a tidy table: restart time, no interval below n=3, the method that ran."""
+    return ran_as_labels(no_small_n_intervals(with_restart_time(df)))
+
+
+def view(df: pd.DataFrame) -> pd.DataFrame:
+    """The shared view of a tidy table (`prepare`), or `df` itself if it is one (it has `asked`).
+
+    The one rule of what the summary, charts, planner and screen take: a tidy table or its view. A
+    report derives the view once and passes it; a table from `load` (the CLI, a notebook) is
+    derived where it arrives. `load.latest` picks the same rows from either."""
+    return df if ASKED in df else prepare(df)
+
+
+def as_asked(df: pd.DataFrame) -> pd.DataFrame:
+    """A view with `method` the method asked for again (what ran stays in `method_used`): for what
+    is organised by the methods asked, as the summary's rows and the compatibility matrix are."""
+    return df.assign(method=df[ASKED])
 
 
 @dataclass(frozen=True)

@@ -1,21 +1,20 @@
 """asv's results (plus our JSON Lines sidecar of full records) -> one tidy pandas table.
 
-Every `<machine>/machine.json` found below the directory marks an asv machine folder: its
-`*.json` result files (asv 0.6, format version 2) hold the numbers, `records/*.jsonl` the
-`forkspawn measure` records with what asv cannot store (status, error text, verified method,
-versions). Files are read as JSON only, never unpickled. Benchmarks are recognised by their
-shape (class-name suffix and method name), not their module, so new engines appear by
+Every `<machine>/machine.json` found below the directory marks an asv machine folder: its result
+files (read by `asvresults`, in asv's terms) hold the numbers, `records/*.jsonl` (read by
+`forkspawn.sidecar`) the `forkspawn measure` records with what asv cannot store (status, error
+text, verified method, versions). Here each point of asv's grid becomes a row: its parameters
+named, asv's labels decoded (`forkspawn.vocabulary`), its record joined. Benchmarks are recognised
+by their shape (class-name suffix and method name), not their module, so new engines appear by
 themselves.
 """
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import re
 from dataclasses import dataclass, field
-from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ from forkspawn import vocabulary as vocab
 from forkspawn.config import METHODS
 from forkspawn.record import Record
 
-from . import models
+from . import asvresults, models
+from .asvresults import BadInput
 
-ASV_RESULTS_VERSION = 2  # asv 0.6's result file format
 CONFIG_PARAMS = vocab.CONFIG_PARAMS  # the sidecar's asv_key order
 # The grid's own parameters, newest first: since the CUDA check became a parent state
 # ("device-queried-nvml") it is no longer a parameter of its own.
@@ -54,10 +53,6 @@ MACHINE_COLUMNS = [
 ]
 
 
-class BadInput(ValueError):
-    """Unreadable or unusable input; the message is one line naming the file."""
-
-
 @dataclass
 class Results:
     table: pd.DataFrame  # one row per measured value (COLUMNS)
@@ -72,36 +67,37 @@ def load(directory: str | Path) -> Results:
     root = Path(directory)
     if not root.is_dir():
         raise BadInput(f"{root}: no such directory")
-    machine_dirs = sorted(p.parent for p in root.rglob("machine.json"))
     rows: list[dict[str, Any]] = []
     machines: list[dict[str, Any]] = []
     measured: list[dict[str, Any]] = []
     files: list[Path] = []
-    for mdir in machine_dirs:
-        files.append(mdir / "machine.json")
-        bench_meta = _read_json(mdir.parent / "benchmarks.json") if (mdir.parent / "benchmarks.json").exists() else {}
-        if bench_meta:
-            files.append(mdir.parent / "benchmarks.json")
-        records, record_files = _read_records(mdir)
-        files += record_files
-        for path in sorted(mdir.glob("*.json")):
-            if path.name == "machine.json":
-                continue
+    for folder in asvresults.machine_folders(root):
+        meta, meta_file = asvresults.benchmarks(folder)
+        records, record_files = _read_records(folder)
+        files += [folder / asvresults.MACHINE_FILE] + ([meta_file] if meta_file else []) + record_files
+        for path in asvresults.result_files(folder):
             files.append(path)
-            new_rows, new_machines, new_records = _read_result_file(path, bench_meta, records)
+            new_rows, new_machines, new_measured = _from_result(asvresults.read(path, meta, select=_ours), records)
             rows += new_rows
             machines += new_machines
-            measured += new_records
+            measured += new_measured
     if not files:
         raise BadInput(f"{root}: no asv results below it (expected <machine>/machine.json and result files)")
     if not rows:
         raise BadInput(f"{root}: asv folders found but no results in them ({len(files)} files read)")
+    table, names = _table(rows)
+    return Results(table=table, machines=_machines(machines, names), records=_measured(measured, names),
+                   files=list(dict.fromkeys(files)), root=root)
+
+
+def _table(rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, dict[tuple, str]]:
+    """The tidy table of every result file's rows, and the names shown for machines that share an
+    asv name (`_distinct_machine_names`)."""
     table = pd.DataFrame(rows, columns=COLUMNS)
     # One folder may hold the same results twice (a copy of asv's folder inside it): one row each.
     table = table.drop_duplicates(ignore_index=True)
     names = _distinct_machine_names(table)
-    table["machine"] = [names.get(k, m) for k, m in zip(zip(table["asv_machine"], table["gpu_count"],
-                                                                table["num_cpu"]), table["machine"])]
+    table["machine"] = _renamed(names, table["asv_machine"], table["gpu_count"], table["num_cpu"], table["machine"])
     # Skipped configurations have no record, hence no version or model: take the environment's, and
     # for the model the engine's on that machine where the environment measured nothing (a model
     # missing from some rows would split one configuration in two for `latest`).
@@ -113,16 +109,28 @@ def load(directory: str | Path) -> Results:
     table["model_params"] = [sizes[m].params if m in sizes else None for m in table["model"]]
     table = table.astype({"tp": "Int64", "batch": "Int64", "n": "Int64", "value": "float64", "gpu_count": "Int64",
                           "num_cpu": "Int64", "model_params": "float64"})
+    return table, names
+
+
+def _machines(machines: list[dict[str, Any]], names: dict[tuple, str]) -> pd.DataFrame:
     mtable = pd.DataFrame(machines, columns=MACHINE_COLUMNS)
-    mtable["machine"] = [names.get((m, g, c), m) for m, g, c in
-                         zip(mtable["machine"], mtable["gpu_count"], mtable["num_cpu"])]
-    mtable = mtable.drop_duplicates(["machine", "commit", "env", "engine"], keep="last").reset_index(drop=True)
+    mtable["machine"] = _renamed(names, mtable["machine"], mtable["gpu_count"], mtable["num_cpu"])
+    return mtable.drop_duplicates(["machine", "commit", "env", "engine"], keep="last").reset_index(drop=True)
+
+
+def _measured(measured: list[dict[str, Any]], names: dict[tuple, str]) -> pd.DataFrame:
     rtable = pd.DataFrame(measured, columns=RECORD_COLUMNS + ["gpu_count", "num_cpu"]).astype({"tp": "Int64"})
-    rtable["machine"] = [names.get((m, g, c), m) for m, g, c in zip(rtable["machine"], rtable.pop("gpu_count"),
-                                                                    rtable.pop("num_cpu"))] if len(rtable) else []
-    rtable = rtable.drop_duplicates(["machine", "commit", "env", "engine", "model", "method", "parent_state",
-                                     "cuda_check", "tp"], keep="last").reset_index(drop=True)
-    return Results(table=table, machines=mtable, records=rtable, files=list(dict.fromkeys(files)), root=root)
+    rtable["machine"] = _renamed(names, rtable["machine"], rtable.pop("gpu_count"), rtable.pop("num_cpu"))
+    return rtable.drop_duplicates(["machine", "commit", "env", "engine", "model", "method", "parent_state",
+                                   "cuda_check", "tp"], keep="last").reset_index(drop=True)
+
+
+def _renamed(names: dict[tuple, str], machine: pd.Series, gpus: pd.Series, cpus: pd.Series,
+             shown: pd.Series | None = None) -> list[str]:
+    """Each row's machine as shown: its entry in `names` by (asv name, GPU count, CPU count), else
+    `shown` (default: the asv name)."""
+    shown = machine if shown is None else shown
+    return [names.get(k, s) for k, s in zip(zip(machine, gpus, cpus), shown)]
 
 
 def _distinct_machine_names(table: pd.DataFrame) -> dict[tuple, str]:
@@ -149,6 +157,8 @@ def table(directory: str | Path) -> pd.DataFrame:
 
 # A configuration of one machine and environment: `latest` picks one commit per such key.
 CONFIG_KEY = ["machine", "env", "engine", "model", "method", "parent_state", "cuda_check", "tp"]
+# A derived view's column of the method asked for (derive.view: its `method` names the method that ran)
+ASKED = "asked"
 # asv named an `existing` environment after its interpreter's absolute path; `make bench` names it
 # after the path in the project (forkspawn/tools/asvenv.py): the venv's folder is what both share
 _ENV_PATH = re.compile(r"(existing-py)_(?:.*_)?([^_]+_bin_python[\d.]*)")
@@ -169,8 +179,11 @@ def latest(df: pd.DataFrame, key: list[str] = CONFIG_KEY) -> pd.DataFrame:
     A GPU lease measures a grid in parts, so a newer commit that skipped a point (not measured in
     that run) does not hide the older measurement of it; each row keeps its `commit` and `env`.
     Environments are told apart by `env_key`: the same venv in another checkout is the same one.
+    A configuration's method is the one asked for, also in a derived view (`ASKED`), where one
+    asked method may have run as another in some commit.
     """
-    keys = df[key].map(lambda v: "" if pd.isna(v) else str(v))  # missing values (model, tp) are keys too
+    columns = [ASKED if c == "method" and ASKED in df else c for c in key]
+    keys = df[columns].set_axis(key, axis=1).map(lambda v: "" if pd.isna(v) else str(v))  # missing values are keys too
     if "env" in key:
         keys["env"] = keys["env"].map(env_key)
     measured = df["date"].where(df["status"] != "skipped")
@@ -183,15 +196,6 @@ def method_order(methods: Any) -> list[str]:
     """Known start methods in their usual order, then any others (e.g. a Ray launch path)."""
     present = list(dict.fromkeys(m for m in methods if isinstance(m, str)))
     return [m for m in METHODS if m in present] + sorted(m for m in present if m not in METHODS)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{path}: corrupt or truncated JSON ({e.msg} at line {e.lineno})") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{path}: unreadable ({e})") from None
 
 
 def _read_records(machine_dir: Path) -> tuple[dict[tuple, dict[str, Record]], list[Path]]:
@@ -219,82 +223,96 @@ def _record_for(records: dict, commit: str, env: str, key: str) -> Record | None
     return next((r for e, r in reversed(by_env.items()) if env.startswith(e + "-") or not e), None)
 
 
-def _read_result_file(path: Path, bench_meta: dict, records: dict) -> tuple[list[dict], list[dict], list[dict]]:
-    data = _read_json(path)
-    if not isinstance(data, dict) or "results" not in data:
-        raise BadInput(f"{path}: not an asv result file (no 'results' key)")
-    if data.get("version") != ASV_RESULTS_VERSION:
-        raise BadInput(f"{path}: asv result format version {data.get('version')!r}; "
-                       f"this reads version {ASV_RESULTS_VERSION} (asv 0.6)")
-    try:
-        params, columns = data["params"], data["result_columns"]
-        machine = str(params.get("machine") or path.parent.name)
-        commit, env, date = data["commit_hash"], data["env_name"], pd.to_datetime(data["date"], unit="ms")
-        rows, seen, configs = [], {}, {}
-        for name, entry in data["results"].items():
-            shape = _shape(name)
-            if shape is None:
-                continue  # not one of ours
-            suffix, meth = shape
-            e = dict(zip(columns, entry))
-            meta = bench_meta.get(name, {})
-            names = meta.get("param_names") or next(
-                g for g in GRID_PARAMS if len(g) + len(SHAPES[suffix]) == len(e["params"])) + SHAPES[suffix]
-            template, unit = METRICS.get(meth, (meth.removeprefix("track_"), None))
-            unit = meta.get("unit") or unit
-            combos = list(product(*[[_literal(v) for v in values] for values in e["params"]]))
-            stats = {c: e.get(c) or [None] * len(combos) for c in
-                     ("stats_ci_99_a", "stats_ci_99_b", "stats_q_25", "stats_q_75", "stats_repeat")}
-            for i, (combo, value) in enumerate(zip(combos, e["result"])):
-                p = dict(zip(names, combo))
-                label = vocab.asv_params(*(p[k] for k in names[:len(names) - len(SHAPES[suffix])]))
-                state = str(p.get("parent_state"))
-                p["cuda_check"] = p.get("cuda_check") or ("nvml" if state.endswith("-nvml") else "runtime")
-                p["parent_state"] = state.removesuffix("-nvml")
-                key = vocab.asv_params(*(p.get(k) for k in CONFIG_PARAMS))
-                rec = _record_for(records, commit, env, label) or _record_for(records, commit, env, key)
-                metric = template.format_map(_Blank(p)) if "{" in template else template
-                if meth not in METRICS:
-                    metric = ".".join([metric] + [str(v) for k, v in p.items() if k not in CONFIG_PARAMS])
-                status, error = _status(value, rec, metric)
-                measured = status == "ok" and value is not None
-                rows.append({
-                    "machine": machine, "gpu": params.get("gpu", "none"), "commit": commit, "env": env,
-                    "date": date, "engine": p.get("engine"),
-                    "engine_version": rec.engine_version if rec else None,
-                    "method": p.get("method"), "method_used": rec.method_used if rec else None,
-                    "parent_state": p.get("parent_state"), "cuda_check": p.get("cuda_check"),
-                    "tp": _int(p.get("tp")), "batch": _int(p.get("batch")), "phase": p.get("phase"),
-                    "process": p.get("process"), "kind": p.get("kind"), "metric": metric,
-                    "value": value if isinstance(value, (int, float)) and not _nan(value) else None,
-                    "unit": unit,
-                    "ci_low": _finite(stats["stats_ci_99_a"][i]) if measured else None,
-                    "ci_high": _finite(stats["stats_ci_99_b"][i]) if measured else None,
-                    "q25": stats["stats_q_25"][i] if measured else None,
-                    "q75": stats["stats_q_75"][i] if measured else None,
-                    "n": stats["stats_repeat"][i] if measured else None,
-                    "status": status, "error": error, "benchmark": name,
-                    "gpu_count": _int(params.get("gpu_count")) or 0, "num_cpu": _int(params.get("num_cpu")),
-                    "asv_machine": machine,
-                    # the record's engine sizes (vLLM: KV cache MiB and tokens, CUDA graphs), as JSON text
-                    "engine_metrics": json.dumps(rec.engine_metrics, sort_keys=True)
-                    if rec and rec.engine_metrics else None,
-                    "model": rec.model if rec else None, "model_params": None,  # sized once, in load()
-                })
-                if rec and (rec.engine_version or p.get("engine") not in seen):
-                    seen[p.get("engine")] = rec  # prefer a record that knows the engine's version
-                if rec and rec.status != "skipped":
-                    configs[label] = {"machine": machine, "commit": commit, "env": env, "date": date,
-                                       "engine": p.get("engine"), "model": rec.model, "method": p.get("method"),
-                                       "method_used": rec.method_used, "parent_state": p.get("parent_state"),
-                                       "cuda_check": p.get("cuda_check"), "tp": _int(p.get("tp")),
-                                       "status": rec.status, "record": rec,
-                                       "gpu_count": _int(params.get("gpu_count")) or 0,
-                                       "num_cpu": _int(params.get("num_cpu"))}
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise BadInput(f"{path}: unexpected asv result layout ({type(e).__name__}: {e})") from None
-    machines = [_machine_row(machine, commit, env, date, engine, params, rec) for engine, rec in seen.items()]
+def _from_result(result: asvresults.ResultFile, records: dict) -> tuple[list[dict], list[dict], list[dict]]:
+    """One result file's tidy rows, its machine's rows (one per engine) and the configurations it
+    measured (RECORD_COLUMNS), each point joined to its record."""
+    rows, by_engine, configs = [], {}, {}
+    for bench in result.benchmarks:
+        suffix, meth = _shape(bench.name)
+        names = bench.param_names or _grid_names(result, bench, suffix)
+        template, unit = METRICS.get(meth, (meth.removeprefix("track_"), None))
+        for point in bench.points:
+            p, label, key = _parameters(names, point.params, len(names) - len(SHAPES[suffix]))
+            rec = (_record_for(records, result.commit, result.env, label)
+                   or _record_for(records, result.commit, result.env, key))
+            rows.append(_row(result, bench.name, p, _metric(meth, template, p), bench.unit or unit, point, rec))
+            if rec and (rec.engine_version or p.get("engine") not in by_engine):
+                by_engine[p.get("engine")] = rec  # prefer a record that knows the engine's version
+            if rec and rec.status != "skipped":
+                configs[label] = _configuration(result, p, rec)
+    machines = [_machine_row(result, engine, rec) for engine, rec in by_engine.items()]
     return rows, machines, list(configs.values())
+
+
+def _grid_names(result: asvresults.ResultFile, bench: asvresults.Benchmark, suffix: str) -> list[str]:
+    """A benchmark's parameter names where benchmarks.json does not give them: our grid's, by count."""
+    extra = SHAPES[suffix]
+    grid = next((g for g in GRID_PARAMS if len(g) + len(extra) == len(bench.params)), None)
+    if grid is None:
+        raise BadInput(f"{result.path}: {bench.name} has {len(bench.params)} parameters, as no grid of this suite "
+                       f"has, and benchmarks.json does not name them")
+    return grid + extra
+
+
+def _parameters(names: list[str], values: tuple, configuration: int) -> tuple[dict[str, Any], str, str]:
+    """A point's parameters by name, asv's parent-state value decoded into parent_state and
+    cuda_check (results from before the check was a state have it as a parameter of its own); and
+    the two keys its record may be found by: asv's values of the configuration's parameters (the
+    first `configuration` names: the sidecar's asv_params) and the sidecar's asv_key."""
+    p = dict(zip(names, values))
+    label = vocab.asv_params(*(p[k] for k in names[:configuration]))
+    state, check = vocab.split_parent(str(p.get("parent_state")))
+    p["cuda_check"] = p.get("cuda_check") or check
+    p["parent_state"] = state
+    return p, label, vocab.asv_params(*(p.get(k) for k in CONFIG_PARAMS))
+
+
+def _metric(meth: str, template: str, p: dict[str, Any]) -> str:
+    """The sample key of a point: the vocabulary's for its benchmark method; a benchmark the
+    vocabulary does not name is its method with its extra parameters."""
+    metric = template.format_map(_Blank(p)) if "{" in template else template
+    if meth not in METRICS:
+        metric = ".".join([metric] + [str(v) for k, v in p.items() if k not in CONFIG_PARAMS])
+    return metric
+
+
+def _row(result: asvresults.ResultFile, benchmark: str, p: dict[str, Any], metric: str, unit: str | None,
+         point: asvresults.Point, rec: Record | None) -> dict[str, Any]:
+    """One row of the tidy table (COLUMNS)."""
+    value, stats = point.value, point.stats
+    status, error = _status(value, rec, metric)
+    measured = status == "ok" and value is not None
+    return {
+        "machine": result.machine, "gpu": result.params.get("gpu", "none"), "commit": result.commit,
+        "env": result.env, "date": result.date, "engine": p.get("engine"),
+        "engine_version": rec.engine_version if rec else None,
+        "method": p.get("method"), "method_used": rec.method_used if rec else None,
+        "parent_state": p.get("parent_state"), "cuda_check": p.get("cuda_check"),
+        "tp": _int(p.get("tp")), "batch": _int(p.get("batch")), "phase": p.get("phase"),
+        "process": p.get("process"), "kind": p.get("kind"), "metric": metric,
+        "value": value if isinstance(value, (int, float)) and not _nan(value) else None,
+        "unit": unit,
+        "ci_low": _finite(stats["ci_99_a"]) if measured else None,
+        "ci_high": _finite(stats["ci_99_b"]) if measured else None,
+        "q25": stats["q_25"] if measured else None,
+        "q75": stats["q_75"] if measured else None,
+        "n": stats["repeat"] if measured else None,
+        "status": status, "error": error, "benchmark": benchmark,
+        "gpu_count": _int(result.params.get("gpu_count")) or 0, "num_cpu": _int(result.params.get("num_cpu")),
+        "asv_machine": result.machine,
+        # the record's engine sizes (vLLM: KV cache MiB and tokens, CUDA graphs), as JSON text
+        "engine_metrics": json.dumps(rec.engine_metrics, sort_keys=True) if rec and rec.engine_metrics else None,
+        "model": rec.model if rec else None, "model_params": None,  # sized once, in _table
+    }
+
+
+def _configuration(result: asvresults.ResultFile, p: dict[str, Any], rec: Record) -> dict[str, Any]:
+    """A measured configuration with its record (RECORD_COLUMNS, and the counts that tell machines apart)."""
+    return {"machine": result.machine, "commit": result.commit, "env": result.env, "date": result.date,
+            "engine": p.get("engine"), "model": rec.model, "method": p.get("method"),
+            "method_used": rec.method_used, "parent_state": p.get("parent_state"),
+            "cuda_check": p.get("cuda_check"), "tp": _int(p.get("tp")), "status": rec.status, "record": rec,
+            "gpu_count": _int(result.params.get("gpu_count")) or 0, "num_cpu": _int(result.params.get("num_cpu"))}
 
 
 def _status(value: Any, rec: Record | None, metric: str) -> tuple[str, str | None]:
@@ -315,10 +333,10 @@ def _status(value: Any, rec: Record | None, metric: str) -> tuple[str, str | Non
     return "ok", None
 
 
-def _machine_row(machine: str, commit: str, env: str, date: Any, engine: str, params: dict, rec: Record) -> dict:
-    m, versions = rec.machine or {}, rec.versions or {}
+def _machine_row(result: asvresults.ResultFile, engine: str, rec: Record) -> dict[str, Any]:
+    params, m, versions = result.params, rec.machine or {}, rec.versions or {}
     return {
-        "machine": machine, "commit": commit, "env": env, "date": date, "engine": engine,
+        "machine": result.machine, "commit": result.commit, "env": result.env, "date": result.date, "engine": engine,
         "engine_version": rec.engine_version, "gpu": params.get("gpu", "none"),
         "gpu_count": _int(params.get("gpu_count")) or 0, "gpu_memory_mib": m.get("gpu_memory_mib"),
         "gpu_driver": params.get("gpu_driver"), "cpu": params.get("cpu"), "num_cpu": _int(params.get("num_cpu")),
@@ -328,6 +346,7 @@ def _machine_row(machine: str, commit: str, env: str, date: Any, engine: str, pa
 
 
 def _shape(name: str) -> tuple[str, str] | None:
+    """(class-name suffix, benchmark method) of one of our benchmarks; None for any other."""
     parts = name.split(".")
     if len(parts) < 2:
         return None
@@ -336,17 +355,13 @@ def _shape(name: str) -> tuple[str, str] | None:
     return (suffix, meth) if suffix and meth.startswith("track_") else None
 
 
+def _ours(name: str) -> bool:
+    return _shape(name) is not None
+
+
 class _Blank(dict):
     def __missing__(self, key: str) -> str:
         return "?"
-
-
-def _literal(v: Any) -> Any:
-    """asv stores parameter values as their repr ("'fork'"): read them back as literals only."""
-    try:
-        return ast.literal_eval(v) if isinstance(v, str) else v
-    except (ValueError, SyntaxError):
-        return v
 
 
 def _int(v: Any) -> int | None:

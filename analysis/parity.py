@@ -43,9 +43,10 @@ COLUMNS = ["machine", "engine", "model", "tp", "parent_state", "cuda_check", "me
 
 def reference_of(method: str, methods: set[str]) -> str | None:
     """The spawn label a fork-like label is compared with (module docstring), or None."""
-    if not (method == "fork" or method.startswith("fork-")) or method.endswith("-override"):
+    base, variant = vocab.split_method(method)
+    if base != "fork" or variant == vocab.OVERRIDE:
         return None
-    twin = "spawn" + method.removeprefix("fork")
+    twin = vocab.join_method("spawn", variant)
     return twin if twin in methods else ("spawn" if "spawn" in methods else None)
 
 

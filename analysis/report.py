@@ -23,7 +23,7 @@ from forkspawn import vocabulary as vocab
 
 from . import charts, fleet, parity, screen, summary, verdict
 from .capacity import BUSY_HOURS, RESTARTS_PER_DAY
-from .derive import INCLUDES, interval_text, no_small_n_intervals, prepare
+from .derive import INCLUDES, interval_text, no_small_n_intervals, view
 from .fmt import cause, num
 from .load import BadInput, Results, latest, load
 from .verdict import method_order
@@ -171,10 +171,10 @@ def _copy_results(results: Results, dest: Path) -> None:
 def render(results: Results, out_dir: Path) -> str:
     """index.html for the results; chart files are written into out_dir. The first screen is the
     decision (screen.py); then each machine's charts; every table is folded below them."""
-    table = latest(results.table)
+    table = latest(view(results.table))  # derived once: what the summary, screen, charts and tables read
     machines = list(dict.fromkeys(table["machine"]))
-    groups, not_run = summary.summarize(results.table)
-    decisions = screen.decisions(results)
+    groups, not_run = summary.summarize(table)
+    decisions = screen.decisions(results, table=table)
     decode_parity = parity.table(results.records)
     where = machines[0] if len(machines) == 1 else f"{len(machines)} machines"
     caveats = dict.fromkeys(f"{g.key['engine']}: {g.verdicts[-1]}" if len(machines) == 1 else
@@ -230,7 +230,7 @@ def _fold(summary_text: str, content: str, anchor: str = "") -> str:
 def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFrame, files: dict,
                      summary_html: str = "", older: pd.DataFrame | None = None,
                      plans: list | None = None) -> str:
-    raw, rows = rows, prepare(rows)  # the method that ran, restart time, no interval below n=3
+    """One machine's charts and folded tables; `rows`: its latest rows of the view (derive.view)."""
     parts = [f"<h2 id=\"m{i}\">Machine {e(machine)}</h2><p class=\"prov\">{e(charts.provenance(info))}</p>"]
     for name, (title, _) in charts.CHARTS.items():
         png, svg = files[name]["png"], files[name]["svg"]
@@ -255,7 +255,7 @@ def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFram
         tables += ("<h3>Fraction of the decode roofline (tokens/s over batch &times; measured memory bandwidth "
                    "/ weight bytes per rank)</h3>" + _median_table(rows, r"roofline_fraction\.b\d+"))
     parts.append(_fold("Tables: time to ready, decoding, teardown, memory", tables))
-    parts.append(_fold("Compatibility, with the errors", _compatibility_table(charts.compatibility(raw))))
+    parts.append(_fold("Compatibility, with the errors", _compatibility_table(charts.compatibility(rows))))
     parts.append(_fold(f"Capacity plans for this machine ({RESTARTS_PER_DAY} starts and {BUSY_HOURS:g} busy hours "
                        f"a day)", _capacity_section(plans or [])))
     if older is not None and len(older):

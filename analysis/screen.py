@@ -16,9 +16,9 @@ from forkspawn import vocabulary as vocab
 
 from . import decide, models, parity
 from .capacity import BUSY_HOURS, RESTARTS_PER_DAY, Node, Plan, mode_of, plan
-from .derive import Estimate, difference, interval_text
+from .derive import Estimate, difference, interval_text, view
 from .fmt import engine_label, num, pct
-from .load import BadInput, Results, latest
+from .load import ASKED, BadInput, Results, latest
 
 STATE_PREFERENCE = ("torch", "bare")  # the parent state a setting is decided for: a server that imported torch
 
@@ -54,18 +54,19 @@ class Decision:
         return self.plan.verdict
 
 
-def decisions(results: Results, restarts_per_day: float = RESTARTS_PER_DAY,
-              busy_hours: float = BUSY_HOURS) -> list[Decision]:
+def decisions(results: Results, restarts_per_day: float = RESTARTS_PER_DAY, busy_hours: float = BUSY_HOURS,
+              table: pd.DataFrame | None = None) -> list[Decision]:
     """Every measured setting's decision, on its own machine, for the deployment given (default:
-    hourly restarts, busy all day)."""
-    table = latest(results.table)
+    hourly restarts, busy all day). `table`: results.table's view where the caller derived it (a
+    report does, once: derive.view); results.table otherwise."""
+    table = latest(view(results.table if table is None else table))
     ok = table[table["status"] == "ok"]
     rows = parity.table(results.records)
     out = []
     for (machine, engine, model, tp), g in ok.groupby(["machine", "engine", "model", "tp"], sort=False, dropna=False):
         states = list(dict.fromkeys(g["parent_state"]))
         state = next((s for s in STATE_PREFERENCE if s in states), states[0])
-        labels = set(g["method"])
+        labels = set(g[ASKED])
         name = engine_label(engine, next((v for v in g["engine_version"] if isinstance(v, str)), None))
         size = models.of(model) if isinstance(model, str) else None
         info = results.machines[results.machines["machine"] == machine]
@@ -96,7 +97,7 @@ def _gpu_mib(node: Node) -> float | None:
 
 
 def _batches(g: pd.DataFrame, state: str, mode: str, labels: set[str]) -> list[int]:
-    here = g[(g["parent_state"] == state) & g["method"].map(lambda m: mode_of(m, labels) == mode)]
+    here = g[(g["parent_state"] == state) & g[ASKED].map(lambda m: mode_of(m, labels) == mode)]
     rates = here[here["metric"].str.fullmatch(vocab.TOKENS_RE)]
     return sorted(int(b) for b in rates["batch"].dropna().unique())
 

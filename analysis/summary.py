@@ -19,12 +19,11 @@ from typing import Any
 import pandas as pd
 
 from forkspawn import vocabulary as vocab
-from forkspawn.config import base_method
 
 from . import models, verdict
 from .capacity import BUSY_HOURS, RESTARTS_PER_DAY
 from .decide import THRESHOLD, break_even_gap
-from .derive import Estimate, difference, prepare, runs_needed  # noqa: F401 (Estimate, difference: the API)
+from .derive import Estimate, as_asked, difference, runs_needed, view  # noqa: F401 (Estimate, difference: the API)
 from .fmt import cause, engine_label, interval, num
 from .load import latest, method_order
 
@@ -61,7 +60,7 @@ class MethodRow:
     def label(self) -> str:
         """The method that ran ("fork→spawn (forced)"); a labelled variant says it is a non-default override."""
         text = verdict.method_label(self.method, self.method_used, self.status)
-        return text + " (non-default override)" if self.method.endswith("-override") else text
+        return text + " (non-default override)" if vocab.is_override(self.method) else text
 
 
 @dataclass
@@ -82,8 +81,9 @@ class Group:
 
 def summarize(df: pd.DataFrame) -> tuple[list[Group], list[str]]:
     """Groups with a verdict each (the newest measurement of every configuration: load.latest), and one line per set of
-    configurations that could not run at all (folded by reason)."""
-    df = prepare(latest(df), relabel=False)
+    configurations that could not run at all (folded by reason). `df`: a tidy table or its view (derive.view); the
+    rows are the methods asked for, each saying what ran."""
+    df = as_asked(latest(view(df)))
     status = df[df["metric"] == "status"]
     groups, skipped = [], {}
     for key, st in status.groupby(GROUP, sort=False, dropna=False):
@@ -169,7 +169,7 @@ def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.Da
             if r is not ref:
                 lines.append(f"{r.label} {_failed(r)}")
     for r in rows:
-        if r.status == "ok" and r.method_used and r.method_used != base_method(r.method):
+        if r.status == "ok" and r.method_used and r.method_used != vocab.base_method(r.method):
             lines.append(f"{r.label}: the engine replaced the asked method {r.method}, it ran as {r.method_used}")
     lines.append(verdict.fork_caveat(key["machine"], key["engine"], df))
     return lines

@@ -19,7 +19,6 @@ from typing import Any
 import pandas as pd
 
 from forkspawn import vocabulary as vocab
-from forkspawn.config import base_method
 
 from .fmt import cause
 from .load import method_order as _base_order
@@ -74,7 +73,7 @@ def method_label(method: str, used: Any = None, status: Any = "ok") -> str:
     method, the asked method otherwise (a labelled override, "fork-override", ran what it says)."""
     if status != "ok" or not isinstance(used, str) or used in ("", "not-applicable"):
         return method
-    if used in (method, base_method(method)) or "→" in method:
+    if used in (method, vocab.base_method(method)) or "→" in method:
         return method
     return f"{method}→{used} ({FORCED})"
 
@@ -104,7 +103,7 @@ def compatibility(st: pd.DataFrame) -> pd.DataFrame:
             verdict = text = real["word"].iloc[0]
         else:
             verdict, text = MIXED, ", ".join(f"TP{tp} {w}" for tp, w in sorted(zip(real["tp"], real["word"])))
-        used = {u for u in g["method_used"].dropna() if u not in (method, base_method(method),
+        used = {u for u in g["method_used"].dropna() if u not in (method, vocab.base_method(method),
                                                                   "not-applicable")}
         if used and verdict == WORKS:
             text += f" (ran {'/'.join(sorted(used))}: {FORCED})"

@@ -20,6 +20,11 @@ dependencies.
     decode.<process>.<name>         what a process did while an engine decoded (activity.py):
                                     threads, switches, faults, CPU and GC seconds, ...
     bandwidth_gb_s                  device memory bandwidth measured in the same run
+
+The labels of asv's grid are encoded and decoded here too (the harness writes them, the analysis
+reads them back): a method label is a start method or a labelled variant of one (`fork-eager`:
+fork, variant `eager`), and asv's parent-state value carries torch's CUDA check
+(`device-queried-nvml`: device-queried, checked through NVML).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+from .config import CUDA_CHECKS, METHODS
 
 TIME_TO_READY = "time_to_ready_s"
 TEARDOWN = "teardown_s"
@@ -169,3 +176,50 @@ def config_key(config: Any) -> str:
 def asv_params(*values: Any) -> str:
     """asv's own parameter values of one point, joined as the sidecar stores them (`asv_params`)."""
     return ASV_SEPARATOR.join(str(v) for v in values)
+
+
+# -- the labels of asv's grid ------------------------------------------------------------------------
+RUNTIME_CHECK, NVML_CHECK = CUDA_CHECKS  # the default CUDA check first
+OVERRIDE = "override"  # the variant that puts back a method the engine would replace (`fork-override`)
+_VARIANT = "-"  # method label = <start method>[-<variant>]
+# The NVML check changes only the device-queried state, so asv's grid has it as a parent state of its
+# own ("device-queried-nvml") rather than as an axis half of whose points would be skipped.
+_NVML_STATE = f"-{NVML_CHECK}"
+
+
+def split_method(label: str) -> tuple[str, str]:
+    """(start method, variant) of a method label: fork-eager -> (fork, eager), forkserver-preload ->
+    (forkserver-preload, ''), ray-override -> (ray, override). A method the suite does not know is
+    the label's first word."""
+    method = max((m for m in METHODS if label == m or label.startswith(m + _VARIANT)), key=len, default=None)
+    if method is None:
+        method = label.split(_VARIANT)[0]
+    return method, label[len(method) + len(_VARIANT):]
+
+
+def join_method(method: str, variant: str = "") -> str:
+    """The label of a start method's variant (fork, eager -> fork-eager); the method itself without one."""
+    return f"{method}{_VARIANT}{variant}" if variant else method
+
+
+def base_method(label: str) -> str:
+    """The start method behind a method label (fork-eager, fork-override -> fork)."""
+    return split_method(label)[0]
+
+
+def is_override(label: str) -> bool:
+    """A labelled override (`fork-override`, `ray-override`): the engine would run another method."""
+    return split_method(label)[1] == OVERRIDE
+
+
+def join_parent(state: str, cuda_check: str = RUNTIME_CHECK) -> str:
+    """asv's parent-state value of a parent state and a CUDA check (device-queried, nvml ->
+    device-queried-nvml)."""
+    return f"{state}{_NVML_STATE}" if cuda_check == NVML_CHECK else state
+
+
+def split_parent(label: str) -> tuple[str, str]:
+    """(parent state, CUDA check) of asv's parent-state value: device-queried-nvml ->
+    (device-queried, nvml), torch -> (torch, runtime)."""
+    state = label.removesuffix(_NVML_STATE)
+    return state, NVML_CHECK if state != label else RUNTIME_CHECK

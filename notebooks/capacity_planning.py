@@ -127,11 +127,11 @@ import io  # noqa: E402
 import matplotlib  # noqa: E402
 from IPython.display import Image  # noqa: E402
 
-from analysis.charts import STYLE, chart_amortisation  # noqa: E402
+from analysis.charts import STYLE, chart_amortisation, view  # noqa: E402
 
 png = io.BytesIO()
 with matplotlib.rc_context(STYLE):
-    chart_amortisation(table).savefig(png, format="png", dpi=80, bbox_inches="tight")
+    chart_amortisation(view(table)).savefig(png, format="png", dpi=80, bbox_inches="tight")
 Image(png.getvalue())
 
 # %% [markdown]
