@@ -48,7 +48,7 @@ from forkspawn.worker import PHASES
 
 # The NVML-based CUDA check changes only the device-queried state, so in asv it is a value of
 # the parent-state axis rather than an axis of its own (half of which would be skipped calls).
-NVML_QUERIED = "device-queried-nvml"
+NVML_QUERIED = vocab.join_parent("device-queried", vocab.NVML_CHECK)
 
 
 @dataclass(frozen=True)
@@ -252,10 +252,10 @@ def config_of(engine: str, method: str, parent_state: str, tp: str, suite: Suite
     vLLM's fork override appear as extra values of the method axis. `options` (Config.extra)
     apply to every point.
     """
-    check = "nvml" if parent_state == NVML_QUERIED else "runtime"
+    state, check = vocab.split_parent(parent_state)
     method, extra = (variants or {}).get(method, (method, {}))
-    return Config(engine=engine, method=method, parent_state=parent_state.removesuffix("-nvml"),
-                  cuda_check=check, tp=int(tp), extra={**(options or {}), **extra}, **suite.measured(engine))
+    return Config(engine=engine, method=method, parent_state=state, cuda_check=check, tp=int(tp),
+                  extra={**(options or {}), **extra}, **suite.measured(engine))
 
 
 class Grid(abc.ABC):

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .methods import METHODS, base_method  # noqa: F401 (the configuration's vocabulary of methods)
+from .methods import METHODS
 
 # The engines, each an adapter module of forkspawn/engines/ (named in its table, which checks this)
 ENGINES = ("torch-tp", "vllm", "vllm-serve", "xinference")

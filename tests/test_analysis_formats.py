@@ -44,11 +44,10 @@ def test_a_method_label_is_a_start_method_and_a_variant() -> None:
 
 
 def test_every_committed_method_label_decodes_as_the_harness_does() -> None:
-    """The harness's `config.base_method` and the vocabulary's agree on every label ever measured."""
+    """Every method label ever measured decodes to one of the harness's start methods."""
     labels = set(load(REPO / "reports").table["method"])
     assert {"fork-eager", "fork-override", "ray-override", "forkserver-preload"} <= labels
     assert {vocab.base_method(m) for m in labels} <= set(config.METHODS)
-    assert all(vocab.base_method(m) == config.base_method(m) for m in labels)
 
 
 def test_a_parent_state_label_carries_the_cuda_check() -> None:

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from forkspawn import methods
+from forkspawn import vocabulary as vocab
 from forkspawn.methods import apply
 from forkspawn.methods.verify import maps_torch  # noqa: F401 (verify imports without the engines)
 
@@ -34,10 +35,10 @@ def test_every_method_is_defined_for_every_way_of_applying_it() -> None:
     assert set(methods.MULTIPROCESSING) == set(methods.METHODS)
     assert set(methods.PRELOAD) <= set(methods.METHODS)
     for m in methods.METHODS:
-        assert methods.base_method(m) == m
+        assert vocab.base_method(m) == m
         assert apply.vllm_environment(m)[apply.VLLM_METHOD_ENV] in ("fork", "spawn", "forkserver")
         assert apply.vllm_backend(m) in ("mp", "ray")
-    assert [methods.base_method(label) for label in ("fork-eager", "spawn-coldcache", "ray-override")] == \
+    assert [vocab.base_method(label) for label in ("fork-eager", "spawn-coldcache", "ray-override")] == \
         ["fork", "spawn", "ray"]
     with pytest.raises(ValueError, match="unknown start method 'vfork'"):
         apply.context("vfork")

@@ -11,7 +11,8 @@ An engine adapter declares the names it can start with (`Adapter.METHODS`, a sub
 `METHODS`) and calls `apply` for the rest: a multiprocessing context for our own workload, vLLM's
 variable and executor (and the labelled CPU override), the launch environment of an engine that
 runs vLLM inside a server. asv method labels of variants (`fork-eager`, `fork-override`, ...) name
-a method and an option of the engine: `base_method` finds the method.
+a method and an option of the engine: the vocabulary's label codec reads them
+(`vocabulary.split_method`).
 
 This module is standard library only (the analysis and the configuration import it); `apply`
 and `verify` import multiprocessing, psutil and the engines' own packages when used.
@@ -25,8 +26,3 @@ FORK, SPAWN, FORKSERVER, FORKSERVER_PRELOAD, RAY = METHODS
 MULTIPROCESSING = {FORK: "fork", SPAWN: "spawn", FORKSERVER: "forkserver", FORKSERVER_PRELOAD: "forkserver", RAY: None}
 PRELOAD = {FORKSERVER_PRELOAD: ("torch",)}  # modules a forkserver imports before it forks anyone
 
-
-def base_method(label: str) -> str:
-    """The start method behind an asv method label: the label itself, or a labelled variant's
-    (`fork-eager`, `fork-gcfreeze`, `fork-override` -> fork; `ray-override` -> ray)."""
-    return label if label in METHODS else label.split("-")[0]
