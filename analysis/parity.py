@@ -54,18 +54,12 @@ def table(records: pd.DataFrame, tolerance: float = TOLERANCE) -> pd.DataFrame:
     """One row per pair and batch of every configuration measured (`load.Results.records`, the
     newest measurement of each: `load.latest`)."""
     rows = []
-    for key, by_method in _settings(records):
-        for method, rec in by_method.items():
-            ref_method = reference_of(method, set(by_method))
-            if ref_method is None:
-                continue
-            ref = by_method[ref_method]
-            for batch in rec.batches or []:
-                a = rec.samples.get(vocab.tokens_per_s(batch)) or []
-                b = ref.samples.get(vocab.tokens_per_s(batch)) or []
-                if len(a) and len(b):
-                    rows.append({**key, "method": method, "reference": ref_method, "batch": batch,
-                                 **compare(a, b, tolerance)})
+    for pair, rec, ref in _pairs(records):
+        for batch in rec.batches or []:
+            a = rec.samples.get(vocab.tokens_per_s(batch)) or []
+            b = ref.samples.get(vocab.tokens_per_s(batch)) or []
+            if len(a) and len(b):
+                rows.append({**pair, "batch": batch, **compare(a, b, tolerance)})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -165,37 +159,56 @@ def diagnostics(records: pd.DataFrame) -> pd.DataFrame:
     reference), and the step times the parent saw (medians over windows of each window's 50th and
     90th percentile, per batch): the evidence for why two rates differ, or that nothing differs."""
     rows = []
-    for key, by_method in _settings(records):
-        for method, rec in by_method.items():
-            ref_method = reference_of(method, set(by_method))
-            if ref_method is None:
-                continue
-            ref = by_method[ref_method]
-            processes = dict.fromkeys(k.split(".")[1] for r in (rec, ref) for k in r.samples if k.startswith("decode."))
-            for process in processes:
-                for name in DIAGNOSTICS:
-                    metric = vocab.decode_activity(process, name)
-                    a, b = _median(rec.samples.get(metric)), _median(ref.samples.get(metric))
-                    if a is not None or b is not None:
-                        rows.append({**key, "method": method, "reference": ref_method, "process": process,
-                                     "name": name, "value": a, "reference_value": b})
-            for batch in rec.batches or []:
-                for i, q in ((1, "p50"), (2, "p90")):
-                    a, b = _step_ms(rec, batch, i), _step_ms(ref, batch, i)
-                    if a is not None or b is not None:
-                        rows.append({**key, "method": method, "reference": ref_method, "process": "parent (sees)",
-                                     "name": f"step ms {q}, batch {batch}", "value": a, "reference_value": b})
+    for pair, rec, ref in _pairs(records):
+        processes = dict.fromkeys(k.split(".")[1] for r in (rec, ref) for k in r.samples if k.startswith("decode."))
+        for process in processes:
+            for name in DIAGNOSTICS:
+                metric = vocab.decode_activity(process, name)
+                a, b = _median(rec.samples.get(metric)), _median(ref.samples.get(metric))
+                if a is not None or b is not None:
+                    rows.append({**pair, "process": process, "name": name, "value": a, "reference_value": b})
+        for batch in rec.batches or []:
+            for i, q in ((1, "p50"), (2, "p90")):
+                a, b = _step_ms(rec, batch, i), _step_ms(ref, batch, i)
+                if a is not None or b is not None:
+                    rows.append({**pair, "process": "parent (sees)", "name": f"step ms {q}, batch {batch}",
+                                 "value": a, "reference_value": b})
     return pd.DataFrame(rows, columns=DIAGNOSTIC_COLUMNS)
 
 
-def _settings(records: pd.DataFrame):
-    """(setting, {method label: record}) of every setting's newest ok measurements."""
+def diagnostics_html(diag: pd.DataFrame) -> str:
+    """The diagnostics as one table per pair, processes down, method and reference across ('' if none)."""
+    from html import escape
+
+    parts = []
+    for (engine, tp, state, method, reference), rows in diag.groupby(
+            ["engine", "tp", "parent_state", "method", "reference"], sort=False):
+        body = "".join(f"<tr><td>{escape(r.process)}</td><td>{escape(r.name)}</td><td class=\"num\">{_num(r.value)}</td>"
+                       f"<td class=\"num\">{_num(r.reference_value)}</td></tr>" for r in rows.itertuples())
+        parts.append(f"<p>{escape(f'{engine} · TP={tp} · parent {state}')}: {escape(method)} vs {escape(reference)}</p>"
+                     f"<div class=\"scroll\"><table><thead><tr><th>process</th><th>while decoding</th>"
+                     f"<th>{escape(method)}</th><th>{escape(reference)}</th></tr></thead><tbody>{body}</tbody></table></div>")
+    return "".join(parts)
+
+
+def _num(v: Any) -> str:
+    from .fmt import num
+
+    return "" if v is None or pd.isna(v) else num(v)
+
+
+def _pairs(records: pd.DataFrame):
+    """(pair, record, reference record) of every fork-like label and its spawn reference, in the
+    newest ok measurements of each setting; `pair` is the setting with `method` and `reference`."""
     ok = records[records["status"] == "ok"]
     if ok.empty:
         return
     setting = ["machine", "engine", "model", "tp", "parent_state", "cuda_check"]
     for key, group in latest(ok, CONFIG_KEY).groupby(setting, sort=False, dropna=False):
-        yield dict(zip(setting, key)), dict(zip(group["method"], group["record"]))
+        by_method = dict(zip(group["method"], group["record"]))
+        for method, rec in by_method.items():
+            if (ref := reference_of(method, set(by_method))) is not None:
+                yield {**dict(zip(setting, key)), "method": method, "reference": ref}, rec, by_method[ref]
 
 
 def _median(xs: list[float] | None) -> float | None:

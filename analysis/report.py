@@ -176,6 +176,7 @@ def render(results: Results, out_dir: Path) -> str:
     groups, not_run = summary.summarize(table)
     decisions = screen.decisions(results, table=table)
     decode_parity = parity.table(results.records)
+    decode_diag = parity.diagnostics(results.records)
     where = machines[0] if len(machines) == 1 else f"{len(machines)} machines"
     caveats = dict.fromkeys(f"{g.key['engine']}: {g.verdicts[-1]}" if len(machines) == 1 else
                             f"{g.key['machine']} · {g.key['engine']}: {g.verdicts[-1]}" for g in groups if g.verdicts)
@@ -206,8 +207,11 @@ def render(results: Results, out_dir: Path) -> str:
         lines = [x for x in not_run if x.startswith(f"{machine} · ")]
         older = results.table[(results.table["machine"] == machine) & ~results.table.index.isin(rows.index)]
         parity_html = parity.html(decode_parity[decode_parity["machine"] == machine])
+        diag_html = parity.diagnostics_html(decode_diag[decode_diag["machine"] == machine])
         summary_html = summary.html(mine, lines) + (f"<h4>Decode parity across cold starts</h4>{parity_html}"
-                                                    if parity_html else "")
+                                                    if parity_html else "") + _fold(
+            "What the processes did while decoding (medians over the cold starts; counters over the decode "
+            "windows; step times as the parent saw them)", diag_html, f"m{i}-decode")
         plans = [d for d in decisions if d.machine == machine]
         files = charts.draw(rows, info, out_dir, prefix=f"{slug}-",
                             parity_rows=decode_parity[decode_parity["machine"] == machine])
