@@ -64,6 +64,7 @@ include mk/bundle.mk
 bench: $(BIN)/.done engines
 	@$(BIN)/forkspawn profile
 	@mkdir -p .asv && : > $(PROGRESS)
+	@$(BIN)/forkspawn leftovers > .asv/leftovers-before.txt || true  # what other runs left: not this run's
 	@tail -n 0 -F $(PROGRESS) 2>/dev/null & trap "kill $$! 2>/dev/null" EXIT; \
 	  machine=$$($(BIN)/forkspawn machine --asv) && commit=$$(git rev-parse HEAD) && \
 	  export ASV_COMMIT=$$commit FORKSPAWN_ASV_MACHINE=$$machine FORKSPAWN_GPUS=$$($(BIN)/python -c 'from benchmarks.common import SUITE; print(SUITE.gpus)') \
@@ -77,7 +78,7 @@ bench: $(BIN)/.done engines
 	  $(BIN)/forkspawn spent $(RESULTS) > .asv/spent.txt
 	$(BIN)/asv publish
 	$(BIN)/python -m forkspawn.tools.asvhtml .asv/html  # CDN scripts -> vendor/asv-html's pinned copies
-	$(BIN)/forkspawn leftovers
+	$(BIN)/forkspawn leftovers --except .asv/leftovers-before.txt
 	$(BIN)/python -m analysis report $(RESULTS) -o .asv/report
 	@tail -n 2 .asv/spent.txt; echo "how each configuration's cold starts ended: $(CURDIR)/.asv/spent.txt"
 	@echo "asv HTML: $(CURDIR)/.asv/html/index.html (or: $(BIN)/asv preview)"

@@ -90,7 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     mach = sub.add_parser("machine", help="describe this machine (no CUDA context is created)")
     mach.add_argument("--asv", action="store_true", help="register it in ~/.asv-machine.json and print its name")
 
-    sub.add_parser("leftovers", help="list what any forkspawn run left behind (processes, temp dirs); exit 1 if any")
+    left = sub.add_parser("leftovers", help="list what any forkspawn run left behind (processes, temp dirs); exit 1 if any")
+    left.add_argument("--except", dest="before", type=Path, metavar="FILE",
+                      help="what an earlier `forkspawn leftovers` printed: those were there before (another run's), "
+                           "only what is new counts")
 
     sub.add_parser("profile", help="what `make bench` measures in FORKSPAWN_PROFILE (default: default)")
 
@@ -190,8 +193,9 @@ def _machine(args: argparse.Namespace) -> int:
 def _leftovers(args: argparse.Namespace) -> int:
     from .leftovers import report
 
-    lines = report()
-    print("\n".join(lines) if lines else "nothing left behind")
+    before = set(args.before.read_text().splitlines()) if args.before and args.before.exists() else set()
+    lines = [line for line in report() if line not in before]
+    print("\n".join(lines) if lines else "nothing left behind" + (f" (beside what {args.before} lists)" if before else ""))
     return 1 if lines else 0
 
 

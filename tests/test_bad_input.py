@@ -98,6 +98,26 @@ def test_leftovers_reports_a_clean_machine_after_a_run() -> None:
     assert (out.returncode, out.stdout.strip()) == (0, "nothing left behind")
 
 
+def test_leftovers_counts_only_what_is_new_since_its_earlier_listing(tmp_path: Path) -> None:
+    """`make bench` lists what other runs left before it starts and fails only on what is new."""
+    import os
+    import tempfile
+
+    stale = Path(tempfile.mkdtemp(prefix="forkspawn-", dir=os.environ["TMPDIR"]))
+    try:
+        first = forkspawn("leftovers")
+        assert first.returncode == 1 and f"temp dir {stale}" in first.stdout
+        (tmp_path / "before.txt").write_text(first.stdout)
+        again = forkspawn("leftovers", "--except", str(tmp_path / "before.txt"))
+        assert again.returncode == 0 and again.stdout.startswith("nothing left behind")
+        newer = Path(tempfile.mkdtemp(prefix="forkspawn-", dir=os.environ["TMPDIR"]))
+        late = forkspawn("leftovers", "--except", str(tmp_path / "before.txt"))
+        assert (late.returncode, late.stdout.strip()) == (1, f"temp dir {newer}")
+        newer.rmdir()
+    finally:
+        stale.rmdir()
+
+
 def test_vllm_bench_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     """`python -m forkspawn.engines.vllm_bench` (vLLM's own start-up benchmark) checks its input
     before it resolves a model or starts anything."""
