@@ -58,7 +58,10 @@ def test_an_interrupted_measurement_stops_every_process_and_writes_nothing(sig: 
     out = tmp_path / "record.json"
     proc = subprocess.Popen([sys.executable, "-m", "forkspawn", "measure", "--tp", "2", "--method", "spawn",
                              "--timeout", "300", "-o", str(out)], env={**os.environ, FAULT: "1:device_ready:hang"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job (`make test &`) starts with SIGINT ignored, and
+                            # Python keeps it so: the command meets Ctrl-C as a terminal delivers it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while len(tagged_processes()) < 4 and time.monotonic() < deadline:  # cli, parent, two ranks
         time.sleep(0.2)
