@@ -260,7 +260,7 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     df = df[df["tp"] == tp]
     asked_labels = set(df[ASKED].dropna())
     modes = df[ASKED].map(lambda m: (mode_of(m, asked_labels) if isinstance(m, str) else "") or "default")
-    mode = choose(df.assign(mode=modes), "mode", mode or None, prefer="default")
+    mode = choose(df.assign(mode=modes)[df["status"] != "skipped"], "mode", mode or None, prefer="default")
     df = df[modes == mode]
     mode = "" if mode == "default" else mode
     ok = df[df["status"] == "ok"]

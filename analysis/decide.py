@@ -240,8 +240,9 @@ def _open(out: Outcome, dep: Deployment) -> None:
                 why.append(f"{b.method} decoding {_pct(gap)} slower cancels its saving at "
                            f"{dep.restarts_per_day:g} starts and {dep.busy_hours:g} busy h a day")
                 target = abs(d.est + gap)  # the estimate's distance from the break-even (r = -gap)
-                n = samples_for((d.hi - d.lo) / 2, d.n, target) if target and d.n else None
                 side = b.method if d.est > -gap else o.method
+                reach = d.est - d.lo if side == b.method else d.hi - d.est  # the bound that must pass it
+                n = samples_for(reach, d.n, target) if target and d.n else None
                 if n and n < 10_000:
                     needs.append(f"about {n} cold starts a side ({side}, if the shift stays at its estimate)")
                 out.hours_max = hours_max(s, d, dep)

@@ -11,7 +11,6 @@ draw the same numbers (a report derives it once: `view`):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from forkspawn import vocabulary as vocab
+from forkspawn.stats import samples_for
 
 from .fmt import interval, num
 from .load import ASKED
@@ -135,9 +135,8 @@ def runs_needed(d: Estimate) -> int | None:
     than MAX_RUNS, or no estimate (no difference at all, or an unbounded interval)."""
     if d.lo is None or d.hi is None or not d.n or d.value == 0:
         return None
-    half = (d.hi - d.lo) / 2
-    m = math.ceil(d.n * (half / abs(d.value)) ** 2)
-    return max(m, d.n + 1) if m <= MAX_RUNS else None
+    m = samples_for(d.value - d.lo if d.value > 0 else d.hi - d.value, d.n, abs(d.value))
+    return max(m, d.n + 1) if m and m <= MAX_RUNS else None
 
 
 def _s(v: Any) -> str:

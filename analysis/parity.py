@@ -17,7 +17,7 @@ for a busier fleet: `analysis plan` prints the break-even per deployment):
 - "differs": the interval excludes 0 and reaches beyond ±3% ("differs by less than 3%" where it
   excludes 0 inside it);
 - otherwise "unresolved", with the cold starts a side that would decide it at the spread
-  measured (the interval's half-width shrinking as 1/sqrt(n), `stats.samples_for`): the fewer of
+  measured (each bound's distance from the estimate shrinking as 1/sqrt(n), `stats.samples_for`): the fewer of
   those that would exclude 0 if the shift is as estimated, and those that would fit the interval
   inside ±3%;
 - "no interval": fewer than 5 cold starts a side cannot give a 99% interval by this method.
@@ -81,10 +81,13 @@ def compare(a: list[float], b: list[float], tolerance: float = TOLERANCE) -> dic
         verdict = "differs"
     else:
         # what would decide it at this spread: an interval that excludes 0 (a real gap the size of
-        # the estimate), or one that fits inside ±tolerance (a gap smaller than the estimate's room)
-        verdict, half, gap = "unresolved", (hi - lo) / 2, abs(pct(s["estimate"]) or 0)
-        needed = min(filter(None, (samples_for(half, n, gap), samples_for(half, n, tol - gap) if gap < tol else None)),
-                     default=None)
+        # the estimate: the bound on 0's side must pass it), or one that fits inside ±tolerance
+        # (both bounds inside: the slower of the two)
+        verdict, est = "unresolved", pct(s["estimate"]) or 0
+        exclude = samples_for(hi - est, n, -est) if est < 0 else samples_for(est - lo, n, est) if est > 0 else None
+        fit = (max(samples_for(est - lo, n, tol + est) or n, samples_for(hi - est, n, tol - est) or n)
+               if abs(est) < tol else None)
+        needed = min(filter(None, (exclude, fit)), default=None)
     return {"rate": statistics.median(a), "reference_rate": base, "n": len(a), "reference_n": len(b),
             "diff_pct": pct(s["estimate"]), "ci_low_pct": lo, "ci_high_pct": hi, "verdict": verdict,
             "cold_starts_needed": needed}

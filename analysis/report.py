@@ -92,8 +92,8 @@ otherwise "no verdict", with the break-even decode gap over restarts and busy ho
 would decide it.</dd>
 <dt>Executive summary</dt><dd>Differences of two medians carry the conservative interval
 [lo<sub>a</sub> &minus; hi<sub>b</sub>, hi<sub>a</sub> &minus; lo<sub>b</sub>] from asv's 99% intervals; a verdict rests only on
-differences whose interval excludes 0. Cold starts needed: n &times; (half-width / |difference|)<sup>2</sup>, a
-lower bound.</dd>
+differences whose interval excludes 0. Cold starts needed: n &times; (reach / |difference|)<sup>2</sup>, reach being
+the distance from the difference to the interval's bound on 0's side; a lower bound.</dd>
 </dl>
 """
 

@@ -6,7 +6,8 @@ Intervals of a difference: asv stores a 99% interval per median, not the samples
 distribution, so the difference a - b of two medians gets the conservative interval
 [lo_a - hi_b, hi_a - lo_b] (it contains every difference both intervals allow). A difference is
 *resolved* when that interval excludes 0. The cold starts needed to resolve one are estimated by
-letting the interval shrink as 1/sqrt(n): M = n * (half-width / |difference|)^2, rounded up; at
+letting the interval shrink as 1/sqrt(n): M = n * (reach / |difference|)^2, rounded up (reach:
+the distance from the difference to the bound on 0's side, as intervals are not symmetric); at
 small n asv widens its intervals more than that, so M is a lower bound ("about").
 """
 

@@ -106,9 +106,11 @@ def _mann_whitney_counts(m: int, n: int) -> tuple[int, ...]:
                  (without[u] if u < len(without) else 0) for u in range(m * n + 1))
 
 
-def samples_for(half_width: float, n: int, target: float) -> int | None:
-    """Samples a side that would bring an interval of `half_width` from `n` a side to `target`,
-    with intervals shrinking as 1/sqrt(n) (an estimate: the spread measured stands for the next)."""
-    if not half_width or not target or n < 1:
+def samples_for(reach: float, n: int, target: float) -> int | None:
+    """Samples a side that would bring an interval's bound, `reach` from the estimate with `n` a
+    side, to within `target` of it, with intervals shrinking as 1/sqrt(n) (an estimate: the spread
+    measured stands for the next). `reach` is the one bound's distance: a rank interval is not
+    symmetric, and its half-width would call a bound that still crosses the target close enough."""
+    if not reach or not target or n < 1:
         return None
-    return max(n, math.ceil(n * (half_width / target) ** 2))
+    return max(n, math.ceil(n * (reach / target) ** 2))

@@ -57,3 +57,14 @@ def test_too_few_cold_starts_give_no_interval_and_the_committed_reports_load() -
     h200 = parity.table(load(ROOT / "reports" / "h200-tp1").records)
     # the 5 + 5 cold starts of the old two-request decode method: far from ±3%
     assert set(h200["verdict"]) == {"unresolved"} and (h200["cold_starts_needed"] > 30).all()
+
+
+def test_what_would_decide_it_is_more_than_was_measured() -> None:
+    """A rank interval is lopsided: the bound that has to move sets the cold starts asked for, so an
+    unresolved pair never asks for the count it already has (reports/h100-vllm-tp1, eager: 10 a side;
+    compiled: 14 a side, equal within ±3%)."""
+    t = parity.table(load(ROOT / "reports" / "h100-vllm-tp1").records).set_index(["method", "batch"])
+    assert set(t.loc["fork", "verdict"]) == {"equal within ±3%"} and set(t.loc["fork", "n"]) == {14}
+    eager = t.loc["fork-eager"]
+    assert set(eager["verdict"]) == {"unresolved"} and set(eager["n"]) == {10}
+    assert (eager["cold_starts_needed"] > 10).all()

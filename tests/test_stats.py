@@ -33,5 +33,5 @@ def test_the_interval_covers_a_known_shift_as_often_as_it_says() -> None:
 def test_too_few_cold_starts_give_no_interval_and_an_estimate_of_how_many_would() -> None:
     assert shift([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])["ci_low"] is None  # 3 a side cannot reach 99%
     assert shift([1.0] * 5, [0.0] * 5) == {"estimate": 1.0, "ci_low": 1.0, "ci_high": 1.0, "n_a": 5, "n_b": 5}
-    assert samples_for(half_width=0.06, n=6, target=0.03) == 24
-    assert samples_for(half_width=0.01, n=6, target=0.03) == 6
+    assert samples_for(reach=0.06, n=6, target=0.03) == 24
+    assert samples_for(reach=0.01, n=6, target=0.03) == 6
