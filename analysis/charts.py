@@ -472,7 +472,7 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
             ax.set_xticks(range(len(combos)), [f"TP={tp}\n" + textwrap.fill(f"parent: {s}", chars) for tp, s in combos])
             ax.set_ylim(0, top)
             notes = ([f"▲ whisker cut at the axis, ends at: {', '.join(clipped)}"] if clipped else []) + \
-                _unresolved(sub, combos)
+                _unresolved(sub, combos, df.attrs.get("parity"), batch)
             if notes:
                 ax.text(0.01, 0.99, "\n".join(notes), transform=ax.transAxes, va="top", ha="left", fontsize=7,
                         color="#a40", bbox={"boxstyle": "round,pad=0.25", "fc": "white", "ec": "#dca", "alpha": 0.95})
@@ -484,10 +484,12 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
 FORK_OVERRIDE = vocab.join_method("fork", vocab.OVERRIDE)
 
 
-def _unresolved(sub: pd.DataFrame, combos: list) -> list[str]:
+def _unresolved(sub: pd.DataFrame, combos: list, parity_rows: pd.DataFrame | None = None,
+                batch: float | None = None) -> list[str]:
     """The panel's rates that are not resolved at 99% from their fork of the same mode (fork-eager
     for spawn-eager; fork, or what ran as fork, for the rest), in each setting: one line saying so,
-    so that no bar difference reads as a result."""
+    so that no bar difference reads as a result; with decode parity's verdict across cold starts
+    where `parity_rows` has the pair (asv's intervals of the medians cannot say "equal")."""
     pairs = []
     for tp, state in combos:
         here = sub[(sub["tp"] == tp) & (sub["parent_state"] == state)].set_index("method")
@@ -497,11 +499,28 @@ def _unresolved(sub: pd.DataFrame, combos: list) -> list[str]:
             twin = vocab.join_method("fork", vocab.split_method(m)[1] if "→" not in m else "")
             ref = twin if twin in here.index else fork
             if ref is not None and m != ref and vocab.base_method(m) != "fork" and not rates_differ(ci(m), ci(ref)):
-                pairs.append(f"{m} vs {ref}")
+                word = _parity_verdict(parity_rows, here, m, ref, tp, state, batch)
+                pairs.append(f"{m} vs {ref}" + (f" ({word} across cold starts)" if word else ""))
     if not pairs:
         return []
-    shown = ", ".join(dict.fromkeys(pairs)) if len(pairs) <= 3 else f"{len(pairs)} pairs"
-    return [f"≈ not resolved at 99%: {shown}"]
+    if len(pairs) > 3:
+        return [f"≈ not resolved at 99%: {len(pairs)} pairs"]
+    pairs = list(dict.fromkeys(pairs))
+    # a pair a line: with parity's verdict one line can be wider than the panel
+    return ["≈ not resolved at 99%: " + pairs[0]] if len(pairs) == 1 else ["≈ not resolved at 99%:", *pairs]
+
+
+def _parity_verdict(parity_rows: pd.DataFrame | None, here: pd.DataFrame, m: str, ref: str, tp: int, state: str,
+                    batch: float | None) -> str:
+    """Decode parity's verdict for the pair (by the labels asked for) in this setting, or ''."""
+    if parity_rows is None or not len(parity_rows) or batch is None:
+        return ""
+    a, r = (here.at[x, "asked"] if pd.notna(here.at[x, "asked"]) else x for x in (m, ref))
+    p = parity_rows
+    hit = p[(p["machine"] == here.at[m, "machine"]) & (p["engine"] == here.at[m, "engine"]) & (p["tp"] == int(tp))
+            & (p["parent_state"] == state) & (p["batch"] == int(batch))
+            & (((p["method"] == a) & (p["reference"] == r)) | ((p["method"] == r) & (p["reference"] == a)))]
+    return str(hit["verdict"].iloc[0]) if len(hit) else ""
 
 
 # 4 ------------------------------------------------------------------------------------------------

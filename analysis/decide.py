@@ -119,7 +119,7 @@ def decode_of(b: Side, o: Side, parity_rows: pd.DataFrame | None = None, batch: 
                 r = row.iloc[0]
                 n = int(min(r["n"], r["reference_n"]))
                 d = Decode(r["diff_pct"] / 100, r["ci_low_pct"] / 100, r["ci_high_pct"] / 100,
-                           f"across cold starts, n={n} a side", n)
+                           f"across cold starts, n={n} a side: {r['verdict']}", n)
                 return flip(d) if flipped else d
     if b.rate is None or o.rate is None or not o.rate.value:
         return None

@@ -780,6 +780,27 @@ def test_chart_5_is_the_planners_break_even() -> None:
     assert "fork holds up to 12 h a day at 24 starts/day" in labels  # the planner's own statement
 
 
+def test_chart_3_says_what_decode_parity_says_of_a_pair_it_cannot_resolve() -> None:
+    """asv's intervals of the medians leave reports/h100-vllm-tp1's fork and spawn unresolved; parity
+    across cold starts calls the compiled pair equal within ±3% and leaves eager open: the note says both."""
+    import matplotlib
+
+    from analysis import parity
+    from analysis.load import latest
+
+    res = load(REPO / "reports" / "h100-vllm-tp1")
+    view = charts.view(latest(res.table))
+    view.attrs["parity"] = parity.table(res.records)
+    with matplotlib.rc_context(charts.STYLE):
+        fig = charts.chart_throughput(view)
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("vllm")]
+    assert len(panels) == 2  # batch 1 and 16
+    for ax in panels:
+        note = "\n".join(t.get_text() for t in ax.texts)
+        assert "spawn vs fork (equal within ±3% across cold starts)" in note
+        assert "spawn-eager vs fork-eager (unresolved across cold starts)" in note
+
+
 @pytest.mark.parametrize("name", list(charts.CHARTS))
 def test_tick_labels_never_overprint(h200_view: pd.DataFrame, name: str) -> None:
     import matplotlib

@@ -81,7 +81,7 @@ def test_the_newest_gpu_report_gives_no_verdict_busy_all_day_and_fork_for_a_ligh
     busy = _plan("h100-vllm-tp1", 1)
     assert busy.recommended is None
     assert busy.verdict.startswith("no verdict: fork vs spawn: fork starts 27.3 s sooner")
-    assert "fork -0.18% [-0.83%, +0.29%] of spawn's (across cold starts, n=14 a side)" in busy.verdict
+    assert "fork -0.18% [-0.83%, +0.29%] of spawn's (across cold starts, n=14 a side: equal within ±3%)" in busy.verdict
     assert "fork decoding 0.75% slower cancels its saving at 24 starts and 24 busy h a day" in busy.verdict
     # the interval's low end (-0.83%) must pass -0.75%: more cold starts than the 14 measured
     assert "would decide it: about 19 cold starts a side (fork" in busy.verdict
