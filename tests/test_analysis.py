@@ -680,6 +680,18 @@ def h200_view() -> pd.DataFrame:
     return charts.view(latest(load(H200).table))
 
 
+@pytest.fixture(scope="module")
+def h100_vllm_view() -> pd.DataFrame:
+    """reports/h100-vllm-tp1's view with its decode parity, as the report hands it to the charts."""
+    from analysis import parity
+    from analysis.load import latest
+
+    res = load(REPO / "reports" / "h100-vllm-tp1")
+    view = charts.view(latest(res.table))
+    view.attrs["parity"] = parity.table(res.records)
+    return view
+
+
 def _bars(fig) -> list:
     return [p for ax in fig.axes for c in ax.containers if hasattr(c, "patches") for p in c.patches]
 
@@ -753,20 +765,16 @@ def test_chart_1_stacks_to_time_to_ready_on_one_scale(h200_view: pd.DataFrame) -
     assert max(vllm) < 150 < min(xinference)
 
 
-def test_chart_5_is_the_planners_break_even() -> None:
+def test_chart_5_is_the_planners_break_even(h100_vllm_view: pd.DataFrame) -> None:
     """Chart 5 draws, per engine and mode, the break-even decode gap of the faster starter over busy
     hours (within a day), one line per restarts a day, against the decode interval's worst case from
     decode parity across cold starts (reports/h100-vllm-tp1: fork up to 0.83% slower at batch 16)."""
     import matplotlib
 
-    from analysis import decide, parity
-    from analysis.load import latest
+    from analysis import decide
 
-    res = load(REPO / "reports" / "h100-vllm-tp1")
-    view = charts.view(latest(res.table))
-    view.attrs["parity"] = parity.table(res.records)
     with matplotlib.rc_context(charts.STYLE):
-        fig = charts.chart_amortisation(view)
+        fig = charts.chart_amortisation(h100_vllm_view)
     compiled = next(ax for ax in fig.axes if ax.get_title().startswith("fork starts 27.3 s sooner than spawn"))
     for line in compiled.get_lines():
         if line.get_label().split()[0].isdigit():  # a restarts-a-day curve: "24 starts/day"
@@ -780,19 +788,13 @@ def test_chart_5_is_the_planners_break_even() -> None:
     assert "fork holds up to 12 h a day at 24 starts/day" in labels  # the planner's own statement
 
 
-def test_chart_3_says_what_decode_parity_says_of_a_pair_it_cannot_resolve() -> None:
+def test_chart_3_says_what_decode_parity_says_of_a_pair_it_cannot_resolve(h100_vllm_view: pd.DataFrame) -> None:
     """asv's intervals of the medians leave reports/h100-vllm-tp1's fork and spawn unresolved; parity
     across cold starts calls the compiled pair equal within ±3% and leaves eager open: the note says both."""
     import matplotlib
 
-    from analysis import parity
-    from analysis.load import latest
-
-    res = load(REPO / "reports" / "h100-vllm-tp1")
-    view = charts.view(latest(res.table))
-    view.attrs["parity"] = parity.table(res.records)
     with matplotlib.rc_context(charts.STYLE):
-        fig = charts.chart_throughput(view)
+        fig = charts.chart_throughput(h100_vllm_view)
     panels = [ax for ax in fig.axes if ax.get_title().startswith("vllm")]
     assert len(panels) == 2  # batch 1 and 16
     for ax in panels:
