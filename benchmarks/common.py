@@ -93,7 +93,7 @@ class Profile:
 # measure._stop_after), and its labelled variants (benchmarks/engines.py: eager, the gc.freeze()
 # mitigation, cold compile caches, a crash mid-decode) are measured from a torch parent only;
 # `vllm serve` is measured asked for fork and for spawn (it is exec'd: one parent state).
-VLLM_GPU_VARIANTS = ("fork-eager", "spawn-eager", "fork-gcfreeze", "fork-coldcache", "spawn-coldcache",
+VLLM_GPU_VARIANTS = ("fork-mp", "spawn-mp", "fork-eager", "spawn-eager", "fork-gcfreeze", "fork-coldcache", "spawn-coldcache",
                      "fork-killworker", "spawn-killworker", "fork-killcore", "spawn-killcore")
 _DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override") + tuple(
     f"vllm {m} {s}" for m in VLLM_GPU_VARIANTS for s in ("bare", "device-queried", NVML_QUERIED, "device-initialized"))
@@ -122,6 +122,7 @@ class Suite:
     cold_starts: dict[str, tuple[int, int]]  # FORKSPAWN_COLD_STARTS: engine ("" for all) -> (least, most)
     start_limit_s: float  # FORKSPAWN_START_LIMIT_S (0: the harness's default)
     soak_cycles: int
+    warmup_starts: int = 0  # FORKSPAWN_WARMUP_STARTS: uncounted first starts of every point measured now
     engines: tuple[str, ...] = ()  # FORKSPAWN_ENGINES: the engines this asv environment measures (all if empty)
     run_id: str | None = None  # FORKSPAWN_RUN_ID: asv's run token (a resumed run)
     recorded_only: bool = False  # FORKSPAWN_RECORDED_ONLY: store what the run measured, measure nothing
@@ -145,6 +146,7 @@ class Suite:
                    model=env.get("FORKSPAWN_MODEL") or ("1b" if gpus else "tiny"),
                    cold_starts=_cold_starts(env.get("FORKSPAWN_COLD_STARTS", "").strip()),
                    start_limit_s=_start_limit(env.get("FORKSPAWN_START_LIMIT_S", "").strip()),
+                   warmup_starts=_warmup_starts(env.get("FORKSPAWN_WARMUP_STARTS", "").strip()),
                    soak_cycles=int(cycles) if cycles.isdigit() else profile.soak_cycles,
                    engines=tuple(e for e in env.get("FORKSPAWN_ENGINES", "").split(",") if e),
                    run_id=env.get("FORKSPAWN_RUN_ID") or None, recorded_only=bool(env.get("FORKSPAWN_RECORDED_ONLY")),
@@ -166,7 +168,7 @@ class Suite:
         # engines measure decoding as differences of timed requests (engines.decode): windows of
         # enough steps, more on a GPU, where 32 steps of a 1B model take under 0.1 s; 5 windows of 192
         # steps a cold start (the long request, 16 + 25 + 192 tokens, must fit vLLM's max_model_len of 256)
-        fields = {"repeat": most, "least": least, "precision": self.profile.precision,
+        fields = {"repeat": most, "least": least, "precision": self.profile.precision, "warmup_starts": self.warmup_starts,
                   "decode_steps": self.profile.decode_steps, "batches": self.profile.batches, "model": self.model,
                   "limit_s": self.start_limit_s}
         if engine != "torch-tp":
@@ -231,6 +233,14 @@ def _start_limit(text: str) -> float:
     if limit < 0:
         raise ValueError(f"FORKSPAWN_START_LIMIT_S={text!r} must be positive")
     return limit
+
+
+def _warmup_starts(text: str) -> int:
+    """FORKSPAWN_WARMUP_STARTS: uncounted cold starts made first at every point measured now
+    (Config.warmup_starts: what a node pays once, reported apart, not as spread); unset, none."""
+    if text and not text.isdigit():
+        raise ValueError(f"FORKSPAWN_WARMUP_STARTS={text!r} is not a whole number of cold starts")
+    return int(text or 0)
 
 
 SUITE = Suite.from_environ()
@@ -387,8 +397,10 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
     that a run cut short has the most useful answers; `asv run` with the same FORKSPAWN_RUN_ID then
     reads them back. `states` and `methods` (asv's labels) keep only those points. With
     `alternate`, the points take turns, one cold start each a round, to their caps (fixed counts:
-    no stopping rule), so that a drift of the machine over the run falls on every point alike and
-    a run cut short leaves every point with nearly as many cold starts. With `finish`, nothing is
+    no stopping rule), in an order that turns round every round (ABBA), after a round of their
+    warm-ups (FORKSPAWN_WARMUP_STARTS), so that a drift of the machine over the run falls on every
+    point alike, no point always follows a warm-up, and a run cut short leaves every point with
+    nearly as many cold starts. With `finish`, nothing is
     measured: the points' records are written from the cold starts their journal holds, at the
     count the least measured of them reached (a lease ends mid-stage; the record's `repeat` says
     that count). The number of points measured or found."""
@@ -415,13 +427,18 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
             continue
     if finish:
         reached = min((_journalled(token, c, _conf_dir(cls()), cls.suite) for cls, _, c in chosen), default=0)
-        chosen = [(cls, params, c.replace(repeat=reached, least=0)) for cls, params, c in chosen] if reached else []
+        chosen = [(cls, params, c.replace(repeat=reached, least=0, warmup_starts=0)) for cls, params, c in chosen] if reached else []
         for cls, params, config in chosen:
             cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), cls.suite)
         return len(chosen)
     rounds = max((c.repeat for _, _, c in chosen), default=0) if alternate else 0
-    for until in range(1, rounds + 1):
-        for cls, params, config in chosen:
+    # Round 0 makes the warm-ups (Config.warmup_starts); then the order turns round every round
+    # (A B, B A, A B, ...): no point is always first after a warm-up, or always after another.
+    for until in range(0 if rounds else 1, rounds + 1):
+        turn = chosen if until % 2 or not until else chosen[::-1]
+        if until and chosen:
+            chosen[0][0].suite.say(f"round {until}/{rounds}: {', '.join(vocab.asv_params(*p[1:3]) for _, p, _ in turn)}")
+        for cls, params, config in turn:
             cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), cls.suite, until=until)
     done = 0
     for cls, params, _ in chosen:
@@ -438,7 +455,7 @@ def _journalled(token: str, config: Config, conf_dir: Path, suite: Suite) -> int
     path = records_path(conf_dir, suite)
     if entry := sidecar.find(path, token, config_key(config)):
         return entry.record.runs or 0
-    return len(sidecar.runs(sidecar.journal(path), token, config_key(config)))
+    return sum(not run.get("warmup") for run in sidecar.runs(sidecar.journal(path), token, config_key(config)))
 
 
 def cold_starts_spent(results: Path, token: str) -> list[str]:
@@ -510,6 +527,12 @@ class Startup(Grid):
         return self.sample(vocab.TEARDOWN)
 
     track_teardown.unit = vocab.BENCHMARKS["track_teardown"][1]
+
+    def track_exec_to_ready(self, *args: str) -> dict:
+        """A restart as a user pays it: from the exec of the process restarted to ready."""
+        return self.sample(vocab.EXEC_TO_READY)
+
+    track_exec_to_ready.unit = vocab.BENCHMARKS["track_exec_to_ready"][1]
 
 
 class Phases(Grid):

@@ -25,15 +25,20 @@ class _Vllm:
     # again (the tests show it): there the grid has spawn and the explicit fork override instead.
     # ray: vLLM's Ray executor (workers as actors of a local head, or of RAY_ADDRESS's cluster)
     methods = _grid_methods(vllm.METHODS)
-    # On GPUs the main series is vLLM's default (torch.compile and CUDA graphs, with a compile
-    # cache warm from earlier starts); labelled variants (the profiles measure them from a torch
-    # parent, suite.VLLM_GPU_VARIANTS): eager mode, gc.freeze() before LLM(...), fresh empty
+    # On GPUs the main series is vLLM's default (its default executor: `uni` at TP 1, torch.compile
+    # and CUDA graphs, with a compile cache warm from earlier starts); labelled variants (the
+    # profiles measure them from a torch parent, suite.VLLM_GPU_VARIANTS): the `mp` executor (a
+    # worker process even at TP 1, the layout of TP > 1), eager mode, gc.freeze() before LLM(...), fresh empty
     # compile caches every start (`coldcache`: never mixed with warm), and a SIGKILL of the worker
     # (`killworker`) or the engine core (`killcore`) mid-decode.
     _eager = {vllm.KWARGS_KEY: {"enforce_eager": True}}
     _cold = {vllm_common.COMPILE_CACHE_KEY: "cold"}
-    _kill = {"killworker": {vllm.FAULT_KEY: "rank0:decode:kill"}, "killcore": {vllm.FAULT_KEY: "engine-core:decode:kill"}}
-    variants = ({"fork-eager": ("fork", _eager), "spawn-eager": ("spawn", _eager),
+    _mp = {vllm_common.EXECUTOR_KEY: "mp"}
+    # a worker process to kill needs the mp executor (vLLM's default at TP 1 runs the model in the engine core)
+    _kill = {"killworker": {vllm.FAULT_KEY: "rank0:decode:kill", **_mp},
+             "killcore": {vllm.FAULT_KEY: "engine-core:decode:kill"}}
+    variants = ({"fork-mp": ("fork", _mp), "spawn-mp": ("spawn", _mp),
+                 "fork-eager": ("fork", _eager), "spawn-eager": ("spawn", _eager),
                  "fork-gcfreeze": ("fork", {vllm.GC_FREEZE_KEY: True}),
                  "fork-coldcache": ("fork", _cold), "spawn-coldcache": ("spawn", _cold),
                  **{f"{m}-{k}": (m, extra) for k, extra in _kill.items() for m in ("fork", "spawn")}} if suite.SUITE.on_gpu else

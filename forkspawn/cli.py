@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="an engine's timed decode windows per batch and cold start (each a short and a long request)")
     m.add_argument("--warmup-steps", type=int, default=4)
     m.add_argument("--repeat", type=int, default=3, help="cold starts (each in a fresh parent), at most")
+    m.add_argument("--warmup-starts", type=int, default=0,
+                   help="uncounted cold starts made first (the record keeps them apart, under `warmups`)")
     m.add_argument("--least", type=int, default=0,
                    help="cold starts at least; between --least and --repeat the stopping rule ends the "
                         "configuration once its 99%% interval is within --precision (0: always --repeat)")
@@ -76,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="vllm, vllm-serve: warm (shared, filled by the first start) or cold (fresh, empty compile "
                         "caches for every cold start, as `vllm bench startup` defines it; recorded as "
                         "config.extra.vllm_compile_cache)")
+    m.add_argument("--executor", choices=("mp",),
+                   help="vllm, vllm-serve: vLLM's multiprocess executor, a worker process even at TP 1 (default: "
+                        "vLLM's own, `uni` at TP 1; recorded as config.extra.vllm_executor)")
     m.add_argument("--fault", metavar="PROCESS:decode:kill",
                    help="vllm only: SIGKILL vLLM's PROCESS (rank<N> or engine-core) from the parent while it decodes "
                         "(recorded as config.extra.vllm_fault)")
@@ -145,12 +150,13 @@ def _measure(args: argparse.Namespace) -> int:
 
     config = Config(engine=args.engine, method=args.method, parent_state=args.parent_state, tp=args.tp,
                     model=args.model, device=args.device, batches=tuple(args.batch),
-                    decode_steps=args.decode_steps, decode_windows=args.decode_windows, warmup_steps=args.warmup_steps, repeat=args.repeat,
-                    least=args.least, precision=args.precision if args.least else 0.0,
+                    decode_steps=args.decode_steps, decode_windows=args.decode_windows, warmup_steps=args.warmup_steps,
+                    repeat=args.repeat, warmup_starts=args.warmup_starts, least=args.least, precision=args.precision if args.least else 0.0,
                     timeout_s=args.timeout, limit_s=args.limit, cuda_check=args.cuda_check, forkserver=args.forkserver,
                     extra={**({"vllm_override": True} if args.override_cpu_spawn else {}),
                            **({"vllm_ray_override": True} if args.override_cpu_ray else {}),
                            **({"vllm_compile_cache": "cold"} if args.compile_cache == "cold" else {}),
+                           **({"vllm_executor": args.executor} if args.executor else {}),
                            **({"vllm_fault": args.fault} if args.fault else {})})
     if args.override_cpu_spawn and args.engine != "vllm":
         raise ConfigError(f"--override-cpu-spawn applies to --engine vllm only, not {args.engine!r}")
@@ -158,12 +164,17 @@ def _measure(args: argparse.Namespace) -> int:
         raise ConfigError(f"--override-cpu-ray applies to --engine vllm --method ray only, not {args.engine} {args.method}")
     if args.compile_cache == "cold" and args.engine not in ("vllm", "vllm-serve"):
         raise ConfigError(f"--compile-cache applies to --engine vllm or vllm-serve only, not {args.engine!r}")
+    if args.executor and args.engine not in ("vllm", "vllm-serve"):
+        raise ConfigError(f"--executor applies to --engine vllm or vllm-serve only, not {args.engine!r}")
     if args.fault:
         if args.engine != "vllm":
             raise ConfigError(f"--fault applies to --engine vllm only, not {args.engine!r}")
         process = engine_fault(args.fault, "--fault")
         if process.startswith("rank") and int(process[4:]) >= args.tp:
             raise ConfigError(f"--fault {args.fault}: no {process} at --tp {args.tp} (ranks 0..{args.tp - 1})")
+        if process.startswith("rank") and args.tp == 1 and args.executor != "mp":
+            raise ConfigError(f"--fault {args.fault}: vLLM's default executor at --tp 1 runs the model in the engine "
+                              "core, with no worker process; add --executor mp")
     if args.output:
         _check_writable(args.output)
     record = measure(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
@@ -259,7 +270,8 @@ def summary(record: Record) -> str:
         return f"{head}\n  {record.error}"
     st = record.stats[vocab.TIME_TO_READY]
     lines = [head, f"  time to ready {st['median']:.3f} s (99% CI {_fmt(st['ci_low'])}..{_fmt(st['ci_high'])}, "
-                   f"n={st['n']}), teardown {record.teardown_s:.3f} s"]
+                   f"n={st['n']}), from exec {_fmt(record.exec_to_ready_s)} s, teardown {record.teardown_s:.3f} s"
+                   + (f", executor {record.executor}" if record.executor else "")]
     for proc in record.processes:
         lines.append(f"  {proc['role']}{'' if proc['rank'] is None else proc['rank']}: "
                      f"USS {proc['uss_mib']:.0f} MiB, PSS {proc['pss_mib']:.0f} MiB, RSS {proc['rss_mib']:.0f} MiB")

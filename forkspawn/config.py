@@ -40,6 +40,9 @@ class Config:
     decode_steps: int = 32
     decode_windows: int = 3  # an engine's timed decode windows per batch and cold start (engines/decode.py)
     repeat: int = 3  # cold starts at most (the cap)
+    # uncounted cold starts first (`Run.warmup`, the record's `warmups`): what a node pays on the
+    # first start of a configuration (a cache, a page cache, a JIT) is reported apart, not as spread
+    warmup_starts: int = 0
     least: int = 0  # cold starts at least before the stopping rule may end a configuration (0: repeat, fixed)
     precision: float = 0.0  # relative half-width of time to ready's 99% interval that settles it (0: never)
     timeout_s: float = 300.0  # bound on one cold start, start request to ready
@@ -61,6 +64,8 @@ class Config:
         for name in ("tp", "repeat", "decode_steps", "decode_windows"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_starts < 0:
+            raise ConfigError(f"warmup_starts must be >= 0, got {self.warmup_starts}")
         if not 0 <= self.least <= self.repeat:
             raise ConfigError(f"least must be between 0 and repeat ({self.repeat}), got {self.least}")
         if not 0 <= self.precision < 1:

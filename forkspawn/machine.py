@@ -39,6 +39,7 @@ def gpus() -> list[dict[str, Any]]:
                     "name": _text(pynvml.nvmlDeviceGetName(h)),
                     "memory_mib": pynvml.nvmlDeviceGetMemoryInfo(h).total // (1024 * 1024),
                     "driver": driver,
+                    "uuid": _text(pynvml.nvmlDeviceGetUUID(h)),
                 }
             )
     finally:
@@ -64,6 +65,18 @@ def gpu_used_mib() -> float | None:
                    for g in visible) / 2**20
     finally:
         pynvml.nvmlShutdown()
+
+
+def host_id() -> dict[str, Any]:
+    """Which machine a cold start ran on, beyond its model names: the kernel's boot id (a lent
+    machine is booted per lease, so it tells leases apart), the host name and the visible GPUs'
+    UUIDs (which physical cards). Decode levels differ between hosts and leases of one GPU model:
+    the analysis blocks by these."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = None
+    return {"boot_id": boot, "hostname": socket.gethostname(), "gpu_uuids": [g["uuid"] for g in gpus()]}
 
 
 def torch_has_cuda() -> bool:

@@ -15,10 +15,12 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import bundled, engines, leftovers, lifecycle, machine, pagecache, parent_state, ray_cluster
 from .checkpoint import resolve_checkpoint, spec_of
+from .clock import EXEC_AT_ENV, now
 from .config import DEVICE_STATES, Config, ConfigError
 from .methods import RAY
 from .record import Record, Run, build_record
@@ -63,7 +65,8 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
     With `config.least` below `config.repeat`, cold starts stop early once `stats.settled` says
     so, against `reference` (the times to ready of the configuration this one is compared with).
     `done` are cold starts of this configuration measured before (a resumed run, or an
-    alternating queue's earlier rounds): the count and the stopping rule go on from them.
+    alternating queue's earlier rounds): the count and the stopping rule go on from them. Its
+    `config.warmup_starts` uncounted first starts are made first and kept apart in the record.
     `on_run` is given each new cold start as soon as it ended.
     """
     config = resolve(config)
@@ -77,33 +80,45 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
         stop = stop or ("cap" if config.least and config.least < config.repeat else "repeat")
         gpu_used["after"] = machine.gpu_used_mib()
     spec = spec_of(config.model, config.cache_path())
-    return build_record(config, runs, machine.describe(), machine.versions(), stop, gpu_used,
-                        spec.param_count() if spec else None)
+    return build_record(config, [r for r in runs if not r.warmup], machine.describe(), machine.versions(), stop,
+                        gpu_used, spec.param_count() if spec else None, warmups=[r for r in runs if r.warmup])
 
 
 def cold_starts(config: Config, runs: list[Run], progress: Progress | None = None,
                 reference: list[float] | None = None, on_run: Callable[[Run], None] | None = None,
                 until: int | None = None) -> str | None:
-    """Add cold starts of `config` (resolved and applicable) to `runs`, each in a fresh parent,
-    until the stopping rule ends it (its reason is returned), or `config.repeat` cold starts,
-    or `until` of them (None is returned for a cap reached)."""
+    """Add cold starts of `config` (resolved and applicable) to `runs`, each in a fresh parent:
+    first its `config.warmup_starts` warm-ups (`Run.warmup`, uncounted), then counted ones until
+    the stopping rule ends it (its reason is returned), or `config.repeat` counted cold starts,
+    or `until` of them (None is returned for a cap reached; `until=0` makes the warm-ups only)."""
     say = progress or (lambda line: None)
     checkpoint = resolve_checkpoint(config.model, config.cache_path())  # generated once, outside any timed region
     ensure_bytecode()
-    stop = _stop_after(runs, config, reference) if runs else None
-    if runs:
-        say(f"{label(config)}: resumed after {len(runs)} cold start(s)")
-    while not stop and len(runs) < min(config.repeat, until or config.repeat):
+
+    def counted() -> list[Run]:
+        return [r for r in runs if not r.warmup]
+
+    def one(warmup: bool) -> None:
         # Cold weight loading dominates start-up on real boxes: say what the cache held.
         cache = pagecache.page_cache_state(pagecache.files_of(checkpoint))
         run = run_in_fresh_parent(config)
-        run.checkpoint_resident = cache["resident_fraction"]
+        run.checkpoint_resident, run.warmup = cache["resident_fraction"], warmup
         runs.append(run)
         if on_run:
             on_run(run)
         ready = f"{run.time_to_ready_s:.2f} s to ready" if run.time_to_ready_s is not None else run.error
-        say(f"{label(config)} run {len(runs)}/{config.repeat}: {run.status}, {ready}")
-        stop = _stop_after(runs, config, reference)
+        which = (f"warm-up {len(runs) - len(counted())}/{config.warmup_starts} (not counted)" if warmup
+                 else f"run {len(counted())}/{config.repeat}")
+        say(f"{label(config)} {which}: {run.status}, {ready}")
+
+    if runs:
+        say(f"{label(config)}: resumed after {len(runs)} cold start(s)")
+    while len(runs) - len(counted()) < config.warmup_starts:
+        one(warmup=True)
+    stop = _stop_after(counted(), config, reference) if counted() else None
+    while not stop and len(counted()) < min(config.repeat, config.repeat if until is None else until):
+        one(warmup=False)
+        stop = _stop_after(counted(), config, reference)
     return stop
 
 
@@ -143,6 +158,15 @@ def label(config: Config) -> str:
 
 
 def run_in_fresh_parent(config: Config) -> Run:
+    """One cold start in a fresh parent interpreter, stamped with when and where it ran."""
+    started_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    host = machine.host_id()
+    run = _fresh_parent(config)
+    run.started_at, run.host = started_at, host
+    return run
+
+
+def _fresh_parent(config: Config) -> Run:
     bundle_env, bundle_notes = bundled.runtime_env()  # what an offline bundle's left-outs need
     limit = config.parent_limit_s()  # an engine may hang past timeout_s (in start-up, decode or shutdown)
     with tempfile.TemporaryDirectory(prefix="forkspawn-") as tmp:
@@ -153,6 +177,7 @@ def run_in_fresh_parent(config: Config) -> Run:
         # TMPDIR: whatever the parent, its workers or an engine leave in temp dirs goes with this one
         env = {**os.environ, **bundle_env, **parent_state.environment(config), leftovers.RUN_TAG_ENV: tag, "TMPDIR": tmp}
         with open(log, "wb") as out:
+            env[EXEC_AT_ENV] = repr(now())  # last before the exec: a restart's clock (clock.since_exec)
             proc = lifecycle.start_group([sys.executable, "-m", "forkspawn.parent", str(cfg), str(result)], env, out)
         try:
             proc.wait(limit)

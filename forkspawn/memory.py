@@ -9,6 +9,9 @@
   was created: exact, and free of the perturbation a sampling thread would add.
 - GPU memory per process comes from NVML, matched by PID. It includes the CUDA context. NVML
   cannot attribute memory across PID namespaces (containers): then the value is null with a note.
+- Host memory is read at ready, and again later (`probe_host`: after decoding, and after the
+  parent's gc.collect()): a forked child shares pages with its parent until either writes them,
+  so its PSS at ready is the low end of what it holds once it works.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from .record import ProcessMemory
+from .vocabulary import HOST_KINDS, LATER
 
 MIB = 1024 * 1024
 
@@ -38,6 +42,21 @@ def probe(processes: list[ProcessMemory], on_gpu: bool) -> None:
             proc.gpu_mib, proc.gpu_note = 0.0, "no CUDA context (NVML lists no memory for this PID)"
         else:
             proc.gpu_note = gpu_note
+
+
+def probe_host(processes: list[ProcessMemory], when: str) -> None:
+    """Read host memory (RSS, USS, PSS) of `processes` again, into their `<kind>_<when>_mib`
+    fields (`when`: one of vocabulary.LATER); a process that has gone keeps them null."""
+    if when not in LATER:
+        raise ValueError(f"unknown memory probe {when!r}; valid: {', '.join(LATER)}")
+    for proc in processes:
+        try:
+            info = psutil.Process(proc.pid).memory_full_info()
+        except psutil.Error:
+            continue
+        for kind in HOST_KINDS:
+            name = kind.removesuffix("_mib")
+            setattr(proc, f"{name}_{when}_mib", getattr(info, name) / MIB)
 
 
 def peak_rss_mib(pid: int) -> float | None:

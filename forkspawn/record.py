@@ -18,10 +18,13 @@ from .config import Config
 from .stats import summarize
 from .vocabulary import GROUP_KINDS, MEMORY_KINDS
 
-SCHEMA = "forkspawn.record/2"
+SCHEMA = "forkspawn.record/3"
 # /1 lacks `cold_starts`; its engines' tokens/s samples were every decode window, pooled (no
-# committed record has them); both are read.
-READABLE = ("forkspawn.record/1", SCHEMA)
+# committed record has them). /2 lacks what /3 added (docs/formats.md): exec to ready, the
+# executor, warm-up starts, memory after decode, when and where each cold start ran, and vLLM's
+# import phases (in a /2 record of vLLM, `weights_loaded` includes a spawned process's imports,
+# and its executor was `mp` at every TP size). All three are read.
+READABLE = ("forkspawn.record/1", "forkspawn.record/2", SCHEMA)
 
 
 @dataclass
@@ -44,6 +47,13 @@ class ProcessMemory:
     gpu_mib: float | None = None
     gpu_note: str | None = None  # why gpu_mib is null, when it is
     torch_reserved_mib: float | None = None
+    # host memory read again after decoding, and after the parent's gc.collect() (vocabulary.LATER)
+    rss_after_decode_mib: float | None = None
+    uss_after_decode_mib: float | None = None
+    pss_after_decode_mib: float | None = None
+    rss_after_gc_mib: float | None = None
+    uss_after_gc_mib: float | None = None
+    pss_after_gc_mib: float | None = None
 
     @property
     def label(self) -> str:
@@ -62,7 +72,18 @@ class Run:
     forkserver: dict[str, Any] | None = None
     phases: list[Phase] = field(default_factory=list)
     time_to_ready_s: float | None = None
+    # from the exec of the process a user restarts (our fresh parent: interpreter start, the
+    # parent state, `import vllm`; `vllm serve`'s server) to ready (clock.since_exec)
+    exec_to_ready_s: float | None = None
     teardown_s: float | None = None
+    executor: str | None = None  # the engine's executor as it ran (vLLM: uni, mp, ray)
+    warmup: bool = False  # an uncounted first start of its configuration (Config.warmup_starts)
+    started_at: str | None = None  # UTC wall clock at the start request of the fresh parent (ISO 8601)
+    host: dict[str, Any] | None = None  # where it ran: machine.host_id() (boot id, hostname, GPU UUIDs)
+    # the longest silences in the engine's log before ready: [seconds, line before, line after]
+    log_gaps: list[list[Any]] = field(default_factory=list)
+    # files the start wrote into each compile or JIT cache: {cache: {"files": n, "mib": x}}
+    cache_writes: dict[str, dict[str, float]] = field(default_factory=dict)
     processes: list[ProcessMemory] = field(default_factory=list)
     tokens_per_s: dict[int, float] = field(default_factory=dict)
     step_latency_s: dict[int, float] = field(default_factory=dict)  # median decode step
@@ -90,6 +111,8 @@ class Run:
         out: dict[str, float] = {}
         if self.time_to_ready_s is not None:
             out[vocab.TIME_TO_READY] = self.time_to_ready_s
+        if self.exec_to_ready_s is not None:
+            out[vocab.EXEC_TO_READY] = self.exec_to_ready_s
         if self.teardown_s is not None:
             out[vocab.TEARDOWN] = self.teardown_s
         slowest: dict[str, float] = {}
@@ -128,9 +151,13 @@ class Run:
         return out
 
     def cold_start(self) -> dict[str, Any]:
-        """What the record keeps of this cold start on its own (`Record.cold_starts`)."""
+        """What the record keeps of this cold start on its own (`Record.cold_starts`, `Record.warmups`)."""
         return {"status": self.status, "error": self.error, "method_used": self.method_used,
-                "time_to_ready_s": self.time_to_ready_s,
+                "started_at": self.started_at, "host": self.host, "executor": self.executor,
+                "time_to_ready_s": self.time_to_ready_s, "exec_to_ready_s": self.exec_to_ready_s,
+                "teardown_s": self.teardown_s,
+                "phases": {vocab.phase(p.name, p.rank): p.t_s for p in self.phases},
+                "log_gaps": self.log_gaps, "cache_writes": self.cache_writes,
                 "tokens_per_s": {str(b): x for b, x in self.tokens_per_s.items()},
                 "decode_windows": {str(b): x for b, x in self.decode_windows.items()},
                 "window_step_ms": {str(b): x for b, x in self.window_step_ms.items()},
@@ -181,7 +208,9 @@ class Record:
     runs_ok: int | None = None
     stop_reason: str | None = None
     time_to_ready_s: float | None = None  # medians, as are the memory and throughput figures
+    exec_to_ready_s: float | None = None
     teardown_s: float | None = None
+    executor: str | None = None  # the engine's executor as it ran ("mixed" if cold starts differ)
     phases: list[dict[str, Any]] | None = None
     processes: list[dict[str, Any]] | None = None
     group: dict[str, float | None] | None = None
@@ -195,6 +224,7 @@ class Record:
     stats: dict[str, dict[str, Any]] | None = None
     samples: dict[str, list[float]] = field(default_factory=dict)  # per cold start: what asv stores
     cold_starts: list[dict[str, Any]] | None = None  # each cold start on its own (Run.cold_start), in order
+    warmups: list[dict[str, Any]] | None = None  # the uncounted first starts (Run.cold_start), in order
     notes: list[str] | None = None
     config: dict[str, Any] | None = None
     machine: dict[str, Any] | None = None
@@ -234,8 +264,9 @@ def check_schema(d: Any) -> dict[str, Any]:
 
 def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
                  stop_reason: str = "repeat", gpu_used_mib: dict | None = None,
-                 model_params: int | None = None) -> "Record":
-    """Aggregate the runs of one configuration into its `forkspawn measure --json` record."""
+                 model_params: int | None = None, warmups: list[Run] = ()) -> "Record":
+    """Aggregate the runs of one configuration into its `forkspawn measure --json` record;
+    `warmups`, its uncounted first starts, are kept apart (no sample, no median comes from them)."""
     failed = next((r for r in runs if r.status != "ok"), None)
     last = runs[-1] if runs else Run(status="error", error="no run was made")
     ok_runs = [r for r in runs if r.status == "ok"]
@@ -246,6 +277,7 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
     _pool_decode_windows(samples, ok_runs)
     median = {k: statistics.median(v) for k, v in samples.items()}
     used = {r.method_used for r in runs if r.method_used}
+    executors = {r.executor for r in runs if r.executor}
     template = ok_runs[-1] if ok_runs else last
     return Record(
         status=failed.status if failed else "ok",
@@ -268,7 +300,9 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
         runs_ok=len(ok_runs),
         stop_reason=stop_reason,
         time_to_ready_s=median.get(vocab.TIME_TO_READY),
+        exec_to_ready_s=median.get(vocab.EXEC_TO_READY),
         teardown_s=median.get(vocab.TEARDOWN),
+        executor=executors.pop() if len(executors) == 1 else ("mixed" if executors else None),
         phases=[
             {"rank": p.rank, "name": p.name, "t_s": median[vocab.phase(p.name, p.rank)]}
             for p in template.phases
@@ -301,6 +335,7 @@ def build_record(config: Config, runs: list[Run], machine: dict, versions: dict,
         stats={k: summarize(v) for k, v in samples.items()},
         samples=samples,
         cold_starts=[r.cold_start() for r in runs],
+        warmups=[r.cold_start() for r in warmups],
         notes=sorted({n for r in runs for n in r.notes}),
         config=json.loads(config.to_json()),
         machine=machine,

@@ -6,6 +6,9 @@ library only (no torch, no psutil): `analysis` imports this module without the h
 dependencies.
 
     time_to_ready_s                 seconds from the first start request to the last rank ready
+    exec_to_ready_s                 seconds from the exec of the process a user restarts (our fresh
+                                    parent; `vllm serve`'s server) to ready: its interpreter start
+                                    and imports (`import vllm`) included
     teardown_s                      seconds to stop the group
     phase.<name>[.rank<r>]          seconds since the start request at which a phase ended
                                     (without a rank: the slowest rank)
@@ -36,19 +39,25 @@ from typing import Any
 from .config import CUDA_CHECKS, METHODS
 
 TIME_TO_READY = "time_to_ready_s"
+EXEC_TO_READY = "exec_to_ready_s"
 TEARDOWN = "teardown_s"
 BANDWIDTH = "bandwidth_gb_s"
 STATUS = "status"  # the tidy table's metric of asv's track_status
 
-# The memory kinds of one process, as ProcessMemory fields (and sample-key suffixes)
-MEMORY_KINDS = ("rss_mib", "uss_mib", "pss_mib", "peak_rss_mib", "gpu_mib")
+# The memory kinds of one process, as ProcessMemory fields (and sample-key suffixes): at ready, and
+# host memory read again once decoding ended (`after_decode`) and once the parent then ran
+# gc.collect() (`after_gc`): a forked child's PSS moves as the parent's copy-on-write pages do.
+HOST_KINDS = ("rss_mib", "uss_mib", "pss_mib")
+LATER = ("after_decode", "after_gc")
+LATER_KINDS = tuple(f"{k.removesuffix('_mib')}_{when}_mib" for when in LATER for k in HOST_KINDS)
+MEMORY_KINDS = HOST_KINDS + ("peak_rss_mib", "gpu_mib") + LATER_KINDS
 TORCH_RESERVED = "torch_reserved_mib"
-GROUP_KINDS = ("rss_mib", "uss_mib", "pss_mib", "gpu_mib")  # the kinds summed over processes
+GROUP_KINDS = HOST_KINDS + ("gpu_mib",) + LATER_KINDS  # the kinds summed over processes
 GROUP, RAY = "group", "ray"  # aggregates: every process of the group; Ray's own processes
 RAY_ROLE_PREFIX = "ray-"  # roles of Ray's processes ("ray-raylet", ...)
 # asv's Memory benchmark: its process and kind parameters (peak RSS is in the record only)
 ASV_PROCESSES = (GROUP, "parent", "forkserver", RAY)
-ASV_MEMORY_KINDS = ("uss", "pss", "rss")
+ASV_MEMORY_KINDS = ("uss", "pss", "rss") + tuple(f"pss_{when}" for when in LATER)
 GPU_KIND = "gpu"
 
 STATUS_CODES = {"ok": 0, "error": 1, "timeout": 2}  # asv's track_status values
@@ -61,6 +70,7 @@ STATUS_UNIT = ", ".join(f"{code} {name}" for name, code in STATUS_CODES.items())
 BENCHMARKS = {
     "track_status": (STATUS, STATUS_UNIT),
     "track_time_to_ready": (TIME_TO_READY, SECONDS),
+    "track_exec_to_ready": (EXEC_TO_READY, SECONDS),
     "track_teardown": (TEARDOWN, SECONDS),
     "track_phase_end": ("phase.{phase}", SECONDS),
     "track_memory": ("mem.{process}.{kind}_mib", MIB),

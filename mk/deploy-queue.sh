@@ -15,12 +15,16 @@
 #     mk/deploy-queue.sh coldcache bench warm serve crash 8b-config
 #
 # Stages: coldcache (fork/spawn, fresh empty compile caches every start), bench (`vllm bench
-# startup`, cold and warm), warm (fork/spawn, the shared compile cache; with eager, the decode-parity
-# pair: docs/reference-results.md, reports/h100-vllm-tp1), eager (fork-eager/spawn-eager), serve (`vllm serve`
+# startup`, cold and warm), warm (the headline: fork/spawn with vLLM's defaults, its default executor
+# included, the shared compile cache; WARM_STARTS cold starts a side), mp (fork-mp/spawn-mp: the
+# `mp` executor's worker process at TP 1, MP_STARTS a side), eager (fork-eager/spawn-eager), serve (`vllm serve`
 # asked for fork and for spawn), crash (SIGKILL of the worker, then of the engine core, mid-
 # decode), 8b (generate the 8b checkpoint, then fork/spawn with it, under FORKSPAWN_RUN_ID-8b: a
 # run holds one model), 8b-config (its config and sizes only). warm, serve, crash and 8b first make
-# one uncounted start that fills the compile cache they read (`warmup`). `finish STAGE...` measures
+# one uncounted start that fills the compile cache they read (`warmup`); then every point of warm,
+# mp, eager, serve and 8b makes one uncounted warm-up start of its own before its counted ones
+# (FORKSPAWN_WARMUP_STARTS=1, the record's `warmups`), and the points take turns in an order that
+# turns round every round (prefill --alternate: ABBA). `finish STAGE...` measures
 # nothing: it writes the records a lease that ended mid-stage left in the journal, at the count
 # every point of the stage reached (`forkspawn prefill --finish`), e.g. in the lease's last call.
 set -u
@@ -55,6 +59,7 @@ points() {  # STAGE: the REGEX STATE METHODS of a prefill stage (nothing for the
   case "$1" in
     coldcache) echo '^engines\.VllmStartup$ torch fork-coldcache,spawn-coldcache' ;;
     warm) echo '^engines\.VllmStartup$ torch fork,spawn' ;;
+    mp) echo '^engines\.VllmStartup$ torch fork-mp,spawn-mp' ;;
     eager) echo '^engines\.VllmStartup$ torch fork-eager,spawn-eager' ;;
     serve) echo '^engines\.VllmServeStartup$ bare fork,spawn' ;;
     crash) echo '^engines\.VllmStartup$ torch fork-killworker,spawn-killworker,fork-killcore,spawn-killcore' ;;
@@ -62,15 +67,20 @@ points() {  # STAGE: the REGEX STATE METHODS of a prefill stage (nothing for the
 }
 
 prefill() {  # STAGE [--finish]
+  # A warm-up start per point where a start can find what an earlier one left (not with cold
+  # caches, and not for a crash); counts of their own for the headline pair and the mp variant.
+  case "$1" in coldcache|crash) warmups=0 ;; *) warmups=1 ;; esac
+  case "$1" in warm) starts=${WARM_STARTS:+vllm=$WARM_STARTS,$WARM_STARTS} ;; mp) starts=${MP_STARTS:+vllm=$MP_STARTS,$MP_STARTS} ;; *) starts= ;; esac
   set -- $(points "$1") "${2:---alternate}"
-  "$FS" prefill "$1" --states "$2" --methods "$3" "$4"
+  FORKSPAWN_WARMUP_STARTS=$warmups FORKSPAWN_COLD_STARTS="${starts:-$FORKSPAWN_COLD_STARTS}" \
+    "$FS" prefill "$1" --states "$2" --methods "$3" "$4"
 }
 
 run_stage() {
   case "$1" in
     coldcache|eager) prefill "$1" ;;
     bench) "$PY" -m forkspawn.engines.vllm_bench --model "$MODEL" --out "$OUT/vllm-bench-startup-$MODEL.json" $BENCH_ITERS ;;
-    warm|crash) warmup vllm "$MODEL" && prefill "$1" ;;
+    warm|mp|crash) warmup vllm "$MODEL" && prefill "$1" ;;
     serve) warmup vllm-serve "$MODEL" && prefill "$1" ;;
     8b) (  # a subshell: the 8b settings end with the stage
           "$FS" model 8b || exit $?
@@ -82,7 +92,7 @@ run_stage() {
   esac
 }
 
-STAGES="coldcache bench warm eager serve crash 8b 8b-config"
+STAGES="coldcache bench warm mp eager serve crash 8b 8b-config"
 [ $# -gt 0 ] || { echo "deploy-queue: name the stages to run, in order; valid: $STAGES (or finish STAGE...)" >&2; exit 2; }
 mkdir -p "$OUT"
 if [ "$1" = finish ]; then  # the records of stages a lease left unfinished, from their journal

@@ -114,22 +114,25 @@ def test_prefill_takes_every_method_of_a_state_before_the_next_state_on_a_gpu_gr
     # the points the profile measures (Ray and the labelled variants of other states are left out)
     assert got["seen"][:4] == ["vllm fork torch 1", "vllm spawn torch 1", "vllm fork device-initialized 1",
                                "vllm spawn device-initialized 1"]
-    # the labelled variants last, from a torch parent only: cold compile caches, then the crashes
-    assert got["seen"][10:19] == [f"vllm {m} torch 1" for m in (
-        "fork-eager", "spawn-eager", "fork-gcfreeze", "fork-coldcache", "spawn-coldcache",
+    # the labelled variants last, from a torch parent only: the mp executor, eager, cold compile
+    # caches, then the crashes
+    assert got["seen"][10:21] == [f"vllm {m} torch 1" for m in (
+        "fork-mp", "spawn-mp", "fork-eager", "spawn-eager", "fork-gcfreeze", "fork-coldcache", "spawn-coldcache",
         "fork-killworker", "spawn-killworker", "fork-killcore", "spawn-killcore")]
-    assert got["n"] == 19
+    assert got["n"] == 21
     assert got["filtered"] == [1, "vllm spawn bare 1"]  # --states and --methods keep only those points
-    # --alternate: fork and spawn take turns, one cold start each a round, to the cap (5); then
-    # asv's setup reads each record back
+    # --alternate: a round of warm-ups (until=0), then fork and spawn take turns, one cold start
+    # each a round, to the cap (5), the order turning round every round (ABBA); then asv's setup
+    # reads each record back
     n, turns = got["alternate"]
     assert n == 2
-    assert turns == [[m, r] for r in range(1, 6) for m in ("fork", "spawn")] + [["fork", None], ["spawn", None]]
+    rounds = [[["fork", r], ["spawn", r]][:: 1 if r % 2 else -1] for r in range(1, 6)]
+    assert turns == [["fork", 0], ["spawn", 0]] + [t for r in rounds for t in r] + [["fork", None], ["spawn", None]]
     assert got["repeat"] == 5 and got["model"] == "1b"
     assert "vllm fork-eager torch" not in got["eager"] and "vllm fork-eager bare" in got["eager"]
     assert got["serve"] == [None, None], "`vllm serve` asked for fork is measured on a GPU, beside spawn"
     assert got["extra"] == {"fork-coldcache": {"vllm_compile_cache": "cold"},
-                            "spawn-killworker": {"vllm_fault": "rank0:decode:kill"},
+                            "spawn-killworker": {"vllm_fault": "rank0:decode:kill", "vllm_executor": "mp"},
                             "fork-killcore": {"vllm_fault": "engine-core:decode:kill"}}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import os
 import statistics
@@ -9,6 +10,7 @@ from typing import Any
 
 from .. import machine, memory, ray_cluster
 from ..checkpoint import ModelSpec, resolve_checkpoint
+from ..clock import since_exec
 from ..config import Config
 from ..launcher import GroupFailure, WorkerGroup
 from ..methods import METHODS, apply, verify
@@ -58,6 +60,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         ready = group.wait_ready(config.timeout_s)
         run.phases = group.phases()
         run.time_to_ready_s = max(p.t_s for p in run.phases if p.name == "ready")
+        run.exec_to_ready_s = since_exec(min(group.stamped("start_requested").values()) + run.time_to_ready_s)
         run.forkserver = apply.forkserver_info(forkserver)
         run.method_used = verify.method_used(group.pids)
         run.notes += _prestarted(group)
@@ -78,6 +81,9 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
             run.bandwidth_gb_s = result["bandwidth"] / 1e9
             run.weight_bytes = ready[0]["weight_bytes"]
             run.roofline_tokens_per_s = {b: b * result["bandwidth"] / run.weight_bytes for b in run.tokens_per_s}
+        memory.probe_host(run.processes, "after_decode")
+        gc.collect()  # what the parent's garbage does to a forked rank's shared pages
+        memory.probe_host(run.processes, "after_gc")
     except GroupFailure as failure:
         run.fail(failure.status, failure.error, failure.traceback)
         run.phases = run.phases or group.phases()

@@ -1,4 +1,11 @@
-"""vLLM adapter: the offline `vllm.LLM` (engine core + multiprocess tensor-parallel workers).
+"""vLLM adapter: the offline `vllm.LLM` (front end in our parent, engine core in a process of its
+own, and with the `mp` executor one worker process per tensor-parallel rank).
+
+The executor is vLLM's own default unless a labelled variant asks for `mp`
+(`extra={"vllm_executor": "mp"}`, asv `fork-mp` / `spawn-mp`): at TP 1 that default is `uni`,
+the model inside the engine-core process, which is what `LLM(model)` gives a user; `mp` adds a
+worker process even at TP 1 (the process layout of TP > 1). The record says which ran
+(`executor`, read from vLLM's resolved config).
 
 The parent asks for `VLLM_WORKER_MULTIPROC_METHOD` = fork or spawn; vLLM may silently switch to
 spawn (CUDA already initialised, Ray, and always on its CPU platform), so the method recorded is
@@ -7,17 +14,14 @@ read from /proc (`methods.verify.started_by`) for the engine core and every work
 right after the platform's `check_and_update_config` overwrote it: an explicitly labelled,
 non-default way to make vLLM-CPU really fork (see docs/vllm-fork-slowdown.md for its cost).
 
-Phases (rank 0 stands for the whole engine; seconds since the `LLM(...)` call):
-  start_requested 0; engine_core_started / workers_started: kernel start time of the engine-core
-  process / of the last worker (/proc/PID/stat, 10 ms ticks); then, from vLLM's own log lines
-  (`LOG_PHASES`; a phase vLLM does not log, e.g. torch_compiled in eager mode, is absent):
-  weights_loaded ("Model loading took"), torch_compiled ("torch.compile took"), kv_cache_profiled
-  ("Available KV cache memory"), cuda_graphs_captured ("Graph capturing finished"),
-  kv_cache_ready (the engine core's "init engine (profile, create kv cache, warmup model) took":
-  KV cache allocated and the model warmed up); ready: `LLM(...)` returned. Log lines are stamped
-  when they reach the parent through a pipe that replaces its stdout/stderr (children inherit
-  those fds). The same lines give the engine's sizes (`engine.*` metrics: KV cache and CUDA-graph
-  memory, KV-cache tokens) and the reason vLLM gives when it forces spawn.
+Phases (vllm_common: `PHASES`, `engine_phases`), seconds since the `LLM(...)` call; the record's
+`exec_to_ready_s` adds what came before it in a user's restart: the parent's interpreter start,
+its state and `from vllm import LLM`. Log lines are stamped when they reach the parent through a
+pipe that replaces its stdout/stderr (children inherit those fds). The same lines give the
+engine's sizes (`engine.*` metrics: KV cache and CUDA-graph memory, KV-cache tokens), the reason
+vLLM gives when it forces spawn, and the longest silences before ready (`log_gaps`). What the
+start wrote into the compile and JIT caches is recorded too (`cache_writes`), and host memory is
+read again after decoding and after a gc.collect() in the parent.
 
 Throughput: greedy requests of fixed output length (`ignore_eos`) through `llm.generate`, by
 the difference method of decode.decode_rates, with the step times the parent sees (the gaps
@@ -35,6 +39,7 @@ waiting `FAULT_GRACE_S` later: the parent's wait is then interrupted by a signal
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -49,7 +54,7 @@ import psutil
 
 from .. import activity, faults, gcwatch, lifecycle, memory, ray_cluster
 from ..checkpoint import ModelSpec, ensure_tokenizer, resolve_checkpoint
-from ..clock import now
+from ..clock import now, since_exec
 from ..config import Config
 from ..methods import FORK, RAY, SPAWN, apply, verify
 from ..record import ProcessMemory, Run
@@ -57,14 +62,19 @@ from ..vocabulary import RAY_ROLE_PREFIX
 from ..worker import exception_line
 from .decode import decode_rates
 from .vllm_common import (
+    EXECUTOR_KEY,
     GPU_MEMORY_UTILIZATION,
     PHASES,
+    CacheWatch,
     LogTap,
+    TitleWatch,
+    bytecode_note,
     cpu_notes,
     engine_phases,
     engine_processes,
     engine_version,
     is_resource_tracker,
+    log_gaps,
     set_environment,
     thread_notes,
     unavailable,
@@ -117,6 +127,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     # the run. Not a deeper one: IPC socket paths must stay under 108 bytes.
     watch = apply.VllmPlatformWatch(config.method, override)
     tap = LogTap()
+    titles = TitleWatch(os.getpid())
     llm = None
     gc_dir = Path(tempfile.gettempdir(), "gcwatch")  # the measurement's own temp dir
     gc_dir.mkdir(exist_ok=True)
@@ -127,18 +138,26 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         watch.install()
         from vllm import LLM, SamplingParams
 
+        run.notes.append(bytecode_note())
         tap.start()
         if config.extra.get(GC_FREEZE_KEY):
-            import gc
-
             gc.freeze()
             run.notes.append(f"gc.freeze() before LLM(...): {gc.get_freeze_count()} objects frozen in the parent")
+        caches = CacheWatch()
+        backend = apply.vllm_backend(config.method, config.extra.get(EXECUTOR_KEY))  # ray: joins RAY_ADDRESS (parent.py's head)
+        titles.start()
         t0 = now()
-        backend = apply.vllm_backend(config.method)  # ray: joins RAY_ADDRESS (parent.py's head)
         llm = LLM(model=str(checkpoint), tensor_parallel_size=config.tp, distributed_executor_backend=backend,
                   max_model_len=min(256, ModelSpec.from_hf(checkpoint).max_position_embeddings),
                   seed=0, **({} if on_cpu else {"gpu_memory_utilization": GPU_MEMORY_UTILIZATION}), **kwargs)
-        run.time_to_ready_s = now() - t0
+        run.time_to_ready_s, run.exec_to_ready_s = now() - t0, since_exec()
+        titles.stop()
+        run.cache_writes = caches.writes()
+        run.log_gaps = log_gaps(list(tap.lines), t0, t0 + run.time_to_ready_s)
+        resolved = llm.llm_engine.vllm_config.parallel_config.distributed_executor_backend
+        run.executor = resolved if isinstance(resolved, str) or resolved is None else resolved.__name__
+        run.notes.append(f"vLLM executor: {run.executor} (as vLLM resolved distributed_executor_backend; asked: "
+                         f"{backend or 'its default'})")
         run.notes += watch.notes() + tap.forced_spawn() + tap.compile_cache()
         if not on_cpu:
             util = llm.llm_engine.vllm_config.cache_config.gpu_memory_utilization
@@ -148,7 +167,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         core, workers = engine_processes(os.getpid())
         if config.method == RAY:  # the workers are actors, children of a raylet: ask them who they are
             workers = {r: p["pid"] for r, p in enumerate(llm.collective_rpc(worker_probe, timeout=60))}
-        run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks())
+        run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks(), titles.titled)
         run.processes = [ProcessMemory("parent", None, os.getpid(), started_by=None)]
         if core:
             run.processes.append(ProcessMemory("engine-core", None, core, started_by=verify.started_by(core)))
@@ -156,8 +175,8 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
                           for r, pid in sorted(workers.items())]
         run.processes += ray_cluster.own_processes(set(workers.values()))
         # With Ray the ranks are actors and the engine core is vLLM's spawned process (its
-        # started_by says so): the method is the ranks'.
-        run.method_used = verify.method_used(([core] if core and backend == "mp" else []) + list(workers.values()))
+        # started_by says so): the method is the ranks'. Otherwise the engine core's and the workers'.
+        run.method_used = verify.method_used(([core] if core and run.executor != RAY else []) + list(workers.values()))
         memory.probe(run.processes, on_gpu=not on_cpu)
         run.notes += thread_notes(run.processes, llm)
         before = {p.label: activity.snapshot(p.pid, gc_dir) for p in run.processes if not p.role.startswith(RAY_ROLE_PREFIX)}
@@ -168,6 +187,9 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
             run.fail("error", fault.error("vLLM decoded on without an error" if fault.fired else None))
         run.decode_diagnostics = {p.label: activity.during(before[p.label], activity.snapshot(p.pid, gc_dir))
                                   for p in run.processes if p.label in before}
+        memory.probe_host(run.processes, "after_decode")
+        gc.collect()  # what the parent's garbage does to a forked child's shared pages
+        memory.probe_host(run.processes, "after_gc")
         run.notes += cpu_notes(run.processes)
     except Exception as exc:  # an engine failure is a result, not a crash of the harness
         # vLLM's own message only points at its children's logs ("see root cause above"): the
@@ -183,6 +205,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     finally:
         if fault:
             fault.disarm()
+        titles.stop()
         teardown, left = _shutdown(llm)
         if left:
             run.notes.append(f"still running {teardown:.0f} s after shutdown: {', '.join(left)}")

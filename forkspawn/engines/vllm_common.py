@@ -2,9 +2,22 @@
 
 Both run vLLM's engine core and tensor-parallel workers as descendants of a process of ours,
 so both prepare the same environment (`set_environment`), read vLLM's log through a `LogTap`,
-find the engine's processes by their titles (`engine_processes`), derive the same phases
-(`engine_phases`, `PHASES`), and note the threads and CPU time behind the fork slowdown on CPU
+find the engine's processes by their titles (`engine_processes`), watch them take those titles
+(`TitleWatch`), derive the same phases (`engine_phases`, `PHASES`), see what each start wrote into
+the compile and JIT caches (`CacheWatch`), say whether vLLM was imported from bytecode
+(`bytecode_note`), and note the threads and CPU time behind the fork slowdown on CPU
 (`thread_notes`, `cpu_notes`). The adapter modules hold only what is their own.
+
+Phases, seconds since the start request (rank 0 stands for the whole engine): the engine-core
+process created (`engine_core_started`, its kernel start time) and entering vLLM's code
+(`engine_core_imported`: it set its title `VLLM::EngineCore`, vLLM's first act in
+`run_engine_core`; a spawned core has by then started an interpreter and imported vLLM, a
+forked one inherited both), the same for the last `mp` worker (`workers_started`,
+`workers_imported`: its title `VLLM::Worker*`, set once its worker class exists, before device
+init), then vLLM's own log lines (`LOG_PHASES`): weights loaded, torch.compile, KV cache
+profiled, CUDA graphs captured, the engine initialised; `ready` when the engine answers. With
+vLLM's in-process executor (`uni`, its default at TP 1) there is no worker process: the engine
+core loads the model itself.
 """
 
 from __future__ import annotations
@@ -26,9 +39,13 @@ from ..config import Config
 from ..methods import FORK, apply, verify
 from ..record import Phase, ProcessMemory
 
-PHASES = ("start_requested", "engine_core_started", "workers_started", "weights_loaded", "torch_compiled",
-          "kv_cache_profiled", "cuda_graphs_captured", "kv_cache_ready", "ready")
+PHASES = ("start_requested", "engine_core_started", "engine_core_imported", "workers_started", "workers_imported",
+          "weights_loaded", "torch_compiled", "kv_cache_profiled", "cuda_graphs_captured", "kv_cache_ready", "ready")
+CORE_TITLE, WORKER_TITLE = "EngineCore", re.compile(r"Worker(?:_TP(\d+))?")  # vLLM's process titles
 OMP_ENV = ("OMP_NUM_THREADS", "OMP_PLACES", "OMP_PROC_BIND", "GOMP_CPU_AFFINITY", "KMP_AFFINITY", "LD_PRELOAD")
+# Config.extra: "mp" asks for vLLM's multiprocess executor (asv `fork-mp`, `spawn-mp`: a worker process
+# even at TP 1); absent, vLLM's own default (`uni` at TP 1, `mp` above), which is what users get
+EXECUTOR_KEY = "vllm_executor"
 # What vLLM reserves on a GPU unless FORKSPAWN_VLLM_KWARGS says otherwise (its default, 0.9, would
 # leave a parent holding a CUDA context, or a slow teardown of the previous start, too little).
 GPU_MEMORY_UTILIZATION = 0.5
@@ -214,20 +231,148 @@ def engine_processes(root: int) -> tuple[int | None, dict[int, int]]:
             title = " ".join(p.cmdline()) or p.name()
         except psutil.Error:
             continue
-        if "EngineCore" in title and core is None:
+        if CORE_TITLE in title and core is None:
             core = p.pid
-        elif (m := re.search(r"Worker(?:_TP(\d+))?", title)) and "resource_tracker" not in title:
+        elif (m := WORKER_TITLE.search(title)) and "resource_tracker" not in title:
             workers[int(m.group(1) or 0)] = p.pid
     return core, workers
 
 
-def engine_phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float]) -> list[Phase]:
-    stamps: dict[str, float | None] = {"start_requested": t0, "engine_core_started": verify.process_start(core) if core else None}
-    starts = [verify.process_start(p) for p in workers.values()]
-    stamps["workers_started"] = max(starts) if starts and None not in starts else None
+def engine_phases(t0: float, ready: float, core: int | None, workers: dict[int, int], marks: dict[str, float],
+                  titled: dict[int, float]) -> list[Phase]:
+    """The engine's phases (module docstring) from the processes' start times, when each took
+    its vLLM title (`TitleWatch.titled`) and vLLM's log marks (`LogTap.marks`)."""
+    def last(pids: list[int], when: Any) -> float | None:
+        stamps = [when(p) for p in pids]
+        return max(stamps) if stamps and None not in stamps else None
+
+    stamps: dict[str, float | None] = {
+        "start_requested": t0,
+        "engine_core_started": last([core] if core else [], verify.process_start),
+        "engine_core_imported": last([core] if core else [], titled.get),
+        "workers_started": last(list(workers.values()), verify.process_start),
+        "workers_imported": last(list(workers.values()), titled.get)}
     stamps.update(marks)
     stamps["ready"] = t0 + ready
     return [Phase(0, name, max(0.0, stamps[name] - t0)) for name in PHASES if stamps.get(name) is not None]
+
+
+class TitleWatch:
+    """When each descendant of `root` took a vLLM process title (`VLLM::EngineCore`,
+    `VLLM::Worker...`), polled every `every` seconds from a thread until `stop()`: the moment a
+    process entered vLLM's own code, after its interpreter start and imports (vLLM sets the
+    title first thing in the engine core's `run_engine_core`, and in a worker once its worker
+    class exists). Its resolution is the poll interval; it costs the parent a /proc scan a poll."""
+
+    def __init__(self, root: int, every: float = 0.02) -> None:
+        self.root, self.every = root, every
+        self.titled: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True, name="forkspawn-titlewatch")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.ident is not None:
+            self._thread.join(5.0)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                children = psutil.Process(self.root).children(recursive=True)
+            except psutil.Error:
+                return
+            t = now()
+            for p in children:
+                if p.pid not in self.titled:
+                    title = " ".join(lifecycle.cmdline(p))
+                    if title.startswith("VLLM::") and (CORE_TITLE in title or WORKER_TITLE.search(title)):
+                        self.titled[p.pid] = t
+
+
+class CacheWatch:
+    """What a start wrote into the compile and JIT caches it may use: files and MiB that are new
+    or changed under each cache directory between `__init__` and `writes()`. A start that finds
+    its caches warm writes little; a slow start that wrote much shows which cache it filled."""
+
+    def __init__(self) -> None:
+        home = Path.home()
+        roots = {"vllm": os.environ.get("VLLM_CACHE_ROOT") or home / ".cache" / "vllm",
+                 "inductor": os.environ.get("TORCHINDUCTOR_CACHE_DIR") or Path(tempfile.gettempdir(), "torchinductor_" + _user()),
+                 "triton": os.environ.get("TRITON_CACHE_DIR") or home / ".triton" / "cache",
+                 "cuda-jit": os.environ.get("CUDA_CACHE_PATH") or home / ".nv" / "ComputeCache",
+                 "flashinfer": home / ".cache" / "flashinfer", "torch-extensions": home / ".cache" / "torch_extensions"}
+        self.roots = {name: Path(path) for name, path in roots.items()}
+        self.before = self._files()
+
+    def _files(self) -> dict[str, dict[str, tuple[float, int]]]:
+        seen: set[str] = set()
+        out: dict[str, dict[str, tuple[float, int]]] = {}
+        for name, root in self.roots.items():  # a file counts under the first root that holds it
+            found = out.setdefault(name, {})
+            for folder, _, names in os.walk(root):
+                for n in names:
+                    path = os.path.join(folder, n)
+                    if path in seen:
+                        continue
+                    seen.add(path)
+                    try:
+                        st = os.stat(path)
+                    except OSError:
+                        continue
+                    found[path] = (st.st_mtime, st.st_size)
+        return out
+
+    def writes(self) -> dict[str, dict[str, float]]:
+        """{cache: {"files": new or changed files, "mib": their size}} for caches written to."""
+        out = {}
+        for name, files in self._files().items():
+            new = [size for path, (mtime, size) in files.items() if self.before[name].get(path, (None, None))[0] != mtime]
+            if new:
+                out[name] = {"files": len(new), "mib": round(sum(new) / 2**20, 3)}
+        return out
+
+
+def bytecode_note(package: str = "vllm") -> str:
+    """Whether this interpreter imported `package` from bytecode: its modules whose .pyc existed
+    before this process started (an install that compiled them), against those compiled now or
+    not at all (PYTHONDONTWRITEBYTECODE with an install made with --no-compile: every process
+    compiles the source again, and a spawned one pays that at each start)."""
+    import sys
+
+    started = psutil.Process().create_time()
+    sources = cached = 0
+    for name, module in list(sys.modules.items()):
+        spec = getattr(module, "__spec__", None)
+        if not (name == package or name.startswith(package + ".")) or spec is None or not spec.cached:
+            continue
+        sources += 1
+        try:
+            cached += os.stat(spec.cached).st_mtime < started
+        except OSError:
+            pass
+    return (f"bytecode: sys.flags.dont_write_bytecode={sys.flags.dont_write_bytecode}; {package}: {cached} of "
+            f"{sources} modules had a .pyc from before this process (the rest compiled from source)")
+
+
+def log_gaps(lines: list[tuple[float, str]], t0: float, until: float, keep: int = 3) -> list[list[Any]]:
+    """The `keep` longest silences in the log between the start request and `until`: [seconds,
+    the line before, the line after] (each line cut at 200 characters): where a slow start spent
+    its time, in vLLM's own words."""
+    shown = [(t, line) for t, line in lines if t0 <= t <= until and line.strip()]
+    gaps = sorted(((b[0] - a[0], a[1], b[1]) for a, b in zip(shown, shown[1:])), reverse=True)[:keep]
+    return [[round(g, 3), before.strip()[:200], after.strip()[:200]] for g, before, after in gaps]
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def worker_probe(worker: Any = None) -> dict[str, Any]:

