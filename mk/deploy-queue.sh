@@ -30,6 +30,11 @@
 set -u
 cd "$(dirname "$0")/.." || exit 2  # the repository: relative paths below are its
 : "${FORKSPAWN_RUN_ID:?set FORKSPAWN_RUN_ID: the run the stages record into (the same id resumes it)}"
+# The commit the records are filed under, fixed for the whole queue (a commit made while it runs
+# would otherwise move the journal: a resumed point would not find its earlier cold starts).
+ASV_COMMIT=${ASV_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}
+: "${ASV_COMMIT:?set ASV_COMMIT: the commit measured (the box has no git history)}"
+export ASV_COMMIT
 FS=${FORKSPAWN:-.venv/bin/forkspawn}
 PY=$(dirname "$FS")/python
 MODEL=${FORKSPAWN_MODEL:-1b}
@@ -109,7 +114,7 @@ done
 
 for name in "$@"; do
   start=$(date +%s)
-  log "$name: start (run $FORKSPAWN_RUN_ID, model $MODEL, start limit $LIMIT s, cold starts '$FORKSPAWN_COLD_STARTS')"
+  log "$name: start (run $FORKSPAWN_RUN_ID, model $MODEL, start limit $LIMIT s, cold starts '$FORKSPAWN_COLD_STARTS'; warm ${WARM_STARTS:-as that}, mp ${MP_STARTS:-as that} a side)"
   run_stage "$name" >> "$OUT/$name.log" 2>&1
   rc=$?
   log "$name: exit $rc after $(( $(date +%s) - start )) s; leftovers: $("$FS" leftovers | tr '\n' ';')"

@@ -4,6 +4,7 @@ start methods and parent states, memory probes, and TP=N computing what TP=1 com
 from __future__ import annotations
 
 import functools
+import statistics
 
 import pytest
 from conftest import measure
@@ -96,3 +97,28 @@ def test_repeats_give_samples_and_spread() -> None:
     assert rec["runs_ok"] == 3 and len(rec["samples"]["time_to_ready_s"]) == 3
     st = rec["stats"]["time_to_ready_s"]
     assert st["n"] == 3 and st["median"] == pytest.approx(rec["time_to_ready_s"])
+
+
+def test_a_restart_as_a_user_pays_it_and_where_each_cold_start_ran() -> None:
+    """Exec to ready holds the parent's own interpreter start and imports (the start request comes
+    after them); every cold start says when and on which boot it ran; host memory is read again
+    after decoding and after the parent's gc.collect()."""
+    rec = record("spawn", "bare")
+    for cold in rec["cold_starts"]:
+        assert cold["exec_to_ready_s"] > cold["time_to_ready_s"] > 0
+        assert cold["started_at"].endswith("+00:00")
+        assert cold["host"]["boot_id"] and cold["host"]["gpu_uuids"] == []
+        assert cold["phases"]["phase.ready.rank1"] <= cold["time_to_ready_s"] + 1e-9
+    assert rec["exec_to_ready_s"] == pytest.approx(statistics.median(rec["samples"]["exec_to_ready_s"]))
+    for proc in rec["processes"]:
+        for when in ("after_decode", "after_gc"):
+            assert 0 < proc[f"uss_{when}_mib"] <= proc[f"pss_{when}_mib"] <= proc[f"rss_{when}_mib"]
+    assert rec["group"]["pss_after_gc_mib"] == pytest.approx(sum(p["pss_after_gc_mib"] for p in rec["processes"]))
+
+
+def test_warmup_starts_are_made_first_and_kept_apart() -> None:
+    rec = measure("--method", "fork", "--parent-state", "torch", "--tp", "1", "--repeat", "2", "--warmup-starts", "1")
+    assert rec["runs"] == 2 and len(rec["cold_starts"]) == 2 and len(rec["samples"]["time_to_ready_s"]) == 2
+    assert len(rec["warmups"]) == 1 and rec["warmups"][0]["status"] == "ok"
+    assert rec["warmups"][0]["started_at"] < rec["cold_starts"][0]["started_at"]
+    assert rec["warmups"][0]["time_to_ready_s"] not in rec["samples"]["time_to_ready_s"]

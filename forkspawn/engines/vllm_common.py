@@ -335,26 +335,28 @@ class CacheWatch:
         return out
 
 
-def bytecode_note(package: str = "vllm") -> str:
-    """Whether this interpreter imported `package` from bytecode: its modules whose .pyc existed
-    before this process started (an install that compiled them), against those compiled now or
-    not at all (PYTHONDONTWRITEBYTECODE with an install made with --no-compile: every process
-    compiles the source again, and a spawned one pays that at each start)."""
+def bytecode_note(packages: tuple[str, ...] = ("vllm", "torch")) -> str:
+    """Whether this interpreter imported `packages` from bytecode: their modules whose .pyc
+    existed before this process started (an install that compiled them), against those compiled
+    now or not at all (PYTHONDONTWRITEBYTECODE with an install made with --no-compile: every
+    process compiles the source again, and a spawned one pays that at each start)."""
     import sys
 
     started = psutil.Process().create_time()
-    sources = cached = 0
+    counts = {p: [0, 0] for p in packages}  # package -> [from a .pyc older than this process, modules]
     for name, module in list(sys.modules.items()):
         spec = getattr(module, "__spec__", None)
-        if not (name == package or name.startswith(package + ".")) or spec is None or not spec.cached:
+        package = name.split(".", 1)[0]
+        if package not in counts or spec is None or not spec.cached:
             continue
-        sources += 1
+        counts[package][1] += 1
         try:
-            cached += os.stat(spec.cached).st_mtime < started
+            counts[package][0] += os.stat(spec.cached).st_mtime < started
         except OSError:
             pass
-    return (f"bytecode: sys.flags.dont_write_bytecode={sys.flags.dont_write_bytecode}; {package}: {cached} of "
-            f"{sources} modules had a .pyc from before this process (the rest compiled from source)")
+    return (f"bytecode: sys.flags.dont_write_bytecode={sys.flags.dont_write_bytecode}; modules with a .pyc from "
+            f"before this process (the rest compiled from source): "
+            + ", ".join(f"{p} {cached} of {total}" for p, (cached, total) in counts.items()))
 
 
 def log_gaps(lines: list[tuple[float, str]], t0: float, until: float, keep: int = 3) -> list[list[Any]]:
