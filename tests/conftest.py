@@ -21,6 +21,11 @@ from forkspawn import leftovers
 # Every process the tests start inherits this tag, forked or exec'd, wherever it re-parents to.
 TEST_TAG_ENV = "FORKSPAWN_TEST_SESSION"
 os.environ.setdefault(TEST_TAG_ENV, uuid.uuid4().hex)
+# No GPU, by construction: the tests assert what a machine without one does (TP 2 on two CPU
+# cores, no GPU memory figures), so every process they start sees none, on a GPU box too
+# (machine.gpus() and torch read it as CUDA does). GPU paths are tested on fake GPU lists instead
+# (tests/test_gpubox.py).
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 # A temp dir of the session's own, so that what other programs on the machine create there
 # is not mistaken for ours (children inherit TMPDIR).
 os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="forkspawn-tests-")
