@@ -18,6 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import fake_nvidia_smi
 
 from forkspawn import bundled
 from forkspawn.tools import bundle
@@ -252,13 +253,6 @@ def test_a_bundle_of_todays_manifest_still_installs(built: Path, tmp_path: Path)
     assert json.loads((venv / "forkspawn-bundle.json").read_text())["torch_carried"] is False
 
 
-def fake_smi(where: Path) -> Path:
-    where.mkdir()
-    (where / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA H200, 580.159.03, 143771'\n")
-    (where / "nvidia-smi").chmod(0o755)
-    return where
-
-
 def test_describe_reads_the_box_without_importing_torch(tmp_path: Path):
     """`describe` on a box: this Python, its glibc's manylinux tag, torch and its CUDA read from
     torch/version.py (a stand-in CUDA build first on the path), the driver from nvidia-smi."""
@@ -271,7 +265,7 @@ def test_describe_reads_the_box_without_importing_torch(tmp_path: Path):
     (site / "torch-2.11.0+cu130.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.11.0+cu130\n")
     out = tmp_path / "box.json"
     r = run("describe", "-o", str(out), env={"PYTHONPATH": str(site),
-                                             "PATH": f"{fake_smi(tmp_path / 'bin')}:{os.environ['PATH']}"})
+                                             "PATH": f"{fake_nvidia_smi(tmp_path / 'bin', 'NVIDIA H200, 580.159.03, 143771')}:{os.environ['PATH']}"})
     assert r.returncode == 0, r.stderr
     box = json.loads(out.read_text())
     libc = os.confstr("CS_GNU_LIBC_VERSION").split()[1].split(".")

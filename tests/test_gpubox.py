@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import fake_nvidia_smi
 
 from forkspawn.tools import engineset
 
@@ -19,16 +20,7 @@ H100 = "NVIDIA H100 80GB HBM3, {driver}, 81559"
 
 
 def fake_bin(tmp_path: Path, *, gpus: int = 2, driver: str = "580.159.04", fails: bool = False) -> Path:
-    """A directory with an `nvidia-smi` that answers the engine set's query as the real one does."""
-    d = tmp_path / "bin"
-    d.mkdir(exist_ok=True)
-    lines = "\n".join([H100.format(driver=driver)] * gpus)
-    body = ("echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.'; exit 9"
-            if fails else f"printf '%s\\n' '{lines}'")
-    smi = d / "nvidia-smi"
-    smi.write_text(f"#!/bin/sh\n[ \"$1\" = {engineset.NVIDIA_SMI_QUERY[0]} ] || exit 7\n{body}\n")
-    smi.chmod(0o755)
-    return d
+    return fake_nvidia_smi(tmp_path / "bin", *[H100.format(driver=driver)] * gpus, fails=fails)
 
 
 def fake_python(tmp_path: Path, version: str) -> Path:
