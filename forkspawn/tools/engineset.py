@@ -48,8 +48,8 @@ VLLM_CPU_PYTHON = ((3, 11), (3, 15))
 # `cuda-toolkit[...]==13.0.2` (2.11.0) and `==13.0.3` (2.13.0, 2.14.0), on every CPython 3.10-3.14.
 TORCH_CUDA = {"2.11.0": "13.0", "2.13.0": "13.0", "2.14.0": "13.0"}
 # CUDA release -> the oldest Linux x86_64 driver of its GA toolkit ("CUDA Toolkit and Corresponding
-# Driver Versions", table 3 of NVIDIA's CUDA Toolkit release notes; 13.0 GA: >= 580.65.06).
-CUDA_MIN_DRIVER = {"12.6": "560.28.03", "12.8": "570.26", "12.9": "575.51.03", "13.0": "580.65.06"}
+# Driver Versions", table 3 of NVIDIA's CUDA 13.0 release notes). Add a row with a torch of another CUDA.
+CUDA_MIN_DRIVER = {"13.0": "580.65.06"}
 
 NVIDIA_SMI_QUERY = ["--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"]
 
