@@ -2,9 +2,9 @@
 # Environments are built once and reused; delete .venv* to rebuild them.
 
 PYTHON ?= python3
-# The local CPU wheel on machines without a GPU; on a GPU box pass the CUDA build you use,
-# e.g. `make bench TORCH=torch==2.11.0`.
-TORCH ?= torch==2.13.0
+# The engines' interpreter (.venv-vllm, .venv-xinference): checked against the pinned vLLM's
+# Requires-Python before anything is built.
+ENGINE_PYTHON ?= $(PYTHON)
 PROFILE ?= default
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -22,7 +22,7 @@ ASV_JOBS := $(BIN)/python:^\(torch_tp\|soak\|quality\)
 
 export FORKSPAWN_PROFILE := $(PROFILE)
 
-.PHONY: bench quick test browser engines offline-env clean
+.PHONY: bench quick test browser engines engineset offline-env clean
 
 ifdef OFFLINE
 # A GPU box without a package registry: the CUDA torch of PYTHON's environment, plus the engine
@@ -52,16 +52,40 @@ $(BIN)/.done: pyproject.toml
 	touch $@
 offline-env:
 	@echo "offline-env: only with OFFLINE=1 (a GPU box with the bundle in BUNDLE_DIR)" >&2; exit 2
+# The engine set (forkspawn/tools/engineset.py, the one place that pins it): where nvidia-smi
+# lists NVIDIA GPUs, vLLM's CUDA build with the torch it pins, Xinference over that vLLM, and that
+# torch in .venv; elsewhere the CPU set. It runs with PYTHON before any venv exists and writes the
+# versions as make variables into ENGINESET_MK (rewritten only when they change: the engine venvs
+# are rebuilt then). ENGINE_SET=gpu|cpu, VLLM_VERSION (its torch follows), TORCH_VERSION and
+# XINFERENCE_VERSION given to make are passed on. A refusal (a driver too old for the pinned torch's CUDA, a Python the
+# pinned vLLM does not support) is one line, exit status 2, before anything is built.
+ENGINESET_MK := .forkspawn/engineset.mk
+passed = $(if $(filter command environment,$(firstword $(origin $1))),--$2 '$($1)')
+ENGINESET_WHY := $(shell $(PYTHON) -m forkspawn.tools.engineset --python '$(ENGINE_PYTHON)' --write $(ENGINESET_MK) \
+  $(call passed,ENGINE_SET,set) $(call passed,VLLM_VERSION,vllm) $(call passed,TORCH_VERSION,torch) \
+  $(call passed,XINFERENCE_VERSION,xinference) 2>&1)
+ifneq ($(.SHELLSTATUS),0)
+ifneq ($(filter-out clean browser,$(or $(MAKECMDGOALS),bench)),)
+$(error $(ENGINESET_WHY))
+endif
+endif
+-include $(ENGINESET_MK)
 -include mk/engines.mk
 endif
+# .venv's torch: the engine set's (the CPU wheel, or the CUDA build the GPU set's vLLM pins).
+TORCH ?= torch==$(TORCH_VERSION)
 include mk/bundle.mk
+
+# Which engine set this run builds and measures, and why (GPUs, driver, Python, versions).
+engineset:
+	@echo '$(or $(ENGINESET_WHY),engine set: the offline bundle in $(BUNDLE_DIR) over the torch of $(PYTHON))'
 
 # Measure every configuration of this machine through asv, publish asv's HTML, write the report.
 # FORKSPAWN_RUN_ID=<id> resumes an interrupted run: configurations already measured are kept.
 # Each job's grid is first measured most useful points first (`forkspawn prefill`), so a run cut
 # short has the most answers; asv then reads the records back (FORKSPAWN_RECORDED_ONLY=1: asv
 # stores what was measured and measures nothing more).
-bench: $(BIN)/.done engines
+bench: engineset $(BIN)/.done engines
 	@$(BIN)/forkspawn profile
 	@mkdir -p .asv && : > $(PROGRESS)
 	@$(BIN)/forkspawn leftovers > .asv/leftovers-before.txt || true  # what other runs left: not this run's
@@ -88,7 +112,7 @@ quick:
 	$(MAKE) bench PROFILE=quick
 
 # ruff first (pyproject.toml's [tool.ruff]): a lint failure is found in seconds, not after the suite.
-test: $(BIN)/.done engines browser
+test: engineset $(BIN)/.done engines browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 

@@ -21,7 +21,7 @@ import psutil
 
 
 def gpus() -> list[dict[str, Any]]:
-    """Visible NVIDIA GPUs (honouring CUDA_VISIBLE_DEVICES when it lists indices)."""
+    """Visible NVIDIA GPUs: NVML's, narrowed by CUDA_VISIBLE_DEVICES as CUDA narrows them."""
     try:
         import pynvml
 
@@ -45,10 +45,22 @@ def gpus() -> list[dict[str, Any]]:
     finally:
         pynvml.nvmlShutdown()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None and re.fullmatch(r"[\d,]*", visible.strip()):
-        keep = [int(x) for x in visible.split(",") if x]
-        found = [found[i] for i in keep if i < len(found)]
-    return found
+    return found if visible is None else cuda_visible(found, visible)
+
+
+def cuda_visible(found: list[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
+    """CUDA's reading of CUDA_VISIBLE_DEVICES: the devices listed, in that order, up to the first
+    entry that names none, so "" and "-1" hide every GPU (how the tests pin "no GPU" on a GPU box).
+    A list of UUIDs (GPU-..., MIG-...) is left to CUDA: every GPU counts."""
+    tokens = [t.strip() for t in spec.split(",")]
+    if any(t.startswith(("GPU-", "MIG-")) for t in tokens):
+        return found
+    kept = []
+    for t in tokens:
+        if not t.isdigit() or int(t) >= len(found):
+            break
+        kept.append(found[int(t)])
+    return kept
 
 
 def gpu_used_mib() -> float | None:

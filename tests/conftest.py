@@ -21,6 +21,11 @@ from forkspawn import leftovers
 # Every process the tests start inherits this tag, forked or exec'd, wherever it re-parents to.
 TEST_TAG_ENV = "FORKSPAWN_TEST_SESSION"
 os.environ.setdefault(TEST_TAG_ENV, uuid.uuid4().hex)
+# No GPU, by construction: the tests assert what a machine without one does (TP 2 on two CPU
+# cores, no GPU memory figures), so every process they start sees none, on a GPU box too
+# (machine.gpus() and torch read it as CUDA does). GPU paths are tested on fake GPU lists instead
+# (tests/test_gpubox.py).
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 # A temp dir of the session's own, so that what other programs on the machine create there
 # is not mistaken for ours (children inherit TMPDIR).
 os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="forkspawn-tests-")
@@ -85,3 +90,15 @@ def nothing_left_behind():
     assert not leaked, f"/dev/shm entries left behind: {leaked}"
     assert _ours_in_tmp() - tmp == set(), f"temp dirs left behind: {_ours_in_tmp() - tmp}"
     assert psutil.Process().num_fds() == fds, "file descriptors of the test process leaked"
+
+
+def fake_nvidia_smi(where: Path, *gpus: str, fails: bool = False) -> Path:
+    """A directory holding an `nvidia-smi` that answers the engine set's query
+    (forkspawn/tools/engineset.py) as the real one does, one `name, driver, MiB` line a GPU."""
+    where.mkdir(exist_ok=True)
+    body = ("echo 'NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver.'; exit 9"
+            if fails else "printf '%s\\n' " + " ".join(f"'{g}'" for g in gpus))
+    smi = where / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\n[ \"$1\" = --query-gpu=name,driver_version,memory.total ] || exit 7\n{body}\n")
+    smi.chmod(0o755)
+    return where

