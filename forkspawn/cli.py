@@ -100,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="what an earlier `forkspawn leftovers` printed: those were there before (another run's), "
                            "only what is new counts")
 
-    sub.add_parser("profile", help="what `make bench` measures in FORKSPAWN_PROFILE (default: default)")
+    sub.add_parser("profile", help="what `make bench` measures in FORKSPAWN_PROFILE (default: default) on this machine: "
+                                   "the run's id, its points, their cold starts and an estimate of the time")
 
     pre = sub.add_parser("prefill", help="measure the asv grid of benchmark classes matching REGEX, most useful "
                                          "points first, for the asv run of FORKSPAWN_RUN_ID to read back")
@@ -226,8 +227,8 @@ def _run_id(command: str, why: str) -> str:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    suite = _suite().SUITE
-    print(f"profile {suite.profile.name}: {suite.profile} ({suite.gpus} GPUs, TP {list(suite.tps)})")
+    _suite()
+    print("\n".join(importlib.import_module("benchmarks.eta").summary()))
     return 0
 
 
