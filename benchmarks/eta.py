@@ -76,9 +76,9 @@ CPU_START_S = {"torch-tp": 3.5, "torch-tp ray": 15.5, "vllm": 55, "vllm fork-ove
 # vLLM-CPU with torch.compile (`full`; reports/sample-cpu: 84-96 s to ready spawned, 48-49 s
 # forked with the override, 69-86 s with Ray), plus its 11 s of imports and decode
 CPU_COMPILED_VLLM_S = {"vllm": 110, "vllm fork-override": 65, "vllm ray-override": 95}
-# How much the estimate weighs against what a run measures when the time left is re-estimated:
-# as much as two minutes of cold starts (`RunProgress.ratio`).
-PRIOR_S = 120.0
+# How much the estimate weighs against what a run measured when the time left is re-estimated
+# (`RunProgress.ratio`): as much as this many of the cold starts it estimates.
+PRIOR_STARTS = 3
 
 
 @dataclass(frozen=True)
@@ -146,8 +146,8 @@ def plan(patterns: tuple[str, ...], states: list[str] | None = None, methods: li
 
 class RunProgress:
     """A run's cold starts against its plan: how many are done, how many are left, and the time
-    they should take, re-estimated from what the cold starts made so far took (per engine: the
-    remaining estimate scaled by measured over estimated, the estimate weighing `PRIOR_S`)."""
+    they should take, re-estimated from what the cold starts made so far took: the remaining
+    estimate scaled by measured over estimated (`ratio`)."""
 
     def __init__(self, plan: Plan, done: dict[str, int] | None = None, finished: set[str] | None = None) -> None:
         self.points = {p.key: p for p in plan.points}
@@ -184,9 +184,15 @@ class RunProgress:
         return progress
 
     def ratio(self, engine: str) -> float:
-        """What `engine`'s cold starts take against their estimate, so far."""
-        measured, estimated = self.spent.get(engine, (0.0, 0.0))
-        return (measured + PRIOR_S) / (estimated + PRIOR_S)
+        """What `engine`'s cold starts take against their estimate, so far: its own where it has
+        made some, else all engines' (a loaded machine slows every engine), the estimate weighing
+        as much as `PRIOR_STARTS` cold starts."""
+        own = engine in self.spent
+        spent = [self.spent[engine]] if own else list(self.spent.values())
+        measured, estimated = sum(m for m, _ in spent), sum(e for _, e in spent)
+        starts = [p.start_s for p in self.points.values() if p.engine == engine or not own]
+        weight = PRIOR_STARTS * sum(starts) / len(starts)
+        return (measured + weight) / (estimated + weight)
 
     def _unstarted(self) -> set[str]:
         """Engines of the plan without a cold start yet."""

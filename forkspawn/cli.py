@@ -211,13 +211,14 @@ def _leftovers(args: argparse.Namespace) -> int:
     return 1 if lines else 0
 
 
-def _suite() -> ModuleType:
-    """The asv suite's glue (benchmarks/common.py, beside this package in a checkout): profile,
-    prefill and spent are the suite's commands; the harness itself knows nothing of asv."""
+def _suite(module: str = "common") -> ModuleType:
+    """The asv suite's glue (benchmarks/common.py, beside this package in a checkout), or another
+    of its modules: profile, prefill and spent are the suite's commands; the harness itself knows
+    nothing of asv."""
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    return importlib.import_module("benchmarks.common")
+    return importlib.import_module(f"benchmarks.{module}")
 
 
 def _run_id(command: str, why: str) -> str:
@@ -227,8 +228,7 @@ def _run_id(command: str, why: str) -> str:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    _suite()
-    print("\n".join(importlib.import_module("benchmarks.eta").summary()))
+    print("\n".join(_suite("eta").summary()))
     return 0
 
 

@@ -64,7 +64,7 @@ def test_the_cpu_default_measures_what_it_did() -> None:
 
 
 def test_forkspawn_profile_prints_the_run_its_points_and_the_estimate() -> None:
-    env = {**os.environ, "FORKSPAWN_GPUS": "1", "FORKSPAWN_RUN_ID": "eta-test-1",
+    env = {**os.environ, "FORKSPAWN_PROFILE": "default", "FORKSPAWN_GPUS": "1", "FORKSPAWN_RUN_ID": "eta-test-1",
            "FORKSPAWN_JOBS": "^engines.Vllm(Startup|Phases|Memory|Throughput) ^(torch_tp|soak|quality)"}
     out = subprocess.run([sys.executable, "-m", "forkspawn", "profile"], capture_output=True, text=True, env=env,
                          timeout=120)
