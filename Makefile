@@ -84,7 +84,12 @@ engineset:
 # FORKSPAWN_RUN_ID=<id> resumes an interrupted run: configurations already measured are kept.
 # Each job's grid is first measured most useful points first (`forkspawn prefill`), so a run cut
 # short has the most answers; asv then reads the records back (FORKSPAWN_RECORDED_ONLY=1: asv
-# stores what was measured and measures nothing more).
+# stores what was measured and measures nothing more). The run's id is made first, so that the
+# summary (`forkspawn profile`: the id, the points, their cold starts, the estimated time) shows it
+# before anything is measured; FORKSPAWN_JOBS gives the run's plan (and each progress line's count
+# and time left) every job's points.
+bench: export FORKSPAWN_RUN_ID := $(or $(FORKSPAWN_RUN_ID),$(shell date +%s)-$(shell echo $$PPID))
+bench: export FORKSPAWN_JOBS = $(subst \,,$(foreach job,$(ASV_JOBS),$(lastword $(subst :, ,$(job)))))
 bench: engineset $(BIN)/.done engines
 	@$(BIN)/forkspawn profile
 	@mkdir -p .asv && : > $(PROGRESS)
@@ -92,7 +97,7 @@ bench: engineset $(BIN)/.done engines
 	@tail -n 0 -F $(PROGRESS) 2>/dev/null & trap "kill $$! 2>/dev/null" EXIT; \
 	  machine=$$($(BIN)/forkspawn machine --asv) && commit=$$(git rev-parse HEAD) && \
 	  export ASV_COMMIT=$$commit FORKSPAWN_ASV_MACHINE=$$machine FORKSPAWN_GPUS=$$($(BIN)/python -c 'from benchmarks.common import SUITE; print(SUITE.gpus)') \
-	    FORKSPAWN_RUN_ID=$${FORKSPAWN_RUN_ID:-$$(date +%s)-$$$$} FORKSPAWN_PROGRESS=$(CURDIR)/$(PROGRESS) && \
+	    FORKSPAWN_PROGRESS=$(CURDIR)/$(PROGRESS) && \
 	  for job in $(ASV_JOBS); do \
 	    $${job%%:*} -m forkspawn prefill "$${job#*:}" || exit $$?; \
 	    $(BIN)/asv run --machine $$machine --launch-method forkserver \

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import inspect
 import itertools
 import json
 import os
@@ -34,10 +35,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from forkspawn import engines, machine, sidecar
 from forkspawn import vocabulary as vocab
@@ -46,9 +47,19 @@ from forkspawn.record import Record, Run
 from forkspawn.vocabulary import STATUS_CODES, config_key
 from forkspawn.worker import PHASES
 
+if TYPE_CHECKING:
+    from .eta import RunProgress
+
 # The NVML-based CUDA check changes only the device-queried state, so in asv it is a value of
 # the parent-state axis rather than an axis of its own (half of which would be skipped calls).
 NVML_QUERIED = vocab.join_parent("device-queried", vocab.NVML_CHECK)
+
+
+def point_keys(engine: str, method: str = "", parent_state: str = "") -> list[str]:
+    """How the profiles name a point, most specific first: "ENGINE METHOD STATE", "ENGINE METHOD",
+    "ENGINE STATE", "ENGINE" (asv's labels: `fork-mp`, `device-queried-nvml`)."""
+    both = [f"{engine} {method} {parent_state}"] if method and parent_state else []
+    return both + [f"{engine} {part}" for part in (method, parent_state) if part] + [engine]
 
 
 @dataclass(frozen=True)
@@ -56,25 +67,41 @@ class Profile:
     """What one `make bench` measures, chosen with FORKSPAWN_PROFILE. Every profile has the same
     asv grid: the points a profile leaves out are skipped (`leaves_out`), so results line up."""
 
-    # engine -> (least, most) cold starts per configuration ("engines": every real engine not
-    # named); between the two the stopping rule (stats.settled) decides, at `precision`
+    # point (point_keys: the most specific key applies; "engines": every real engine not named) ->
+    # (least, most) cold starts; between the two the stopping rule (stats.settled) decides, at `precision`
     cold_starts: dict[str, tuple[int, int]]
     decode_steps: int
     soak_cycles: int  # start/teardown cycles per method of the soak benchmark (0: not run)
-    gpu_cold_starts: dict[str, tuple[int, int]] = field(default_factory=dict)  # overrides on GPU boxes
     precision: float = 0.05  # relative half-width of time to ready's 99% interval that settles a point
     single_rank: bool = True  # False: TP=1 only where an engine has no larger size (start methods collide in groups)
-    left_out: tuple[str, ...] = ()  # "engine method [parent_state]": points not measured
+    left_out: tuple[str, ...] = ()  # points (point_keys) not measured
+    only: tuple[str, ...] = ()  # where given, the only points (point_keys) measured
+    largest_tp_only: tuple[str, ...] = ()  # engines measured at the largest TP size only
+    warmups: dict[str, int] = field(default_factory=dict)  # point (point_keys) -> uncounted first starts, at least
     cpu_eager: bool = False  # vLLM on CPU without torch.compile (config.extra.vllm_kwargs says so)
     batches: tuple[int, ...] = (1, 16)
+    gpu: dict[str, Any] = field(default_factory=dict)  # the fields that differ on a GPU machine (`on`)
 
     name: str = ""
+
+    def on(self, gpus: int) -> "Profile":
+        """This profile on a machine of `gpus` GPUs (0: the CPU)."""
+        return replace(self, **self.gpu, gpu={}) if gpus and self.gpu else self
+
+    def starts(self, engine: str, method: str = "", parent_state: str = "") -> tuple[int, int, int]:
+        """(least, most) cold starts of a point, and its warm-ups (Config.warmup_starts)."""
+        keys = point_keys(engine, method, parent_state)
+        least, most = next((self.cold_starts[k] for k in keys if k in self.cold_starts), self.cold_starts["engines"])
+        return least, most, next((self.warmups[k] for k in keys if k in self.warmups), 0)
 
     def leaves_out(self, engine: str, method: str, parent_state: str, tp: int, tps: list[int]) -> str | None:
         why = f"not in the {self.name} profile (FORKSPAWN_PROFILE=full measures it)"
         if not self.single_rank and tp == 1 and max(tps) > 1:
             return f"TP=1 is {why}: it measures groups of ranks"
-        if f"{engine} {method}" in self.left_out or f"{engine} {method} {parent_state}" in self.left_out:
+        if engine in self.largest_tp_only and tp < max(tps):
+            return f"TP={tp} of {engine} is {why}: it measures {engine} at its largest TP size"
+        keys = point_keys(engine, method, parent_state)
+        if any(k in self.left_out for k in keys) or (self.only and not any(k in self.only for k in keys)):
             return f"{engine} {method} from a {parent_state} parent is {why}"
         return None
 
@@ -89,24 +116,64 @@ class Profile:
 # twice (on CPU it runs the model in one process whatever the method: there is nothing to
 # resolve, and a cold start takes a minute with its server). `full` is every point
 # (hours with the engines on 2 cores), `brief` is for short GPU leases, `quick` a smoke run.
-# On a GPU box vLLM gets 3 to 5 cold starts a point (a failure that repeats itself stops after 2:
-# measure._stop_after), and its labelled variants (benchmarks/engines.py: eager, the gc.freeze()
-# mitigation, cold compile caches, a crash mid-decode) are measured from a torch parent only;
-# `vllm serve` is measured asked for fork and for spawn (it is exec'd: one parent state).
-VLLM_GPU_VARIANTS = ("fork-mp", "spawn-mp", "fork-eager", "spawn-eager", "fork-gcfreeze", "fork-coldcache", "spawn-coldcache",
-                     "fork-killworker", "spawn-killworker", "fork-killcore", "spawn-killcore")
-_DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override") + tuple(
-    f"vllm {m} {s}" for m in VLLM_GPU_VARIANTS for s in ("bare", "device-queried", NVML_QUERIED, "device-initialized"))
-_GPU_ENGINES = {"vllm": (3, 5), "vllm-serve": (3, 3), "xinference": (2, 2)}
+_DEFAULT_LEFT_OUT = ("torch-tp ray torch", "vllm ray", "vllm ray-override")
+
+# Where fork meets the parent's CUDA state, what the committed GPU reports saw fail the same way
+# every time ("Cannot re-initialize CUDA in forked subprocess": reports/h100-tp1 and h100-tp2 3 of
+# 3, reports/h200-tp1 2 of 2), and vLLM's crash variants (they fail by design): the harness ends
+# such a point after 2 starts (measure._stop_after's failed-fast); benchmarks/eta.py counts them so.
+FAILS_FAST = ("torch-tp fork device-queried", "torch-tp fork device-initialized", "vllm fork device-queried",
+              *(f"vllm {m}-{k}" for k in ("killworker", "killcore") for m in ("fork", "spawn")))
+
+# The GPU default: the questions that decide a deployment, in at most 20 minutes of measuring on
+# one H100 or H200 by the estimate (benchmarks/eta.py; `forkspawn profile` prints it; not yet a
+# measured run). vLLM with its defaults (its default executor, compiled, warm compile cache) forked
+# and spawned from a torch parent, and from the parents that touched CUDA: a runtime query (fork
+# fails), an NVML query (fork works) and a CUDA context (vLLM forces spawn: that point shows spawn
+# from it); spawn after the runtime query (the way out of the failure). `vllm serve` asked for fork
+# and for spawn; Xinference asked for fork (4.1.0 sets spawn itself: asked for spawn it runs the
+# same); our workload from the same parents, spawn after a CUDA context too (nothing forces it for
+# us). Left to `full` (and the deploy queue, mk/deploy-queue.sh): vLLM's labelled variants (the mp
+# executor, eager, gc.freeze(), cold compile caches, crashes), bare parents (fork and spawn both
+# import torch in the workers there), spawn after an NVML query (a spawned child starts fresh
+# whatever the parent queried: it is spawn from a torch parent again), forkservers and Ray.
+# Engines are measured at the largest TP size only, our workload at every TP size of a group (TP
+# 2, 4, 8 on 8 GPUs): on 8 GPUs about half an hour by the estimate.
+_DEVICE_STATES = ("device-queried", NVML_QUERIED, "device-initialized")
+_GPU_DEFAULT_POINTS = (
+    "vllm fork torch", "vllm spawn torch", "vllm fork device-queried", "vllm spawn device-queried",
+    f"vllm fork {NVML_QUERIED}", "vllm fork device-initialized",
+    "vllm-serve fork", "vllm-serve spawn", "xinference fork",
+    "torch-tp fork torch", "torch-tp spawn torch", *(f"torch-tp fork {s}" for s in _DEVICE_STATES),
+    "torch-tp spawn device-queried", "torch-tp spawn device-initialized")
+_GPU_DEFAULT = {"only": _GPU_DEFAULT_POINTS, "largest_tp_only": ("vllm", "vllm-serve", "xinference")}
+# Its cold starts, by what each count can tell (asv's 99% interval of the median needs 3):
+# - 3, fork and spawn from a torch parent: the fewest with an interval; it resolves their start-up
+#   (vLLM 12 vs 39 s to ready on the H100, our workload 1.7 vs 6 s, each with a spread of a few
+#   percent) and host memory (765 MiB a vLLM replica; USS resolves at 2), not decode parity (±3%
+#   takes about 14 a side, the all-day verdict about 19: FORKSPAWN_COLD_STARTS, or the queue's parity stage).
+#   vLLM forked takes up to 4, after an uncounted warm-up: its first start on a fresh box fills the
+#   compile cache (68 s instead of 34), and 2 of 14 forked starts of the parity run took 22-23 s to
+#   ready instead of 12; at n=3 one such start stretches asv's interval over spawn's 39 s, at n=4
+#   it does not (the stopping rule stops at 3 where the interval is already within 5%).
+# - 2, where fork is expected to fail (FAILS_FAST): the failure seen twice the same way, which one
+#   start cannot tell from a flake; no interval (there is no time to ready).
+# - 1, the other points from a parent that touched CUDA, `vllm serve` and Xinference: whether it
+#   works and which method ran (verified from /proc), a time for orientation, no spread, no interval.
+_GPU_DEFAULT_STARTS = {"torch-tp": (3, 3), "vllm": (3, 3), "vllm fork torch": (3, 4), "engines": (1, 1),
+                       **{f"{e} {s}": (1, 1) for e in ("torch-tp", "vllm") for s in _DEVICE_STATES},
+                       **{p: (2, 2) for p in FAILS_FAST}}
+_FULL_STARTS = {"torch-tp": (3, 8), "engines": (3, 5)}
 PROFILES: dict[str, Profile] = {
-    "full": Profile(name="full", cold_starts={"torch-tp": (3, 8), "engines": (3, 5)}, decode_steps=32, soak_cycles=20,
-                    gpu_cold_starts={"vllm": (5, 8)}),
+    "full": Profile(name="full", cold_starts=_FULL_STARTS, decode_steps=32, soak_cycles=20,
+                    gpu={"cold_starts": {**_FULL_STARTS, "vllm": (5, 8)}}),
     "default": Profile(name="default", cold_starts={"torch-tp": (3, 5), "engines": (3, 3), "xinference": (2, 2)}, decode_steps=16,
                        soak_cycles=0, single_rank=False, left_out=_DEFAULT_LEFT_OUT, cpu_eager=True,
-                       gpu_cold_starts=_GPU_ENGINES),
+                       gpu={**_GPU_DEFAULT, "cold_starts": _GPU_DEFAULT_STARTS, "warmups": {"vllm fork torch": 1}}),
     "brief": Profile(name="brief", cold_starts={"torch-tp": (3, 3), "engines": (2, 2)}, decode_steps=32, soak_cycles=10),
     "quick": Profile(name="quick", cold_starts={"torch-tp": (1, 1), "engines": (1, 1)}, decode_steps=8, soak_cycles=0,
-                     single_rank=False, left_out=_DEFAULT_LEFT_OUT + ("vllm fork-override",), cpu_eager=True),
+                     single_rank=False, left_out=_DEFAULT_LEFT_OUT + ("vllm fork-override",), cpu_eager=True,
+                     gpu=_GPU_DEFAULT),
 }
 
 
@@ -128,6 +195,9 @@ class Suite:
     recorded_only: bool = False  # FORKSPAWN_RECORDED_ONLY: store what the run measured, measure nothing
     asv_machine: str | None = None  # FORKSPAWN_ASV_MACHINE: the asv machine name `make bench` registered
     progress_file: str | None = None  # FORKSPAWN_PROGRESS: where progress lines go (make bench follows it)
+    jobs: tuple[str, ...] = ()  # FORKSPAWN_JOBS: the asv --bench regexes of make bench's jobs, in order (the run's plan)
+    # the run's cold starts against its estimate (benchmarks/eta.py), where `measure_first` keeps count
+    run_progress: RunProgress | None = field(default=None, compare=False, repr=False)
 
     @property
     def on_gpu(self) -> bool:
@@ -139,8 +209,8 @@ class Suite:
         name = env.get("FORKSPAWN_PROFILE", "default")
         if name not in PROFILES:
             raise ValueError(f"unknown FORKSPAWN_PROFILE {name!r}; valid: {', '.join(PROFILES)}")
-        profile = PROFILES[name]
         gpus = _gpu_count(env.get("FORKSPAWN_GPUS", ""))
+        profile = PROFILES[name].on(gpus)
         cycles = env.get("FORKSPAWN_SOAK_CYCLES", "")
         return cls(profile=profile, gpus=gpus, tps=_tp_sizes(gpus, env.get("FORKSPAWN_TP", "").strip()),
                    model=env.get("FORKSPAWN_MODEL") or ("1b" if gpus else "tiny"),
@@ -151,7 +221,7 @@ class Suite:
                    engines=tuple(e for e in env.get("FORKSPAWN_ENGINES", "").split(",") if e),
                    run_id=env.get("FORKSPAWN_RUN_ID") or None, recorded_only=bool(env.get("FORKSPAWN_RECORDED_ONLY")),
                    asv_machine=env.get("FORKSPAWN_ASV_MACHINE") or None,
-                   progress_file=env.get("FORKSPAWN_PROGRESS") or None)
+                   progress_file=env.get("FORKSPAWN_PROGRESS") or None, jobs=_jobs(env.get("FORKSPAWN_JOBS", "")))
 
     def say(self, line: str) -> None:
         """A progress line: asv shows a benchmark's output only at its end, so progress goes to a
@@ -160,15 +230,15 @@ class Suite:
             with open(self.progress_file, "a") as f:
                 f.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
-    def measured(self, engine: str = "torch-tp") -> dict[str, Any]:
-        """The Config fields this suite sets for `engine`."""
-        table = {**self.profile.cold_starts, **(self.profile.gpu_cold_starts if self.on_gpu else {})}
-        least, most = (self.cold_starts.get(engine) or self.cold_starts.get("") or table.get(engine)
-                       or table["engines"])
+    def measured(self, engine: str = "torch-tp", method: str = "", parent_state: str = "") -> dict[str, Any]:
+        """The Config fields this suite sets for a point of `engine` (asv's method and parent-state labels)."""
+        least, most, warmups = self.profile.starts(engine, method, parent_state)
+        least, most = self.cold_starts.get(engine) or self.cold_starts.get("") or (least, most)
         # engines measure decoding as differences of timed requests (engines.decode): windows of
         # enough steps, more on a GPU, where 32 steps of a 1B model take under 0.1 s; 5 windows of 192
         # steps a cold start (the long request, 16 + 25 + 192 tokens, must fit vLLM's max_model_len of 256)
-        fields = {"repeat": most, "least": least, "precision": self.profile.precision, "warmup_starts": self.warmup_starts,
+        fields = {"repeat": most, "least": least, "precision": self.profile.precision,
+                  "warmup_starts": max(warmups, self.warmup_starts),
                   "decode_steps": self.profile.decode_steps, "batches": self.profile.batches, "model": self.model,
                   "limit_s": self.start_limit_s}
         if engine != "torch-tp":
@@ -223,6 +293,16 @@ def _cold_starts(text: str) -> dict[str, tuple[int, int]]:
     return found
 
 
+def _jobs(text: str) -> tuple[str, ...]:
+    """FORKSPAWN_JOBS: make bench's asv --bench regexes, space-separated, in the order it runs them."""
+    for regex in text.split():
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise ValueError(f"FORKSPAWN_JOBS: {regex!r} is not a regular expression ({exc})") from None
+    return tuple(text.split())
+
+
 def _start_limit(text: str) -> float:
     """FORKSPAWN_START_LIMIT_S: the hard limit of one cold start, seconds (Config.limit_s; a lease
     that must not lose minutes to a hang sets it); unset, the harness's default."""
@@ -263,9 +343,9 @@ def config_of(engine: str, method: str, parent_state: str, tp: str, suite: Suite
     apply to every point.
     """
     state, check = vocab.split_parent(parent_state)
-    method, extra = (variants or {}).get(method, (method, {}))
-    return Config(engine=engine, method=method, parent_state=state, cuda_check=check, tp=int(tp),
-                  extra={**(options or {}), **extra}, **suite.measured(engine))
+    start_method, extra = (variants or {}).get(method, (method, {}))
+    return Config(engine=engine, method=start_method, parent_state=state, cuda_check=check, tp=int(tp),
+                  extra={**(options or {}), **extra}, **suite.measured(engine, method, parent_state))
 
 
 class Grid(abc.ABC):
@@ -367,10 +447,12 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str, s
     ref = sidecar.find(path, token, config_key(config.replace(method="spawn" if config.method == "fork" else "fork")))
     reference = ref.record.samples.get(vocab.TIME_TO_READY) if ref and ref.record.status == "ok" else None
     journal = sidecar.journal(path)  # cold starts of this point taken before an interruption
+    counted = suite.run_progress
     done = [Run.from_dict(r) for r in sidecar.runs(journal, token, key)]
 
-    def journalled(run: Run) -> None:
+    def journalled(run: Run) -> str | None:
         sidecar.append_run(journal, token, key, run.to_dict())
+        return counted.ran(key) if counted else None  # the run's count and time left, for its progress line
 
     if until is not None:  # an alternating queue's turn: fixed counts
         config = config.replace(least=0)
@@ -380,6 +462,8 @@ def cached_record(token: str, config: Config, conf_dir: Path, asv_params: str, s
     rec = measure(config, progress=suite.say, reference=reference, done=done, on_run=journalled)
     sidecar.append(path, sidecar.Entry(rec, asv_token=token, asv_key=key, asv_params=asv_params,
                                        asv_commit=_commit(conf_dir), asv_env=_env_name()))
+    if counted:
+        counted.ended(key)  # it takes no more cold starts, whatever its cap
     suite.say(f"{label(config)}: {rec.status}")
     return rec
 
@@ -404,33 +488,14 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
     measured: the points' records are written from the cold starts their journal holds, at the
     count the least measured of them reached (a lease ends mid-stage; the record's `repeat` says
     that count). The number of points measured or found."""
-    bench_dir = Path(__file__).resolve().parent
-    points = []
-    for module in sorted(f.stem for f in bench_dir.glob("*.py") if f.stem != "__init__"):
-        mod = importlib.import_module(f"{__package__}.{module}")
-        for name, cls in vars(mod).items():
-            if (isinstance(cls, type) and issubclass(cls, Startup) and cls.__module__ == mod.__name__
-                    and re.search(pattern, f"{module}.{name}")):
-                grid_methods, grid_states = cls.params[1], cls.params[2]
-                for engine, method, state, tp in itertools.product(*cls.params):
-                    if (states and state not in states) or (methods and method not in methods):
-                        continue
-                    rank = (-int(tp), method not in METHODS,
-                            STATE_PRIORITY.index(state) if state in STATE_PRIORITY else len(STATE_PRIORITY),
-                            grid_methods.index(method), grid_states.index(state))
-                    points.append((rank, cls, (engine, method, state, tp)))
-    chosen = []  # the points this environment and profile measure
-    for _, cls, params in sorted(points, key=lambda p: p[0]):
-        try:
-            chosen.append((cls, params, cls().point(*params)))
-        except NotImplementedError:
-            continue
+    chosen = grid_points(pattern, states, methods)
     if finish:
         reached = min((_journalled(token, c, _conf_dir(cls()), cls.suite) for cls, _, c in chosen), default=0)
         chosen = [(cls, params, c.replace(repeat=reached, least=0, warmup_starts=0)) for cls, params, c in chosen] if reached else []
         for cls, params, config in chosen:
             cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), cls.suite)
         return len(chosen)
+    counted = _counted(token, pattern, chosen, states, methods)
     rounds = max((c.repeat for _, _, c in chosen), default=0) if alternate else 0
     # Round 0 makes the warm-ups (Config.warmup_starts); then the order turns round every round
     # (A B, B A, A B, ...): no point is always first after a warm-up, or always after another.
@@ -439,15 +504,59 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
         if until and chosen:
             chosen[0][0].suite.say(f"round {until}/{rounds}: {', '.join(vocab.asv_params(*p[1:3]) for _, p, _ in turn)}")
         for cls, params, config in turn:
-            cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), cls.suite, until=until)
+            cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), counted(cls), until=until)
     done = 0
     for cls, params, _ in chosen:
+        bench = cls()
+        bench.suite = counted(cls)
         try:
-            cls().setup(token, *params)
+            bench.setup(token, *params)
         except NotImplementedError:
             continue
         done += 1
     return done
+
+
+def grid_points(pattern: str, states: list[str] | None = None,
+                methods: list[str] | None = None) -> list[tuple[type[Startup], tuple[str, ...], Config]]:
+    """The grid points of the `Startup` classes in `benchmarks/` whose `module.Class` name matches
+    `pattern` that this environment and profile measure, each as (class, asv's parameter values,
+    configuration), in the order `measure_first` takes them (`STATE_PRIORITY`); `states` and
+    `methods` (asv's labels) keep only those points."""
+    bench_dir = Path(__file__).resolve().parent
+    points = []
+    for module in sorted(f.stem for f in bench_dir.glob("*.py") if f.stem != "__init__"):
+        mod = importlib.import_module(f"{__package__}.{module}")
+        for name, cls in vars(mod).items():
+            if (isinstance(cls, type) and issubclass(cls, Startup) and not inspect.isabstract(cls)
+                    and cls.__module__ == mod.__name__ and re.search(pattern, f"{module}.{name}")):
+                grid_methods, grid_states = cls.params[1], cls.params[2]
+                for engine, method, state, tp in itertools.product(*cls.params):
+                    if (states and state not in states) or (methods and method not in methods):
+                        continue
+                    rank = (-int(tp), method not in METHODS,
+                            STATE_PRIORITY.index(state) if state in STATE_PRIORITY else len(STATE_PRIORITY),
+                            grid_methods.index(method), grid_states.index(state))
+                    points.append((rank, cls, (engine, method, state, tp)))
+    chosen = []
+    for _, cls, params in sorted(points, key=lambda p: p[0]):
+        try:
+            chosen.append((cls, params, cls().point(*params)))
+        except NotImplementedError:
+            continue
+    return chosen
+
+
+def _counted(token: str, pattern: str, chosen: list[tuple[type[Startup], tuple[str, ...], Config]],
+             states: list[str] | None, methods: list[str] | None) -> Callable[[type[Grid]], Suite]:
+    """The suite each class's points are measured under: where progress lines are written, with
+    the run's cold starts counted against its estimate (benchmarks/eta.py), for those lines."""
+    if not chosen or not chosen[0][0].suite.progress_file:
+        return lambda cls: cls.suite
+    from .eta import RunProgress
+
+    progress = RunProgress.start(token, pattern, states, methods, chosen[0][0].suite)
+    return lambda cls: replace(cls.suite, run_progress=progress)
 
 
 def _journalled(token: str, config: Config, conf_dir: Path, suite: Suite) -> int:

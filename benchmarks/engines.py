@@ -26,8 +26,8 @@ class _Vllm:
     # ray: vLLM's Ray executor (workers as actors of a local head, or of RAY_ADDRESS's cluster)
     methods = _grid_methods(vllm.METHODS)
     # On GPUs the main series is vLLM's default (its default executor: `uni` at TP 1, torch.compile
-    # and CUDA graphs, with a compile cache warm from earlier starts); labelled variants (the
-    # profiles measure them from a torch parent, suite.VLLM_GPU_VARIANTS): the `mp` executor (a
+    # and CUDA graphs, with a compile cache warm from earlier starts); labelled variants (`full`
+    # measures them, and the deploy queue from a torch parent, mk/deploy-queue.sh): the `mp` executor (a
     # worker process even at TP 1, the layout of TP > 1), eager mode, gc.freeze() before LLM(...), fresh empty
     # compile caches every start (`coldcache`: never mixed with warm), and a SIGKILL of the worker
     # (`killworker`) or the engine core (`killcore`) mid-decode.

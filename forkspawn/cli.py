@@ -100,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="what an earlier `forkspawn leftovers` printed: those were there before (another run's), "
                            "only what is new counts")
 
-    sub.add_parser("profile", help="what `make bench` measures in FORKSPAWN_PROFILE (default: default)")
+    sub.add_parser("profile", help="what `make bench` measures in FORKSPAWN_PROFILE (default: default) on this machine: "
+                                   "the run's id, its points, their cold starts and an estimate of the time")
 
     pre = sub.add_parser("prefill", help="measure the asv grid of benchmark classes matching REGEX, most useful "
                                          "points first, for the asv run of FORKSPAWN_RUN_ID to read back")
@@ -210,13 +211,14 @@ def _leftovers(args: argparse.Namespace) -> int:
     return 1 if lines else 0
 
 
-def _suite() -> ModuleType:
-    """The asv suite's glue (benchmarks/common.py, beside this package in a checkout): profile,
-    prefill and spent are the suite's commands; the harness itself knows nothing of asv."""
+def _suite(module: str = "common") -> ModuleType:
+    """The asv suite's glue (benchmarks/common.py, beside this package in a checkout), or another
+    of its modules: profile, prefill and spent are the suite's commands; the harness itself knows
+    nothing of asv."""
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    return importlib.import_module("benchmarks.common")
+    return importlib.import_module(f"benchmarks.{module}")
 
 
 def _run_id(command: str, why: str) -> str:
@@ -226,8 +228,7 @@ def _run_id(command: str, why: str) -> str:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    suite = _suite().SUITE
-    print(f"profile {suite.profile.name}: {suite.profile} ({suite.gpus} GPUs, TP {list(suite.tps)})")
+    print("\n".join(_suite("eta").summary()))
     return 0
 
 

@@ -59,7 +59,7 @@ def not_applicable(config: Config) -> str | None:
 
 
 def measure(config: Config, progress: Progress | None = None, reference: list[float] | None = None,
-            done: Sequence[Run] = (), on_run: Callable[[Run], None] | None = None) -> Record:
+            done: Sequence[Run] = (), on_run: Callable[[Run], str | None] | None = None) -> Record:
     """The `forkspawn measure --json` record of `config` (see docs/formats.md, "The record").
 
     With `config.least` below `config.repeat`, cold starts stop early once `stats.settled` says
@@ -67,7 +67,8 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
     `done` are cold starts of this configuration measured before (a resumed run, or an
     alternating queue's earlier rounds): the count and the stopping rule go on from them. Its
     `config.warmup_starts` uncounted first starts are made first and kept apart in the record.
-    `on_run` is given each new cold start as soon as it ended.
+    `on_run` is given each new cold start as soon as it ended; what it returns ends the start's
+    progress line (e.g. the run's count and time left).
     """
     config = resolve(config)
     gpu_used: dict[str, float | None] = {"before": None, "after": None}
@@ -85,7 +86,7 @@ def measure(config: Config, progress: Progress | None = None, reference: list[fl
 
 
 def cold_starts(config: Config, runs: list[Run], progress: Progress | None = None,
-                reference: list[float] | None = None, on_run: Callable[[Run], None] | None = None,
+                reference: list[float] | None = None, on_run: Callable[[Run], str | None] | None = None,
                 until: int | None = None) -> str | None:
     """Add cold starts of `config` (resolved and applicable) to `runs`, each in a fresh parent:
     first its `config.warmup_starts` warm-ups (`Run.warmup`, uncounted), then counted ones until
@@ -104,12 +105,11 @@ def cold_starts(config: Config, runs: list[Run], progress: Progress | None = Non
         run = run_in_fresh_parent(config)
         run.checkpoint_resident, run.warmup = cache["resident_fraction"], warmup
         runs.append(run)
-        if on_run:
-            on_run(run)
+        note = on_run(run) if on_run else None
         ready = f"{run.time_to_ready_s:.2f} s to ready" if run.time_to_ready_s is not None else run.error
         which = (f"warm-up {len(runs) - len(counted())}/{config.warmup_starts} (not counted)" if warmup
                  else f"run {len(counted())}/{config.repeat}")
-        say(f"{label(config)} {which}: {run.status}, {ready}")
+        say(f"{label(config)} {which}: {run.status}, {ready}" + (f" [{note}]" if note else ""))
 
     if runs:
         say(f"{label(config)}: resumed after {len(runs)} cold start(s)")

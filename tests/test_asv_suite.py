@@ -71,12 +71,17 @@ def test_profiles_share_the_grid_and_leave_out_what_they_say() -> None:
     assert default["vllm_extra"] == {"vllm_kwargs": {"enforce_eager": True}} and full["vllm_extra"] == {}
 
 
-def test_an_unknown_profile_is_a_one_line_error() -> None:
+@pytest.mark.parametrize("env,line", [
+    ({"FORKSPAWN_PROFILE": "fast"}, "unknown FORKSPAWN_PROFILE 'fast'; valid: full, default, brief, quick"),
+    ({"FORKSPAWN_JOBS": "^engines ^(torch_tp"},
+     "FORKSPAWN_JOBS: '^(torch_tp' is not a regular expression (missing ), unterminated subpattern at position 1)"),
+])
+def test_a_bad_profile_or_job_list_is_a_one_line_error(env: dict, line: str) -> None:
     """`make bench` asks `forkspawn profile` first: one line naming the culprit and the choices."""
     out = subprocess.run([sys.executable, "-m", "forkspawn", "profile"], capture_output=True, text=True,
-                         env={"FORKSPAWN_PROFILE": "fast", "FORKSPAWN_GPUS": "0"}, timeout=120)
+                         env={"FORKSPAWN_GPUS": "0", **env}, timeout=120)
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines() == ["forkspawn: error: unknown FORKSPAWN_PROFILE 'fast'; valid: full, default, brief, quick"]
+    assert out.stderr.strip().splitlines() == [f"forkspawn: error: {line}"]
 
 
 ORDER_OF_PREFILL = """
@@ -92,48 +97,63 @@ def cached_record(token, config, conf_dir, asv_params, grid_suite, until=None):
     return SimpleNamespace(status="ok", samples={{}})
 suite.cached_record = cached_record
 print(json.dumps({{"n": suite.measure_first("^engines\\\\.VllmStartup$", "t"), "seen": seen,
-                  "filtered": [suite.measure_first("^engines\\\\.VllmStartup$", "t", ["bare"], ["spawn"]), seen[-1]],
+                  "filtered": [suite.measure_first("^engines\\\\.VllmStartup$", "t", ["device-queried"], ["spawn"]), seen[-1]],
                   "alternate": [turns.clear(), suite.measure_first("^engines\\\\.VllmStartup$", "t", ["torch"],
                                                                   ["fork", "spawn"], alternate=True), turns][1:],
-                  "repeat": suite.SUITE.measured("vllm")["repeat"], "model": suite.SUITE.measured("vllm")["model"],
-                  "eager": [m for m in suite.PROFILES["default"].left_out if "eager" in m],
+                  "counts": {{m + (s != "torch") * f"-{{s}}": [suite.SUITE.measured("vllm", m, s)[k]
+                                                              for k in ("least", "repeat", "warmup_starts")]
+                             for m, s in (("fork", "torch"), ("spawn", "torch"), ("fork", "device-queried"),
+                                          ("spawn", "device-queried"))}},
+                  "model": suite.SUITE.measured("vllm")["model"],
+                  "variants": [suite.SUITE.profile.leaves_out("vllm", m, "torch", 1, [1]) for m in VllmStartup.variants],
                   "serve": [suite.SUITE.profile.leaves_out("vllm-serve", m, "bare", 1, [1]) for m in ("fork", "spawn")],
                   "extra": {{m: suite.config_of("vllm", m, "torch", "1", suite.SUITE, VllmStartup.variants).extra
                             for m in ("fork-coldcache", "spawn-killworker", "fork-killcore")}}}}))
 """
 
 
-def test_prefill_takes_every_method_of_a_state_before_the_next_state_on_a_gpu_grid() -> None:
-    """A lease that ends early leaves fork and spawn of the most common parent state measured,
-    not fork of every state and spawn of none (asv's own order)."""
-    env = {"FORKSPAWN_PROFILE": "default", "FORKSPAWN_GPUS": "1", "PATH": "/usr/bin:/bin"}
+def _order_of_prefill(profile: str) -> dict:
+    env = {"FORKSPAWN_PROFILE": profile, "FORKSPAWN_GPUS": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", ORDER_OF_PREFILL.format(root=str(ROOT))], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    got = json.loads(out.stdout)
-    # the points the profile measures (Ray and the labelled variants of other states are left out)
-    assert got["seen"][:4] == ["vllm fork torch 1", "vllm spawn torch 1", "vllm fork device-initialized 1",
-                               "vllm spawn device-initialized 1"]
-    # the labelled variants last, from a torch parent only: the mp executor, eager, cold compile
-    # caches, then the crashes
-    assert got["seen"][10:21] == [f"vllm {m} torch 1" for m in (
-        "fork-mp", "spawn-mp", "fork-eager", "spawn-eager", "fork-gcfreeze", "fork-coldcache", "spawn-coldcache",
-        "fork-killworker", "spawn-killworker", "fork-killcore", "spawn-killcore")]
-    assert got["n"] == 21
-    assert got["filtered"] == [1, "vllm spawn bare 1"]  # --states and --methods keep only those points
+    return json.loads(out.stdout)
+
+
+def test_prefill_takes_every_method_of_a_state_before_the_next_state_on_a_gpu_grid() -> None:
+    """A lease that ends early leaves fork and spawn of the most common parent state measured,
+    not fork of every state and spawn of none (asv's own order)."""
+    got = _order_of_prefill("default")
+    # the GPU default's vLLM points (benchmarks/common.py, _GPU_DEFAULT_POINTS): the torch parent's
+    # pair, then the parents that touched CUDA; the labelled variants and Ray are left to `full`
+    assert got["seen"][:got["n"]] == ["vllm fork torch 1", "vllm spawn torch 1", "vllm fork device-initialized 1",
+                                      "vllm fork device-queried 1", "vllm spawn device-queried 1",
+                                      "vllm fork device-queried-nvml 1"]
+    assert all(got["variants"]) and got["serve"] == [None, None], "`vllm serve` is measured asked for fork and spawn"
+    assert got["filtered"] == [1, "vllm spawn device-queried 1"]  # --states and --methods keep only those points
+    # the torch parent's pair: fork up to 4 after a warm-up (the compile cache), spawn 3; fork after
+    # the CUDA runtime query fails the same way twice; the other device-state points once
+    assert got["counts"] == {"fork": [3, 4, 1], "spawn": [3, 3, 0], "fork-device-queried": [2, 2, 0],
+                             "spawn-device-queried": [1, 1, 0]}
     # --alternate: a round of warm-ups (until=0), then fork and spawn take turns, one cold start
-    # each a round, to the cap (5), the order turning round every round (ABBA); then asv's setup
-    # reads each record back
+    # each a round, to the larger cap (4), the order turning round every round (ABBA); then asv's
+    # setup reads each record back
     n, turns = got["alternate"]
     assert n == 2
-    rounds = [[["fork", r], ["spawn", r]][:: 1 if r % 2 else -1] for r in range(1, 6)]
+    rounds = [[["fork", r], ["spawn", r]][:: 1 if r % 2 else -1] for r in range(1, 5)]
     assert turns == [["fork", 0], ["spawn", 0]] + [t for r in rounds for t in r] + [["fork", None], ["spawn", None]]
-    assert got["repeat"] == 5 and got["model"] == "1b"
-    assert "vllm fork-eager torch" not in got["eager"] and "vllm fork-eager bare" in got["eager"]
-    assert got["serve"] == [None, None], "`vllm serve` asked for fork is measured on a GPU, beside spawn"
+    assert got["model"] == "1b"
     assert got["extra"] == {"fork-coldcache": {"vllm_compile_cache": "cold"},
                             "spawn-killworker": {"vllm_fault": "rank0:decode:kill", "vllm_executor": "mp"},
                             "fork-killcore": {"vllm_fault": "engine-core:decode:kill"}}
+    # `full` measures the labelled variants, after every plain method of every state, a state at a
+    # time: the mp executor, eager, gc.freeze(), cold compile caches, then the crashes
+    full = _order_of_prefill("full")
+    plain = 3 * 5  # fork, spawn, ray from each of the five parent states
+    assert full["seen"][plain:plain + 11] == [f"vllm {m} torch 1" for m in (
+        "fork-mp", "spawn-mp", "fork-eager", "spawn-eager", "fork-gcfreeze", "fork-coldcache", "spawn-coldcache",
+        "fork-killworker", "spawn-killworker", "fork-killcore", "spawn-killcore")]
+    assert full["counts"]["fork"] == [5, 8, 0] and not any(full["variants"])
 
 
 def test_recorded_only_skips_what_the_run_did_not_measure(tmp_path: Path, monkeypatch) -> None:
