@@ -35,6 +35,9 @@ cd "$(dirname "$0")/.." || exit 2  # the repository: relative paths below are it
 ASV_COMMIT=${ASV_COMMIT:-$(git rev-parse HEAD 2>/dev/null)}
 : "${ASV_COMMIT:?set ASV_COMMIT: the commit measured (the box has no git history)}"
 export ASV_COMMIT
+# The queue's points are the grid's labelled variants too (fork-mp, eager, coldcache, crashes), which
+# the GPU default profile leaves to `full`; the counts are the queue's own (FORKSPAWN_COLD_STARTS).
+export FORKSPAWN_PROFILE=${FORKSPAWN_PROFILE:-full}
 FS=${FORKSPAWN:-.venv/bin/forkspawn}
 PY=$(dirname "$FS")/python
 MODEL=${FORKSPAWN_MODEL:-1b}
