@@ -173,9 +173,6 @@ def _measure(args: argparse.Namespace) -> int:
         process = engine_fault(args.fault, "--fault")
         if process.startswith("rank") and int(process[4:]) >= args.tp:
             raise ConfigError(f"--fault {args.fault}: no {process} at --tp {args.tp} (ranks 0..{args.tp - 1})")
-        if process.startswith("rank") and args.tp == 1 and args.executor != "mp":
-            raise ConfigError(f"--fault {args.fault}: vLLM's default executor at --tp 1 runs the model in the engine "
-                              "core, with no worker process; add --executor mp")
     if args.output:
         _check_writable(args.output)
     record = measure(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
