@@ -59,6 +59,7 @@ def links(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bundle.stub_wheel(d, "flashinfer-python", "0.1", ["cudaonly"], {"flashinfer/__init__.py": b""})
     bundle.stub_wheel(d, "cudaonly", "0.1", [], {"cudaonly/__init__.py": b""})
     bundle.stub_wheel(d, "fakeopt", "0.1", [], {"fakeopt/__init__.py": b""})
+    bundle.stub_wheel(d, "asv_runner", "0.3.2", [], {"asv_runner/__init__.py": b""})  # the harness's own (bundle.HARNESS)
     return d
 
 
@@ -95,7 +96,8 @@ def sha(path: Path) -> str:
 def test_build_manifest(built: Path):
     m = json.loads((built / "manifest.json").read_text())
     assert m["schema"] == bundle.SCHEMA and m["torch"] == f"torch=={TORCH}"
-    assert {f["project"] for f in m["files"]} == {"fakeengine", "fakedep", "click"}
+    # what the harness imports beside the engine travels with it, asked for or not (bundle.HARNESS)
+    assert {f["project"] for f in m["files"]} == {"fakeengine", "fakedep", "click", "asv_runner"}
     assert [c["what"] for c in m["box_carried"]] == ["click"]  # the box's, carried anyway (CARRY)
     assert m["box_unverified"] == [{"what": "boxpkg", "required": "boxpkg<2 by fakeengine", "resolved": "1.0"}]
     assert len(m["parts"]) >= 3
@@ -293,7 +295,7 @@ def test_build_for_a_described_box_carries_what_conflicts_with_its_versions(link
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["python"] == PY and m["platform"][0] == "manylinux_2_17_x86_64" and m["torch_carried"] is False
-    assert {f["project"] for f in m["files"]} == {"fakeengine", "fakedep", "click", "boxpkg"}
+    assert {f["project"] for f in m["files"]} == {"fakeengine", "fakedep", "click", "boxpkg", "asv_runner"}
     assert [c["what"] for c in m["box_carried"]] == ["click", "boxpkg"]
     assert m["box_carried"][1]["why"].startswith("the box's boxpkg 2.5 conflicts (fakeengine 1.0 depends on boxpkg<2")
 
@@ -305,6 +307,7 @@ def torch_links(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bundle.stub_wheel(d, "fakeengine", "3.0", ["torch==2.11.0"], {"fakeengine/__init__.py": b""})
     bundle.stub_wheel(d, "torch", "2.11.0", ["nvidia-fakelib==13.0"], {"torch/__init__.py": b"__version__ = '2.11.0'\n"})
     bundle.stub_wheel(d, "nvidia-fakelib", "13.0", [], {"nvidia_fakelib/__init__.py": b""})
+    bundle.stub_wheel(d, "asv_runner", "0.3.2", [], {"asv_runner/__init__.py": b""})
     return d
 
 
@@ -321,7 +324,7 @@ def test_build_carries_the_pinned_torch_when_the_box_has_another(torch_links: Pa
            "carries torch 2.11.0 and its CUDA libraries (GBs); driver 580.159.04 >= 580.65.06 for CUDA 13.0 of torch 2.11.0" in r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["torch_carried"] is True and m["torch"] == "torch==2.11.0"
-    assert {f["project"] for f in m["files"]} == {"fakeengine", "torch", "nvidia-fakelib"}
+    assert {f["project"] for f in m["files"]} == {"fakeengine", "torch", "nvidia-fakelib", "asv_runner"}
     venv = make_venv(tmp_path / "venv")  # lends this environment's torch, not 2.11.0
     r = run("install", "--bundle", str(out), "--venv", str(venv))
     assert r.returncode == 0, r.stderr

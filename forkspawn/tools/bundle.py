@@ -110,6 +110,11 @@ TRIM: list[tuple[str, str, str]] = [
      "deep_gemm builds for other Pythons than the target's"),
 ]
 
+# What the harness itself imports on the box beyond the engine and the box's packages: always
+# resolved with the engine (a bundle of vLLM alone, built without it, failed every cold start on
+# the box at `import forkspawn.stats`: 2026-12-07).
+HARNESS = ("asv_runner",)
+
 # Runtime variables the bundle needs because of what it left out.
 ENV: dict[str, tuple[str, str]] = {
     "VLLM_USE_FLASHINFER_SAMPLER": ("0", "flashinfer is not carried: without this vLLM's sampler "
@@ -500,7 +505,7 @@ def build(out: Path, *, python_version: str, platform: str, engine: str, require
         for n, v in pinned.items():
             stub_wheel(stubs, n, f"{v}+box")
         report = work / "report.json"
-        roots = [engine, *requires]
+        roots = [engine, *dict.fromkeys([*HARNESS, *requires])]
         built = work / "built"
         built.mkdir()
         from_sdist: list[str] = []
@@ -709,8 +714,8 @@ def summary(manifest: dict) -> dict:
         "name": "forkspawn-bundle",
         "schema": manifest["schema"],
         "engine": manifest["engine"],
-        "versions": {k: versions.get(k) for k in ("vllm", "xinference", "asv", "asv_runner")
-                     if k in versions} or versions,
+        "versions": {k: versions[k] for k in dict.fromkeys((parse_req(manifest["engine"])[0], "vllm", "xinference",
+                                                             "asv", "asv_runner")) if k in versions},
         "torch": manifest.get("torch"),
         "torch_carried": manifest.get("torch_carried", False),
         "files": len(manifest["files"]),
