@@ -35,10 +35,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from forkspawn import engines, machine, sidecar
 from forkspawn import vocabulary as vocab
@@ -46,9 +46,6 @@ from forkspawn.config import DEVICE_STATES, METHODS, PARENT_STATES, Config
 from forkspawn.record import Record, Run
 from forkspawn.vocabulary import STATUS_CODES, config_key
 from forkspawn.worker import PHASES
-
-if TYPE_CHECKING:
-    from .eta import RunProgress
 
 # The NVML-based CUDA check changes only the device-queried state, so in asv it is a value of
 # the parent-state axis rather than an axis of its own (half of which would be skipped calls).
@@ -197,7 +194,8 @@ class Suite:
     progress_file: str | None = None  # FORKSPAWN_PROGRESS: where progress lines go (make bench follows it)
     jobs: tuple[str, ...] = ()  # FORKSPAWN_JOBS: the asv --bench regexes of make bench's jobs, in order (the run's plan)
     # the run's cold starts against its estimate (benchmarks/eta.py), where `measure_first` keeps count
-    run_progress: RunProgress | None = field(default=None, compare=False, repr=False)
+    # (benchmarks/eta.RunProgress, made by the command line: the suite's glue does not import eta)
+    run_progress: Any = field(default=None, compare=False, repr=False)
 
     @property
     def on_gpu(self) -> bool:
@@ -475,7 +473,7 @@ STATE_PRIORITY = ("torch", "device-initialized", "device-queried", "bare", NVML_
 
 
 def measure_first(pattern: str, token: str, states: list[str] | None = None, methods: list[str] | None = None,
-                  alternate: bool = False, finish: bool = False) -> int:
+                  alternate: bool = False, finish: bool = False, progress: Any = None) -> int:
     """Measure the grid points of the `Startup` classes in `benchmarks/` whose `module.Class` name
     matches `pattern` (asv's --bench regex) in `STATE_PRIORITY` order, under asv's run token, so
     that a run cut short has the most useful answers; `asv run` with the same FORKSPAWN_RUN_ID then
@@ -487,7 +485,8 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
     nearly as many cold starts. With `finish`, nothing is
     measured: the points' records are written from the cold starts their journal holds, at the
     count the least measured of them reached (a lease ends mid-stage; the record's `repeat` says
-    that count). The number of points measured or found."""
+    that count). `progress` (benchmarks/eta.RunProgress) counts the run's cold starts against its
+    estimate for the progress lines. The number of points measured or found."""
     chosen = grid_points(pattern, states, methods)
     if finish:
         reached = min((_journalled(token, c, _conf_dir(cls()), cls.suite) for cls, _, c in chosen), default=0)
@@ -495,7 +494,7 @@ def measure_first(pattern: str, token: str, states: list[str] | None = None, met
         for cls, params, config in chosen:
             cached_record(token, config, _conf_dir(cls()), vocab.asv_params(*params), cls.suite)
         return len(chosen)
-    counted = _counted(token, pattern, chosen, states, methods)
+    counted = (lambda cls: replace(cls.suite, run_progress=progress)) if progress else (lambda cls: cls.suite)
     rounds = max((c.repeat for _, _, c in chosen), default=0) if alternate else 0
     # Round 0 makes the warm-ups (Config.warmup_starts); then the order turns round every round
     # (A B, B A, A B, ...): no point is always first after a warm-up, or always after another.
@@ -545,18 +544,6 @@ def grid_points(pattern: str, states: list[str] | None = None,
         except NotImplementedError:
             continue
     return chosen
-
-
-def _counted(token: str, pattern: str, chosen: list[tuple[type[Startup], tuple[str, ...], Config]],
-             states: list[str] | None, methods: list[str] | None) -> Callable[[type[Grid]], Suite]:
-    """The suite each class's points are measured under: where progress lines are written, with
-    the run's cold starts counted against its estimate (benchmarks/eta.py), for those lines."""
-    if not chosen or not chosen[0][0].suite.progress_file:
-        return lambda cls: cls.suite
-    from .eta import RunProgress
-
-    progress = RunProgress.start(token, pattern, states, methods, chosen[0][0].suite)
-    return lambda cls: replace(cls.suite, run_progress=progress)
 
 
 def _journalled(token: str, config: Config, conf_dir: Path, suite: Suite) -> int:

@@ -208,14 +208,23 @@ def _leftovers(args: argparse.Namespace) -> int:
     return 1 if lines else 0
 
 
-def _suite(module: str = "common") -> ModuleType:
-    """The asv suite's glue (benchmarks/common.py, beside this package in a checkout), or another
-    of its modules: profile, prefill and spent are the suite's commands; the harness itself knows
-    nothing of asv."""
+def _suite() -> ModuleType:
+    """The asv suite's glue (benchmarks/common.py, beside this package in a checkout): profile,
+    prefill and spent are the suite's commands; the harness itself knows nothing of asv."""
+    _checkout_on_path()
+    return importlib.import_module("benchmarks.common")
+
+
+def _eta() -> ModuleType:
+    """The suite's plan and estimate of a run (benchmarks/eta.py)."""
+    _checkout_on_path()
+    return importlib.import_module("benchmarks.eta")
+
+
+def _checkout_on_path() -> None:
     root = str(Path(__file__).resolve().parents[1])
     if root not in sys.path:
         sys.path.insert(0, root)
-    return importlib.import_module(f"benchmarks.{module}")
 
 
 def _run_id(command: str, why: str) -> str:
@@ -225,14 +234,18 @@ def _run_id(command: str, why: str) -> str:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    print("\n".join(_suite("eta").summary()))
+    print("\n".join(_eta().summary()))
     return 0
 
 
 def _prefill(args: argparse.Namespace) -> int:
     run_id = _run_id("prefill", "the asv run that will read the records back")
-    n = _suite().measure_first(args.regex, run_id, args.states.split(",") if args.states else None,
-                               args.methods.split(",") if args.methods else None, args.alternate, args.finish)
+    states, methods = (args.states.split(",") if args.states else None), (args.methods.split(",") if args.methods else None)
+    suite = _suite().SUITE
+    # the run's cold starts counted against its estimate, for the progress lines make bench follows
+    progress = (_eta().RunProgress.start(run_id, args.regex, states, methods, suite)
+                if suite.progress_file and not args.finish else None)
+    n = _suite().measure_first(args.regex, run_id, states, methods, args.alternate, args.finish, progress)
     print(f"prefill {args.regex}: {n} configuration(s) recorded under run {run_id}")
     return 0
 

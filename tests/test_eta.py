@@ -88,13 +88,14 @@ def test_each_cold_start_says_how_far_the_run_is(tmp_path: Path, monkeypatch) ->
     (tmp_path / "asv.conf.json").write_text(json.dumps({"results_dir": "results"}))
     monkeypatch.setenv("ASV_COMMIT", "0" * 40)
     monkeypatch.setenv("ASV_CONF_DIR", str(tmp_path))
-    progress = tmp_path / "progress.log"
+    progress_log = tmp_path / "progress.log"
     suite = common.Suite.from_environ({"FORKSPAWN_GPUS": "0", "FORKSPAWN_PROFILE": "quick", "FORKSPAWN_ASV_MACHINE": "m",
-                                       "FORKSPAWN_PROGRESS": str(progress)})
+                                       "FORKSPAWN_PROGRESS": str(progress_log)})
     monkeypatch.setattr(TorchTPStartup, "suite", suite)
     pattern = r"^torch_tp\.TorchTPStartup$"
-    assert common.measure_first(pattern, "tok", ["torch"], ["fork", "spawn"]) == 2
-    lines = [line.split(" ", 1)[1] for line in progress.read_text().splitlines()]  # less the time of day
+    progress = eta.RunProgress.start("tok", pattern, ["torch"], ["fork", "spawn"], suite)  # as `forkspawn prefill` does
+    assert common.measure_first(pattern, "tok", ["torch"], ["fork", "spawn"], progress=progress) == 2
+    lines = [line.split(" ", 1)[1] for line in progress_log.read_text().splitlines()]  # less the time of day
     assert lines[0].startswith(f"prefill {pattern}: its points so far: 0/2 cold starts, about ")
     assert lines[0].endswith(" s left (estimated)")
     fork, spawn = [line for line in lines if " run 1/1: " in line]

@@ -161,6 +161,7 @@ def nvmlSystemGetDriverVersion(): return "580.159.04"
 def nvmlDeviceGetCount(): return 2
 def nvmlDeviceGetHandleByIndex(i): return i
 def nvmlDeviceGetName(h): return f"NVIDIA H100 80GB HBM3 #{h}"
+def nvmlDeviceGetUUID(h): return f"GPU-00000000-0000-0000-0000-00000000000{h}"
 def nvmlDeviceGetMemoryInfo(h): return SimpleNamespace(total=81559 << 20, used=(h + 1) << 20)
 """
 

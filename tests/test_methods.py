@@ -37,7 +37,9 @@ def test_every_method_is_defined_for_every_way_of_applying_it() -> None:
     for m in methods.METHODS:
         assert vocab.base_method(m) == m
         assert apply.vllm_environment(m)[apply.VLLM_METHOD_ENV] in ("fork", "spawn", "forkserver")
-        assert apply.vllm_backend(m) in ("mp", "ray")
+        # vLLM's own default executor (None), its Ray executor for ray, the mp variant where asked
+        assert apply.vllm_backend(m) == ("ray" if m == "ray" else None)
+        assert apply.vllm_backend(m, "mp") == ("ray" if m == "ray" else "mp")
     assert [vocab.base_method(label) for label in ("fork-eager", "spawn-coldcache", "ray-override")] == \
         ["fork", "spawn", "ray"]
     with pytest.raises(ValueError, match="unknown start method 'vfork'"):
