@@ -129,7 +129,7 @@ def compare_paired(a: list[tuple[str, str, float]], b: list[tuple[str, str, floa
                            "lease_bound": False, "leases_needed": None, "cold_starts_needed": None}
     within = {k: blocked.signed_rank_shift(d, CONFIDENCE) for k, d in blocks.items()}
     bounded = {k: s for k, s in within.items() if s["ci_low"] is not None}
-    short = [f"{_lease(k)} ({len(blocks[k])} pairs)" for k in blocks if k not in bounded]
+    short = [f"{_lease(k)} ({_pairs_text(len(blocks[k]))})" for k in blocks if k not in bounded]
     left_out = f"; left out, too few pairs for an interval: {', '.join(short)}" if short and bounded else ""
     tol = 100 * tolerance
     if not bounded:
@@ -137,7 +137,7 @@ def compare_paired(a: list[tuple[str, str, float]], b: list[tuple[str, str, floa
         most = max(map(len, blocks.values()), default=0)
         return out | {"diff_pct": pooled["estimate"], "ci_low_pct": None, "ci_high_pct": None,
                       "verdict": "no interval", "cold_starts_needed": MIN_PAIRS,
-                      "scope": f"{most} pairs in the largest block, {MIN_PAIRS} needed for an exact 99% interval"}
+                      "scope": f"{_pairs_text(most)} in the largest block, {MIN_PAIRS} needed for an exact 99% interval"}
     if len(bounded) == 1:
         (block, s), = bounded.items()
         est, lo, hi = s["estimate"], s["ci_low"], s["ci_high"]
@@ -238,12 +238,17 @@ def cells(parity: pd.DataFrame) -> list[list[str]]:
 
 
 def design_text(r: Any) -> str:
-    """'14 pairs by round (0 dropped); leases not recorded: between-lease variation not in this
-    interval', or the unpaired fallback's reason."""
+    """'14 pairs by round; leases not recorded: between-lease variation not in this interval' (and
+    how many were dropped), or the unpaired fallback's reason."""
     if r.design != "paired":
         return str(r.scope)
     dropped = f", {int(r.dropped)} dropped" if r.dropped else ""
-    return f"{int(r.pairs)} pairs by round{dropped}; {r.scope}"
+    scope = "" if r.verdict == "no interval" else f"; {r.scope}"  # the verdict says why there is none
+    return f"{_pairs_text(int(r.pairs))} by round{dropped}{scope}"
+
+
+def _pairs_text(n: int) -> str:
+    return f"{n} pair{'s' * (n != 1)}"
 
 
 NOTE = ("Each side's rate: the median over cold starts of each cold start's rate (for an engine, the median of "
