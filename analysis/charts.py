@@ -732,7 +732,7 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         ax.annotate("fork (reference)", (0, 0), xytext=(5, -10), textcoords="offset points", fontsize=8)
         ax.set_title(f"extra start-up time vs extra {title}")
         ax.set_xlabel(f"extra MiB per replica vs fork ({title})")
-        ax.set_ylabel("extra seconds to ready vs fork")
+        ax.set_ylabel("extra seconds to ready vs fork (from the start request)")
     handles = [Line2D([], [], color=colors[m], marker="o", ls="", label=m) for m in colors if m != "fork"]
     handles += [Line2D([], [], color="#555", marker=markers[s], ls="", label=f"parent: {s}") for s in states]
     # Numbered points with their key (labels beside clustered points would overlap).

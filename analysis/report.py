@@ -54,12 +54,15 @@ CAPTIONS = {
                   "With few cold starts the interval is wide: compare bars whose whiskers do not overlap; the "
                   "decision above weighs decode across cold starts where a fork/spawn pair has it.",
     "tradeoff": "Each point is one start method in one setting (engine, parent state, TP size) compared with "
-                "fork in the same setting: to the right it needs more memory per replica, upwards it takes "
-                "longer to become ready. Settings where fork failed have no reference and are left out.",
-    "amortisation": "For each engine and mode, the method that starts fastest against its spawn twin (or the next "
-                    "fastest): how much slower it may decode before its start-up saving is gone (the break-even "
-                    "decode gap), against the busy hours a day, one line per number of (re)starts a day. The red band "
-                    "is the 99% interval of how much slower it decodes (across cold starts where measured so, else "
+                "fork in the same setting: to the right it needs more memory per replica (PSS at ready), upwards "
+                "it takes longer to become ready (from the start request). Settings where fork failed have no "
+                "reference and are left out.",
+    "amortisation": "For each engine and mode, the method that restarts fastest (teardown + exec to ready where "
+                    "recorded, else time to ready from the start request: the title says which) against its spawn "
+                    "twin (or the next fastest): how much slower it may decode before its start-up saving is gone "
+                    "(the break-even decode gap), against the busy hours a day, one line per number of (re)starts a "
+                    "day. The red band is the 99% interval of how much slower it decodes (across cold starts, paired "
+                    "by lease and round, where measured so, else "
                     "asv's intervals): where a line runs above the band, the faster start pays at every point of the "
                     "interval; inside or below it there is no verdict. The dotted line is where the planner's verdict "
                     "holds up to at 24 starts a day (the start-up interval's low end against the decode's worst case).",
