@@ -320,7 +320,7 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
         restart = side.restart.value if side and side.restart else None
         medians = values.loc[method] if method in values.index else pd.Series(dtype=float)
         grown = (scale - 1) * _weights_span(medians) if scale else 0.0  # models.py's rule, as in `sides`
-        clock = lambda m: medians.get(m) + grown if _num(medians.get(m)) else None  # noqa: E731
+        scaled = lambda m: medians.get(m) + grown if _num(medians.get(m)) else None  # noqa: E731
         rows.append({
             "method": method, "status": status.at[method, "status"], "method_used": status.at[method, "method_used"],
             "error": status.at[method, "error"], "replicas": per_node,
@@ -334,9 +334,8 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
             "gpu_headroom_gib": (gpu_mib - need.fixed - max(kv or 0, 0)) / 1024
             if need and gpu_mib and need.reserves is not None else None,
             "gpu": need.describe(gpu_mib, gpu_memory_utilization) if need and gpu_mib else "",
-            "time_to_ready_s": clock(vocab.TIME_TO_READY), "exec_to_ready_s": clock(vocab.EXEC_TO_READY),
-            "teardown_s": medians.get(vocab.TEARDOWN),
-            "restart_s": restart, "restart_clock": side.clock if side else "",
+            "time_to_ready_s": scaled(vocab.TIME_TO_READY), "exec_to_ready_s": scaled(vocab.EXEC_TO_READY),
+            "teardown_s": medians.get(vocab.TEARDOWN), "restart_s": restart,
             "ttr_includes": _includes(ok, method),
             "startup_gpu_s_per_day": restarts_per_day * restart * tp if _num(restart) else None,
             "tokens_per_s": side.rate.value if side and side.rate else None,
@@ -353,7 +352,7 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     result = Plan("", table, extrapolated=_extrapolated_text(measured_model, model, scale) if scale else "")
     _verdict(result, sides_, dep, parity_rows, batch, asked, caveat, "GPU-s" if node.gpus else "core-s")
     device = "GPU" if node.gpus else "CPU core"
-    what = f"{engine}{f' ({mode_text(mode)})' if mode else ''}" + (f", {measured_model.label}" if measured_model else "")
+    what = f"{engine}{f', {mode_text(mode)}' if mode else ''}" + (f", {measured_model.label}" if measured_model else "")
     executors = derive.executors(df[df["metric"] == vocab.STATUS])
     clocks = " / ".join(dict.fromkeys(s.clock for s in sides_.values() if s.restart and s.clock))
     result.scenario = (

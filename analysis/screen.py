@@ -16,7 +16,7 @@ from forkspawn import vocabulary as vocab
 
 from . import decide, models, parity
 from .capacity import BUSY_HOURS, HOST_READINGS, RESTARTS_PER_DAY, Node, Plan, mode_of, mode_text, plan
-from .derive import RESTART, Estimate, difference, executors, interval_text, view
+from .derive import INCLUDES, RESTART, Estimate, difference, executors, interval_text, view
 from .fmt import engine_label, num, pct
 from .load import ASKED, LEGACY_EXECUTOR, BadInput, Results, is_legacy, latest
 
@@ -38,6 +38,7 @@ class Decision:
     # method -> metric -> its median with the 99% interval (time to ready, exec to ready, teardown,
     # restart, and the group's PSS readings): the clocks and readings beside the verdict's figures
     estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    server_start: set[str] = field(default_factory=set)  # methods whose time to ready runs from a server's start
 
     @property
     def setting(self) -> str:
@@ -85,6 +86,8 @@ def decisions(results: Results, restarts_per_day: float = RESTARTS_PER_DAY, busy
             d = Decision(machine, name, size.label if size else "model not recorded", int(tp), mode, state)
             mine = g[(g["parent_state"] == state) & g[ASKED].map(lambda m: mode_of(m, labels) == mode)]
             d.executor, d.estimates = _executor(results, mine), _estimates(mine)
+            ttr = mine[(mine["metric"] == vocab.TIME_TO_READY) & mine[INCLUDES].str.startswith("server", na=False)]
+            d.server_start = set(ttr["method"])
             if node is None:
                 d.error = "the machine's description is not in the records"
                 out.append(d)
@@ -124,9 +127,9 @@ def _estimates(rows: pd.DataFrame) -> dict[str, dict[str, Estimate]]:
     """method (as it ran) -> metric -> Estimate, for the clocks of a restart and the replica's PSS readings."""
     wanted = set(CLOCKS) | {m for _, m in HOST_READINGS}
     ok = rows[(rows["status"] == "ok") & rows["metric"].isin(wanted) & rows["value"].notna()]
+    f = lambda v: float(v) if pd.notna(v) else None  # noqa: E731
     out: dict[str, dict[str, Estimate]] = {}
     for r in ok.itertuples(index=False):
-        f = lambda v: float(v) if pd.notna(v) else None  # noqa: E731
         out.setdefault(r.method, {})[r.metric] = Estimate(float(r.value), f(r.ci_low), f(r.ci_high),
                                                          int(r.n) if pd.notna(r.n) else None)
     return out
@@ -152,13 +155,11 @@ def figures(d: Decision) -> list[tuple[str, str, str, str]]:
     out = []
     b, c = d.estimates.get(o.b.method, {}), d.estimates.get(o.o.method, {})
     if o.b.restart and o.o.restart:
+        since = "the server's start request" if o.b.method in d.server_start else "the start request"
+        rows = [(f"time to ready (from {since}), s", RESTART)]
         if o.b.verb == "restarts":
             rows = [("restart: teardown + exec to ready, s", RESTART), ("exec to ready, s", vocab.EXEC_TO_READY),
-                    ("teardown, s", vocab.TEARDOWN), ("time to ready (from the start request), s", vocab.TIME_TO_READY)]
-        else:
-            server = o.b.clock.startswith("from the server")
-            rows = [(f"time to ready ({'from the server start request' if server else 'from the start request'}), s",
-                     RESTART)]
+                    ("teardown, s", vocab.TEARDOWN), (rows[0][0], vocab.TIME_TO_READY)]
         for what, metric in rows:
             x, y = (o.b.restart, o.o.restart) if metric == RESTART else (b.get(metric), c.get(metric))
             if x and y:
