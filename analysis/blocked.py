@@ -96,6 +96,27 @@ def half_width(variances: Sequence[float], tau2: float, confidence: float = 0.99
     return t_quantile(0.5 + confidence / 2, k - 1) * math.sqrt(1 / sum(1 / (v + tau2) for v in variances))
 
 
+def cheapest(variances: Sequence[float], pairs: Sequence[int], tau2: float, target: float,
+             confidence: float = 0.99, most: int = 200, most_blocks: int = 50) -> tuple[str, int] | None:
+    """What would bring a random-effects interval's half-width to `target` for the fewest pairs in
+    all, if the blocks stay as measured: ("pairs", m), m pairs in each of these blocks (impossible
+    where the between-block term alone, t x tau / sqrt(k), is wider: more pairs here shrink only
+    the within-block variances, as 1/n), or ("blocks", k), k blocks each like the mean one; None
+    where neither does within `most` pairs a block or `most_blocks` blocks."""
+    k = len(variances)
+    options = []
+    if t_quantile(0.5 + confidence / 2, k - 1) * math.sqrt(tau2 / k) < target:
+        m = next((m for m in range(max(pairs) + 1, most + 1)
+                  if half_width([v * n / m for v, n in zip(variances, pairs)], tau2, confidence) <= target), None)
+        if m:
+            options.append((m * k, "pairs", m))
+    v, n = statistics.fmean(variances), statistics.fmean(pairs)
+    blocks = next((j for j in range(k + 1, most_blocks + 1) if half_width([v] * j, tau2, confidence) <= target), None)
+    if blocks:
+        options.append((blocks * n, "blocks", blocks))
+    return min(options)[1:] if options else None
+
+
 def t_cdf(x: float, df: int) -> float:
     """Student's t distribution function for integer degrees of freedom."""
     if df < 1:

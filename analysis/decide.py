@@ -38,9 +38,10 @@ import pandas as pd
 
 from forkspawn.stats import samples_for
 
+from . import blocked
 from .derive import RESTART_CLOCK, Estimate, difference, interval_text, runs_needed
 from .fmt import num, pct
-from .parity import MIN_PAIRS, TOLERANCE
+from .parity import TOLERANCE, interval_needs, lease_text
 
 THRESHOLD = TOLERANCE  # a verdict's deciding difference: at least this fraction of the other's value
 DAY_H = 24.0
@@ -72,9 +73,12 @@ class Decode:
     source: str
     n: int | None = None  # cold starts a side (the fewer), or pairs where paired by round
     # across leases: the half-width the interval keeps however many cold starts each lease gets
-    # (parity's floor: t x tau / sqrt(k)), as a fraction, and the leases behind it
+    # (parity's floor: t x tau / sqrt(k)), as a fraction, the leases behind it, and parity's `blocks`
+    # (each lease's variance and pairs, tau^2, in %): what more cold starts or leases would do
     floor: float | None = None
     leases: int | None = None
+    needs: str = ""  # what a decode interval would take where this one has none (decode parity's design)
+    blocks: tuple | None = None
 
     @property
     def bounded(self) -> bool:
@@ -116,7 +120,8 @@ class Outcome:
 def flip(d: Decode) -> Decode:
     """O over B from B over O: r' = 1 / (1 + r) - 1, the interval's ends swapped."""
     inv = lambda x: None if x is None else 1 / (1 + x) - 1  # noqa: E731
-    return Decode(inv(d.est), inv(d.hi), inv(d.lo), d.source, d.n, d.floor, d.leases)
+    # the leases' variances stay in % of the reference's rate: at a few % apart, near enough either way
+    return Decode(inv(d.est), inv(d.hi), inv(d.lo), d.source, d.n, d.floor, d.leases, d.needs, d.blocks)
 
 
 def decode_of(b: Side, o: Side, parity_rows: pd.DataFrame | None = None, batch: int | None = None,
@@ -125,10 +130,13 @@ def decode_of(b: Side, o: Side, parity_rows: pd.DataFrame | None = None, batch: 
     interval at this batch, else asv's intervals of the medians (n >= 3), else the medians alone."""
     asked = asked or {}
     a, c = asked.get(b.method, b.method), asked.get(o.method, o.method)
+    needs = ""
     if parity_rows is not None and len(parity_rows) and batch is not None:
         for x, y, flipped in ((a, c, False), (c, a, True)):
             row = parity_rows[(parity_rows["method"] == x) & (parity_rows["reference"] == y)
                               & (parity_rows["batch"] == batch)]
+            if len(row) and pd.isna(row["ci_low_pct"].iloc[0]):
+                needs = interval_needs(row.iloc[0])
             if len(row) and pd.notna(row["ci_low_pct"].iloc[0]):
                 r = row.iloc[0]
                 if r["design"] == "paired":
@@ -140,13 +148,15 @@ def decode_of(b: Side, o: Side, parity_rows: pd.DataFrame | None = None, batch: 
                 floor = r["floor_pct"] / 100 if pd.notna(r["floor_pct"]) else None
                 d = Decode(r["diff_pct"] / 100, r["ci_low_pct"] / 100, r["ci_high_pct"] / 100,
                            f"across cold starts, {how}; {r['verdict']}", n, floor,
-                           int(r["leases"]) if pd.notna(r["leases"]) else None)
+                           int(r["leases"]) if pd.notna(r["leases"]) else None,
+                           blocks=r["blocks"] if isinstance(r.get("blocks"), tuple) else None)
                 return flip(d) if flipped else d
     if b.rate is None or o.rate is None or not o.rate.value:
         return None
     est = b.rate.value / o.rate.value - 1
     if difference(b.rate, o.rate).lo is None or not (o.rate.lo and o.rate.lo > 0):
-        return Decode(est, None, None, "medians only: no interval below n=3", min(b.rate.n or 0, o.rate.n or 0) or None)
+        return Decode(est, None, None, "medians only: no interval below n=3", min(b.rate.n or 0, o.rate.n or 0) or None,
+                      needs=needs)
     return Decode(est, b.rate.lo / o.rate.hi - 1, b.rate.hi / o.rate.lo - 1, "asv's intervals of the medians",
                   min(b.rate.n or 0, o.rate.n or 0) or None)
 
@@ -253,8 +263,8 @@ def _open(out: Outcome, dep: Deployment) -> None:
             needs.append("a decode rate of both")
         elif not d.bounded:
             why.append(f"decode {d.text(b.method, o.method)}")
-            needs.append(f"a decode interval: at least {MIN_PAIRS} cold starts a side, paired by round in one lease "
-                         f"(decode parity)")
+            asv = "at least 3 cold starts a side (asv's intervals of the medians)"
+            needs.append(f"a decode interval: {d.needs or asv}")
         else:
             why.append(f"decode {d.text(b.method, o.method)}")
             gap = break_even_gap(s.value, dep.restarts_per_day, dep.busy_hours) if s and s.value > 0 else None
@@ -265,12 +275,19 @@ def _open(out: Outcome, dep: Deployment) -> None:
                 target = abs(d.est + gap)  # the estimate's distance from the break-even (r = -gap)
                 side = b.method if d.est > -gap else o.method
                 reach = d.est - d.lo if side == b.method else d.hi - d.est  # the bound that must pass it
-                n = samples_for(reach, d.n, target) if target and d.n else None
-                if d.floor is not None and d.floor >= target:  # lease-to-lease variation is what is left
-                    needs.append(f"cold starts from another lease would decide it, not more in these {d.leases} "
-                                 f"(their variation keeps the interval ±{_pct(d.floor)} wide)")
-                elif n and n < 10_000:
-                    needs.append(f"about {n} cold starts a side ({side}, if the shift stays at its estimate)")
+                if d.blocks is not None:  # several leases: more cold starts in these, or another lease
+                    variances, pairs, tau2 = d.blocks
+                    more = blocked.cheapest(variances, pairs, tau2, 100 * target) if target else None
+                    if more and more[0] == "pairs":
+                        needs.append(f"about {more[1]} cold starts a side in each of these {d.leases} leases ({side}, "
+                                     f"if the shift stays at its estimate)")
+                    elif target:
+                        needs.append(lease_text(d.leases, 100 * d.floor, 100 * target, more[1] if more else None,
+                                                verb=False))
+                else:
+                    n = samples_for(reach, d.n, target) if target and d.n else None
+                    if n and n < 10_000:
+                        needs.append(f"about {n} cold starts a side ({side}, if the shift stays at its estimate)")
                 out.hours_max = hours_max(s, d, dep)
                 if out.hours_max is not None:
                     needs.append(f"{b.method} holds for a fleet decoding at most {hours_text(out.hours_max)} a day at "

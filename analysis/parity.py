@@ -63,7 +63,8 @@ NO_LEASE = "lease not recorded"  # the block of cold starts without a boot id
 UNPAIRED = "unpaired: the records keep no cold start of their own (before record/2)"
 COLUMNS = ["machine", "engine", "model", "tp", "parent_state", "cuda_check", "method", "reference", "batch", "rate",
            "reference_rate", "n", "reference_n", "diff_pct", "ci_low_pct", "ci_high_pct", "verdict", "cold_starts_needed",
-           "design", "pairs", "dropped", "leases", "tau_pct", "floor_pct", "lease_bound", "leases_needed", "scope"]
+           "design", "pairs", "dropped", "leases", "tau_pct", "floor_pct", "lease_bound", "leases_needed", "scope",
+           "blocks"]
 
 
 def reference_of(method: str, methods: set[str]) -> str | None:
@@ -126,7 +127,7 @@ def compare_paired(a: list[tuple[str, str, float]], b: list[tuple[str, str, floa
     out: dict[str, Any] = {"rate": statistics.median(r for *_, r in a), "reference_rate": base, "n": len(a),
                            "reference_n": len(b), "design": "paired", "pairs": sum(map(len, blocks.values())),
                            "dropped": dropped, "leases": len(blocks), "tau_pct": None, "floor_pct": None,
-                           "lease_bound": False, "leases_needed": None, "cold_starts_needed": None}
+                           "lease_bound": False, "leases_needed": None, "cold_starts_needed": None, "blocks": None}
     within = {k: blocked.signed_rank_shift(d, CONFIDENCE) for k, d in blocks.items()}
     bounded = {k: s for k, s in within.items() if s["ci_low"] is not None}
     short = [f"{_lease(k)} ({_pairs_text(len(blocks[k]))})" for k in blocks if k not in bounded]
@@ -155,19 +156,39 @@ def compare_paired(a: list[tuple[str, str, float]], b: list[tuple[str, str, floa
     est, lo, hi, k = re["estimate"], re["ci_low"], re["ci_high"], len(keys)
     floor = re["t"] * math.sqrt(re["tau2"] / k)  # the half-width left with every lease measured forever
     out |= {"diff_pct": est, "ci_low_pct": lo, "ci_high_pct": hi, "leases": k, "tau_pct": math.sqrt(re["tau2"]),
-            "floor_pct": floor, "scope": f"{k} leases, random effects (DerSimonian-Laird, t with {k - 1} df){left_out}"}
+            "floor_pct": floor, "scope": f"{k} leases, random effects (DerSimonian-Laird, t with {k - 1} df){left_out}",
+            # each lease's variance (%^2) and pairs, and tau^2: what the planner's own target needs (decide.py)
+            "blocks": (tuple(variances), tuple(len(blocks[x]) for x in keys), re["tau2"])}
     verdict = _verdict(lo, hi, tol)
     if verdict == "unresolved":
-        target = max(abs(est), tol - abs(est))  # the half-width that would exclude 0 or fit ±tolerance
-        if floor >= target:
-            out["lease_bound"], out["leases_needed"] = True, _leases_needed(variances, re["tau2"], target)
+        # the half-width that would exclude 0 or fit ±tolerance, whichever comes first
+        more = blocked.cheapest(variances, [len(blocks[x]) for x in keys], re["tau2"], max(abs(est), tol - abs(est)),
+                                CONFIDENCE, 200, MAX_LEASES)
+        if more and more[0] == "blocks":
+            out["lease_bound"], out["leases_needed"] = True, more[1]
+        elif more:
+            out["cold_starts_needed"] = more[1]
         else:
-            n = max(len(blocks[x]) for x in keys)
-            out["cold_starts_needed"] = next(
-                (m for m in range(n + 1, 201)
-                 if blocked.half_width([v * len(blocks[x]) / m for v, x in zip(variances, keys)], re["tau2"],
-                                       CONFIDENCE) <= target), None)
+            out["lease_bound"] = floor >= max(abs(est), tol - abs(est))
     return out | {"verdict": verdict}
+
+
+def interval_needs(r: Any) -> str:
+    """What a parity row without an interval would take to have one, by its design."""
+    if r["design"] == "paired":
+        return f"at least {MIN_PAIRS} cold starts a side, paired by round in one lease (decode parity)"
+    return f"at least {MIN_UNPAIRED} cold starts a side (decode parity)"
+
+
+def lease_text(k: int, floor: float, target: float, leases: Any, verb: bool = True) -> str:
+    """'cold starts from another lease would decide it, not more in these 2 (about 5 leases in all)':
+    where between-lease variation (the floor, t x tau / sqrt(k)) stands between the data and a
+    verdict, or another lease costs fewer cold starts than more in these; `verb=False` for a list
+    that already says "would decide it"."""
+    here = f"not more in these {k}" if floor >= target else f"sooner than more in these {k}"
+    about = (f"about {int(leases)} leases in all" if leases is not None and not pd.isna(leases)
+             else f"more than {MAX_LEASES} leases at this variation")
+    return f"cold starts from another lease{' would decide it' if verb else ''}, {here} ({about})"
 
 
 def _lease(block: str) -> str:
@@ -188,14 +209,6 @@ def _needed(est: float, lo: float, hi: float, n: int, tol: float) -> int | None:
     fit = (max(samples_for(est - lo, n, tol + est) or n, samples_for(hi - est, n, tol - est) or n)
            if abs(est) < tol else None)
     return min(filter(None, (exclude, fit)), default=None)
-
-
-def _leases_needed(variances: list[float], tau2: float, target: float) -> int | None:
-    """Leases (each measured as the mean of these) whose random-effects interval would be `target`
-    wide on either side; None beyond MAX_LEASES."""
-    v = statistics.fmean(variances)
-    return next((k for k in range(len(variances) + 1, MAX_LEASES + 1)
-                 if blocked.half_width([v] * k, tau2, CONFIDENCE) <= target), None)
 
 
 def compare(a: list[float], b: list[float], tolerance: float = TOLERANCE, scope: str | None = None) -> dict[str, Any]:
@@ -219,7 +232,7 @@ def compare(a: list[float], b: list[float], tolerance: float = TOLERANCE, scope:
             "diff_pct": pct(s["estimate"]), "ci_low_pct": lo, "ci_high_pct": hi, "verdict": verdict,
             "cold_starts_needed": needed, "design": "unpaired", "pairs": None, "dropped": None, "leases": None,
             "tau_pct": None, "floor_pct": None, "lease_bound": False, "leases_needed": None,
-            "scope": scope or UNPAIRED}
+            "scope": scope or UNPAIRED, "blocks": None}
 
 
 HEADER = ["setting", "method vs reference", "batch", "tokens/s (n cold starts)", "reference tokens/s (n)",
@@ -286,11 +299,11 @@ def verdict_text(r: Any) -> str:
     """The verdict with what would decide it: cold starts a side, or, where lease-to-lease
     variation is what is left, cold starts from other leases."""
     if r.verdict == "unresolved" and r.lease_bound:
-        more = (f" (about {int(r.leases_needed)} leases)" if pd.notna(r.leases_needed)
-                else f" (more than {MAX_LEASES} leases at this variation)")
-        return f"unresolved: cold starts from another lease would decide it, not more in these {int(r.leases)}{more}"
+        target = max(abs(r.diff_pct), 100 * TOLERANCE - abs(r.diff_pct))
+        return f"unresolved: {lease_text(int(r.leases), r.floor_pct, target, r.leases_needed)}"
     if r.verdict == "unresolved" and pd.notna(r.cold_starts_needed):
-        return f"unresolved: about {int(r.cold_starts_needed)} cold starts a side would decide it"
+        where = f" in each of these {int(r.leases)} leases" if r.design == "paired" and r.leases > 1 else ""
+        return f"unresolved: about {int(r.cold_starts_needed)} cold starts a side{where} would decide it"
     if r.verdict == "no interval" and r.design == "paired":
         return f"no interval: {r.scope}"
     if r.verdict == "no interval":

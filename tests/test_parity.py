@@ -116,7 +116,7 @@ def test_leases_are_blocks_and_their_variation_widens_the_interval() -> None:
     assert row["tau_pct"] > 0.5 and row["verdict"] == "unresolved" and row["lease_bound"]
     assert row["ci_low_pct"] < -3 and row["ci_high_pct"] > 3  # t(1 df) = 63.7 at 99%: two leases are little
     text = parity.verdict_text(row)
-    assert text.startswith("unresolved: cold starts from another lease would decide it, not more in these 2")
+    assert text.startswith("unresolved: cold starts from another lease would decide it, not more in these 2 (about")
     # what the planner says would decide it is the same
     rows = parity.table(_records({"fork": split, "spawn": spawn}))
     b, o = decide.Side("fork", None, None), decide.Side("spawn", None, None)
