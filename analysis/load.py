@@ -50,7 +50,7 @@ RECORD_COLUMNS = ["machine", "commit", "env", "date", "engine", "model", "method
 # Engines that run vLLM's executors. Before record/3 a record did not name the executor: the vLLM
 # adapters passed `mp` at every TP size (`ray` for the ray method), so that is what ran.
 VLLM_ENGINES = ("vllm", "vllm-serve")
-LEGACY_EXECUTOR = "not recorded before record/3: the adapter's fixed choice"
+LEGACY_EXECUTOR = "the adapter's fixed choice before record/3"
 MACHINE_COLUMNS = [
     "machine", "commit", "env", "date", "engine", "engine_version", "gpu", "gpu_count", "gpu_memory_mib",
     "gpu_driver", "cpu", "num_cpu", "ram_gib", "os", "versions",

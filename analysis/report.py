@@ -29,40 +29,30 @@ from .load import VLLM_ENGINES, BadInput, Results, is_legacy, latest, load
 from .verdict import method_order
 
 CAPTIONS = {
-    "startup_phases": "When each start-up phase ended for the slowest rank, stacked in time order, one row per "
-                      "engine with its own phases: each segment is the time from the previous phase's end to this "
-                      "one's (clamped at 0), so the bar's height is the time to ready; where the record has exec to "
-                      "ready (record/3) the bar starts at the exec of the process restarted, its first segment the "
-                      "parent's interpreter start, state and imports before the start request, and its height is "
-                      "exec to ready. vLLM's engine core and worker each have their process creation and their "
-                      "interpreter start + imports as segments of their own; a record from before record/3 has no "
-                      "import phase, so its segments that held a spawned process's imports say so. One scale per "
-                      "engine (row); whiskers are the bar's 99% CI; a bar too short to see is marked (▼); "
-                      "hatched slots are configurations that failed, labelled with the exception. "
-                      "Under fork the child skips the imports its parent already did; forkserver-preload moves "
-                      "them into the forkserver, which starts before the first rank.",
+    "startup_phases": "When each start-up phase ended (slowest rank), stacked in time order, one row per engine: "
+                      "each segment runs from the previous phase's end to this one's (clamped at 0), so a bar is the "
+                      "time to ready (record/3: exec to ready, the parent's interpreter start, state and imports "
+                      "first; vLLM's interpreter starts + imports are segments of their own). One scale per engine; "
+                      "whiskers: its 99% CI; ▼: a bar too short to see; hatched: failed, labelled with the exception. "
+                      "Under fork the child skips the imports its parent did; forkserver-preload does them in the "
+                      "forkserver.",
     "memory": "Host memory of every process of one replica at ready, stacked so that the bar is the worker "
               "group (parent, forkserver if any, ranks). USS and PSS stacks are the real footprint; an RSS "
-              "stack counts each shared page once per process, so it overstates what copy-on-write shares. "
-              "Where the replica was read again (record/3), the group's PSS once decoding ended (–) and after the "
-              "parent's gc.collect() (×) are marked beside its PSS bar: a forked replica's shared pages are copied "
-              "as either side writes them, so its PSS at ready is the low end of what it holds. "
-              "GPU memory (NVML, per process, CUDA context included) appears on GPU machines.",
+              "stack counts each shared page once per process (it overstates); group PSS after decode (–) and gc "
+              "(×) marked where read. GPU memory (NVML, per process, CUDA context included) on GPU machines.",
     "throughput": "Steady-state decode rate after warm-up (all ranks of a replica together), median of the cold "
                   "starts; whiskers are asv's 99% confidence interval of the median; one cut at the axis is marked "
                   "(▲) and its end listed in the panel, which also names the rates not resolved from fork's at 99%. "
                   "With few cold starts the interval is wide: compare bars whose whiskers do not overlap; the "
                   "decision above weighs decode across cold starts where a fork/spawn pair has it.",
     "tradeoff": "Each point is one start method in one setting (engine, parent state, TP size) compared with "
-                "fork in the same setting: to the right it needs more memory per replica (PSS at ready), upwards "
-                "it takes longer to become ready (from the start request). Settings where fork failed have no "
-                "reference and are left out.",
-    "amortisation": "For each engine and mode, the method that restarts fastest (teardown + exec to ready where "
-                    "recorded, else time to ready from the start request: the title says which) against its spawn "
-                    "twin (or the next fastest): how much slower it may decode before its start-up saving is gone "
-                    "(the break-even decode gap), against the busy hours a day, one line per number of (re)starts a "
-                    "day. The red band is the 99% interval of how much slower it decodes (across cold starts, paired "
-                    "by lease and round, where measured so, else "
+                "fork in the same setting: to the right it needs more memory per replica, upwards it takes "
+                "longer to become ready. Settings where fork failed have no reference and are left out.",
+    "amortisation": "For each engine and mode, the method that restarts fastest against "
+                    "its spawn twin (or the next fastest): how much slower it may decode before its start-up saving is "
+                    "gone (the break-even decode gap), against the busy hours a day, one line per number of (re)starts "
+                    "a day. The red band is the 99% interval of how much slower it decodes (across cold starts where "
+                    "measured so, else "
                     "asv's intervals): where a line runs above the band, the faster start pays at every point of the "
                     "interval; inside or below it there is no verdict. The dotted line is where the planner's verdict "
                     "holds up to at 24 starts a day (the start-up interval's low end against the decode's worst case).",

@@ -35,6 +35,7 @@ class Decision:
     error: str = ""  # why no plan could be made
     by_batch: dict[int, decide.Outcome] = field(default_factory=dict)  # the compared pair at each batch
     executor: str = ""  # which executor the mode's methods ran with (derive.executors), '' for none
+    executor_note: str = ""  # where it comes from, where the records did not name it (load.LEGACY_EXECUTOR)
     # method -> metric -> its median with the 99% interval (time to ready, exec to ready, teardown,
     # restart, and the group's PSS readings): the clocks and readings beside the verdict's figures
     estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
@@ -48,7 +49,8 @@ class Decision:
     @property
     def mode_line(self) -> str:
         """'default mode (executor uni)', 'mp executor (a worker process at TP 1)'."""
-        executor = f" ({self.executor})" if self.executor and self.mode != "mp" else ""
+        note = f", {self.executor_note}" if self.executor_note else ""
+        executor = f" ({self.executor}{note})" if self.executor and self.mode != "mp" else ""
         return f"{mode_text(self.mode)}{executor}"
 
     @property
@@ -85,7 +87,7 @@ def decisions(results: Results, restarts_per_day: float = RESTARTS_PER_DAY, busy
         for mode in sorted({mode_of(m, labels) for m in labels}, key=lambda m: (m != "", m != "mp", m)):
             d = Decision(machine, name, size.label if size else "model not recorded", int(tp), mode, state)
             mine = g[(g["parent_state"] == state) & g[ASKED].map(lambda m: mode_of(m, labels) == mode)]
-            d.executor, d.estimates = _executor(results, mine), _estimates(mine)
+            d.estimates = _estimates(mine)
             ttr = mine[(mine["metric"] == vocab.TIME_TO_READY) & mine[INCLUDES].str.startswith("server", na=False)]
             d.server_start = set(ttr["method"])
             if node is None:
@@ -103,21 +105,22 @@ def decisions(results: Results, restarts_per_day: float = RESTARTS_PER_DAY, busy
                         d.by_batch.update({batch: o for o in p.outcomes if (o.b.method, o.o.method) == pair})
             except BadInput as e:
                 d.error = str(e)
+            # the executor the figures are for: the compared pair's (else every method of the mode's)
+            pair = mine[mine["method"].isin((d.main.b.method, d.main.o.method))] if d.main is not None else mine
+            d.executor, d.executor_note = _executor(results, pair)
             out.append(d)
     return out
 
 
-def _executor(results: Results, rows: pd.DataFrame) -> str:
-    """Which executor the rows' methods ran with; where their records are from before record/3,
-    which did not name it, saying so (load.LEGACY_EXECUTOR)."""
+def _executor(results: Results, rows: pd.DataFrame) -> tuple[str, str]:
+    """(which executor the rows' methods ran with, and where their records are from before
+    record/3, which did not name it, where it comes from: load.LEGACY_EXECUTOR)."""
     text = executors(rows[rows["metric"] == vocab.STATUS])
     recs = results.records
     mine = recs[recs["machine"].isin(rows["machine"]) & recs["engine"].isin(rows["engine"])
                 & recs["tp"].isin(rows["tp"]) & recs["method"].isin(rows[ASKED])
                 & recs["parent_state"].isin(rows["parent_state"])]
-    if text and len(mine) and all(map(is_legacy, mine["record"])):
-        text += f", {LEGACY_EXECUTOR}"
-    return text
+    return text, LEGACY_EXECUTOR if text and len(mine) and all(map(is_legacy, mine["record"])) else ""
 
 
 CLOCKS = (vocab.TIME_TO_READY, vocab.EXEC_TO_READY, vocab.TEARDOWN, RESTART)
@@ -155,8 +158,8 @@ def figures(d: Decision) -> list[tuple[str, str, str, str]]:
     out = []
     b, c = d.estimates.get(o.b.method, {}), d.estimates.get(o.o.method, {})
     if o.b.restart and o.o.restart:
-        since = "the server's start request" if o.b.method in d.server_start else "the start request"
-        rows = [(f"time to ready (from {since}), s", RESTART)]
+        since = "server start" if o.b.method in d.server_start else "start request"
+        rows = [(f"{since} to ready, s", RESTART)]  # time to ready, named by its clock as exec to ready is
         if o.b.verb == "restarts":
             rows = [("restart: teardown + exec to ready, s", RESTART), ("exec to ready, s", vocab.EXEC_TO_READY),
                     ("teardown, s", vocab.TEARDOWN), (rows[0][0], vocab.TIME_TO_READY)]
@@ -220,14 +223,16 @@ def html(ds: list[Decision], restarts_per_day: float = RESTARTS_PER_DAY, busy_ho
         if o is not None:
             figs = "".join(f"<li>{escape(w)}: {escape(f'{a} vs {b}: ' if a else '')}{escape(x)}</li>"
                            for w, a, b, x in figures(d))
-            turns = f"<b>{escape(o.b.method)}</b> vs {escape(o.o.method)}<ul>{figs}</ul>"
+            # the executor's provenance (old records) is the report's "How the engines ran", and the hover
+            executor = (f" <small title=\"{escape(d.executor_note)}\">({escape(d.executor)})</small>" if d.executor
+                        else "")
+            turns = f"<b>{escape(o.b.method)}</b> vs {escape(o.o.method)}{executor}<ul>{figs}</ul>"
         else:
             turns = escape(d.verdict.split(": ", 1)[-1])
         decide_ = escape(_open_text(o)) if o is not None else ""  # decided: what decided it
         cls = "rec" if d.plan is not None and d.plan.recommended else "open"
         where = f"<b>{escape(d.machine)}</b><br>" if len({x.machine for x in ds}) > 1 else ""
-        executor = f"<br><small>{escape(d.executor)}</small>" if d.executor else ""
-        body.append(f"<tr class=\"{cls}\"><td>{where}{escape(d.setting)}{executor}</td><td class=\"verdict\">"
+        body.append(f"<tr class=\"{cls}\"><td>{where}{escape(d.setting)}</td><td class=\"verdict\">"
                     f"{escape(_verdict_word(d))}</td><td>{turns}</td><td>{decide_}</td></tr>")
     be = next((d for d in ds if d.plan is not None and d.plan.break_even is not None and not d.plan.recommended), None)
     extra = ""

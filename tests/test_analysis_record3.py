@@ -219,14 +219,14 @@ def test_the_executor_is_a_column_of_the_table(res3) -> None:
 def test_the_headline_names_the_executor_and_shows_the_mp_pair(res3) -> None:
     ds = screen.decisions(res3)
     assert [d.mode for d in ds] == ["", "mp"]
-    assert [d.executor for d in ds] == ["executor uni", "executor mp"]
+    assert [d.executor for d in ds] == ["executor uni", "executor mp"] and not any(d.executor_note for d in ds)
     text = screen.markdown(ds, res3)
     assert "| *default mode (executor uni): fork vs spawn* | | | |" in text
     assert "| *mp executor (a worker process at TP 1): fork-mp vs spawn-mp* | | | |" in text
     assert "- mp executor (a worker process at TP 1), busy all day" in text
     # record/2 says where its executor came from
     old = load(REPO / "reports" / "h100-vllm-tp1")
-    assert "default mode (executor mp, not recorded before record/3: the adapter's fixed choice)" in screen.markdown(
+    assert "default mode (executor mp, the adapter's fixed choice before record/3)" in screen.markdown(
         screen.decisions(old), old)
 
 
@@ -323,7 +323,7 @@ def test_the_headline_shows_exec_to_ready_and_teardown_beside_time_to_ready(res3
     d = screen.decisions(res3)[0]
     rows = {what: (a, b, x) for what, a, b, x in screen.figures(d)}
     assert list(rows)[:4] == ["restart: teardown + exec to ready, s", "exec to ready, s", "teardown, s",
-                              "time to ready (from the start request), s"]
+                              "start request to ready, s"]
     t = view(latest(res3.table))
     assert rows["exec to ready, s"][0] == f"{_value(t, 'fork', vocab.EXEC_TO_READY)['value']:.1f}"
     summ = summary.markdown(*summary.summarize(res3.table))
@@ -338,6 +338,14 @@ def test_decode_parity_pairs_within_leases(res3) -> None:
     assert (row["design"], row["leases"], row["pairs"], row["dropped"]) == ("paired", 2, ROUNDS, 0)
     assert row["scope"] == "2 leases, random effects (DerSimonian-Laird, t with 1 df)"
     assert t.loc[("fork-mp", 16), "reference"] == "spawn-mp"
+    # the second lease decodes 2% slower for both methods: paired within leases, the shift stays near 0
+    assert abs(row["diff_pct"]) < 0.1
+    # with 2 leases t has 1 degree of freedom: a third lease narrows the interval sooner than more cold
+    # starts in these two, and both parity and the planner say so
+    assert parity.verdict_text(row).startswith("unresolved: cold starts from another lease would decide it, sooner "
+                                               "than more in these 2 (about")
+    text = screen.markdown(screen.decisions(res3), res3)
+    assert "Would decide it: cold starts from another lease, sooner than more in these 2 (about" in text
 
 
 # -- 5. the first start as its own figure -------------------------------------------------------------
