@@ -46,6 +46,9 @@ KNOWN_METHOD_COLORS = {"fork": "#1f77b4", "spawn": "#ff7f0e", "forkserver": "#2c
 EXTRA_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79"]
 STATUS_COLORS = {verdict.WORKS: "#b7e1b0", verdict.FAILS: "#f4a6a6", verdict.HANGS: "#f8d08a", verdict.NA: "#e6e6e6",
                  verdict.NOT_RUN: "#f4f4f4", verdict.MIXED: "#f8e7a0"}
+# exec to ready less time to ready (record/3): the restarted process's interpreter start, its state
+# and imports (`from vllm import LLM`) before the start request: chart 1's first segment
+BEFORE_START = "before the start request"
 # A phase is named by what ended with it (the span since the phase before). vLLM's own, in order:
 # the engine core's process created, its interpreter start and imports done (it took its vLLM
 # title; a forked core inherits both), the same for the last `mp` worker, then weights and the rest.
@@ -58,7 +61,7 @@ PHASE_LABELS = {
     "workers_started": "worker: process created", "workers_imported": "worker: interpreter start + imports",
     "torch_compiled": "torch.compile", "kv_cache_profiled": "KV cache profiled",
     "cuda_graphs_captured": "CUDA graphs captured", "kv_cache_ready": "engine initialised (KV cache, warm-up)",
-    "before the start request": "parent: interpreter start, state, imports (before the start request)",
+    BEFORE_START: "parent: interpreter start, state, imports (before the start request)",
 }
 # vLLM before record/3 stamped no `*_imported` phase: a spawned engine core's interpreter start and
 # imports fell inside "workers started", a spawned worker's inside "weights loaded". Those spans are
@@ -162,8 +165,10 @@ def _group_ticks(ax, groups: list[tuple[str, list[str]]], width: float = 1.0) ->
     drop = 20 + 5.0 * max(len(x) for m in labels for x in m.splitlines()) * 0.57  # below the rotated tick labels
     sizes = [len(members) for _, members in groups]
     for (name, x), size in zip(groups_at, sizes):  # wrapped to the group's width: no overprinting
-        ax.annotate(textwrap.fill(name, max(7, int(size * 6.5)), break_on_hyphens=False), xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, -drop),
-                    textcoords="offset points", ha="center", va="top", fontweight="bold", fontsize=8)
+        text = "\n".join(textwrap.fill(line, max(7, int(size * 6.5)), break_long_words=False, break_on_hyphens=False)
+                         for line in name.split("\n"))  # words whole: "executor", "fork-mp"
+        ax.annotate(text, xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, -drop), textcoords="offset points",
+                    ha="center", va="top", fontweight="bold", fontsize=8)
     return xs
 
 
@@ -175,9 +180,6 @@ def _headroom(ax, tops: np.ndarray) -> None:
 
 # 1 ------------------------------------------------------------------------------------------------
 UNTIL_READY = "until ready"  # time to ready left after the last recorded phase
-# exec to ready less time to ready (record/3): the restarted process's interpreter start, its state
-# and imports (`from vllm import LLM`) before the start request
-BEFORE_START = "before the start request"
 # One colour per phase in every report, whatever else was measured (a phase several engines share, such
 # as weights_loaded, looks the same in each); a phase not listed gets one from its name, as stable.
 PHASE_COLORS = {
@@ -207,13 +209,15 @@ def legacy_phases(ends: pd.DataFrame) -> pd.DataFrame:
     """`ends` (configurations x phases) with vLLM's spans from before record/3 under their own
     names (LEGACY_PHASES): a configuration whose engine core was started but never stamped as
     imported."""
-    if "engine_core_started" not in ends or "engine_core_imported" in ends and ends["engine_core_imported"].notna().all():
+    if "engine_core_started" not in ends:
         return ends
-    old = ends["engine_core_started"].notna() & (ends["engine_core_imported"].isna() if "engine_core_imported" in ends
-                                                 else True)
+    imported = ends["engine_core_imported"] if "engine_core_imported" in ends else pd.Series(np.nan, index=ends.index)
+    old = ends["engine_core_started"].notna() & imported.isna()
+    if not old.any():
+        return ends
     ends = ends.copy()
     for phase, legacy in LEGACY_PHASES.items():
-        if phase in ends and old.any():
+        if phase in ends:
             ends[legacy] = ends[phase].where(old)
             ends[phase] = ends[phase].where(~old)
     return ends.dropna(axis=1, how="all")
@@ -287,7 +291,7 @@ def phase_table(df: pd.DataFrame) -> pd.DataFrame:
         if "executor" in statuses else pd.Series(dtype=object)
     out = []
     for engine, (spans, ends) in phase_stacks(df).items():
-        shown = [p for p in spans.columns if (spans[p] > 0).any() or p in (UNTIL_READY,)]
+        shown = [p for p in spans.columns if (spans[p] > 0).any() or p == UNTIL_READY]
         for key, row in spans.iterrows():
             full = (engine,) + key
             cells = {phase_label(p): (row[p] if ends.at[key, p] >= 0 or p == UNTIL_READY else None) for p in shown}
@@ -335,7 +339,8 @@ def _placeholder(ax, x: float, why: str) -> None:
 
 def chart_startup(df: pd.DataFrame) -> Figure:
     """Stacked start-up phases (slowest rank's phase ends, median) per method and TP, per engine,
-    each engine in its own phase order; whiskers: time to ready's 99% CI; failures hatched."""
+    each engine in its own phase order, each bar from the exec where recorded (`bar_totals`);
+    whiskers: the bar's 99% CI; each TP group names its executors; failures hatched."""
     stacks = phase_stacks(df)
     fails = _failures(df)
     if not stacks:
@@ -368,7 +373,7 @@ def chart_startup(df: pd.DataFrame) -> Figure:
                 continue
             tps = sorted({tp for tp, _ in keys_all})
             here_st = statuses[(statuses["engine_label"] == engine) & (statuses["parent_state"] == state)]
-            groups = [(_with_executors(f"TP={tp}", here_st[here_st["tp"] == tp]),
+            groups = [(_with_executors(f"TP={tp}", here_st[here_st["tp"] == tp], "\n"),
                        method_order([m for t, m in keys_all if t == tp])) for tp in tps]
             xs = _group_ticks(ax, groups)
             keys = [(tp, m) for tp, (_, ms) in zip(tps, groups) for m in ms]
@@ -422,10 +427,10 @@ def chart_startup(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def _with_executors(name: str, rows: pd.DataFrame) -> str:
+def _with_executors(name: str, rows: pd.DataFrame, sep: str = " · ") -> str:
     """A group's or panel's name with the executor its methods ran with ('TP=1 · executor uni')."""
     ex = executors(rows)
-    return f"{name} · {ex}" if ex else name
+    return f"{name}{sep}{ex}" if ex else name
 
 
 def _mark_short_bars(ax, top: float, bars: list[tuple[float, float]]) -> None:
@@ -439,8 +444,9 @@ def _mark_short_bars(ax, top: float, bars: list[tuple[float, float]]) -> None:
 # 2 ------------------------------------------------------------------------------------------------
 def chart_memory(df: pd.DataFrame) -> Figure:
     """Memory at ready, stacked by process (the stack is the worker group), per method and kind;
-    whiskers: the group's 99% CI; failed configurations hatched. Panels wrap so that every bar
-    keeps room for its total."""
+    whiskers: the group's 99% CI; the group's PSS after decode and after gc marked beside its PSS
+    bar where read (LATER_PSS); failed configurations hatched. Panels wrap so that every bar keeps
+    room for its total."""
     pattern = vocab.mem_re(kinds="(uss|pss|rss|gpu)")
     ok = _ok(df, pattern)
     group = ok[ok["process"] == "group"].set_index(["engine_label", "tp", "parent_state", "method", "kind"])

@@ -48,11 +48,10 @@ CAPTIONS = {
     "tradeoff": "Each point is one start method in one setting (engine, parent state, TP size) compared with "
                 "fork in the same setting: to the right it needs more memory per replica, upwards it takes "
                 "longer to become ready. Settings where fork failed have no reference and are left out.",
-    "amortisation": "For each engine and mode, the method that restarts fastest against "
-                    "its spawn twin (or the next fastest): how much slower it may decode before its start-up saving is "
-                    "gone (the break-even decode gap), against the busy hours a day, one line per number of (re)starts "
-                    "a day. The red band is the 99% interval of how much slower it decodes (across cold starts where "
-                    "measured so, else "
+    "amortisation": "For each engine and mode, the method that restarts fastest against its spawn twin (or the next "
+                    "fastest): how much slower it may decode before its start-up saving is gone (the break-even "
+                    "decode gap), against the busy hours a day, one line per number of (re)starts a day. The red band "
+                    "is the 99% interval of how much slower it decodes (across cold starts where measured so, else "
                     "asv's intervals): where a line runs above the band, the faster start pays at every point of the "
                     "interval; inside or below it there is no verdict. The dotted line is where the planner's verdict "
                     "holds up to at 24 starts a day (the start-up interval's low end against the decode's worst case).",

@@ -35,7 +35,7 @@ CUDA_STATES = verdict.CUDA_STATES
 # (key, label, metric regex, the better direction); the decode metric is the largest batch's; a
 # replica's memory is the largest of the group's PSS readings (at ready, after decode, after gc)
 METRICS = [
-    ("ttr", "time to ready (from the start request), s", vocab.TIME_TO_READY, -1),
+    ("ttr", "start request to ready, s", vocab.TIME_TO_READY, -1),
     ("exec", "exec to ready, s", vocab.EXEC_TO_READY, -1),
     ("teardown", "teardown, s", vocab.TEARDOWN, -1),
     ("restart", "restart: teardown + exec to ready, s", RESTART, -1),
