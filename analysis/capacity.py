@@ -25,8 +25,8 @@ import pandas as pd
 
 from forkspawn import vocabulary as vocab
 
-from . import decide, models, verdict
-from .derive import INCLUDES, Estimate, as_asked, difference, view
+from . import decide, derive, models, verdict
+from .derive import INCLUDES, RESTART, Estimate, as_asked, difference, view
 from .fmt import cause, num
 from .load import ASKED, CONFIG_KEY, BadInput, latest
 from .verdict import method_order
@@ -34,7 +34,8 @@ from .verdict import method_order
 PLAN_COLUMNS = [
     "method", "status", "method_used", "replicas", "limited_by", "gpu_fit", "host_mib_per_replica", "ram_headroom_gib",
     "gpu_mib_measured", "gpu_fixed_mib", "kv_cache_mib", "kv_cache_tokens", "gpu_headroom_gib", "time_to_ready_s",
-    "startup_gpu_s_per_day", "tokens_per_s", "decode_gpu_s_per_day", "cost_gpu_s_per_day", "node_gpu_h_per_day",
+    "exec_to_ready_s", "teardown_s", "restart_s", "startup_gpu_s_per_day", "tokens_per_s", "decode_gpu_s_per_day",
+    "cost_gpu_s_per_day", "node_gpu_h_per_day",
     "nodes_needed", "fleet_gpu_h_per_day", "recommended", "reason",
 ]
 # Busy all day is the common case of a serving fleet: the default decode load (hours a day at the
@@ -214,6 +215,16 @@ def mode_of(label: str, labels: Any) -> str:
     return variant if variant and twins <= set(labels) else ""
 
 
+# How a labelled mode reads: `mp` at TP 1 is vLLM's multiprocess executor, a worker process beside
+# the engine core (the process layout of TP > 1), where vLLM's default (`uni`) runs the model in it
+MODE_TEXT = {"mp": "mp executor (a worker process at TP 1)"}
+
+
+def mode_text(mode: str) -> str:
+    """'default mode', 'eager mode', 'mp executor (a worker process at TP 1)'."""
+    return MODE_TEXT.get(mode, f"{mode or 'default'} mode")
+
+
 def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, machine: str | None = None,
          engine: str | None = None, model: models.Model | None = None, extrapolate: bool = False,
          mode: str | None = None, parent_state: str | None = None, cuda_check: str | None = None,
@@ -275,10 +286,10 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
                        f"({verdict.why_not(df[df['metric'] == vocab.STATUS])})")
     asked = dict(zip(status.index, status[ASKED]))
     sides_ = sides(ok, batch, scale)
-    ttrs = [s.ttr.value for s in sides_.values() if s.ttr]
-    if ttrs and restarts_per_day * max(ttrs) > DAY_S:
-        raise BadInput(f"--restarts-per-day {restarts_per_day:g}: more start-ups than fit in a day "
-                       f"({num(max(ttrs))} s each: at most {DAY_S / max(ttrs):,.0f})")
+    restarts = [s.restart.value for s in sides_.values() if s.restart]
+    if restarts and restarts_per_day * max(restarts) > DAY_S:
+        raise BadInput(f"--restarts-per-day {restarts_per_day:g}: more restarts than fit in a day "
+                       f"({num(max(restarts))} s each: at most {DAY_S / max(restarts):,.0f})")
     gpu_mib = node.gpu_mem_gib * 1024 if node.gpus and node.gpu_mem_gib else None
     values = ok.pivot_table(index="method", columns="metric", values="value", aggfunc="last")
     sizes = status["engine_metrics"] if "engine_metrics" in status else pd.Series(dtype=object)
@@ -306,7 +317,10 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
         }
         limits = {k: n for k, n in limits.items() if n is not None}
         per_node = min(limits.values()) if works else None
-        ttr = side.ttr.value if side and side.ttr else None
+        restart = side.restart.value if side and side.restart else None
+        medians = values.loc[method] if method in values.index else pd.Series(dtype=float)
+        grown = (scale - 1) * _weights_span(medians) if scale else 0.0  # models.py's rule, as in `sides`
+        scaled = lambda m: medians.get(m) + grown if _num(medians.get(m)) else None  # noqa: E731
         rows.append({
             "method": method, "status": status.at[method, "status"], "method_used": status.at[method, "method_used"],
             "error": status.at[method, "error"], "replicas": per_node,
@@ -320,9 +334,10 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
             "gpu_headroom_gib": (gpu_mib - need.fixed - max(kv or 0, 0)) / 1024
             if need and gpu_mib and need.reserves is not None else None,
             "gpu": need.describe(gpu_mib, gpu_memory_utilization) if need and gpu_mib else "",
-            "time_to_ready_s": ttr,
+            "time_to_ready_s": scaled(vocab.TIME_TO_READY), "exec_to_ready_s": scaled(vocab.EXEC_TO_READY),
+            "teardown_s": medians.get(vocab.TEARDOWN), "restart_s": restart,
             "ttr_includes": _includes(ok, method),
-            "startup_gpu_s_per_day": restarts_per_day * ttr * tp if _num(ttr) else None,
+            "startup_gpu_s_per_day": restarts_per_day * restart * tp if _num(restart) else None,
             "tokens_per_s": side.rate.value if side and side.rate else None,
         })
     table = pd.DataFrame(rows)
@@ -337,13 +352,18 @@ def plan(df: pd.DataFrame, node: Node, tp: int, restarts_per_day: float, *, mach
     result = Plan("", table, extrapolated=_extrapolated_text(measured_model, model, scale) if scale else "")
     _verdict(result, sides_, dep, parity_rows, batch, asked, caveat, "GPU-s" if node.gpus else "core-s")
     device = "GPU" if node.gpus else "CPU core"
-    what = f"{engine}{f' ({mode} mode)' if mode else ''}" + (f", {measured_model.label}" if measured_model else "")
+    what = f"{engine}{f', {mode_text(mode)}' if mode else ''}" + (f", {measured_model.label}" if measured_model else "")
+    executors = derive.executors(df[df["metric"] == vocab.STATUS])
+    clocks = " / ".join(dict.fromkeys(s.clock for s in sides_.values() if s.restart and s.clock))
     result.scenario = (
-        f"{what} on {machine}, parent state {parent_state}, TP={tp}{f', batch {batch}' if batch else ''}"
+        f"{what}{f', {executors}' if executors else ''} on {machine}, parent state {parent_state}, TP={tp}"
+        f"{f', batch {batch}' if batch else ''}"
         f"{'; EXTRAPOLATED: ' + result.extrapolated if scale else ''}; node: {node.gpus} GPUs"
         f"{f' x {num(node.gpu_mem_gib)} GiB' if node.gpu_mem_gib and node.gpus else ''}, {node.ram_gib:g} GiB RAM, "
         f"{node.cpus} CPU cores; {restarts_per_day:g} starts/day and {busy_hours:g} busy h/day per replica; fleet: "
-        f"{f'{fleet} replicas' if fleet else 'one node'}; *_gpu_s_per_day in {device}-seconds a day per replica "
+        f"{f'{fleet} replicas' if fleet else 'one node'}; restart_s: {clocks or 'time to ready'}; "
+        f"startup_gpu_s_per_day = starts/day x TP x restart_s; host_mib_per_replica: the group's PSS, the largest "
+        f"of its readings at ready, after decode and after gc; *_gpu_s_per_day in {device}-seconds a day per replica "
         f"(TP x seconds), *_gpu_h_per_day in {device}-hours a day per node and fleet; GPU memory = a fixed part "
         f"(measured less the KV cache, plus the parent's CUDA context) + the KV cache at gpu_memory_utilization="
         f"{gpu_memory_utilization:g}; a verdict needs its deciding difference resolved at 99% and at least "
@@ -392,28 +412,64 @@ def _estimate(row: pd.Series | None, factor: float = 1.0, shift: float = 0.0) ->
 
 
 def sides(ok: pd.DataFrame, batch: int | None, scale: float | None = None) -> dict[str, decide.Side]:
-    """Each working method's time to ready, decode rate at `batch` and host memory per replica, as
-    Estimates (scaled by models.py's rule where `scale` is given)."""
+    """Each working method's restart (derive.RESTART: teardown + exec to ready, else time to ready
+    from the start request, `clock` naming which), decode rate at `batch` and host memory per
+    replica (`host_memory`), as Estimates (scaled by models.py's rule where `scale` is given)."""
     out = {}
     for method, rows in ok.groupby("method", sort=False):
         by = rows.drop_duplicates("metric", keep="last").set_index("metric")
         get = lambda m: by.loc[m] if m in by.index else None  # noqa: E731
         span = _weights_span(by["value"]) if scale else 0.0
+        restart = get(RESTART) if RESTART in by.index else get(vocab.TIME_TO_READY)
         out[method] = decide.Side(
-            method, _estimate(get(vocab.TIME_TO_READY), shift=(scale - 1) * span if scale else 0.0),
+            method, _estimate(restart, shift=(scale - 1) * span if scale else 0.0),
             _estimate(get(vocab.tokens_per_s(batch)), factor=1 / scale if scale else 1.0) if batch else None,
-            _estimate(get(vocab.mem(vocab.GROUP, "pss"))))
+            host_memory(by)[0], _clock(restart))
     return out
 
 
+# Host memory of a replica (the group's PSS) at ready, once decoding ended, and after the parent's
+# gc.collect(): a forked replica's shared pages are copied as either side writes them, so what it
+# holds once it works can be more than at ready. The planner counts the largest.
+HOST_READINGS = (("at ready", vocab.mem(vocab.GROUP, "pss")),
+                 *((when.replace("_", " "), vocab.mem(vocab.GROUP, f"pss_{when}")) for when in vocab.LATER))
+
+
+def host_memory(by: pd.DataFrame) -> tuple[Estimate | None, dict[str, float]]:
+    """(the largest of a configuration's group-PSS readings as an Estimate, every reading by when:
+    {"at ready": MiB, "after decode": MiB, "after gc": MiB}); `by`: its rows indexed by metric."""
+    readings = {when: by.loc[m] for when, m in HOST_READINGS if m in by.index and _num(by.loc[m]["value"])}
+    if not readings:
+        return None, {}
+    largest = max(readings.values(), key=lambda r: float(r["value"]))
+    return _estimate(largest), {when: float(r["value"]) for when, r in readings.items()}
+
+
+def _clock(row: pd.Series | None) -> str:
+    """What a restart figure counts, short enough for a verdict line."""
+    includes = row.get(INCLUDES) if row is not None else None
+    if not isinstance(includes, str):
+        return ""
+    return "from the server's start request to ready" if includes.startswith("server") else includes
+
+
 def _weights_span(values: pd.Series) -> float:
-    """Seconds of the weight-loading span: from the phase that ended before `weights_loaded` to it."""
+    """Seconds of the span that grows with the weights (models.py): from the last phase that ended
+    before `weights_loaded` (vLLM: a process's `*_imported`, its interpreter start and imports
+    done; ours: distributed init) to it. BadInput where that span would hold a process's start and
+    imports (it begins at the process's creation: vLLM before record/3, whose spawned processes'
+    imports fell inside "weights loaded")."""
     ends = {vocab.parse(m).get("phase"): v for m, v in values.items()
             if vocab.parse(m).get("family") == "phase" and _num(v)}
     end = ends.get(models.WEIGHTS_PHASE)
     if end is None:
         return 0.0
-    return end - max([v for p, v in ends.items() if v < end and p != models.WEIGHTS_PHASE] or [0.0])
+    start, after = max(((v, p) for p, v in ends.items() if v < end and p != models.WEIGHTS_PHASE), default=(0.0, None))
+    if after in models.IMPORTED:
+        raise BadInput(f"--extrapolate: the weight-loading span begins at {after} here, so it holds that process's "
+                       f"interpreter start and imports ({models.IMPORTED[after]} not recorded: a record before "
+                       f"record/3): scaling it would scale the imports; measure with record/3")
+    return end - start
 
 
 def _scaled_need(need: GpuNeed | None, scale: float | None, model: models.Model | None, tp: int) -> GpuNeed | None:
@@ -510,7 +566,7 @@ def _tournament(fits: pd.DataFrame, sides: dict[str, decide.Side], dep: decide.D
             if r["replicas"] < c["replicas"]:
                 out.append(_by_replicas(c, r, b, o, dep))
                 continue
-            if b.ttr and o.ttr and o.ttr.value < b.ttr.value:  # told in the faster starter's terms
+            if b.restart and o.restart and o.restart.value < b.restart.value:  # told in the faster starter's terms
                 b, o = o, b
             out.append(decide.compare(b, o, dep, decide.decode_of(b, o, parity_rows, batch, asked)))
         return out
@@ -519,7 +575,7 @@ def _tournament(fits: pd.DataFrame, sides: dict[str, decide.Side], dep: decide.D
     for i, outcomes in played.items():
         if all(o.winner == top.at[i, "method"] for o in outcomes):
             return top.loc[i], outcomes
-    fastest = top.assign(ttr=top["time_to_ready_s"].astype(float).fillna(math.inf)).sort_values("ttr", kind="stable")
+    fastest = top.assign(ttr=top["restart_s"].astype(float).fillna(math.inf)).sort_values("ttr", kind="stable")
     return top.loc[fastest.index[0]], played[fastest.index[0]]
 
 

@@ -29,9 +29,9 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from forkspawn import vocabulary as vocab
 
 from . import decide, derive, verdict
-from .capacity import mode_of, rates_differ
+from .capacity import mode_of, mode_text, rates_differ
 from .capacity import sides as capacity_sides
-from .derive import difference, has_interval
+from .derive import RESTART, RESTART_CLOCK, difference, executors, has_interval
 from .fmt import cause, engine_label, num, pct
 from .load import ASKED
 from .verdict import method_order
@@ -46,11 +46,29 @@ KNOWN_METHOD_COLORS = {"fork": "#1f77b4", "spawn": "#ff7f0e", "forkserver": "#2c
 EXTRA_COLORS = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79"]
 STATUS_COLORS = {verdict.WORKS: "#b7e1b0", verdict.FAILS: "#f4a6a6", verdict.HANGS: "#f8d08a", verdict.NA: "#e6e6e6",
                  verdict.NOT_RUN: "#f4f4f4", verdict.MIXED: "#f8e7a0"}
+# exec to ready less time to ready (record/3): the restarted process's interpreter start, its state
+# and imports (`from vllm import LLM`) before the start request: chart 1's first segment
+BEFORE_START = "before the start request"
+# A phase is named by what ended with it (the span since the phase before). vLLM's own, in order:
+# the engine core's process created, its interpreter start and imports done (it took its vLLM
+# title; a forked core inherits both), the same for the last `mp` worker, then weights and the rest.
 PHASE_LABELS = {
     "cluster_joined": "Ray cluster joined", "process_entry": "process created", "imports_done": "imports (torch)", "device_ready": "device set-up",
     "dist_initialized": "distributed init", "weights_loaded": "weights loaded", "first_token": "first token",
     "ready": "ready (warm-up / last step)",
+    "engine_core_started": "engine core: process created",
+    "engine_core_imported": "engine core: interpreter start + imports",
+    "workers_started": "worker: process created", "workers_imported": "worker: interpreter start + imports",
+    "torch_compiled": "torch.compile", "kv_cache_profiled": "KV cache profiled",
+    "cuda_graphs_captured": "CUDA graphs captured", "kv_cache_ready": "engine initialised (KV cache, warm-up)",
+    BEFORE_START: "parent: interpreter start, state, imports (before the start request)",
 }
+# vLLM before record/3 stamped no `*_imported` phase: a spawned engine core's interpreter start and
+# imports fell inside "workers started", a spawned worker's inside "weights loaded". Those spans are
+# phases of their own here, so that a reader tells them from record/3's (`legacy_phases`).
+LEGACY_PHASES = {"workers_started": "workers_started+imports", "weights_loaded": "weights_loaded+imports"}
+PHASE_LABELS |= {LEGACY_PHASES["workers_started"]: "workers started (incl. the engine core's imports, before record/3)",
+                 LEGACY_PHASES["weights_loaded"]: "weights loaded (incl. imports, before record/3)"}
 MEMORY_KINDS = {
     "uss": "USS: private pages", "pss": "PSS: shared pages split among sharers",
     "rss": "RSS: shared pages counted in each process", "gpu": "GPU memory (NVML, incl. CUDA context)",
@@ -147,8 +165,10 @@ def _group_ticks(ax, groups: list[tuple[str, list[str]]], width: float = 1.0) ->
     drop = 20 + 5.0 * max(len(x) for m in labels for x in m.splitlines()) * 0.57  # below the rotated tick labels
     sizes = [len(members) for _, members in groups]
     for (name, x), size in zip(groups_at, sizes):  # wrapped to the group's width: no overprinting
-        ax.annotate(textwrap.fill(name, max(7, int(size * 6.5))), xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, -drop),
-                    textcoords="offset points", ha="center", va="top", fontweight="bold", fontsize=8)
+        text = "\n".join(textwrap.fill(line, max(7, int(size * 6.5)), break_long_words=False, break_on_hyphens=False)
+                         for line in name.split("\n"))  # words whole: "executor", "fork-mp"
+        ax.annotate(text, xy=(x, 0), xycoords=("data", "axes fraction"), xytext=(0, -drop), textcoords="offset points",
+                    ha="center", va="top", fontweight="bold", fontsize=8)
     return xs
 
 
@@ -167,8 +187,10 @@ PHASE_COLORS = {
     "dist_initialized": "#9467bd", "first_token": "#e377c2", "ready": "#7f7f7f",
     "server_ready": "#ffbb78", "launch_requested": "#98df8a", "model_started": "#c5b0d5",
     "engine_core_started": "#bcbd22", "workers_started": "#17becf", "weights_loaded": "#8c564b",
+    "engine_core_imported": "#dbdb8d", "workers_imported": "#9edae5",
+    LEGACY_PHASES["workers_started"]: "#6b6ecf", LEGACY_PHASES["weights_loaded"]: "#a55194",
     "torch_compiled": "#ff9896", "kv_cache_profiled": "#c49c94", "cuda_graphs_captured": "#393b79",
-    "kv_cache_ready": "#aec7e8", UNTIL_READY: "#d9d9d9",
+    "kv_cache_ready": "#aec7e8", UNTIL_READY: "#d9d9d9", BEFORE_START: "#525252",
 }
 _MORE_PHASE_COLORS = ["#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1"]
 
@@ -178,33 +200,69 @@ def phase_color(phase: str) -> str:
     return PHASE_COLORS.get(phase) or _MORE_PHASE_COLORS[zlib.crc32(phase.encode()) % len(_MORE_PHASE_COLORS)]
 
 
+def phase_label(phase: str) -> str:
+    """What a phase's span is called in every chart and table."""
+    return PHASE_LABELS.get(phase, phase.replace("_", " "))
+
+
+def legacy_phases(ends: pd.DataFrame) -> pd.DataFrame:
+    """`ends` (configurations x phases) with vLLM's spans from before record/3 under their own
+    names (LEGACY_PHASES): a configuration whose engine core was started but never stamped as
+    imported."""
+    if "engine_core_started" not in ends:
+        return ends
+    imported = ends["engine_core_imported"] if "engine_core_imported" in ends else pd.Series(np.nan, index=ends.index)
+    old = ends["engine_core_started"].notna() & imported.isna()
+    if not old.any():
+        return ends
+    ends = ends.copy()
+    for phase, legacy in LEGACY_PHASES.items():
+        if phase in ends:
+            ends[legacy] = ends[phase].where(old)
+            ends[phase] = ends[phase].where(~old)
+    return ends.dropna(axis=1, how="all")
+
+
 def phase_order(ends: pd.DataFrame) -> list[str]:
-    """One engine's phases in time order (median end over its configurations)."""
-    return [p for p in ends.median().sort_values().index if p != "start_requested"]
+    """One engine's phases in time order: a phase comes before those it ended before in most of
+    the configurations that have both (eager mode has no torch.compile: a median over all would
+    put it after the KV-cache profiling it precedes), ties by the median end."""
+    phases = [p for p in ends.columns if p != "start_requested"]
+    median = ends.median()
+
+    def precedes(p: str, q: str) -> bool:
+        both = ends[[p, q]].dropna()
+        return bool((both[p] < both[q]).sum() > (both[p] > both[q]).sum())
+
+    score = {p: sum(precedes(p, q) for q in phases if q != p) for p in phases}
+    return sorted(phases, key=lambda p: (-score[p], median[p]))
 
 
 def phase_stacks(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """engine label -> (spans, ends): one row per (parent_state, tp, method), columns the engine's
-    phases (usual time order) then UNTIL_READY. `ends` is when each phase ended on the bar's own
-    clock; `spans` the time from the previous phase's end (in this configuration's own time order:
-    a Ray worker joins the cluster before its process starts) to this one's, clamped at 0, so that
-    a row sums to the configuration's time to ready exactly.
+    """engine label -> (spans, ends): one row per (parent_state, tp, method), columns BEFORE_START,
+    the engine's phases (usual time order) then UNTIL_READY. `ends` is when each phase ended on the
+    bar's own clock; `spans` the time from the previous phase's end (in this configuration's own
+    time order: a Ray worker joins the cluster before its process starts) to this one's, clamped at
+    0, so that a row sums to the configuration's exec to ready where it was recorded (record/3: the
+    parent's interpreter start, state and imports before the start request are BEFORE_START), else
+    to its time to ready, exactly.
 
     Phases are seconds since the start request when the slowest rank ended them. An engine whose
     time to ready starts later than its phases' clock (Xinference: the server starts first, time to
     ready runs from the launch request) is shifted so that `ready` lands on time to ready; what
     ended before that origin takes no time in the bar."""
-    ok = _ok(df, f"{vocab.PHASE_RE}|{vocab.TIME_TO_READY}")
+    ok = _ok(df, f"{vocab.PHASE_RE}|{vocab.TIME_TO_READY}|{vocab.EXEC_TO_READY}")
     out = {}
+    index = ["parent_state", "tp", "method"]
     for engine, sub in ok.groupby("engine_label", sort=True):
-        ttr = sub[sub["metric"] == vocab.TIME_TO_READY].set_index(["parent_state", "tp", "method"])["value"]
-        ph = sub[sub["metric"] != vocab.TIME_TO_READY]
+        ttr = sub[sub["metric"] == vocab.TIME_TO_READY].set_index(index)["value"]
+        since_exec = sub[sub["metric"] == vocab.EXEC_TO_READY].set_index(index)["value"]
+        ph = sub[sub["metric"].str.fullmatch(vocab.PHASE_RE)]
         if ttr.empty:
             continue
-        index = ["parent_state", "tp", "method"]
         # no phase recorded: the bar is time to ready alone ("until ready")
-        ends = (ph.pivot_table(index=index, columns="phase", values="value") if len(ph)
-                else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=index)))
+        ends = legacy_phases(ph.pivot_table(index=index, columns="phase", values="value") if len(ph)
+                             else pd.DataFrame(index=pd.MultiIndex.from_tuples([], names=index)))
         order = phase_order(ends)
         rows, at = {}, {}
         for key, total in ttr.items():
@@ -213,9 +271,48 @@ def phase_stacks(df: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, pd.DataFrame
             done = (e - origin).clip(lower=0, upper=total).dropna().sort_values(kind="stable")
             spans = done.diff().fillna(done).clip(lower=0).reindex(order, fill_value=0.0)
             spans[UNTIL_READY] = max(total - (done.iloc[-1] if len(done) else 0.0), 0.0)
-            rows[key], at[key] = spans, pd.concat([done.reindex(order).fillna(-1.0), pd.Series({UNTIL_READY: total})])
+            before = float(since_exec[key]) - total if key in since_exec.index else None
+            before = before if before is not None and before >= 0 else None  # exec to ready is the longer clock
+            rows[key] = pd.concat([pd.Series({BEFORE_START: before or 0.0}), spans])
+            at[key] = pd.concat([pd.Series({BEFORE_START: before if before is not None else -1.0}),
+                                 (done + (before or 0.0)).reindex(order).fillna(-1.0),
+                                 pd.Series({UNTIL_READY: total + (before or 0.0)})])
         out[engine] = (pd.DataFrame(rows).T.rename_axis(index), pd.DataFrame(at).T.rename_axis(index))
     return out
+
+
+def phase_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Chart 1's bars as a table: per engine and configuration, the seconds each phase's span took
+    (named as in the chart's legend, in the engine's order; empty where the configuration has no
+    such phase), what was left until ready, and the bar's total and what it counts from."""
+    totals = bar_totals(df)
+    statuses = _rows(df, vocab.STATUS).drop_duplicates(["engine_label", "parent_state", "tp", "method"], keep="last")
+    executor = statuses.set_index(["engine_label", "parent_state", "tp", "method"])["executor"] \
+        if "executor" in statuses else pd.Series(dtype=object)
+    out = []
+    for engine, (spans, ends) in phase_stacks(df).items():
+        shown = [p for p in spans.columns if (spans[p] > 0).any() or p == UNTIL_READY]
+        for key, row in spans.iterrows():
+            full = (engine,) + key
+            cells = {phase_label(p): (row[p] if ends.at[key, p] >= 0 or p == UNTIL_READY else None) for p in shown}
+            total = totals.loc[full]
+            out.append({"engine": engine, "parent_state": key[0], "tp": key[1], "method": key[2],
+                        "executor": executor.get(full), **cells, "total, s": float(row.sum()),
+                        "counted from": "exec" if total["metric"] == vocab.EXEC_TO_READY else "start request"})
+    return pd.DataFrame(out)
+
+
+def bar_totals(df: pd.DataFrame) -> pd.DataFrame:
+    """Chart 1's bars (engine label, parent state, tp, method): each one's total with its 99%
+    interval, exec to ready where recorded (the bar starts at the exec: `phase_stacks`), else time
+    to ready; `metric` says which."""
+    key = ["engine_label", "parent_state", "tp", "method"]
+    rows = _ok(df, f"{vocab.TIME_TO_READY}|{vocab.EXEC_TO_READY}")
+    rows.attrs = {}  # the view's attrs (chart 5's parity table) would make concat compare DataFrames
+    ttr = rows[rows["metric"] == vocab.TIME_TO_READY].drop_duplicates(key, keep="last").set_index(key)
+    since_exec = rows[rows["metric"] == vocab.EXEC_TO_READY].drop_duplicates(key, keep="last").set_index(key)
+    longer = since_exec[since_exec["value"] >= ttr["value"].reindex(since_exec.index)]
+    return pd.concat([ttr.drop(index=longer.index), longer])
 
 
 def _failures(df: pd.DataFrame) -> pd.DataFrame:
@@ -242,19 +339,22 @@ def _placeholder(ax, x: float, why: str) -> None:
 
 def chart_startup(df: pd.DataFrame) -> Figure:
     """Stacked start-up phases (slowest rank's phase ends, median) per method and TP, per engine,
-    each engine in its own phase order; whiskers: time to ready's 99% CI; failures hatched."""
+    each engine in its own phase order, each bar from the exec where recorded (`bar_totals`);
+    whiskers: the bar's 99% CI; each TP group names its executors; failures hatched."""
     stacks = phase_stacks(df)
     fails = _failures(df)
     if not stacks:
         return _empty(Figure(figsize=(8, 3)), _why(NO_DATA, _rows(df, vocab.TIME_TO_READY)))
-    ttr = _ok(df, vocab.TIME_TO_READY).set_index(["engine_label", "parent_state", "tp", "method"])
-    all_phases = list(dict.fromkeys(p for s, _ in stacks.values() for p in s.columns if p != UNTIL_READY))
+    totals_of = bar_totals(df)
+    all_phases = list(dict.fromkeys(p for s, _ in stacks.values() for p in s.columns
+                                    if p != UNTIL_READY and (p != BEFORE_START or (s[p] > 0).any())))
     colors = {p: phase_color(p) for p in all_phases} | {UNTIL_READY: phase_color(UNTIL_READY)}
     engines = list(stacks)
     states = [s for s in df["parent_state"].drop_duplicates()
               if any(s in st.index.get_level_values(0) for st, _ in stacks.values())
               or s in set(fails[fails["engine_label"].isin(engines)]["parent_state"])]
     fig, axes = _grid(len(engines), len(states), w=3.6, h=4.0, sharey=False)
+    statuses = _rows(df, vocab.STATUS)
     drawn: dict[int, list] = {}  # panels with bars, per engine row: one y-scale across a row, so that bars
     # compare within an engine and no engine's scale flattens another's (Xinference's 200 s, vLLM's 20 vs 61)
     totals: dict[int, list[tuple[float, float]]] = {}
@@ -272,7 +372,9 @@ def chart_startup(df: pd.DataFrame) -> Figure:
                 ax.remove()
                 continue
             tps = sorted({tp for tp, _ in keys_all})
-            groups = [(f"TP={tp}", method_order([m for t, m in keys_all if t == tp])) for tp in tps]
+            here_st = statuses[(statuses["engine_label"] == engine) & (statuses["parent_state"] == state)]
+            groups = [(_with_executors(f"TP={tp}", here_st[here_st["tp"] == tp], "\n"),
+                       method_order([m for t, m in keys_all if t == tp])) for tp in tps]
             xs = _group_ticks(ax, groups)
             keys = [(tp, m) for tp, (_, ms) in zip(tps, groups) for m in ms]
             bottom = np.zeros(len(keys))
@@ -286,7 +388,7 @@ def chart_startup(df: pd.DataFrame) -> Figure:
                         bottom[i] += h
             tops = []
             for x, k, total in zip(xs, keys, bottom):
-                row = ttr.loc[(engine, state) + k] if (engine, state) + k in ttr.index else None
+                row = totals_of.loc[(engine, state) + k] if (engine, state) + k in totals_of.index else None
                 if row is None:
                     why = failed[(failed["tp"] == k[0]) & (failed["method"] == k[1])]["why"]
                     _placeholder(ax, x, why.iloc[0] if len(why) else verdict.NOT_RUN)
@@ -306,7 +408,11 @@ def chart_startup(df: pd.DataFrame) -> Figure:
             else:
                 drawn.setdefault(r, []).append(ax)
                 totals[id(ax)] = list(zip(xs, bottom))
-            ax.set_ylabel("seconds since start request")
+            here_totals = totals_of.index.get_level_values(0) == engine
+            since = set(totals_of["metric"][here_totals & (totals_of.index.get_level_values(1) == state)])
+            ax.set_ylabel("seconds since the exec of the process restarted" if since == {vocab.EXEC_TO_READY} else
+                          "seconds since start request" if vocab.EXEC_TO_READY not in since else
+                          "seconds since exec (where recorded) or start request")
     for row in drawn.values():
         top = max(ax.get_ylim()[1] for ax in row)
         for ax in row:
@@ -314,11 +420,17 @@ def chart_startup(df: pd.DataFrame) -> Figure:
             _mark_short_bars(ax, top, totals[id(ax)])
     shown = all_phases + [UNTIL_READY]
     handles = [Rectangle((0, 0), 1, 1, color=colors[p]) for p in shown]
-    labels = [PHASE_LABELS.get(p, p.replace("_", " ")) for p in shown]
+    labels = [phase_label(p) for p in shown]
     handles.append(Rectangle((0, 0), 1, 1, fill=False, hatch="///", ec="#c44"))
     labels.append("fails / hangs (cause in the bar)")
     fig.legend(handles[::-1], labels[::-1], loc="outside right center", title="phase ended (top = last)")
     return fig
+
+
+def _with_executors(name: str, rows: pd.DataFrame, sep: str = " · ") -> str:
+    """A group's or panel's name with the executor its methods ran with ('TP=1 · executor uni')."""
+    ex = executors(rows)
+    return f"{name}{sep}{ex}" if ex else name
 
 
 def _mark_short_bars(ax, top: float, bars: list[tuple[float, float]]) -> None:
@@ -332,8 +444,9 @@ def _mark_short_bars(ax, top: float, bars: list[tuple[float, float]]) -> None:
 # 2 ------------------------------------------------------------------------------------------------
 def chart_memory(df: pd.DataFrame) -> Figure:
     """Memory at ready, stacked by process (the stack is the worker group), per method and kind;
-    whiskers: the group's 99% CI; failed configurations hatched. Panels wrap so that every bar
-    keeps room for its total."""
+    whiskers: the group's 99% CI; the group's PSS after decode and after gc marked beside its PSS
+    bar where read (LATER_PSS); failed configurations hatched. Panels wrap so that every bar keeps
+    room for its total."""
     pattern = vocab.mem_re(kinds="(uss|pss|rss|gpu)")
     ok = _ok(df, pattern)
     group = ok[ok["process"] == "group"].set_index(["engine_label", "tp", "parent_state", "method", "kind"])
@@ -363,9 +476,12 @@ def chart_memory(df: pd.DataFrame) -> Figure:
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax in axes[len(panels):]:
         ax.remove()
+    later = _ok(df, LATER_PSS).set_index(["engine_label", "tp", "parent_state", "method", "kind"])["value"]
+    marked: set[str] = set()
     for ax, (engine, tp, kind) in zip(axes, panels):
         sub = data.loc[(engine, tp)]
-        ax.set_title(f"{engine}, TP={tp}\n{MEMORY_KINDS[kind]}")
+        name = _with_executors(f"{engine}, TP={tp}", every[(every["engine_label"] == engine) & (every["tp"] == tp)])
+        ax.set_title(f"{textwrap.fill(name, int(width * 72 / 5.6))}\n{MEMORY_KINDS[kind]}")
         groups = states_of[(engine, tp)]
         xs = _group_ticks(ax, groups)
         keys = [(s, m) for s, ms in groups for m in ms]
@@ -394,6 +510,14 @@ def chart_memory(df: pd.DataFrame) -> Figure:
                 ax.errorbar([x], [total], yerr=[[max(total - g["ci_low"], 0)], [max(g["ci_high"] - total, 0)]],
                             fmt="none", ecolor="#222", elinewidth=0.8, capsize=2, zorder=4)
                 top = max(total, g["ci_high"])
+            if kind == "pss":  # the replica read again once it worked: after decode, after the parent's gc
+                for dx, (when, (marker, color)) in zip((-0.2, 0.2), LATER_MARKERS.items()):  # side by side: both seen
+                    v = later.get((engine, tp) + k + (f"pss_{when}",))
+                    if v is not None and np.isfinite(v):
+                        ax.plot([x + dx], [v], ls="", marker=marker, ms=7, mew=1.4, color=color, zorder=5,
+                                gid=f"pss_{when}")
+                        marked.add(when)
+                        top = max(top, v)
             tops.append(top)
             ax.annotate(num(total), (x, top), xytext=(0, 5), textcoords="offset points", ha="center", va="bottom",
                         fontsize=6, rotation=90)  # clear of the whisker's cap
@@ -401,8 +525,19 @@ def chart_memory(df: pd.DataFrame) -> Figure:
         ax.set_ylabel("MiB at ready (stack = worker group)")
     handles = [Rectangle((0, 0), 1, 1, color=pcolors[p]) for p in procs]
     handles.append(Rectangle((0, 0), 1, 1, fill=False, hatch="///", ec="#c44"))
-    fig.legend(handles, procs + ["fails / hangs"], loc="outside right center", title="process")
+    labels = procs + ["fails / hangs"]
+    for when in (w for w in LATER_MARKERS if w in marked):
+        marker, color = LATER_MARKERS[when]
+        handles.append(Line2D([], [], ls="", marker=marker, ms=7, mew=1.4, color=color))
+        labels.append(f"group PSS {when.replace('_', ' ')}")
+    fig.legend(handles, labels, loc="outside right center", title="process")
     return fig
+
+
+# The group's PSS read again after decoding and after the parent's gc.collect(), drawn over its PSS
+# bar at ready: together the range a replica's host memory moves in once it works
+LATER_PSS = vocab.mem_re(vocab.GROUP, "pss_after_(?:decode|gc)")
+LATER_MARKERS = {"after_decode": ("_", "#d62728"), "after_gc": ("x", "#111111")}
 
 
 def _process_colors(procs: list[str]) -> dict[str, str]:
@@ -443,7 +578,9 @@ def chart_throughput(df: pd.DataFrame) -> Figure:
                 continue
             n = sub["n"].dropna()
             span = "?" if not len(n) else f"{n.min():g}" if n.min() == n.max() else f"{n.min():g}-{n.max():g}"
-            ax.set_title(f"{engine}, batch {batch}\n(whiskers: 99% CI of the median, n={span} samples)")
+            ex = executors(sub)
+            ax.set_title(f"{engine}, batch {batch}{chr(10) + ex if ex else ''}\n"
+                         f"(whiskers: 99% CI of the median, n={span} samples)")
             combos = list(dict.fromkeys(zip(sub["tp"], sub["parent_state"])))
             methods = method_order(sub["method"])
             width = 0.8 / len(methods)
@@ -601,7 +738,7 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         ax.annotate("fork (reference)", (0, 0), xytext=(5, -10), textcoords="offset points", fontsize=8)
         ax.set_title(f"extra start-up time vs extra {title}")
         ax.set_xlabel(f"extra MiB per replica vs fork ({title})")
-        ax.set_ylabel("extra seconds to ready vs fork")
+        ax.set_ylabel("extra seconds to ready vs fork (from the start request)")
     handles = [Line2D([], [], color=colors[m], marker="o", ls="", label=m) for m in colors if m != "fork"]
     handles += [Line2D([], [], color="#555", marker=markers[s], ls="", label=f"parent: {s}") for s in states]
     # Numbered points with their key (labels beside clustered points would overlap).
@@ -640,7 +777,7 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
     across cold starts where `df.attrs["parity"]` has the pair, else asv's intervals). Where a line
     runs above the band F's saving holds at every point; inside or under it, no verdict."""
     pattern = f"{vocab.TOKENS_RE}|{vocab.TIME_TO_READY}"
-    ok = _ok(df, pattern)
+    ok = _ok(df, f"{pattern}|{RESTART}")  # the restart the planner weighs (derive.RESTART)
     panels = []
     for engine in sorted(ok["engine_label"].unique()):
         chosen = scenario(df, engine)
@@ -652,15 +789,15 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
         labels = set(asked.values())
         for mode in sorted({mode_of(a, labels) for a in labels}):
             mine = sub[sub["method"].map(lambda m: mode_of(asked[m], labels) == mode)]
-            sides = {m: s for m, s in capacity_sides(mine, batch).items() if s.ttr and s.rate}
+            sides = {m: s for m, s in capacity_sides(mine, batch).items() if s.restart and s.rate}
             if len(sides) < 2:
                 continue
-            order = sorted(sides, key=lambda m: sides[m].ttr.value)
+            order = sorted(sides, key=lambda m: sides[m].restart.value)
             f = order[0]
             twin = vocab.join_method("spawn", vocab.split_method(asked[f])[1])
             o = next((m for m in order[1:] if asked[m] == twin), order[1])
             dec = decide.decode_of(sides[f], sides[o], df.attrs.get("parity"), batch, asked)
-            panels.append((f"{engine}{f' ({mode} mode)' if mode else ''}, parent {state}, TP={tp}, batch {batch}",
+            panels.append((f"{engine}{f', {mode_text(mode)}' if mode else ''}, parent {state}, TP={tp}, batch {batch}",
                            sides[f], sides[o], dec, tp))
     if not panels:
         return _empty(Figure(figsize=(8, 3)), _why(f"{NO_DATA} (two methods with a time to ready and a decode rate in "
@@ -668,7 +805,7 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
     fig, axes = _grid(1, len(panels), w=5.6, h=4.4)
     hours = np.logspace(np.log10(0.1), np.log10(24), 200)
     for ax, (where, f, o, dec, tp) in zip(axes[0], panels):
-        saving = o.ttr.value - f.ttr.value
+        saving = o.restart.value - f.restart.value
         floor = []
         for i, r in enumerate(decide.RESTARTS):
             gap = [100 * g if (g := decide.break_even_gap(saving, r, h)) else np.nan for h in hours]
@@ -681,7 +818,7 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
                 ax.axhspan(max(100 * slow_lo, bottom), 100 * slow_hi, color="#d62728", alpha=0.15, lw=0,
                            label=f"99% interval: {f.method} up to {pct(slow_hi, signed=False)} slower")
                 ax.axhline(100 * slow_hi, color="#d62728", lw=1, ls="--")
-            held = decide.hours_max(difference(o.ttr, f.ttr), dec, decide.Deployment(24, 24, tp))
+            held = decide.hours_max(difference(o.restart, f.restart), dec, decide.Deployment(24, 24, tp))
             if held is not None:
                 ax.axvline(held, color="#444", lw=1, ls=":",
                            label=f"{f.method} holds up to {decide.hours_text(held)} a day at 24 starts/day")
@@ -694,7 +831,10 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
         ax.set_xticks([0.1, 0.25, 0.5, 1, 2, 4, 8, 24])
         ax.set_xlim(0.1, 24)
         ax.set_ylim(bottom=bottom)
-        ax.set(title=f"{f.method} starts {num(saving)} s sooner than {o.method}\n{where}",
+        clock = ("teardown + exec to ready" if f.clock == RESTART_CLOCK else "from the server's start request"
+                 if f.clock.startswith("from the server") else "from the start request")
+        ax.set(title=textwrap.fill(f"{f.method} {f.verb} {num(saving)} s sooner than {o.method} ({clock})", 75)
+               + "\n" + textwrap.fill(where, 75),
                xlabel="busy hours a day (decode load at the faster rate)\n" + textwrap.fill(note, 80),
                ylabel=f"break-even: {f.method} decoding this % slower")
         ax.legend(fontsize=7, loc="lower left")

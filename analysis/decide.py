@@ -5,16 +5,19 @@ day (its load: H hours at the faster decoder's rate; a fleet that serves all day
 B beats method O when O's replica-day costs more device-seconds than B's at every point of the 99%
 intervals the difference is made of:
 
-    cost(O) - cost(B) = R x TP x (ttr_O - ttr_B) + H x 3600 x TP x phi(r)
+    cost(O) - cost(B) = R x TP x (restart_O - restart_B) + H x 3600 x TP x phi(r)
 
-r is B's decode rate over O's, minus 1: from decode parity across cold starts (analysis.parity: the
-Hodges-Lehmann shift and its exact interval) where the pair has one, else from asv's 99% intervals
-of the two medians, conservatively ([lo_B / hi_O - 1, hi_B / lo_O - 1]). phi(r) = r where O decodes
-slower (O needs r x H hours more), r / (1 + r) where B does (B needs -r / (1 + r) x H more). Both
+A restart is what a user pays (derive.RESTART: teardown + exec to ready where recorded, else time
+to ready from the start request; `Side.clock` names which). r is B's decode rate over O's, minus 1:
+from decode parity across cold starts (analysis.parity: paired by lease and round, the
+Hodges-Lehmann shift and its exact interval, leases combined by random effects) where the pair has
+one, else from asv's 99% intervals of the two medians, conservatively ([lo_B / hi_O - 1,
+hi_B / lo_O - 1]). phi(r) = r where O decodes slower (O needs r x H hours more), r / (1 + r) where
+B does (B needs -r / (1 + r) x H more). Both
 terms grow with their difference, so the cost's interval runs between the ends of the two.
 
 The difference that decides it must also be practical: at least `THRESHOLD` of O's value (a start-up
-saving of 3% of O's time to ready, a decode rate 3% faster, 3% less host memory). 3% is the decode
+saving of 3% of O's restart, a decode rate 3% faster, 3% less host memory). 3% is the decode
 parity tolerance (`parity.TOLERANCE`, one source): the band within which the suite calls two decode
 rates equal; the same relative bar for start-up and memory keeps one rule, and it is what turns
 cpu-default's resolved but negligible 0.9 MiB a rank (0.6% of a spawned rank) into no verdict.
@@ -23,7 +26,8 @@ Where B does not hold at every point, the comparison is open and says what would
 start-up's cold starts (summary's 1/sqrt(n) estimate), or for decode the break-even gap (the slower
 decode of the faster starter that cancels its saving, `break_even_gap`) against the interval's worst
 case, the cold starts a side that would put the interval on one side of it if the shift stays at
-its estimate, and the busy hours (or restarts) at which B holds already.
+its estimate (or, where lease-to-lease variation is what keeps the interval wide, cold starts from
+another lease), and the busy hours (or restarts) at which B holds already.
 """
 
 from __future__ import annotations
@@ -34,9 +38,10 @@ import pandas as pd
 
 from forkspawn.stats import samples_for
 
-from .derive import Estimate, difference, interval_text, runs_needed
+from . import blocked
+from .derive import RESTART_CLOCK, Estimate, difference, interval_text, runs_needed
 from .fmt import num, pct
-from .parity import TOLERANCE
+from .parity import TOLERANCE, interval_needs, lease_text
 
 THRESHOLD = TOLERANCE  # a verdict's deciding difference: at least this fraction of the other's value
 DAY_H = 24.0
@@ -48,9 +53,15 @@ BUSY = (1, 4, 8, 16, 24)  # its columns (busy hours a day); the deployment's own
 class Side:
     """One method's medians with their 99% intervals (None: not measured)."""
     method: str
-    ttr: Estimate | None
+    restart: Estimate | None  # seconds a restart costs (derive.RESTART), on the clock `clock` names
     rate: Estimate | None
-    host: Estimate | None = None  # host MiB per replica (the group's PSS)
+    host: Estimate | None = None  # host MiB per replica (the group's PSS; the largest of its readings)
+    clock: str = ""  # what `restart` counts (derive.RESTART_CLOCK, START_CLOCK, a server's start)
+
+    @property
+    def verb(self) -> str:
+        """'restarts' where the figure is a whole restart (teardown + exec to ready), else 'starts'."""
+        return "restarts" if self.clock == RESTART_CLOCK else "starts"
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,14 @@ class Decode:
     lo: float | None
     hi: float | None
     source: str
-    n: int | None = None  # cold starts a side (the fewer)
+    n: int | None = None  # cold starts a side (the fewer), or pairs where paired by round
+    # across leases: the half-width the interval keeps however many cold starts each lease gets
+    # (parity's floor: t x tau / sqrt(k)), as a fraction, the leases behind it, and parity's `blocks`
+    # (each lease's variance and pairs, tau^2, in %): what more cold starts or leases would do
+    floor: float | None = None
+    leases: int | None = None
+    needs: str = ""  # what a decode interval would take where this one has none (decode parity's design)
+    blocks: tuple | None = None
 
     @property
     def bounded(self) -> bool:
@@ -91,7 +109,7 @@ class Outcome:
     o: Side
     winner: str | None  # b.method, o.method, or None: open
     cost: tuple[float | None, float | None, float | None]  # cost(O) - cost(B), device-s a day: est, lo, hi
-    startup: Estimate | None  # ttr_O - ttr_B, seconds
+    startup: Estimate | None  # restart_O - restart_B, seconds
     decode: Decode | None
     why: str  # what decided it, or why it is open
     decide: str = ""  # what would decide it (open only)
@@ -102,7 +120,8 @@ class Outcome:
 def flip(d: Decode) -> Decode:
     """O over B from B over O: r' = 1 / (1 + r) - 1, the interval's ends swapped."""
     inv = lambda x: None if x is None else 1 / (1 + x) - 1  # noqa: E731
-    return Decode(inv(d.est), inv(d.hi), inv(d.lo), d.source, d.n)
+    # the leases' variances stay in % of the reference's rate: at a few % apart, near enough either way
+    return Decode(inv(d.est), inv(d.hi), inv(d.lo), d.source, d.n, d.floor, d.leases, d.needs, d.blocks)
 
 
 def decode_of(b: Side, o: Side, parity_rows: pd.DataFrame | None = None, batch: int | None = None,
@@ -111,21 +130,33 @@ def decode_of(b: Side, o: Side, parity_rows: pd.DataFrame | None = None, batch: 
     interval at this batch, else asv's intervals of the medians (n >= 3), else the medians alone."""
     asked = asked or {}
     a, c = asked.get(b.method, b.method), asked.get(o.method, o.method)
+    needs = ""
     if parity_rows is not None and len(parity_rows) and batch is not None:
         for x, y, flipped in ((a, c, False), (c, a, True)):
             row = parity_rows[(parity_rows["method"] == x) & (parity_rows["reference"] == y)
                               & (parity_rows["batch"] == batch)]
+            if len(row) and pd.isna(row["ci_low_pct"].iloc[0]):
+                needs = interval_needs(row.iloc[0])
             if len(row) and pd.notna(row["ci_low_pct"].iloc[0]):
                 r = row.iloc[0]
-                n = int(min(r["n"], r["reference_n"]))
+                if r["design"] == "paired":
+                    n = int(r["pairs"])
+                    how = f"{n} pair{'s' * (n != 1)}; {r['scope']}"
+                else:
+                    n = int(min(r["n"], r["reference_n"]))
+                    how = f"n={n} a side, unpaired"
+                floor = r["floor_pct"] / 100 if pd.notna(r["floor_pct"]) else None
                 d = Decode(r["diff_pct"] / 100, r["ci_low_pct"] / 100, r["ci_high_pct"] / 100,
-                           f"across cold starts, n={n} a side: {r['verdict']}", n)
+                           f"across cold starts, {how}; {r['verdict']}", n, floor,
+                           int(r["leases"]) if pd.notna(r["leases"]) else None,
+                           blocks=r["blocks"] if isinstance(r.get("blocks"), tuple) else None)
                 return flip(d) if flipped else d
     if b.rate is None or o.rate is None or not o.rate.value:
         return None
     est = b.rate.value / o.rate.value - 1
     if difference(b.rate, o.rate).lo is None or not (o.rate.lo and o.rate.lo > 0):
-        return Decode(est, None, None, "medians only: no interval below n=3", min(b.rate.n or 0, o.rate.n or 0) or None)
+        return Decode(est, None, None, "medians only: no interval below n=3", min(b.rate.n or 0, o.rate.n or 0) or None,
+                      needs=needs)
     return Decode(est, b.rate.lo / o.rate.hi - 1, b.rate.hi / o.rate.lo - 1, "asv's intervals of the medians",
                   min(b.rate.n or 0, o.rate.n or 0) or None)
 
@@ -159,7 +190,7 @@ def compare(b: Side, o: Side, dep: Deployment, dec: Decode | None) -> Outcome:
     """B against O for a deployment: the one that costs less at every point of the intervals, by a
     practical margin, wins; otherwise the comparison is open and says what would decide it. Pass B
     as the faster starter: an open comparison is told in its terms (the break-even of its saving)."""
-    startup = difference(o.ttr, b.ttr) if o.ttr and b.ttr else None
+    startup = difference(o.restart, b.restart) if o.restart and b.restart else None
     s_est, s_lo, s_hi = (startup.value, startup.lo, startup.hi) if startup else (None, None, None)
     r_est, r_lo, r_hi = (dec.est, dec.lo, dec.hi) if dec else (None, None, None)
     c = (cost(s_est, r_est, dep), cost(s_lo, r_lo, dep), cost(s_hi, r_hi, dep))
@@ -186,10 +217,11 @@ def _margins(w: Side, lo: Side, saving: float | None, d: Decode | None, dep: Dep
     """What makes W cheaper than L, resolved at 99%, each with whether it is practical (at least the
     threshold of L's value) and its size."""
     out = []
-    if dep.restarts_per_day and saving and saving > 0 and difference(lo.ttr, w.ttr).resolved:
-        share = saving / lo.ttr.value
-        out.append(("starts", share >= dep.threshold,
-                    f"{num(saving)} s faster ({100 * share:.0f}% of {lo.method}'s {num(lo.ttr.value)} s)"))
+    if dep.restarts_per_day and saving and saving > 0 and difference(lo.restart, w.restart).resolved:
+        share = saving / lo.restart.value
+        out.append((w.verb, share >= dep.threshold,
+                    f"{num(saving)} s faster ({100 * share:.0f}% of {lo.method}'s {num(lo.restart.value)} s"
+                    f"{' ' + lo.clock if lo.clock else ''})"))
     if dep.busy_hours and d and d.resolved and d.est > 0:
         out.append(("decodes", d.est >= dep.threshold, f"{100 * d.est:.1f}% faster"))
     return out
@@ -220,18 +252,19 @@ def _open(out: Outcome, dep: Deployment) -> None:
             m = runs_needed(s)
             bounds = interval_text(s.lo, s.hi, s.n, signed=True)
             why.append(f"start-up {o.method} - {b.method} {num(s.value, signed=True)} s "
-                       f"{f'({bounds})' if bounds.startswith('n=') else bounds}, not resolved at 99%")
+                       f"{f'({bounds})' if bounds.startswith('n=') else bounds}{_clock(b)}, not resolved at 99%")
             needs.append(f"about {m} cold starts a side would resolve the start-up" if m else
                          "more cold starts would resolve the start-up")
         else:
-            why.append(f"{b.method} starts {num(s.value)} s sooner [{num(s.lo)}, {num(s.hi)}]")
+            why.append(f"{b.method} {b.verb} {num(s.value)} s sooner [{num(s.lo)}, {num(s.hi)}]{_clock(b)}")
     if dep.busy_hours:
         if d is None:
             why.append("the decode rates were not measured for both")
             needs.append("a decode rate of both")
         elif not d.bounded:
             why.append(f"decode {d.text(b.method, o.method)}")
-            needs.append("at least 5 cold starts a side for a decode interval (decode parity)")
+            asv = "at least 3 cold starts a side (asv's intervals of the medians)"
+            needs.append(f"a decode interval: {d.needs or asv}")
         else:
             why.append(f"decode {d.text(b.method, o.method)}")
             gap = break_even_gap(s.value, dep.restarts_per_day, dep.busy_hours) if s and s.value > 0 else None
@@ -242,15 +275,29 @@ def _open(out: Outcome, dep: Deployment) -> None:
                 target = abs(d.est + gap)  # the estimate's distance from the break-even (r = -gap)
                 side = b.method if d.est > -gap else o.method
                 reach = d.est - d.lo if side == b.method else d.hi - d.est  # the bound that must pass it
-                n = samples_for(reach, d.n, target) if target and d.n else None
-                if n and n < 10_000:
-                    needs.append(f"about {n} cold starts a side ({side}, if the shift stays at its estimate)")
+                if d.blocks is not None:  # several leases: more cold starts in these, or another lease
+                    variances, pairs, tau2 = d.blocks
+                    more = blocked.cheapest(variances, pairs, tau2, 100 * target) if target else None
+                    if more and more[0] == "pairs":
+                        needs.append(f"about {more[1]} cold starts a side in each of these {d.leases} leases ({side}, "
+                                     f"if the shift stays at its estimate)")
+                    elif target:
+                        needs.append(lease_text(d.leases, 100 * d.floor, 100 * target, more[1] if more else None,
+                                                verb=False))
+                else:
+                    n = samples_for(reach, d.n, target) if target and d.n else None
+                    if n and n < 10_000:
+                        needs.append(f"about {n} cold starts a side ({side}, if the shift stays at its estimate)")
                 out.hours_max = hours_max(s, d, dep)
                 if out.hours_max is not None:
                     needs.append(f"{b.method} holds for a fleet decoding at most {hours_text(out.hours_max)} a day at "
                                  f"{dep.restarts_per_day:g} starts/day (the intervals' worst case)")
     out.why = "; ".join(why) or "the intervals overlap"
     out.decide = "; ".join(needs)
+
+
+def _clock(side: Side) -> str:
+    return f" ({side.clock})" if side.clock else ""
 
 
 def hours_max(s: Estimate, d: Decode, dep: Deployment) -> float | None:
@@ -267,7 +314,7 @@ def table(b: Side, o: Side, dec: Decode | None, dep: Deployment) -> pd.DataFrame
     there (B, O, or '?': no verdict)."""
     restarts = sorted(set(RESTARTS) | {dep.restarts_per_day} - {0})
     busy = sorted(set(BUSY) | {dep.busy_hours} - {0})
-    saving = b.ttr and o.ttr and o.ttr.value - b.ttr.value
+    saving = b.restart and o.restart and o.restart.value - b.restart.value
     cells = {}
     for h in busy:
         col = []

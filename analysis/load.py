@@ -23,7 +23,7 @@ import pandas as pd
 from forkspawn import sidecar
 from forkspawn import vocabulary as vocab
 from forkspawn.config import METHODS
-from forkspawn.record import Record
+from forkspawn.record import SCHEMA, Record
 
 from . import asvresults, models
 from .asvresults import BadInput
@@ -41,12 +41,16 @@ COLUMNS = [
     "machine", "gpu", "commit", "env", "date", "engine", "engine_version", "method", "method_used",
     "parent_state", "cuda_check", "tp", "batch", "phase", "process", "kind", "metric", "value", "unit",
     "ci_low", "ci_high", "q25", "q75", "n", "status", "error", "benchmark", "gpu_count", "num_cpu", "asv_machine",
-    "engine_metrics", "model", "model_params",
+    "engine_metrics", "model", "model_params", "executor",
 ]
 # One row per measured configuration, with its whole record (per-cold-start samples the table's
 # medians come from): what needs more than asv's median and interval reads these (analysis.parity).
 RECORD_COLUMNS = ["machine", "commit", "env", "date", "engine", "model", "method", "method_used", "parent_state",
-                  "cuda_check", "tp", "status", "record"]
+                  "cuda_check", "tp", "status", "record", "executor"]
+# Engines that run vLLM's executors. Before record/3 a record did not name the executor: the vLLM
+# adapters passed `mp` at every TP size (`ray` for the ray method), so that is what ran.
+VLLM_ENGINES = ("vllm", "vllm-serve")
+LEGACY_EXECUTOR = "the adapter's fixed choice before record/3"
 MACHINE_COLUMNS = [
     "machine", "commit", "env", "date", "engine", "engine_version", "gpu", "gpu_count", "gpu_memory_mib",
     "gpu_driver", "cpu", "num_cpu", "ram_gib", "os", "versions",
@@ -303,6 +307,7 @@ def _row(result: asvresults.ResultFile, benchmark: str, p: dict[str, Any], metri
         # the record's engine sizes (vLLM: KV cache MiB and tokens, CUDA graphs), as JSON text
         "engine_metrics": json.dumps(rec.engine_metrics, sort_keys=True) if rec and rec.engine_metrics else None,
         "model": rec.model if rec else None, "model_params": None,  # sized once, in _table
+        "executor": executor_of(rec, p.get("engine"), p.get("method")),
     }
 
 
@@ -312,7 +317,26 @@ def _configuration(result: asvresults.ResultFile, p: dict[str, Any], rec: Record
             "engine": p.get("engine"), "model": rec.model, "method": p.get("method"),
             "method_used": rec.method_used, "parent_state": p.get("parent_state"),
             "cuda_check": p.get("cuda_check"), "tp": _int(p.get("tp")), "status": rec.status, "record": rec,
+            "executor": executor_of(rec, p.get("engine"), p.get("method")),
             "gpu_count": _int(result.params.get("gpu_count")) or 0, "num_cpu": _int(result.params.get("num_cpu"))}
+
+
+def executor_of(rec: Record | None, engine: Any, method: Any) -> str | None:
+    """The engine's executor as it ran (vLLM: `uni`, `mp`, `ray`, or "mixed" across cold starts):
+    the record's; for a vLLM record from before record/3, which did not name it, the one the
+    adapter always passed (LEGACY_EXECUTOR); None for an engine without one or no record."""
+    if rec is None or rec.status == "skipped":
+        return None
+    if rec.executor:
+        return rec.executor
+    if is_legacy(rec) and engine in VLLM_ENGINES:
+        return "ray" if isinstance(method, str) and vocab.base_method(method) == "ray" else "mp"
+    return None
+
+
+def is_legacy(rec: Record) -> bool:
+    """A record from before record/3: no exec to ready, executor, warm-ups, import phases, leases."""
+    return rec.schema != SCHEMA
 
 
 def _status(value: Any, rec: Record | None, metric: str) -> tuple[str, str | None]:

@@ -8,7 +8,9 @@ shape, tensor by tensor as `checkpoint.write_checkpoint` writes them, so no weig
 
 Extrapolation (`scale`, only with `analysis plan --extrapolate`): what grows with the weight bytes a
 rank holds (bytes / TP) scales with them, everything else is held at the measured model's value:
-- the time spent loading weights (the span that ends at `weights_loaded`): its share of time to ready;
+- the time spent loading weights (the span from the phase before `weights_loaded` to it: for vLLM
+  from a process's `*_imported`, so that its interpreter start and imports are held; a record
+  before record/3 has no import phase, its span holds a spawned process's imports: refused);
 - the GPU memory of the weights inside a rank's fixed part (weights, activations, CUDA graphs, context);
 - the decode rate, inversely (a decode step reads every weight once: memory-bound at small batch).
 Imports, process start, compile, CUDA graphs, KV-cache profiling and host memory are held; the
@@ -26,6 +28,9 @@ from forkspawn.checkpoint import PRESETS, ModelSpec
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 WEIGHTS_PHASE = "weights_loaded"  # the phase whose span grows with the weight bytes of a rank
+# vLLM's process-creation phases and the phase that ends that process's interpreter start and
+# imports (record/3): a weight-loading span that begins at a creation holds the imports
+IMPORTED = {"engine_core_started": "engine_core_imported", "workers_started": "workers_imported"}
 
 
 @dataclass(frozen=True)

@@ -21,25 +21,25 @@ import pandas as pd
 
 from forkspawn import vocabulary as vocab
 
-from . import charts, fleet, parity, screen, summary, verdict
+from . import charts, fleet, parity, screen, starts, summary, verdict
 from .capacity import BUSY_HOURS, RESTARTS_PER_DAY
-from .derive import INCLUDES, interval_text, no_small_n_intervals, view
+from .derive import INCLUDES, executors, interval_text, no_small_n_intervals, view
 from .fmt import cause, num
-from .load import BadInput, Results, latest, load
+from .load import VLLM_ENGINES, BadInput, Results, is_legacy, latest, load
 from .verdict import method_order
 
 CAPTIONS = {
-    "startup_phases": "When each start-up phase ended for the slowest rank, stacked in time order, one row per "
-                      "engine with its own phases: each segment is the time from the previous phase's end to this "
-                      "one's (clamped at 0), so the bar's height is the time to ready; one scale per engine (row); "
-                      "whiskers are its 99% CI; a bar too short to see is marked (▼); "
-                      "hatched slots are configurations that failed, labelled with the exception. "
-                      "Under fork the child skips the imports its parent already did; forkserver-preload moves "
-                      "them into the forkserver, which starts before the first rank.",
+    "startup_phases": "When each start-up phase ended (slowest rank), stacked in time order, one row per engine: "
+                      "each segment runs from the previous phase's end to this one's (clamped at 0), so a bar is the "
+                      "time to ready (record/3: exec to ready, the parent's interpreter start, state and imports "
+                      "first; vLLM's interpreter starts + imports are segments of their own). One scale per engine; "
+                      "whiskers: its 99% CI; ▼: a bar too short to see; hatched: failed, labelled with the exception. "
+                      "Under fork the child skips the imports its parent did; forkserver-preload does them in the "
+                      "forkserver.",
     "memory": "Host memory of every process of one replica at ready, stacked so that the bar is the worker "
               "group (parent, forkserver if any, ranks). USS and PSS stacks are the real footprint; an RSS "
-              "stack counts each shared page once per process, so it overstates what copy-on-write shares. "
-              "GPU memory (NVML, per process, CUDA context included) appears on GPU machines.",
+              "stack counts each shared page once per process (it overstates); group PSS after decode (–) and gc "
+              "(×) marked where read. GPU memory (NVML, per process, CUDA context included) on GPU machines.",
     "throughput": "Steady-state decode rate after warm-up (all ranks of a replica together), median of the cold "
                   "starts; whiskers are asv's 99% confidence interval of the median; one cut at the axis is marked "
                   "(▲) and its end listed in the panel, which also names the rates not resolved from fork's at 99%. "
@@ -48,7 +48,7 @@ CAPTIONS = {
     "tradeoff": "Each point is one start method in one setting (engine, parent state, TP size) compared with "
                 "fork in the same setting: to the right it needs more memory per replica, upwards it takes "
                 "longer to become ready. Settings where fork failed have no reference and are left out.",
-    "amortisation": "For each engine and mode, the method that starts fastest against its spawn twin (or the next "
+    "amortisation": "For each engine and mode, the method that restarts fastest against its spawn twin (or the next "
                     "fastest): how much slower it may decode before its start-up saving is gone (the break-even "
                     "decode gap), against the busy hours a day, one line per number of (re)starts a day. The red band "
                     "is the 99% interval of how much slower it decodes (across cold starts where measured so, else "
@@ -64,13 +64,17 @@ METHODOLOGY = """
 <dl>
 <dt>Clock</dt><dd>Every rank stamps its phases with <code>time.monotonic</code> (CLOCK_MONOTONIC), which is
 system-wide, so stamps of different processes compare directly. A phase's time is seconds since the group's
-first start request; time to ready is the slowest rank's <code>ready</code>. Teardown is the time from the stop
-request until every process of the group exited.</dd>
+first start request; time to ready is the slowest rank's <code>ready</code>. Exec to ready (record/3) runs from
+the exec of the process a user restarts (our fresh parent: its interpreter start, its state, the engine's
+imports; a server's exec) to ready. Teardown is the time from the stop request until every process of the group
+exited. Warm-up starts (record/3) are made first and kept out of every figure but their own table.</dd>
 <dt>Cold starts and spread</dt><dd>Each configuration is measured as <em>repeat</em> cold starts, each in a fresh
 parent interpreter. asv stores one sample per cold start; the median and its 99% confidence interval are asv's
 own estimator (<code>asv_runner.statistics.compute_stats</code>: a distribution-free interval for the median,
 widened when there are few samples). <code>n</code> in the tables is the number of cold starts.</dd>
-<dt>Memory</dt><dd>Read at ready through psutil <code>memory_full_info</code> (<code>/proc/PID/smaps_rollup</code>).
+<dt>Memory</dt><dd>Read at ready through psutil <code>memory_full_info</code> (<code>/proc/PID/smaps_rollup</code>),
+and (record/3) again once decoding ended and after the parent's <code>gc.collect()</code>: a replica's host
+memory is the range of the three, the planner counts the largest.
 <b>RSS</b> counts every resident page, shared copy-on-write pages once per process (so RSS sums overstate).
 <b>USS</b> counts the pages private to a process. <b>PSS</b> splits each shared page among the processes sharing
 it, so PSS sums to the real footprint of the group. <b>Peak RSS</b> is the kernel's high-water mark (VmHWM).
@@ -82,12 +86,14 @@ the warm-up steps, timed with <code>time.perf_counter</code> in rank 0.</dd>
 <b>hangs</b>: the start did not reach ready before the timeout; <b>n/a</b>: skipped, the configuration cannot
 exist on this machine (e.g. a CUDA parent state without a GPU).</dd>
 <dt>Capacity planning and verdicts</dt><dd>Replicas per node = the smallest of GPUs / TP, CPU cores / TP (one
-core per rank), host RAM / the group's PSS, and whether a rank's GPU memory fits a GPU (unknown where an engine's
-KV-cache reservation was not recorded). A replica-day costs its start-ups (starts a day &times; time to ready
-&times; TP devices) and its decode load (busy hours at the faster rate; busy all day by default). A method is
-the verdict only where it costs less than every other that works at every point of the 99% intervals of the
-differences (time to ready; decode rate across cold starts where a fork/spawn pair has it, else asv's intervals
-of the medians), and the difference it rests on is at least 3% of the other's (the decode parity tolerance);
+core per rank), host RAM / the group's PSS (the largest of its readings), and whether a rank's GPU memory fits a
+GPU (unknown where an engine's KV-cache reservation was not recorded). A replica-day costs its restarts (restarts a
+day &times; a restart &times; TP devices; a restart is teardown + exec to ready where recorded, record/3, else time
+to ready from the start request) and its decode load (busy hours at the faster rate; busy all day by default). A
+method is the verdict only where it costs less than every other that works at every point of the 99% intervals of
+the differences (the restart, its interval the sum of its parts'; decode rate across cold starts where a
+fork/spawn pair has it, paired by lease and round, else asv's intervals of the medians), and the difference it
+rests on is at least 3% of the other's (the decode parity tolerance);
 otherwise "no verdict", with the break-even decode gap over restarts and busy hours and the cold starts that
 would decide it.</dd>
 <dt>Executive summary</dt><dd>Differences of two medians carry the conservative interval
@@ -215,7 +221,8 @@ def render(results: Results, out_dir: Path) -> str:
         plans = [d for d in decisions if d.machine == machine]
         files = charts.draw(rows, info, out_dir, prefix=f"{slug}-",
                             parity_rows=decode_parity[decode_parity["machine"] == machine])
-        body.append(_machine_section(i, machine, rows, info, files, summary_html, older, plans))
+        body.append(_machine_section(i, machine, rows, info, files, summary_html, older, plans,
+                                     _starts_html(results.records[results.records["machine"] == machine])))
     body.append(_fold("Methodology", METHODOLOGY, "methodology"))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -231,9 +238,16 @@ def _fold(summary_text: str, content: str, anchor: str = "") -> str:
     return f"<details{where}><summary>{e(summary_text)}</summary>{content}</details>"
 
 
+def _starts_html(records: pd.DataFrame) -> dict[str, str]:
+    """A machine's first starts (warm-ups) and its engines' notes on how they ran, as HTML."""
+    legacy = sorted({r.engine for r in records.itertuples() if r.engine in VLLM_ENGINES and is_legacy(r.record)})
+    return {"warmups": starts.warmups_html(starts.warmups(records)),
+            "notes": starts.notes_html(starts.engine_notes(records), legacy)}
+
+
 def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFrame, files: dict,
                      summary_html: str = "", older: pd.DataFrame | None = None,
-                     plans: list | None = None) -> str:
+                     plans: list | None = None, starts_html: dict[str, str] | None = None) -> str:
     """One machine's charts and folded tables; `rows`: its latest rows of the view (derive.view)."""
     parts = [f"<h2 id=\"m{i}\">Machine {e(machine)}</h2><p class=\"prov\">{e(charts.provenance(info))}</p>"]
     for name, (title, _) in charts.CHARTS.items():
@@ -244,8 +258,17 @@ def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFram
                      f"Files: <a href=\"{e(png.name)}\">PNG</a>, <a href=\"{e(svg.name)}\">SVG</a>.</figcaption></figure>")
     parts.append(_fold("Executive summary: every setting, each method against fork, with 99% intervals",
                        summary_html, f"m{i}-summary"))
-    tables = ("<h3>Time to ready (median [99% CI], seconds)</h3>" + _median_table(rows, vocab.TIME_TO_READY)
-              + _includes(rows)
+    starts_html = starts_html or {}
+    parts.append(_fold("First starts: each warm-up beside the counted cold starts (not counted anywhere)",
+                       starts_html.get("warmups", ""), f"m{i}-warmups"))
+    parts.append(_fold("How the engines ran: executor and bytecode", starts_html.get("notes", ""), f"m{i}-notes"))
+    exec_rows = rows[rows["metric"] == vocab.EXEC_TO_READY]
+    tables = ("<h3>Time to ready (from the start request to ready: median [99% CI], seconds)</h3>"
+              + _median_table(rows, vocab.TIME_TO_READY) + _includes(rows)
+              + ("<h3>Exec to ready (from the exec of the process a user restarts: its interpreter start, the "
+                 "parent state and the engine's imports included; median [99% CI], seconds)</h3>"
+                 + _median_table(rows, vocab.EXEC_TO_READY) if exec_rows["value"].notna().any() else "")
+              + "<h3>Start-up phases (seconds each phase's span took, the bars of chart 1)</h3>" + _phase_tables(rows)
               + "<h3>Steady-state decoding (output tokens/s, median [99% CI])</h3>"
               + _median_table(rows, r"tokens_per_s\.b\d+")
               + "<h3>Teardown (seconds from the stop request until every process exited, median [99% CI])</h3>"
@@ -253,7 +276,9 @@ def _machine_section(i: int, machine: str, rows: pd.DataFrame, info: pd.DataFram
               + "<h3>Memory at ready, per process and per replica (MiB, median of the cold starts)</h3>"
               "<p class=\"note\">The <code>group</code> row is the replica: parent, forkserver (if any) and "
               "every rank. USS and PSS sum to the real footprint; RSS counts shared pages in each process; "
-              "GPU is NVML's per-process figure. Intervals are in the executive summary and table.csv.</p>"
+              "GPU is NVML's per-process figure; PSS after decode and after gc: read again once decoding ended, "
+              "and after the parent's gc.collect() (record/3). Intervals are in the executive summary and "
+              "table.csv.</p>"
               + _memory_table(rows))
     if rows["metric"].str.startswith("roofline_fraction").any():
         tables += ("<h3>Fraction of the decode roofline (tokens/s over batch &times; measured memory bandwidth "
@@ -295,6 +320,19 @@ def _compatibility_table(cells: pd.DataFrame) -> str:
     return out
 
 
+MEMORY_COLUMNS = {"uss": "USS", "pss": "PSS", "rss": "RSS", "peak_rss": "peak RSS", "gpu": "GPU",
+                  "pss_after_decode": "PSS after decode", "pss_after_gc": "PSS after gc"}
+
+
+def _phase_tables(rows: pd.DataFrame) -> str:
+    """Chart 1's bars as tables, one per engine (its own phases)."""
+    every = charts.phase_table(charts.view(rows))
+    if every.empty:
+        return _none_measured(rows[rows["metric"] == vocab.TIME_TO_READY], "start-up phase")
+    return "".join(f"<p>{e(engine)}</p>" + _html_table(t.drop(columns="engine").dropna(axis=1, how="all"))
+                   for engine, t in every.groupby("engine", sort=False))
+
+
 def _memory_table(rows: pd.DataFrame) -> str:
     """One row per configuration and process, columns USS / PSS / RSS / peak RSS / GPU."""
     m = rows[rows["metric"].str.fullmatch(vocab.MEM_RE) & (rows["status"] == "ok")]
@@ -303,8 +341,7 @@ def _memory_table(rows: pd.DataFrame) -> str:
     kind = m["metric"].str.extract(vocab.mem_re(kinds="([a-z_]+)"))[0]
     wide = m.assign(k=kind).pivot_table(index=["engine", "tp", "parent_state", "method", "process"], columns="k",
                                         values="value", aggfunc="first", sort=False)
-    wide = wide[[c for c in ("uss", "pss", "rss", "peak_rss", "gpu") if c in wide.columns]]
-    wide = wide.rename(columns={"uss": "USS", "pss": "PSS", "rss": "RSS", "peak_rss": "peak RSS", "gpu": "GPU"})
+    wide = wide[[c for c in MEMORY_COLUMNS if c in wide.columns]].rename(columns=MEMORY_COLUMNS)
     wide = wide.reset_index()
     order = {p: i for i, p in enumerate(["group", "parent", "forkserver"])}
     methods = {mth: i for i, mth in enumerate(method_order(wide["method"]))}
@@ -335,6 +372,9 @@ def _median_table(rows: pd.DataFrame, metric: str) -> str:
     index = ["engine", "parent_state", "cuda_check", "tp"] + (["batch"] if r["batch"].notna().any() else [])
     wide = r.pivot_table(index=index, columns="method", values="cell", aggfunc="first", sort=False)
     wide = wide[method_order(wide.columns)].reset_index()
+    if r["executor"].notna().any():  # which executor each method of a row ran with
+        ran = {k: executors(g) for k, g in r.groupby(index, sort=False, dropna=False)}
+        wide.insert(len(index), "executor", [ran.get(tuple(k), "") for k in wide[index].itertuples(index=False)])
     return _html_table(wide)
 
 

@@ -15,10 +15,10 @@ import pandas as pd
 from forkspawn import vocabulary as vocab
 
 from . import decide, models, parity
-from .capacity import BUSY_HOURS, RESTARTS_PER_DAY, Node, Plan, mode_of, plan
-from .derive import Estimate, difference, interval_text, view
+from .capacity import BUSY_HOURS, HOST_READINGS, RESTARTS_PER_DAY, Node, Plan, mode_of, mode_text, plan
+from .derive import INCLUDES, RESTART, Estimate, difference, executors, interval_text, view
 from .fmt import engine_label, num, pct
-from .load import ASKED, BadInput, Results, latest
+from .load import ASKED, LEGACY_EXECUTOR, BadInput, Results, is_legacy, latest
 
 STATE_PREFERENCE = ("torch", "bare")  # the parent state a setting is decided for: a server that imported torch
 
@@ -34,11 +34,24 @@ class Decision:
     plan: Plan | None = None
     error: str = ""  # why no plan could be made
     by_batch: dict[int, decide.Outcome] = field(default_factory=dict)  # the compared pair at each batch
+    executor: str = ""  # which executor the mode's methods ran with (derive.executors), '' for none
+    executor_note: str = ""  # where it comes from, where the records did not name it (load.LEGACY_EXECUTOR)
+    # method -> metric -> its median with the 99% interval (time to ready, exec to ready, teardown,
+    # restart, and the group's PSS readings): the clocks and readings beside the verdict's figures
+    estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+    server_start: set[str] = field(default_factory=set)  # methods whose time to ready runs from a server's start
 
     @property
     def setting(self) -> str:
-        mode = f" · {self.mode} mode" if self.mode else ""
+        mode = f" · {mode_text(self.mode)}" if self.mode else ""
         return f"{self.engine} · {self.model} · TP={self.tp}{mode} · parent {self.parent_state}"
+
+    @property
+    def mode_line(self) -> str:
+        """'default mode (executor uni)', 'mp executor (a worker process at TP 1)'."""
+        note = f", {self.executor_note}" if self.executor_note else ""
+        executor = f" ({self.executor}{note})" if self.executor and self.mode != "mp" else ""
+        return f"{mode_text(self.mode)}{executor}"
 
     @property
     def main(self) -> decide.Outcome | None:
@@ -71,8 +84,12 @@ def decisions(results: Results, restarts_per_day: float = RESTARTS_PER_DAY, busy
         size = models.of(model) if isinstance(model, str) else None
         info = results.machines[results.machines["machine"] == machine]
         node = Node.of_machine(info.iloc[-1]) if len(info) and pd.notna(info.iloc[-1]["num_cpu"]) else None
-        for mode in sorted({mode_of(m, labels) for m in labels}):  # the default mode ('') first
+        for mode in sorted({mode_of(m, labels) for m in labels}, key=lambda m: (m != "", m != "mp", m)):
             d = Decision(machine, name, size.label if size else "model not recorded", int(tp), mode, state)
+            mine = g[(g["parent_state"] == state) & g[ASKED].map(lambda m: mode_of(m, labels) == mode)]
+            d.estimates = _estimates(mine)
+            ttr = mine[(mine["metric"] == vocab.TIME_TO_READY) & mine[INCLUDES].str.startswith("server", na=False)]
+            d.server_start = set(ttr["method"])
             if node is None:
                 d.error = "the machine's description is not in the records"
                 out.append(d)
@@ -88,7 +105,36 @@ def decisions(results: Results, restarts_per_day: float = RESTARTS_PER_DAY, busy
                         d.by_batch.update({batch: o for o in p.outcomes if (o.b.method, o.o.method) == pair})
             except BadInput as e:
                 d.error = str(e)
+            # the executor the figures are for: the compared pair's (else every method of the mode's)
+            pair = mine[mine["method"].isin((d.main.b.method, d.main.o.method))] if d.main is not None else mine
+            d.executor, d.executor_note = _executor(results, pair)
             out.append(d)
+    return out
+
+
+def _executor(results: Results, rows: pd.DataFrame) -> tuple[str, str]:
+    """(which executor the rows' methods ran with, and where their records are from before
+    record/3, which did not name it, where it comes from: load.LEGACY_EXECUTOR)."""
+    text = executors(rows[rows["metric"] == vocab.STATUS])
+    recs = results.records
+    mine = recs[recs["machine"].isin(rows["machine"]) & recs["engine"].isin(rows["engine"])
+                & recs["tp"].isin(rows["tp"]) & recs["method"].isin(rows[ASKED])
+                & recs["parent_state"].isin(rows["parent_state"])]
+    return text, LEGACY_EXECUTOR if text and len(mine) and all(map(is_legacy, mine["record"])) else ""
+
+
+CLOCKS = (vocab.TIME_TO_READY, vocab.EXEC_TO_READY, vocab.TEARDOWN, RESTART)
+
+
+def _estimates(rows: pd.DataFrame) -> dict[str, dict[str, Estimate]]:
+    """method (as it ran) -> metric -> Estimate, for the clocks of a restart and the replica's PSS readings."""
+    wanted = set(CLOCKS) | {m for _, m in HOST_READINGS}
+    ok = rows[(rows["status"] == "ok") & rows["metric"].isin(wanted) & rows["value"].notna()]
+    f = lambda v: float(v) if pd.notna(v) else None  # noqa: E731
+    out: dict[str, dict[str, Estimate]] = {}
+    for r in ok.itertuples(index=False):
+        out.setdefault(r.method, {})[r.metric] = Estimate(float(r.value), f(r.ci_low), f(r.ci_high),
+                                                         int(r.n) if pd.notna(r.n) else None)
     return out
 
 
@@ -104,14 +150,23 @@ def _batches(g: pd.DataFrame, state: str, mode: str, labels: set[str]) -> list[i
 
 def figures(d: Decision) -> list[tuple[str, str, str, str]]:
     """(what, the faster starter's value, the other's, the difference with its 99% interval) of the
-    comparison the verdict turns on: time to ready, decode per batch, host memory a replica."""
+    comparison the verdict turns on: the restart it weighs and the clocks beside it, decode per
+    batch, host memory a replica (a range where it was read again after decode and gc)."""
     o = d.main
     if o is None:
         return []
     out = []
-    if o.b.ttr and o.o.ttr:
-        diff = difference(o.b.ttr, o.o.ttr)
-        out.append(("time to ready, s", num(o.b.ttr.value), num(o.o.ttr.value), _diff(diff, " s")))
+    b, c = d.estimates.get(o.b.method, {}), d.estimates.get(o.o.method, {})
+    if o.b.restart and o.o.restart:
+        since = "server start" if o.b.method in d.server_start else "start request"
+        rows = [(f"{since} to ready, s", RESTART)]  # time to ready, named by its clock as exec to ready is
+        if o.b.verb == "restarts":
+            rows = [("restart: teardown + exec to ready, s", RESTART), ("exec to ready, s", vocab.EXEC_TO_READY),
+                    ("teardown, s", vocab.TEARDOWN), (rows[0][0], vocab.TIME_TO_READY)]
+        for what, metric in rows:
+            x, y = (o.b.restart, o.o.restart) if metric == RESTART else (b.get(metric), c.get(metric))
+            if x and y:
+                out.append((what, num(x.value), num(y.value), _diff(difference(x, y), " s")))
     for batch, x in d.by_batch.items():
         dec = x.decode
         if dec is None or not (x.b.rate and x.o.rate):
@@ -120,9 +175,18 @@ def figures(d: Decision) -> list[tuple[str, str, str, str]]:
         out.append((f"decode tokens/s, batch {batch}", num(x.b.rate.value), num(x.o.rate.value),
                     f"{pct(dec.est)}{bounds} ({dec.source})"))
     if o.b.host and o.o.host:
-        out.append(("host MiB a replica (PSS)", num(o.b.host.value), num(o.o.host.value),
-                    _diff(difference(o.b.host, o.o.host), " MiB")))
+        readings = [when for when, m in HOST_READINGS if m in b and m in c]
+        what = ("host MiB a replica (PSS)" if readings == ["at ready"] else
+                f"host MiB a replica (PSS {', '.join(readings)}; difference of the largest)")
+        out.append((what, _range(b), _range(c), _diff(difference(o.b.host, o.o.host), " MiB")))
     return out
+
+
+def _range(e: dict[str, Estimate]) -> str:
+    """The group's PSS readings as '2,484' or a range '2,484-2,610' (at ready .. after gc)."""
+    values = [e[m].value for _, m in HOST_READINGS if m in e]
+    lo, hi = min(values), max(values)
+    return num(lo) if num(lo) == num(hi) else f"{num(lo)}-{num(hi)}"
 
 
 def _diff(e: Estimate, unit: str) -> str:
@@ -159,7 +223,10 @@ def html(ds: list[Decision], restarts_per_day: float = RESTARTS_PER_DAY, busy_ho
         if o is not None:
             figs = "".join(f"<li>{escape(w)}: {escape(f'{a} vs {b}: ' if a else '')}{escape(x)}</li>"
                            for w, a, b, x in figures(d))
-            turns = f"<b>{escape(o.b.method)}</b> vs {escape(o.o.method)}<ul>{figs}</ul>"
+            # the executor's provenance (old records) is the report's "How the engines ran", and the hover
+            executor = (f" <small title=\"{escape(d.executor_note)}\">({escape(d.executor)})</small>" if d.executor
+                        else "")
+            turns = f"<b>{escape(o.b.method)}</b> vs {escape(o.o.method)}{executor}<ul>{figs}</ul>"
         else:
             turns = escape(d.verdict.split(": ", 1)[-1])
         decide_ = escape(_open_text(o)) if o is not None else ""  # decided: what decided it
@@ -222,13 +289,13 @@ def markdown(ds: list[Decision], results: Results | None = None) -> str:
                 o = d.main
                 if o is None:
                     continue
-                if len(group) > 1:
-                    out.append(f"| *{d.mode or 'default'} mode: {o.b.method} vs {o.o.method}* | | | |")
+                if len(group) > 1 or d.executor:
+                    out.append(f"| *{d.mode_line}: {o.b.method} vs {o.o.method}* | | | |")
                 out += [f"| {w} | {a} | {b} | {x} |" for w, a, b, x in figures(d)]
             out.append("")
         for d in group:
             text = _open_text(d.main) if d.main is not None and d.main.winner is None else d.verdict
-            out.append(f"- {d.mode or 'default'} mode, busy all day at {RESTARTS_PER_DAY:g} starts a day: "
+            out.append(f"- {d.mode_line}, busy all day at {RESTARTS_PER_DAY:g} starts a day: "
                        f"**{_verdict_word(d)}**. {text}")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
@@ -252,7 +319,7 @@ def brief(reports: list[tuple[str, list[Decision]]]) -> str:
             o = d.main
             why = (_lower(_open_text(o).split(". ")[0]) if o is not None and o.winner is None
                    else d.verdict.split(": ", 1)[-1].split("; ")[0])
-            mode = f" · {d.mode} mode" if d.mode else ""
+            mode = f" · {mode_text(d.mode)}" if d.mode else ""
             out.append(f"| {link} | {d.engine} · {d.model} · TP={d.tp}{mode} · parent {d.parent_state} | "
                        f"**{_verdict_word(d)}**{': ' + why if why else ''} |")
     return "\n".join(out) + "\n"

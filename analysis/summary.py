@@ -22,9 +22,9 @@ import pandas as pd
 from forkspawn import vocabulary as vocab
 
 from . import models, verdict
-from .capacity import BUSY_HOURS, RESTARTS_PER_DAY
+from .capacity import BUSY_HOURS, HOST_READINGS, RESTARTS_PER_DAY, host_memory
 from .decide import THRESHOLD, break_even_gap
-from .derive import Estimate, as_asked, difference, runs_needed, view  # noqa: F401 (Estimate, difference: the API)
+from .derive import RESTART, Estimate, as_asked, difference, runs_needed, view  # noqa: F401 (Estimate, difference: the API)
 from .fmt import cause, engine_label, interval, num
 from .load import latest, method_order
 
@@ -32,16 +32,25 @@ GROUP = ["machine", "engine", "tp", "parent_state", "cuda_check", "model"]  # tw
 CUDA_STATES = verdict.CUDA_STATES
 
 
-# (key, label, metric regex, the better direction); the decode metric is the largest batch's
+# (key, label, metric regex, the better direction); the decode metric is the largest batch's; a
+# replica's memory is the largest of the group's PSS readings (at ready, after decode, after gc)
 METRICS = [
-    ("ttr", "time to ready, s", vocab.TIME_TO_READY, -1),
+    ("ttr", "start request to ready, s", vocab.TIME_TO_READY, -1),
+    ("exec", "exec to ready, s", vocab.EXEC_TO_READY, -1),
+    ("teardown", "teardown, s", vocab.TEARDOWN, -1),
+    ("restart", "restart: teardown + exec to ready, s", RESTART, -1),
     ("rank_mib", "host MiB per rank (PSS, rank 0)", re.escape(vocab.mem(vocab.rank_label(0), "pss")), -1),
-    ("replica_mib", "host MiB per replica (PSS, group)", re.escape(vocab.mem(vocab.GROUP, "pss")), -1),
+    ("replica_mib", "host MiB per replica (PSS, group; the largest reading)",
+     "|".join(re.escape(m) for _, m in HOST_READINGS), -1),
     ("gpu_mib", "GPU MiB per GPU process (the largest)", vocab.mem_re(r"(?!group\.|parent\.|ray\.)[^.]+",
                                                                     vocab.GPU_KIND), -1),
     ("decode", "decode tokens/s", vocab.TOKENS_RE, 1),
 ]
+# A restart (teardown + exec to ready) where exec to ready was recorded (record/3): then it is what
+# is judged, and its parts are shown beside it; else time to ready, as before
+RESTART_KEYS = ("exec", "teardown", "restart")
 WORDS = {"ttr": ("starts {d} s faster", "starts {d} s slower"),
+         "restart": ("restarts {d} s faster", "restarts {d} s slower"),
          "rank_mib": ("needs {d} MiB less host memory per rank", "needs {d} MiB more host memory per rank"),
          "replica_mib": ("needs {d} MiB less host memory per replica", "needs {d} MiB more host memory per replica"),
          "gpu_mib": ("needs {d} MiB less GPU memory per rank", "needs {d} MiB more GPU memory per rank"),
@@ -56,6 +65,8 @@ class MethodRow:
     cause: str | None
     values: dict[str, Estimate] = field(default_factory=dict)
     deltas: dict[str, Estimate] = field(default_factory=dict)  # this method minus the reference
+    readings: dict[str, float] = field(default_factory=dict)  # the group's PSS by when it was read
+    executor: str | None = None  # the engine's executor as it ran (vLLM: uni, mp, ray)
 
     @property
     def label(self) -> str:
@@ -70,6 +81,18 @@ class Group:
     rows: list[MethodRow]
     reference: str | None  # the method the deltas are taken against (fork, or what ran as fork)
     verdicts: list[str]
+
+    @property
+    def keys(self) -> list[str]:
+        """The METRICS shown: a restart and its parts only where exec to ready was recorded."""
+        timed = any("exec" in r.values for r in self.rows)
+        return [k for k, *_ in METRICS if timed or k not in RESTART_KEYS]
+
+    @property
+    def judged(self) -> list[str]:
+        """The METRICS a verdict rests on: the restart where recorded (else time to ready), memory, decode."""
+        start = "restart" if "restart" in self.keys else "ttr"
+        return [k for k in self.keys if k not in ("ttr", *RESTART_KEYS) or k == start]
 
     @property
     def title(self) -> str:
@@ -121,19 +144,24 @@ def _group(key: dict, rows: pd.DataFrame, st: pd.DataFrame, everything: pd.DataF
     for method in method_order(st["method"]):
         s = st[st["method"] == method].iloc[-1]
         used = s["method_used"] if isinstance(s["method_used"], str) else None
-        row = MethodRow(method, used, s["status"], cause(s["error"]) if s["status"] != "ok" else None)
+        row = MethodRow(method, used, s["status"], cause(s["error"]) if s["status"] != "ok" else None,
+                        executor=s["executor"] if isinstance(s.get("executor"), str) else None)
         mine = rows[rows["method"] == method]
         for k, _, pattern, _ in METRICS:
             est = _estimate(mine, re.escape(vocab.tokens_per_s(batch)) if k == "decode" else pattern)
             if est is not None:
                 row.values[k] = est
+        row.readings = host_memory(mine[mine["status"] == "ok"].drop_duplicates("metric", keep="last")
+                                   .set_index("metric"))[1]
         out.append(row)
     ref = _reference(out)
     if ref is not None:
         for r in out:
             if r is not ref and r.status == "ok":
                 r.deltas = {k: difference(v, ref.values[k]) for k, v in r.values.items() if k in ref.values}
-    return Group(key, out, ref.method if ref else None, _verdicts(key, out, ref, everything))
+    group = Group(key, out, ref.method if ref else None, [])
+    group.verdicts = _verdicts(key, out, ref, everything, group.judged)
+    return group
 
 
 def _reference(rows: list[MethodRow]) -> MethodRow | None:
@@ -146,7 +174,8 @@ def _reference(rows: list[MethodRow]) -> MethodRow | None:
     return next((r for r in rows if r.method == "fork"), None)
 
 
-def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.DataFrame) -> list[str]:
+def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.DataFrame,
+              judged: list[str]) -> list[str]:
     works = [r for r in rows if r.status == "ok"]
     failed = [r for r in rows if verdict.failed(r.status)]
     lines = []
@@ -164,7 +193,7 @@ def _verdicts(key: dict, rows: list[MethodRow], ref: MethodRow | None, df: pd.Da
         for r in works:
             if r is ref:
                 continue
-            lines.append(_pair(r, ref))
+            lines.append(_pair(r, ref, judged))
     for r in failed:
         if r is not ref or works:
             if r is not ref:
@@ -180,13 +209,17 @@ def _failed(r: MethodRow) -> str:
     return verdict.failure(r.status, r.cause)
 
 
-def _pair(r: MethodRow, ref: MethodRow) -> str:
-    """One method against fork: a conclusion ("use", "trade-off") only where every difference is
-    resolved at 99%, and each that counts at least THRESHOLD of fork's value; otherwise what is
-    resolved, what is not, and no verdict (`analysis plan` weighs the open ones for a deployment)."""
+def _pair(r: MethodRow, ref: MethodRow, judged: list[str]) -> str:
+    """One method against fork: a conclusion ("use", "trade-off") only where every difference it
+    rests on (`judged`) is resolved at 99%, and each that counts at least THRESHOLD of fork's value;
+    otherwise what is resolved, what is not, and no verdict (`analysis plan` weighs the open ones
+    for a deployment)."""
     better, worse, unresolved, small = [], [], [], []
-    names = {k: lbl.split(",")[0].split(" (")[0] for k, lbl, *_ in METRICS}
+    names = {k: lbl.split(",")[0].split(" (")[0].split(":")[0] for k, lbl, *_ in METRICS}
+    start = "restart" if "restart" in judged else "ttr"
     for k, _, _, sign in METRICS:
+        if k not in judged:
+            continue
         d = r.deltas.get(k)
         if d is None:
             continue
@@ -203,14 +236,14 @@ def _pair(r: MethodRow, ref: MethodRow) -> str:
         (better if d.value * sign > 0 else worse).append(f"{words} {interval(d.lo, d.hi, signed=True)}")
     who = f"{r.label} vs {ref.label}"
     open_ = f"; not resolved: {', '.join(names[k] for k in unresolved)}" if unresolved else ""
-    if "decode" in unresolved and r.deltas.get("ttr") is not None and r.deltas["ttr"].resolved:
-        open_ += _break_even(r, ref)
+    if "decode" in unresolved and r.deltas.get(start) is not None and r.deltas[start].resolved:
+        open_ += _break_even(r, ref, start)
     if small:
         open_ += f"; below the practical threshold of {100 * THRESHOLD:g}%: {', '.join(small)}"
     if not better and not worse and small:
         return f"{who}: no verdict: every resolved difference is below {100 * THRESHOLD:g}% of fork's{open_}"
     if not better and not worse:
-        d = r.deltas.get("ttr")
+        d = r.deltas.get(start)
         n = d.n if d is not None and d.n else "few"
         m = runs_needed(d) if d is not None else None
         why = ("no interval from so few" if d is None or d.lo is None else "no difference excludes 0 at 99%")
@@ -227,10 +260,10 @@ def _pair(r: MethodRow, ref: MethodRow) -> str:
     return f"{head}: {r.method} " + "; ".join(better + worse) + f" (99% intervals){open_}"
 
 
-def _break_even(r: MethodRow, ref: MethodRow) -> str:
+def _break_even(r: MethodRow, ref: MethodRow, start: str = "ttr") -> str:
     """The decision rests on start-up while decode is unresolved: the decode-rate gap that would
     cancel the start-up saving, at the report's deployment (`analysis plan` weighs the interval)."""
-    d = r.deltas["ttr"].value
+    d = r.deltas[start].value
     faster, slower = (ref, r) if d > 0 else (r, ref)
     gap = break_even_gap(abs(d), RESTARTS_PER_DAY, BUSY_HOURS)
     return (f" (break-even: at {RESTARTS_PER_DAY} starts and {BUSY_HOURS:g} busy hours a day, {faster.label} "
@@ -244,10 +277,10 @@ def markdown(groups: list[Group], skipped: list[str]) -> str:
            "interval [lo_a - hi_b, hi_a - lo_b]). A difference whose interval contains 0 is not a conclusion.",
            ""]
     for g in groups:
-        out += [f"## {g.title}", "", "| method | works | n | " + " | ".join(label_of(k, g) for k, *_ in METRICS) + " |",
-                "|---" * (3 + len(METRICS)) + "|"]
+        out += [f"## {g.title}", "", "| method | works | n | " + " | ".join(label_of(k, g) for k in g.keys) + " |",
+                "|---" * (3 + len(g.keys)) + "|"]
         for r in g.rows:
-            out.append("| " + " | ".join(_md(c) for c in cells(r)) + " |")
+            out.append("| " + " | ".join(_md(c) for c in cells(r, g.keys)) + " |")
         out += [""] + [f"- {_md(v)}" for v in g.verdicts] + [""]
     if skipped:
         out += ["## Not run", ""] + [f"- {_md(s)}" for s in skipped] + [""]
@@ -259,21 +292,32 @@ def label_of(key: str, g: Group) -> str:
     return f"{label} (batch {g.key['batch']})" if key == "decode" and g.key.get("batch") else label
 
 
-def cells(r: MethodRow) -> list[str]:
-    """method, works, n, then each metric as 'value [ci]' and, against fork, 'Δ +d [lo, hi]'."""
+def cells(r: MethodRow, keys: list[str] | None = None) -> list[str]:
+    """method, works, n, then each metric (`keys`, default every METRICS key) as 'value [ci]' and,
+    against fork, 'Δ +d [lo, hi]'; a replica's memory with its readings' range where read again."""
     short = r.cause if r.cause is None or len(r.cause) <= 110 else r.cause[:109] + "…"
     works = verdict.failure(r.status, short) if verdict.failed(r.status) else verdict.word(r.status, r.cause)
     ns = [v.n for v in r.values.values() if v.n]
-    out = [r.label, works, str(min(ns)) if ns else ""]
-    for k, *_ in METRICS:
+    out = [r.label + (f" · executor {r.executor}" if r.executor else ""), works, str(min(ns)) if ns else ""]
+    for k in keys or [k for k, *_ in METRICS]:
         v, d = r.values.get(k), r.deltas.get(k)
         text = v.text() if v else ""
+        if k == "replica_mib":
+            text += readings_text(r.readings)
         if d is not None and d.value == d.lo == d.hi == 0:
             text += "; Δ 0 (identical)"
         elif d is not None:
             text += f"; Δ {d.text(signed=True)}" + ("" if d.resolved else " (not resolved)")
         out.append(text)
     return out
+
+
+def readings_text(readings: dict[str, float]) -> str:
+    """' (2,484-2,610 from at ready to after gc)' where the replica was read again, else ''."""
+    if len(readings) < 2:
+        return ""
+    lo, hi = min(readings.values()), max(readings.values())
+    return f" ({num(lo)}-{num(hi)}: {', '.join(f'{w} {num(v)}' for w, v in readings.items())})"
 
 
 def _md(text: str) -> str:
@@ -290,15 +334,15 @@ def html(groups: list[Group], skipped: list[str]) -> str:
              "0 (resolved), grey when not: no conclusion is drawn from a grey difference.</p>"]
     for g in groups:
         head = "".join(f"<th>{escape(h)}</th>" for h in
-                       ["method", "works", "n"] + [label_of(k, g) for k, *_ in METRICS])
+                       ["method", "works", "n"] + [label_of(k, g) for k in g.keys])
         body = []
         for r in g.rows:
             cls = {"ok": "ok", "error": "error", "timeout": "timeout"}.get(r.status, "skipped")
-            c = cells(r)
+            c = cells(r, g.keys)
             tds = [f"<td>{escape(c[0])}</td>", f"<td>{escape(c[1])}</td>", f"<td class=\"num\">{escape(c[2])}</td>"]
-            for k, *_ in METRICS:
+            for k in g.keys:
                 v, d = r.values.get(k), r.deltas.get(k)
-                text = escape(v.text()) if v else ""
+                text = escape(v.text() + (readings_text(r.readings) if k == "replica_mib" else "")) if v else ""
                 if d is not None:
                     same = d.value == d.lo == d.hi == 0
                     dcls = "same" if same else ("resolved" if d.resolved else "unresolved")

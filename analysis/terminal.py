@@ -70,5 +70,5 @@ def _grid(t: pd.DataFrame) -> str:
 
 # the columns models.py's rule scales (host memory and replicas by host RAM are held)
 EXTRAPOLATED = ["gpu_mib_measured", "gpu_fixed_mib", "kv_cache_mib", "kv_cache_tokens", "gpu_headroom_gib",
-                "time_to_ready_s", "startup_gpu_s_per_day", "tokens_per_s", "decode_gpu_s_per_day",
-                "cost_gpu_s_per_day", "node_gpu_h_per_day", "fleet_gpu_h_per_day"]
+                "time_to_ready_s", "exec_to_ready_s", "restart_s", "startup_gpu_s_per_day", "tokens_per_s",
+                "decode_gpu_s_per_day", "cost_gpu_s_per_day", "node_gpu_h_per_day", "fleet_gpu_h_per_day"]

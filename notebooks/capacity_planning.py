@@ -59,14 +59,16 @@ summary.reindex(columns=method_order(summary.columns.get_level_values("method"))
 # ## Planning the measured machine
 #
 # The node defaults to the machine that was measured. On a CPU-only node a replica needs one core
-# per rank, so the cores bound the replicas; start-up loss is then counted in core-seconds.
+# per rank, so the cores bound the replicas; start-up loss is then counted in core-seconds. A
+# restart (`restart_s`) is what a user pays: teardown + exec to ready where the records have it
+# (record/3), else time to ready from the start request (the scenario line says which).
 
 # %%
 machine = results.machines.iloc[0]
 here = Node.of_machine(machine)
 p = plan(table, here, tp=1, restarts_per_day=24)
 print(p.scenario)
-p.table[["method", "status", "replicas", "limited_by", "ram_headroom_gib", "time_to_ready_s",
+p.table[["method", "status", "replicas", "limited_by", "ram_headroom_gib", "time_to_ready_s", "restart_s",
          "startup_gpu_s_per_day", "tokens_per_s", "recommended", "reason"]]
 
 # %% [markdown]

@@ -49,7 +49,7 @@ def _error(capsys: pytest.CaptureFixture, *args: str) -> str:
     (["--busy-hours", "-1"], "--busy-hours"),
     (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
     (["--restarts-per-day", "100000"], "--restarts-per-day"),
-    (["--restarts-per-day", "5000"], "--restarts-per-day 5000: more start-ups than fit in a day"),
+    (["--restarts-per-day", "5000"], "--restarts-per-day 5000: more restarts than fit in a day"),
     (["--gpu-mem-gib", "4"], "--gpu-mem-gib 4: below the model's fixed part on a GPU (4,870 MiB"),
     (["--gpu-mem-gib", "4096"], "--gpu-mem-gib"),
     (["--batch", "4"], "--batch 4: not measured; measured: 1, 16"),
@@ -75,21 +75,24 @@ def test_a_gpu_question_on_cpu_measurements_is_refused(capsys: pytest.CaptureFix
 
 
 def test_the_newest_gpu_report_gives_no_verdict_busy_all_day_and_fork_for_a_lighter_load() -> None:
-    """reports/h100-vllm-tp1: fork starts 27.3 s sooner, which a 0.75% slower decode cancels at
-    hourly restarts busy all day; the batch-16 parity interval (14 cold starts a side) allows 0.83%:
-    no verdict. Up to 12 busy hours fork holds at every point; at 16 it does not."""
+    """reports/h100-vllm-tp1: fork starts 27.3 s sooner (from the start request: its record/2 has no
+    exec to ready), which a 0.75% slower decode cancels at hourly restarts busy all day; the batch-16
+    parity interval, 14 cold starts a side paired round by round (one block: the records name no
+    lease), allows 1.9%: no verdict. Up to 5 busy hours fork holds at every point; at 6 it does not."""
     busy = _plan("h100-vllm-tp1", 1)
     assert busy.recommended is None
-    assert busy.verdict.startswith("no verdict: fork vs spawn: fork starts 27.3 s sooner")
-    assert "fork -0.18% [-0.83%, +0.29%] of spawn's (across cold starts, n=14 a side: equal within ±3%)" in busy.verdict
+    assert busy.verdict.startswith("no verdict: fork vs spawn: fork starts 27.3 s sooner [15.6, 28.7] (from the start "
+                                   "request to ready; exec to ready not recorded before record/3)")
+    assert ("fork -0.31% [-1.9%, +0.15%] of spawn's (across cold starts, 14 pairs; leases not recorded: between-lease "
+            "variation not in this interval; equal within ±3%)") in busy.verdict
     assert "fork decoding 0.75% slower cancels its saving at 24 starts and 24 busy h a day" in busy.verdict
-    # the interval's low end (-0.83%) must pass -0.75%: more cold starts than the 14 measured
-    assert "would decide it: about 19 cold starts a side (fork" in busy.verdict
-    assert "fork holds for a fleet decoding at most 12 h a day" in busy.verdict
+    # the interval's low end (-1.9%) must pass -0.75%: more cold starts than the 14 measured
+    assert "would decide it: about 184 cold starts a side (fork" in busy.verdict
+    assert "fork holds for a fleet decoding at most 5.3 h a day" in busy.verdict
     assert "not measured: ray, fork-gcfreeze" in busy.verdict  # never recommended against
     assert busy.break_even.loc["24", "24 h"] == "0.75% ?" and busy.break_even.loc["24", "1 h"] == "15.4% fork"
-    assert _plan("h100-vllm-tp1", 1, busy_hours=12).recommended == "fork"
-    assert _plan("h100-vllm-tp1", 1, busy_hours=16).recommended is None
+    assert _plan("h100-vllm-tp1", 1, busy_hours=5).recommended == "fork"
+    assert _plan("h100-vllm-tp1", 1, busy_hours=6).recommended is None
     eager = _plan("h100-vllm-tp1", 1, mode="eager")
     assert eager.recommended is None and list(eager.table["method"]) == ["fork-eager", "spawn-eager"]
 
@@ -134,7 +137,7 @@ def test_an_unknown_kv_reservation_is_an_unknown_fit_with_what_it_needs() -> Non
 
 
 def test_the_tidy_table_names_the_model_and_its_size() -> None:
-    assert COLUMNS[-2:] == ["model", "model_params"]
+    assert COLUMNS[-3:] == ["model", "model_params", "executor"]
     t = _results("h100-vllm-tp1").table
     assert set(t["model"]) == {"1b"} and set(t["model_params"]) == {models.param_count(models.spec("1b"))}
     assert models.of("1b").label == "1b (1.24e9 params)"
