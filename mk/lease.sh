@@ -64,7 +64,10 @@ print(sysconfig.get_paths()["purelib"], *(os.path.dirname(m.__file__) for m in (
   finish)
     RUN=$2 COMMIT=$3
     pg=$(ps -eo pgid,args | awk '/mk\/deploy-queue\.sh/ && !/awk/ {print $1; exit}')
-    [ -n "$pg" ] && kill -TERM -- "-$pg" && sleep 8  # the prefill stops the cold start in flight
+    if [ -n "$pg" ]; then  # the prefill stops the cold start in flight and reaps its processes
+      kill -TERM "-$pg"  # dash's kill takes no `--`
+      for _ in $(seq 60); do ps -eo pgid= | grep -qx " *$pg" || break; sleep 1; done
+    fi
     FORKSPAWN_RUN_ID=$RUN ASV_COMMIT=$COMMIT FORKSPAWN=$FS \
       mk/deploy-queue.sh finish $(echo "${STAGES:-warm mp}" | tr ' ' '\n' | grep -xE 'coldcache|warm|mp|eager|serve|crash') 2>&1 | tail -3
     "$FS" leftovers; nvidia-smi --query-gpu=memory.used --format=csv,noheader 2>/dev/null
