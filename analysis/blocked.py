@@ -1,10 +1,8 @@
-"""Paired differences within blocks, and blocks combined: the statistics behind decode parity
-across leases (analysis/parity.py). Standard library only.
+"""Blocks combined: the statistics behind decode parity across leases (analysis/parity.py), beside
+the paired estimate within a block (`forkspawn.stats.signed_rank_shift`: the Hodges-Lehmann
+estimate of paired differences, the median of their Walsh averages, with its exact Wilcoxon
+signed-rank interval [W_(k), W_(M+1-k)]; at 99% it needs 8 pairs). Standard library only.
 
-- `signed_rank_shift`: the Hodges-Lehmann estimate of paired differences (the median of their
-  Walsh averages (d_i + d_j) / 2, i <= j) with its exact, distribution-free confidence interval
-  from the Wilcoxon signed-rank distribution: [W_(k), W_(M+1-k)] of the M = n(n+1)/2 sorted Walsh
-  averages, k the largest with P(T <= k - 1) <= (1 - confidence) / 2. At 99% it needs 8 pairs.
 - `random_effects`: DerSimonian-Laird: blocks' estimates y_b with within-block variances v_b,
   weights 1 / v_b, Q = sum w_b (y_b - y_FE)^2, the between-block variance
   tau^2 = max(0, (Q - (k - 1)) / (sum w - sum w^2 / sum w)), the estimate weighted by
@@ -13,57 +11,15 @@ across leases (analysis/parity.py). Standard library only.
   should be where two leases are all there is to tell lease-to-lease variation from a shift.
 - `t_quantile`: Student's t for integer degrees of freedom (Abramowitz & Stegun 26.7.3-4, inverted
   by bisection), so that the analysis needs no scipy.
-
-forkspawn/stats.py has the unpaired counterpart (`shift`, Mann-Whitney); these could join it.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import statistics
 from collections.abc import Sequence
 
 Z = statistics.NormalDist()
-
-
-def signed_rank_shift(d: Sequence[float], confidence: float = 0.99) -> dict[str, float | int | None]:
-    """The Hodges-Lehmann estimate of paired differences `d` with its exact signed-rank interval
-    (module docstring); the interval's ends are None where `d` has too few pairs for it."""
-    n = len(d)
-    walsh = sorted((d[i] + d[j]) / 2 for i in range(n) for j in range(i, n))
-    out: dict[str, float | int | None] = {"estimate": statistics.median(walsh) if walsh else None,
-                                          "ci_low": None, "ci_high": None, "n": n}
-    if not walsh:
-        return out
-    counts, total = _signed_rank_counts(n), 2 ** n
-    k, cdf = 0, 0
-    for t, ways in enumerate(counts):
-        cdf += ways
-        if cdf / total > (1 - confidence) / 2:
-            break
-        k = t + 1
-    if k:
-        out["ci_low"], out["ci_high"] = walsh[k - 1], walsh[-k]
-    return out
-
-
-def min_pairs(confidence: float = 0.99) -> int:
-    """The fewest pairs that give a bounded signed-rank interval: the all-positive arrangement
-    (probability 2^-n) must fit in one tail."""
-    return math.ceil(math.log2(2 / (1 - confidence)))
-
-
-@functools.cache
-def _signed_rank_counts(n: int) -> tuple[int, ...]:
-    """How many of the 2^n sign patterns give each value 0..n(n+1)/2 of the signed-rank statistic."""
-    counts = [1]
-    for r in range(1, n + 1):  # rank r positive or not
-        grown = counts + [0] * r
-        for t in range(len(counts)):
-            grown[t + r] += counts[t]
-        counts = grown
-    return tuple(counts)
 
 
 def variance_of(lo: float, hi: float, confidence: float = 0.99) -> float:

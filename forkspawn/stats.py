@@ -79,20 +79,52 @@ def shift(a: list[float], b: list[float], confidence: float = 0.99) -> dict[str,
     sizes; at 99% it needs 5 samples a side (4 and 6), below that the interval is unbounded (None).
     """
     diffs = sorted(x - y for x in a for y in b)
-    out: dict[str, float | int | None] = {"estimate": statistics.median(diffs) if diffs else None,
-                                          "ci_low": None, "ci_high": None, "n_a": len(a), "n_b": len(b)}
-    if not diffs:
-        return out
-    cdf, total = 0, math.comb(len(a) + len(b), len(a))
-    k = 0  # the interval is [diffs[k - 1], diffs[-k]]: the largest k with P(U <= k - 1) <= (1 - confidence) / 2
-    for u, ways in enumerate(_mann_whitney_counts(len(a), len(b))):
+    return {**_hodges_lehmann(diffs, _mann_whitney_counts(len(a), len(b)), confidence), "n_a": len(a), "n_b": len(b)}
+
+
+def signed_rank_shift(d: list[float], confidence: float = 0.99) -> dict[str, float | int | None]:
+    """The paired counterpart of `shift`: the Hodges-Lehmann estimate of paired differences `d`
+    (the median of their Walsh averages (d_i + d_j) / 2, i <= j) with its exact, distribution-free
+    interval from the Wilcoxon signed-rank distribution. At 99% it needs `min_pairs()` (8) pairs."""
+    n = len(d)
+    walsh = sorted((d[i] + d[j]) / 2 for i in range(n) for j in range(i, n))
+    return {**_hodges_lehmann(walsh, _signed_rank_counts(n), confidence), "n": n}
+
+
+def min_pairs(confidence: float = 0.99) -> int:
+    """The fewest pairs that give a bounded signed-rank interval: the all-positive arrangement
+    (probability 2^-n) must fit in one tail."""
+    return math.ceil(math.log2(2 / (1 - confidence)))
+
+
+def _hodges_lehmann(values: list[float], counts: tuple[int, ...], confidence: float) -> dict[str, float | None]:
+    """The median of `values` (sorted: a rank statistic's differences or averages) and its interval
+    [values[k - 1], values[-k]], k the largest with P(T <= k - 1) <= (1 - confidence) / 2 under the
+    statistic's exact null distribution (`counts`: the arrangements giving each value); the ends
+    are None where too few samples leave every arrangement inside the tails."""
+    out: dict[str, float | None] = {"estimate": statistics.median(values) if values else None,
+                                    "ci_low": None, "ci_high": None}
+    total, cdf, k = sum(counts), 0, 0
+    for t, ways in enumerate(counts):
         cdf += ways
         if cdf / total > (1 - confidence) / 2:
             break
-        k = u + 1
-    if k:
-        out["ci_low"], out["ci_high"] = diffs[k - 1], diffs[-k]
+        k = t + 1
+    if values and k:
+        out["ci_low"], out["ci_high"] = values[k - 1], values[-k]
     return out
+
+
+@functools.cache
+def _signed_rank_counts(n: int) -> tuple[int, ...]:
+    """How many of the 2^n sign patterns give each value 0..n(n+1)/2 of the signed-rank statistic."""
+    counts = [1]
+    for r in range(1, n + 1):  # rank r positive or not
+        grown = counts + [0] * r
+        for t in range(len(counts)):
+            grown[t + r] += counts[t]
+        counts = grown
+    return tuple(counts)
 
 
 @functools.cache

@@ -13,6 +13,7 @@ import pytest
 
 from analysis import blocked, decide, parity
 from analysis.load import RECORD_COLUMNS, load
+from forkspawn import stats
 from forkspawn.config import Config
 from forkspawn.record import Run, build_record
 
@@ -85,7 +86,7 @@ def test_the_shift_is_the_hodges_lehmann_of_the_pairs_with_the_exact_signed_rank
     ref = _record("spawn", spawn, ["A"] * 9, list(range(9)))
     row = parity.table(_records({"fork": fork, "spawn": ref})).iloc[0]
     d = [100 * (x - 1) for x in ratio[:8]] + [100 * (2000.0 / 1001 - 1)]  # the 9th fork pairs with the 9th spawn
-    want = blocked.signed_rank_shift(d)
+    want = stats.signed_rank_shift(d)
     assert (row["pairs"], row["dropped"]) == (9, 0)
     assert row["diff_pct"] == pytest.approx(want["estimate"]) and row["ci_low_pct"] == pytest.approx(want["ci_low"])
     one_short = _record("spawn", spawn[:8], ["A"] * 8, list(range(8)))
@@ -160,17 +161,17 @@ def test_the_signed_rank_interval_is_exact() -> None:
     """The interval's rank from the exact distribution of the signed-rank statistic (every sign
     pattern), as the published critical values have it (two-sided 1%: n=10 -> 3, 14 -> 12, 20 -> 37)."""
     for n in range(1, 13):
-        counts = blocked._signed_rank_counts(n)
+        counts = stats._signed_rank_counts(n)
         brute = [0] * len(counts)
         for signs in itertools.product((0, 1), repeat=n):
             brute[sum(r for r, s in zip(range(1, n + 1), signs) if s)] += 1
         assert list(counts) == brute
     d = [-1.0, 0.5, 2.0, 3.5, -0.25, 1.0, 4.0, 0.0, 2.5, 1.5]
-    s = blocked.signed_rank_shift(d)
+    s = stats.signed_rank_shift(d)
     walsh = sorted((d[i] + d[j]) / 2 for i in range(10) for j in range(i, 10))
     assert s["estimate"] == statistics.median(walsh)
     assert (s["ci_low"], s["ci_high"]) == (walsh[3], walsh[-4])  # critical value 3 at n=10
-    assert blocked.min_pairs(0.99) == 8 and blocked.signed_rank_shift(d[:7])["ci_low"] is None
+    assert stats.min_pairs(0.99) == 8 and stats.signed_rank_shift(d[:7])["ci_low"] is None
 
 
 def test_t_quantiles_and_the_random_effects_combination() -> None:
