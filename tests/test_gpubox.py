@@ -43,8 +43,10 @@ def engine_set(*args: str, path_first: Path | None = None) -> subprocess.Complet
 
 
 def make(*args: str, path_first: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env_with(path_first), timeout=300)
+    """`make ARGS` as a user runs it: a make of its own, not a sub-make of the `make test` running
+    these tests (whose MAKEFLAGS and MAKELEVEL would add "Entering directory" lines)."""
+    env = {k: v for k, v in env_with(path_first).items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return subprocess.run(["make", *args], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
 
 
 def one_line(out: subprocess.CompletedProcess) -> str:
