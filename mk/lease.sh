@@ -34,7 +34,10 @@ case "${1:-}" in
     if [ "${2:-}" = first ]; then
       date -u; nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,memory.used --format=csv,noheader
       python3 -V; echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"; cat /proc/sys/kernel/random/boot_id
-      setsid nohup sh -c "${PYTHON:-python3} -m forkspawn model $MODEL > $BUNDLE_DIR/model.log 2>&1; echo \$? > $BUNDLE_DIR/model.done" \
+      # forkspawn.checkpoint alone: the box's Python has torch but not the harness's imports
+      # (asv_runner comes with the install), and `forkspawn model` imports them all
+      gen="from forkspawn.checkpoint import default_cache_dir as d, resolve_checkpoint as r; print(r('$MODEL', d()))"
+      setsid nohup sh -c "${PYTHON:-python3} -c \"$gen\" > $BUNDLE_DIR/model.log 2>&1; echo \$? > $BUNDLE_DIR/model.done" \
         > /dev/null 2>&1 < /dev/null &
     fi ;;
   install)

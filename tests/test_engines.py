@@ -47,9 +47,15 @@ def engine_measure(engine: str, *args: str, env: dict | None = None) -> dict:
     return json.loads(lines[0])
 
 
+# No torch.compile (30 s or more a start on CPU) where a test checks processes, not compilation:
+# the compile-cache test below compiles, and so does `make quick`.
+EAGER = {"FORKSPAWN_VLLM_KWARGS": '{"enforce_eager": true}'}
+
+
 @functools.cache
 def vllm_record(method: str, override: bool) -> dict:
-    return engine_measure("vllm", "--method", method, "--tp", "2", *(["--override-cpu-spawn"] if override else []))
+    return engine_measure("vllm", "--method", method, "--tp", "2", *(["--override-cpu-spawn"] if override else []),
+                          env=EAGER)
 
 
 def assert_rates_or_reasons(rec: dict) -> None:
@@ -124,10 +130,10 @@ def test_vllm_fork_override_workers_are_not_thread_bound() -> None:
 def test_vllm_ray_executor_is_refused_on_cpu_unless_overridden() -> None:
     """vLLM's CPU platform refuses its Ray executor; the labelled override lets it run, with its
     workers as actors of the run's own Ray head (torn down after: the fixture checks)."""
-    refused = engine_measure("vllm", "--method", "ray", "--tp", "1")
+    refused = engine_measure("vllm", "--method", "ray", "--tp", "1", env=EAGER)
     assert refused["status"] == "error" and "current platform cpu does not support ray" in refused["error"]
 
-    rec = engine_measure("vllm", "--method", "ray", "--override-cpu-ray", "--tp", "2")
+    rec = engine_measure("vllm", "--method", "ray", "--override-cpu-ray", "--tp", "2", env=EAGER)
     assert rec["status"] == "ok", rec["error"]
     assert rec["config"]["extra"] == {"vllm_ray_override": True}, "the override is labelled in the record"
     assert rec["method_used"] == "ray"
@@ -152,9 +158,6 @@ def test_vllm_serve_start_generate_stop() -> None:
     assert_rates_or_reasons(rec)
     assert not any(n.startswith("killed") for n in rec["notes"]), "the server stopped on SIGTERM"
     assert any(n.endswith("the engine core and workers were started with spawn") for n in rec["notes"])
-
-
-EAGER = {"FORKSPAWN_VLLM_KWARGS": '{"enforce_eager": true}'}  # no torch.compile: 30 s or more a start on CPU
 
 
 def test_vllm_cold_compile_cache_is_fresh_at_every_start(model_cache: Path) -> None:
