@@ -127,37 +127,39 @@ FAILS_FAST = ("torch-tp fork device-queried", "torch-tp fork device-initialized"
 # measured run). vLLM with its defaults (its default executor, compiled, warm compile cache) forked
 # and spawned from a torch parent, and from the parents that touched CUDA: a runtime query (fork
 # fails), an NVML query (fork works) and a CUDA context (vLLM forces spawn: that point shows spawn
-# from it); spawn after the runtime query (the way out of the failure). `vllm serve` asked for fork
+# from it, the way out of the failure from the hardest parent). `vllm serve` asked for fork
 # and for spawn; Xinference asked for fork (4.1.0 sets spawn itself: asked for spawn it runs the
 # same); our workload from the same parents, spawn after a CUDA context too (nothing forces it for
 # us). Left to `full` (and the deploy queue, mk/deploy-queue.sh): vLLM's labelled variants (the mp
 # executor, eager, gc.freeze(), cold compile caches, crashes), bare parents (fork and spawn both
-# import torch in the workers there), spawn after an NVML query (a spawned child starts fresh
-# whatever the parent queried: it is spawn from a torch parent again), forkservers and Ray.
+# import torch in the workers there), vLLM spawned after a CUDA query, runtime or NVML (a spawned
+# child starts fresh whatever the parent queried: it is spawn from a torch parent again, and the
+# CUDA-context point already shows spawn working after the parent touched CUDA; 68 s that the
+# 20 minutes do not hold since reports/h100-vllm-defaults), forkservers and Ray.
 # Engines are measured at the largest TP size only, our workload at every TP size of a group (TP
 # 2, 4, 8 on 8 GPUs): on 8 GPUs about half an hour by the estimate.
 _DEVICE_STATES = ("device-queried", NVML_QUERIED, "device-initialized")
 _GPU_DEFAULT_POINTS = (
-    "vllm fork torch", "vllm spawn torch", "vllm fork device-queried", "vllm spawn device-queried",
-    f"vllm fork {NVML_QUERIED}", "vllm fork device-initialized",
+    "vllm fork torch", "vllm spawn torch", "vllm fork device-queried", f"vllm fork {NVML_QUERIED}",
+    "vllm fork device-initialized",
     "vllm-serve fork", "vllm-serve spawn", "xinference fork",
     "torch-tp fork torch", "torch-tp spawn torch", *(f"torch-tp fork {s}" for s in _DEVICE_STATES),
     "torch-tp spawn device-queried", "torch-tp spawn device-initialized")
 _GPU_DEFAULT = {"only": _GPU_DEFAULT_POINTS, "largest_tp_only": ("vllm", "vllm-serve", "xinference")}
 # Its cold starts, by what each count can tell (asv's 99% interval of the median needs 3):
 # - 3, fork and spawn from a torch parent: the fewest with an interval; it resolves their start-up
-#   (vLLM 12 vs 39 s to ready on the H100, our workload 1.7 vs 6 s, each with a spread of a few
-#   percent) and host memory (765 MiB a vLLM replica; USS resolves at 2), not decode parity (±3%
+#   (vLLM 16 vs 34 s to ready on an H100, our workload 1.7 vs 6 s, each with a spread of a few
+#   percent) and host memory (419 MiB a vLLM replica; USS resolves at 2), not decode parity (±3%
 #   takes about 14 a side, the all-day verdict about 19: FORKSPAWN_COLD_STARTS, or the queue's parity stage).
-#   vLLM forked takes up to 4, after an uncounted warm-up: its first start on a fresh box fills the
-#   compile cache (68 s instead of 34), and 2 of 14 forked starts of the parity run took 22-23 s to
-#   ready instead of 12; at n=3 one such start stretches asv's interval over spawn's 39 s, at n=4
-#   it does not (the stopping rule stops at 3 where the interval is already within 5%).
+#   vLLM forked after an uncounted warm-up: a box's first starts with a warm compile cache pay a
+#   one-off JIT (about 20 s after graph capture, whatever the method: reports/h100-vllm-defaults,
+#   docs/reference-results.md). The parity run had no warm-up a method and counted it as two
+#   forked starts of 22-23 s; with the warm-up, 10 of 10 forked starts took 14.5-18.9 s.
 # - 2, where fork is expected to fail (FAILS_FAST): the failure seen twice the same way, which one
 #   start cannot tell from a flake; no interval (there is no time to ready).
 # - 1, the other points from a parent that touched CUDA, `vllm serve` and Xinference: whether it
 #   works and which method ran (verified from /proc), a time for orientation, no spread, no interval.
-_GPU_DEFAULT_STARTS = {"torch-tp": (3, 3), "vllm": (3, 3), "vllm fork torch": (3, 4), "engines": (1, 1),
+_GPU_DEFAULT_STARTS = {"torch-tp": (3, 3), "vllm": (3, 3), "engines": (1, 1),
                        **{f"{e} {s}": (1, 1) for e in ("torch-tp", "vllm") for s in _DEVICE_STATES},
                        **{p: (2, 2) for p in FAILS_FAST}}
 _FULL_STARTS = {"torch-tp": (3, 8), "engines": (3, 5)}

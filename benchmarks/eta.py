@@ -25,12 +25,13 @@ from . import common
 # imports, the start, decode, the memory probes, the teardown), by point (common.point_keys: the
 # most specific key applies), for the suite's default models (1b on a GPU, tiny on a CPU).
 GPU_START_S = {
-    # vLLM 1B compiled, mp executor, one H100 (run parity-f37f97a, reports/h100-vllm-tp1 and
-    # docs/deployments.md): a round of a fork and a spawn cold start took 97-102 s, fork about 34 s
-    # (12 s to ready), spawn about 66 s (39 s). vLLM's default executor at TP 1 (uni) spawns one
-    # interpreter fewer, so these bound it from above. On an H200 of commit 3d76562 (another decode
-    # method) vLLM took 55 and about 100 s (docs/measurement-quality.md): a run there may take longer.
-    "vllm": 66, "vllm fork": 34, "vllm fork-mp": 34, "vllm fork-gcfreeze": 34,
+    # vLLM 1B compiled, its default executor (uni), bytecode loaded, one H100 (run gpu36-854e101c,
+    # reports/h100-vllm-defaults): fork 39-53 s a cold start (median 45; 16 s to ready), spawn
+    # 62-73 s (68; 34 s). The mp executor on another H100 host (run parity-f37f97a,
+    # reports/h100-vllm-tp1): fork about 34 s (12 s to ready), spawn about 66 s (39 s); that host
+    # decoded 1.7 times faster, so hosts differ as much as executors. On an H200 of commit 3d76562
+    # (another decode method) vLLM took 55 and about 100 s (docs/measurement-quality.md).
+    "vllm": 68, "vllm fork": 45, "vllm fork-gcfreeze": 45, "vllm fork-mp": 34, "vllm spawn-mp": 66,
     # eager, the same run: a round 111-119 s (7 and 35 s to ready, decode five times slower)
     "vllm fork-eager": 45, "vllm spawn-eager": 70,
     # fresh compile caches every start (docs/deployments.md: a cold-compile start about 68 s)
@@ -62,10 +63,11 @@ GPU_START_S = {
 # h100-tp1: 1.5-1.9 s later to ready, NCCL 0.8-1.3 s instead of 0.4); an engine 5 s (assumed:
 # no engine was measured at TP > 1 yet).
 TP_DOUBLING_S = {"torch-tp": 2.0, "engines": 5.0}
-# The first start of a fresh GPU box fills the engine's compile cache: vLLM about 34 s more (68 s
-# against 34, docs/deployments.md), `vllm serve` (a cache of its own) about 25 s (its first start on
-# the H200 took 104 s to /health, the next 78-83 s).
-FIRST_START_S = {"vllm": 34, "vllm-serve": 25}
+# The first start of a fresh GPU box fills the engine's compile cache: vLLM about 60 s more (run
+# gpu36-854e101c: the compile-cache start 112 s from exec to ready, spawned, against 51 s for the
+# counted spawned starts; 34 s more in run parity-f37f97a), `vllm serve` (a cache of its own) about
+# 25 s (its first start on the H200 took 104 s to /health, the next 78-83 s).
+FIRST_START_S = {"vllm": 60, "vllm-serve": 25}
 # The 2-core VM, `make bench` of the default profile (docs/measurement-quality.md, commits d1214cc
 # to 047870c, about 46 cold starts in 10 min): our workload 3 min for about 38 cold starts at TP 2
 # (Ray's 15.5 s each), vLLM-CPU eager 4 min 30 s for 3 spawned and 3 forked (override) starts

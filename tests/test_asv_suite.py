@@ -97,7 +97,7 @@ def cached_record(token, config, conf_dir, asv_params, grid_suite, until=None):
     return SimpleNamespace(status="ok", samples={{}})
 suite.cached_record = cached_record
 print(json.dumps({{"n": suite.measure_first("^engines\\\\.VllmStartup$", "t"), "seen": seen,
-                  "filtered": [suite.measure_first("^engines\\\\.VllmStartup$", "t", ["device-queried"], ["spawn"]), seen[-1]],
+                  "filtered": [suite.measure_first("^engines\\\\.VllmStartup$", "t", ["device-initialized"], ["fork"]), seen[-1]],
                   "alternate": [turns.clear(), suite.measure_first("^engines\\\\.VllmStartup$", "t", ["torch"],
                                                                   ["fork", "spawn"], alternate=True), turns][1:],
                   "counts": {{m + (s != "torch") * f"-{{s}}": [suite.SUITE.measured("vllm", m, s)[k]
@@ -127,20 +127,19 @@ def test_prefill_takes_every_method_of_a_state_before_the_next_state_on_a_gpu_gr
     # the GPU default's vLLM points (benchmarks/common.py, _GPU_DEFAULT_POINTS): the torch parent's
     # pair, then the parents that touched CUDA; the labelled variants and Ray are left to `full`
     assert got["seen"][:got["n"]] == ["vllm fork torch 1", "vllm spawn torch 1", "vllm fork device-initialized 1",
-                                      "vllm fork device-queried 1", "vllm spawn device-queried 1",
-                                      "vllm fork device-queried-nvml 1"]
+                                      "vllm fork device-queried 1", "vllm fork device-queried-nvml 1"]
     assert all(got["variants"]) and got["serve"] == [None, None], "`vllm serve` is measured asked for fork and spawn"
-    assert got["filtered"] == [1, "vllm spawn device-queried 1"]  # --states and --methods keep only those points
-    # the torch parent's pair: fork up to 4 after a warm-up (the compile cache), spawn 3; fork after
-    # the CUDA runtime query fails the same way twice; the other device-state points once
-    assert got["counts"] == {"fork": [3, 4, 1], "spawn": [3, 3, 0], "fork-device-queried": [2, 2, 0],
+    assert got["filtered"] == [1, "vllm fork device-initialized 1"]  # --states and --methods keep only those points
+    # the torch parent's pair: 3 each, fork after a warm-up (the box's first start); fork after the
+    # CUDA runtime query fails the same way twice; the other device-state points once
+    assert got["counts"] == {"fork": [3, 3, 1], "spawn": [3, 3, 0], "fork-device-queried": [2, 2, 0],
                              "spawn-device-queried": [1, 1, 0]}
     # --alternate: a round of warm-ups (until=0), then fork and spawn take turns, one cold start
-    # each a round, to the larger cap (4), the order turning round every round (ABBA); then asv's
-    # setup reads each record back
+    # each a round, to the cap (3), the order turning round every round (ABBA); then asv's setup
+    # reads each record back
     n, turns = got["alternate"]
     assert n == 2
-    rounds = [[["fork", r], ["spawn", r]][:: 1 if r % 2 else -1] for r in range(1, 5)]
+    rounds = [[["fork", r], ["spawn", r]][:: 1 if r % 2 else -1] for r in range(1, 4)]
     assert turns == [["fork", 0], ["spawn", 0]] + [t for r in rounds for t in r] + [["fork", None], ["spawn", None]]
     assert got["model"] == "1b"
     assert got["extra"] == {"fork-coldcache": {"vllm_compile_cache": "cold"},
