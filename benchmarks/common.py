@@ -134,8 +134,8 @@ FAILS_FAST = ("torch-tp fork device-queried", "torch-tp fork device-initialized"
 # executor, eager, gc.freeze(), cold compile caches, crashes), bare parents (fork and spawn both
 # import torch in the workers there), vLLM spawned after a CUDA query, runtime or NVML (a spawned
 # child starts fresh whatever the parent queried: it is spawn from a torch parent again, and the
-# CUDA-context point already shows spawn working after the parent touched CUDA; 68 s that the
-# 20 minutes do not hold since reports/h100-vllm-defaults), forkservers and Ray.
+# CUDA-context point already shows spawn working after the parent touched CUDA; its 68 s did not
+# fit the 20 minutes with reports/h100-vllm-defaults' per-start times), forkservers and Ray.
 # Engines are measured at the largest TP size only, our workload at every TP size of a group (TP
 # 2, 4, 8 on 8 GPUs): on 8 GPUs about half an hour by the estimate.
 _DEVICE_STATES = ("device-queried", NVML_QUERIED, "device-initialized")
