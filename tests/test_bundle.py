@@ -26,6 +26,7 @@ from forkspawn.tools import bundle
 TORCH = bundle.strip_local(importlib.metadata.version("torch"))
 PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 FA2 = "fakeengine/_fa2_C.so"
+REPO = Path(__file__).resolve().parents[1]
 # pip sees no machine- or user-wide configuration (extra indexes, find-links, constraints).
 PIP_ENV = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
 
@@ -350,3 +351,16 @@ def test_a_box_description_chooses_the_vllm_and_checks_its_python(tmp_path: Path
         bundle.plan({"packages": {}}, tmp_path, None, None, None)
     committed = bundle.read_box(Path(__file__).resolve().parents[1] / "mk" / "box-cuda.json")
     assert bundle.plan(committed, tmp_path, None, None, None)[:3] == ("3.12", "manylinux_2_31_x86_64", "vllm==0.26.0")
+
+
+def test_a_default_part_and_the_working_tree_fit_one_device_call() -> None:
+    """A lent GPU box is reached one call at a time, each carrying at most 64 MiB: the tracked tree
+    (nearly all of it the committed reports) plus one part of `make bundle` and its manifest
+    (about 40 KiB). A report that grows the tree past that needs smaller parts (PART_MB)."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout: which files travel is git's tracked set")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    tree = sum((REPO / f).stat().st_size for f in files.decode().split("\0") if f and (REPO / f).is_file())
+    part_mb = float(next(ln.split("?=")[1] for ln in (REPO / "mk" / "bundle.mk").read_text().splitlines()
+                         if ln.startswith("PART_MB ?=")))
+    assert tree + (part_mb + 1) * 2**20 <= 64 * 2**20, f"tree {tree / 2**20:.1f} MiB + part {part_mb} MiB"
