@@ -12,8 +12,6 @@ import functools
 import math
 import statistics
 
-from asv_runner.statistics import compute_stats
-
 
 def resolved(a: dict, b: dict) -> bool:
     """Whether two `summarize` results differ at 99%: their intervals of the median are bounded
@@ -50,6 +48,10 @@ def settled(samples: list[float], reference: list[float] | None, least: int, pre
 
 def summarize(samples: list[float]) -> dict[str, float | int | None]:
     """Median, 99% CI (None where asv's estimate is unbounded), quartiles, n and CV."""
+    # imported here: the harness's other commands (`forkspawn model`, `machine`) then run on a
+    # Python with nothing installed beside torch, as a GPU box's is before the install
+    from asv_runner.statistics import compute_stats
+
     median, st = compute_stats(list(samples), 1)
     if median is None:
         return {"median": None, "ci_low": None, "ci_high": None, "q25": None, "q75": None, "n": 0, "cv": None}

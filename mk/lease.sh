@@ -34,17 +34,14 @@ case "${1:-}" in
     if [ "${2:-}" = first ]; then
       date -u; nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,memory.used --format=csv,noheader
       python3 -V; echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"; cat /proc/sys/kernel/random/boot_id
-      # forkspawn.checkpoint alone: the box's Python has torch but not the harness's imports
-      # (asv_runner comes with the install), and `forkspawn model` imports them all
-      gen="from forkspawn.checkpoint import default_cache_dir as d, resolve_checkpoint as r; print(r('$MODEL', d()))"
-      setsid nohup sh -c "${PYTHON:-python3} -c \"$gen\" > $BUNDLE_DIR/model.log 2>&1; echo \$? > $BUNDLE_DIR/model.done" \
+      setsid nohup sh -c "${PYTHON:-python3} -m forkspawn model $MODEL > $BUNDLE_DIR/model.log 2>&1; echo \$? > $BUNDLE_DIR/model.done" \
         > /dev/null 2>&1 < /dev/null &
     fi ;;
   install)
     RUN=$2 COMMIT=$3; t=$(date +%s)
     [ -e .venv/bin/.done ] || make offline-env OFFLINE=1 BUNDLE_DIR="$BUNDLE_DIR" > "$BUNDLE_DIR/install.log" 2>&1 \
       || { tail -5 "$BUNDLE_DIR/install.log"; exit 1; }
-    "$PY" -c "import forkspawn.stats, forkspawn.engines.vllm, vllm" || exit 1  # what every cold start imports
+    "$PY" -c "import asv_runner.statistics, forkspawn.engines.vllm, vllm" || exit 1  # what every cold start imports
     # pip install --no-compile (and the box's own packages where its image has none) leave no
     # .pyc, and PYTHONDONTWRITEBYTECODE keeps it so: every process would compile the source again.
     # Users' installs compile it: so does this (`compileall` writes .pyc whatever that variable says).
