@@ -48,16 +48,15 @@ from typing import Any
 
 import pandas as pd
 
-from forkspawn import stats
 from forkspawn import vocabulary as vocab
-from forkspawn.stats import samples_for, shift
+from forkspawn.stats import min_pairs, samples_for, shift, signed_rank_shift
 
 from . import blocked
 from .load import CONFIG_KEY, latest
 
 TOLERANCE = 0.03
 CONFIDENCE = 0.99
-MIN_PAIRS = stats.min_pairs(CONFIDENCE)  # pairs a lease needs for its exact 99% interval (8)
+MIN_PAIRS = min_pairs(CONFIDENCE)  # pairs a lease needs for its exact 99% interval (8)
 MIN_UNPAIRED = 5  # cold starts a side the exact Mann-Whitney 99% interval needs
 MAX_LEASES = 50  # beyond this a "leases needed" estimate says "more"
 NO_LEASE = "lease not recorded"  # the block of cold starts without a boot id
@@ -129,13 +128,13 @@ def compare_paired(a: list[tuple[str, str, float]], b: list[tuple[str, str, floa
                            "reference_n": len(b), "design": "paired", "pairs": sum(map(len, blocks.values())),
                            "dropped": dropped, "leases": len(blocks), "tau_pct": None, "floor_pct": None,
                            "lease_bound": False, "leases_needed": None, "cold_starts_needed": None, "blocks": None}
-    within = {k: stats.signed_rank_shift(d, CONFIDENCE) for k, d in blocks.items()}
+    within = {k: signed_rank_shift(d, CONFIDENCE) for k, d in blocks.items()}
     bounded = {k: s for k, s in within.items() if s["ci_low"] is not None}
     short = [f"{_lease(k)} ({_pairs_text(len(blocks[k]))})" for k in blocks if k not in bounded]
     left_out = f"; left out, too few pairs for an interval: {', '.join(short)}" if short and bounded else ""
     tol = 100 * tolerance
     if not bounded:
-        pooled = stats.signed_rank_shift([d for ds in blocks.values() for d in ds], CONFIDENCE)
+        pooled = signed_rank_shift([d for ds in blocks.values() for d in ds], CONFIDENCE)
         most = max(map(len, blocks.values()), default=0)
         return out | {"diff_pct": pooled["estimate"], "ci_low_pct": None, "ci_high_pct": None,
                       "verdict": "no interval", "cold_starts_needed": MIN_PAIRS,

@@ -349,7 +349,7 @@ def test_a_box_description_chooses_the_vllm_and_checks_its_python(tmp_path: Path
         bundle.plan({**box, "python": "3.10.4"}, tmp_path, None, None, None)
     with pytest.raises(bundle.BundleError, match=r"does not say the box's python-version .*PY_TARGET"):
         bundle.plan({"packages": {}}, tmp_path, None, None, None)
-    committed = bundle.read_box(Path(__file__).resolve().parents[1] / "mk" / "box-cuda.json")
+    committed = bundle.read_box(REPO / "mk" / "box-cuda.json")
     assert bundle.plan(committed, tmp_path, None, None, None)[:3] == ("3.12", "manylinux_2_31_x86_64", "vllm==0.26.0")
 
 
