@@ -77,7 +77,9 @@ points() {  # STAGE: the REGEX STATE METHODS of a prefill stage (nothing for the
 prefill() {  # STAGE [--finish]
   # A warm-up start per point where a start can find what an earlier one left (not with cold
   # caches, and not for a crash); counts of their own for the headline pair and the mp variant.
-  case "$1" in coldcache|crash) warmups=0 ;; *) warmups=1 ;; esac
+  # WARMUPS=2 where a lease resumes a run whose points made their warm-up in an earlier lease:
+  # warm-ups are counted per point, and each lease's first starts pay its box's one-offs.
+  case "$1" in coldcache|crash) warmups=0 ;; *) warmups=${WARMUPS:-1} ;; esac
   case "$1" in warm) starts=${WARM_STARTS:+vllm=$WARM_STARTS,$WARM_STARTS} ;; mp) starts=${MP_STARTS:+vllm=$MP_STARTS,$MP_STARTS} ;; *) starts= ;; esac
   set -- $(points "$1") "${2:---alternate}"
   FORKSPAWN_WARMUP_STARTS=$warmups FORKSPAWN_COLD_STARTS="${starts:-$FORKSPAWN_COLD_STARTS}" \
