@@ -90,7 +90,8 @@ run_stage() {
   case "$1" in
     coldcache|eager) prefill "$1" ;;
     bench) "$PY" -m forkspawn.engines.vllm_bench --model "$MODEL" --out "$OUT/vllm-bench-startup-$MODEL.json" $BENCH_ITERS ;;
-    warm|mp|crash) warmup vllm "$MODEL" && prefill "$1" ;;
+    # CACHE_WARMUP=0: no start of its own to fill the cache (a short lease), the points' warm-ups do
+    warm|mp|crash) { [ "${CACHE_WARMUP:-1}" = 0 ] || warmup vllm "$MODEL"; } && prefill "$1" ;;
     serve) warmup vllm-serve "$MODEL" && prefill "$1" ;;
     8b) (  # a subshell: the 8b settings end with the stage
           "$FS" model 8b || exit $?

@@ -9,7 +9,8 @@
 #   mk/lease.sh poll RUN [SECONDS]   wait, print where the queue stands, pack records and logs into $OUT
 #   mk/lease.sh finish RUN COMMIT    stop the queue, write the records of a stage cut short, pack
 #
-# STAGES (default "warm mp"), WARM_STARTS, MP_STARTS, WARMUPS and FORKSPAWN_START_LIMIT_S reach the queue.
+# STAGES (default "warm mp"), WARM_STARTS, MP_STARTS, WARMUPS, CACHE_WARMUP and FORKSPAWN_START_LIMIT_S
+# reach the queue.
 # What the 2026-12-07 lease taught (docs/deployments.md): a bundle must carry the harness's own
 # imports (bundle.HARNESS), the install is checked by importing what a cold start imports before the
 # queue starts, polls are short (the machine can be taken back mid-call: what is not copied back is
