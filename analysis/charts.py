@@ -662,8 +662,9 @@ def _parity_verdict(parity_rows: pd.DataFrame | None, here: pd.DataFrame, m: str
 
 # 4 ------------------------------------------------------------------------------------------------
 def chart_tradeoff(df: pd.DataFrame) -> Figure:
-    """Extra time-to-ready against extra memory per replica, relative to fork in the same setting."""
-    pattern = f"{vocab.TIME_TO_READY}|{vocab.mem_re(vocab.GROUP, '(pss|gpu)')}"
+    """Extra restart time (the planner's: derive.RESTART) against extra memory per replica,
+    relative to fork in the same setting."""
+    pattern = f"{RESTART}|{vocab.mem_re(vocab.GROUP, '(pss|gpu)')}"
     ok = _ok(df, pattern)
     if ok.empty:
         return _empty(Figure(figsize=(8, 3)), _why(NO_DATA, _rows(df, pattern)))
@@ -673,7 +674,7 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
                                                     "no reference for the trade-off map")
     resources = [(c, t) for c, t in ((vocab.mem(vocab.GROUP, "pss"), "host memory (PSS of the group)"),
                                      (vocab.mem(vocab.GROUP, vocab.GPU_KIND), "GPU memory (all ranks)")) if c in wide.columns]
-    if not resources or vocab.TIME_TO_READY not in wide.columns:
+    if not resources or RESTART not in wide.columns:
         return _empty(Figure(figsize=(8, 3)), _why("no time to ready and memory per replica of one configuration",
                                                    _rows(df, pattern)))
     fork = wide.xs("fork", level="method")
@@ -704,6 +705,11 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         lo, hi = ci.at[a, "ci_low"] - ci.at[f, "ci_high"], ci.at[a, "ci_high"] - ci.at[f, "ci_low"]
         return [[max(d - lo, 0.0)], [max(hi - d, 0.0)]]
 
+    # the planner's restart where records have exec to ready, else time to ready: say which the points are
+    clocks = set(ok.loc[ok["metric"] == RESTART, derive.INCLUDES].dropna())
+    clock = ("teardown + exec to ready" if clocks == {RESTART_CLOCK} else
+             "from the start request" if RESTART_CLOCK not in clocks else
+             "teardown + exec to ready where recorded, else from the start request")
     numbers: dict[str, int] = {}  # point label -> its number, the same in both panels
     for ax, (col, title) in zip(axes[0], resources):
         diffs = rel[col].drop(index="fork", level="method", errors="ignore").dropna()
@@ -712,12 +718,12 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
             ax.text(0.5, 0.5, f"no GPU-memory difference:\nevery method uses the same GPU memory per replica\n"
                     f"as fork (within 0.5 MiB, {len(diffs)} settings)", transform=ax.transAxes, ha="center",
                     va="center", fontsize=10, color="#444")
-            ax.set_title(f"extra start-up time vs extra {title}")
+            ax.set_title(f"extra restart time vs extra {title}")
             continue
         points = [(k, row) for k, row in rel.iterrows()
-                  if k[3] != "fork" and pd.notna(row.get(col)) and pd.notna(row.get(vocab.TIME_TO_READY))]
+                  if k[3] != "fork" and pd.notna(row.get(col)) and pd.notna(row.get(RESTART))]
         if not points:  # only fork here, or the others lack a number: a reference alone is no map
-            ax.set_title(f"extra start-up time vs extra {title}")
+            ax.set_title(f"extra restart time vs extra {title}")
             others = _rows(df, f"{vocab.TIME_TO_READY}|{re.escape(col)}")
             _nothing(ax, _why(f"no method besides fork has a time to ready and {title} in a setting where fork ran",
                               others[others["method"] != "fork"]))
@@ -725,20 +731,20 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         ax.axhline(0, color="#888", lw=0.8)
         ax.axvline(0, color="#888", lw=0.8)
         for (engine, state, tp, m), row in points:
-            ax.scatter(row[col], row[vocab.TIME_TO_READY], color=colors[m], marker=markers[state], s=45, zorder=3,
+            ax.scatter(row[col], row[RESTART], color=colors[m], marker=markers[state], s=45, zorder=3,
                        edgecolors="k" if "→" in m else "none")
-            ax.errorbar([row[col]], [row[vocab.TIME_TO_READY]], xerr=err((engine, state, tp, m), col),
-                        yerr=err((engine, state, tp, m), vocab.TIME_TO_READY), fmt="none", ecolor=colors[m],
+            ax.errorbar([row[col]], [row[RESTART]], xerr=err((engine, state, tp, m), col),
+                        yerr=err((engine, state, tp, m), RESTART), fmt="none", ecolor=colors[m],
                         alpha=0.5, elinewidth=0.8, capsize=2, zorder=2)
             if multi or several_tp:  # a number only where it tells points apart; the key is beside the legend
                 what = f"TP{tp}" + (f" {engine}" if multi else "") + f" {m}, parent {state}"
-                ax.annotate(str(numbers.setdefault(what, len(numbers) + 1)), (row[col], row[vocab.TIME_TO_READY]),
+                ax.annotate(str(numbers.setdefault(what, len(numbers) + 1)), (row[col], row[RESTART]),
                             xytext=(3, 2), textcoords="offset points", fontsize=6.5, color="#333")
         ax.scatter([0], [0], color="k", marker="*", s=120, zorder=4)
         ax.annotate("fork (reference)", (0, 0), xytext=(5, -10), textcoords="offset points", fontsize=8)
-        ax.set_title(f"extra start-up time vs extra {title}")
+        ax.set_title(f"extra restart time vs extra {title}")
         ax.set_xlabel(f"extra MiB per replica vs fork ({title})")
-        ax.set_ylabel("extra seconds to ready vs fork (from the start request)")
+        ax.set_ylabel(f"extra seconds a restart takes vs fork\n({clock})")
     handles = [Line2D([], [], color=colors[m], marker="o", ls="", label=m) for m in colors if m != "fork"]
     handles += [Line2D([], [], color="#555", marker=markers[s], ls="", label=f"parent: {s}") for s in states]
     # Numbered points with their key (labels beside clustered points would overlap).
@@ -917,7 +923,7 @@ CHARTS: dict[str, tuple[str, Callable[[pd.DataFrame], Figure]]] = {
     "startup_phases": ("1. Start-up phase breakdown (slowest rank, median of cold starts)", chart_startup),
     "memory": ("2. Memory per process and worker group at ready", chart_memory),
     "throughput": ("3. Steady-state decode throughput", chart_throughput),
-    "tradeoff": ("4. Trade-off map: extra start-up vs extra memory per replica, relative to fork", chart_tradeoff),
+    "tradeoff": ("4. Trade-off map: extra restart time vs extra memory per replica, relative to fork", chart_tradeoff),
     "amortisation": ("5. Break-even: when does a faster start pay for a slower decode?", chart_amortisation),
     "compatibility": ("6. Compatibility: does each start method work from each parent state?", chart_compatibility),
 }

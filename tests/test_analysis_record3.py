@@ -319,6 +319,18 @@ def test_the_restart_is_teardown_plus_exec_to_ready(res3, view3: pd.DataFrame) -
     assert f"restart_s: {START_CLOCK}" in old.scenario and "fork starts 27.3 s sooner" in old.verdict
 
 
+def test_chart_4_draws_the_restart_each_method_adds_to_forks(view3: pd.DataFrame) -> None:
+    fig = charts.chart_tradeoff(view3)
+    ax = fig.axes[0]
+    pss = vocab.mem(vocab.GROUP, "pss")
+    drawn = {tuple(np.round(xy, 6)) for c in ax.collections for xy in c.get_offsets()}
+    for method in ("spawn", "fork-mp", "spawn-mp"):
+        want = (_value(view3, method, pss)["value"] - _value(view3, "fork", pss)["value"],
+                _value(view3, method, RESTART)["value"] - _value(view3, "fork", RESTART)["value"])
+        assert tuple(np.round(want, 6)) in drawn, method
+    assert "teardown + exec to ready" in ax.get_ylabel()
+
+
 def test_the_headline_shows_exec_to_ready_and_teardown_beside_time_to_ready(res3) -> None:
     d = screen.decisions(res3)[0]
     rows = {what: (a, b, x) for what, a, b, x in screen.figures(d)}
