@@ -11,9 +11,10 @@ two time differs:
   choose and no interpreter start or import of vLLM in the figure. Cold: a fresh VLLM_CACHE_ROOT
   and inductor's `fresh_cache` (which moves Triton's cache too) per iteration; warm: after
   `--warmup` uncounted starts. It also reports vLLM's own `compilation_time`.
-- Our record (engines/vllm.py) times `LLM(...)` in a fresh parent, start request to ready, with
-  the `mp` executor: an engine-core process and a worker per rank, started by the method asked
-  for, so spawn's extra interpreters and imports are inside it. Our cold variant gives each cold
+- Our record (engines/vllm.py) times `LLM(...)` in a fresh parent, start request to ready (and
+  from the parent's exec), with vLLM's default executor: an engine-core process started by the
+  method asked for, which runs the model itself at TP 1 (`uni`) or starts a worker per rank (`mp`),
+  so spawn's extra interpreters and imports are inside it. Our cold variant gives each cold
   start fresh VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR and TRITON_CACHE_DIR (vllm_common).
 
 The benchmark runs with the settings of our starts (max_model_len 256, seed 0, TP 1, and on a GPU
