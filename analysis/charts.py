@@ -705,11 +705,6 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         lo, hi = ci.at[a, "ci_low"] - ci.at[f, "ci_high"], ci.at[a, "ci_high"] - ci.at[f, "ci_low"]
         return [[max(d - lo, 0.0)], [max(hi - d, 0.0)]]
 
-    # the planner's restart where records have exec to ready, else time to ready: say which the points are
-    clocks = set(ok.loc[ok["metric"] == RESTART, derive.INCLUDES].dropna())
-    clock = ("teardown + exec to ready" if clocks == {RESTART_CLOCK} else
-             "from the start request" if RESTART_CLOCK not in clocks else
-             "teardown + exec to ready where recorded, else from the start request")
     numbers: dict[str, int] = {}  # point label -> its number, the same in both panels
     for ax, (col, title) in zip(axes[0], resources):
         diffs = rel[col].drop(index="fork", level="method", errors="ignore").dropna()
@@ -744,6 +739,10 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         ax.annotate("fork (reference)", (0, 0), xytext=(5, -10), textcoords="offset points", fontsize=8)
         ax.set_title(f"extra restart time vs extra {title}")
         ax.set_xlabel(f"extra MiB per replica vs fork ({title})")
+        # the planner's restart where records have exec to ready, else time to ready: say which the points are
+        restarts = ok[ok["metric"] == RESTART].set_index(["engine_label", "parent_state", "tp"])[derive.INCLUDES]
+        drawn = restarts[restarts.index.isin([k[:3] for k, _ in points])]
+        clock = " or ".join(sorted({_clock_text(c) for c in drawn.dropna()}))
         ax.set_ylabel(f"extra seconds a restart takes vs fork\n({clock})")
     handles = [Line2D([], [], color=colors[m], marker="o", ls="", label=m) for m in colors if m != "fork"]
     handles += [Line2D([], [], color="#555", marker=markers[s], ls="", label=f"parent: {s}") for s in states]
@@ -754,6 +753,13 @@ def chart_tradeoff(df: pd.DataFrame) -> Figure:
         axes[0, 0].text(0.98, 0.03, same_gpu, transform=axes[0, 0].transAxes, ha="right", va="bottom", fontsize=8,
                         color="#444", bbox={"boxstyle": "round", "fc": "white", "ec": "#bbb"})
     return fig
+
+
+def _clock_text(includes: str) -> str:
+    """What a restart figure counts (derive's `includes`, or the planner's shorter form of it), as
+    an axis or a title says it."""
+    return ("teardown + exec to ready" if includes == RESTART_CLOCK else "from the server's start request"
+            if includes.startswith(("server", "from the server")) else "from the start request")
 
 
 # 5 ------------------------------------------------------------------------------------------------
@@ -837,9 +843,8 @@ def chart_amortisation(df: pd.DataFrame) -> Figure:
         ax.set_xticks([0.1, 0.25, 0.5, 1, 2, 4, 8, 24])
         ax.set_xlim(0.1, 24)
         ax.set_ylim(bottom=bottom)
-        clock = ("teardown + exec to ready" if f.clock == RESTART_CLOCK else "from the server's start request"
-                 if f.clock.startswith("from the server") else "from the start request")
-        ax.set(title=textwrap.fill(f"{f.method} {f.verb} {num(saving)} s sooner than {o.method} ({clock})", 75)
+        ax.set(title=textwrap.fill(f"{f.method} {f.verb} {num(saving)} s sooner than {o.method} "
+                                   f"({_clock_text(f.clock)})", 75)
                + "\n" + textwrap.fill(where, 75),
                xlabel="busy hours a day (decode load at the faster rate)\n" + textwrap.fill(note, 80),
                ylabel=f"break-even: {f.method} decoding this % slower")
