@@ -46,8 +46,8 @@ CAPTIONS = {
                   "With few cold starts the interval is wide: compare bars whose whiskers do not overlap; the "
                   "decision above weighs decode across cold starts where a fork/spawn pair has it.",
     "tradeoff": "Each point is one start method in one setting (engine, parent state, TP size) compared with "
-                "fork in the same setting: to the right it needs more memory per replica, upwards it takes "
-                "longer to become ready. Settings where fork failed have no reference and are left out.",
+                "fork in the same setting: to the right it needs more memory per replica, upwards a restart "
+                "takes longer. Settings where fork failed have no reference and are left out.",
     "amortisation": "For each engine and mode, the method that restarts fastest against its spawn twin (or the next "
                     "fastest): how much slower it may decode before its start-up saving is gone (the break-even "
                     "decode gap), against the busy hours a day, one line per number of (re)starts a day. The red band "
